@@ -1,0 +1,74 @@
+// swift-tools-version:6.1
+// Keyper: a replicated key-value store. See ARCHITECTURE.md in the shared design notes and README.md.
+
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "keyper",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "keyper", targets: ["keyper"]),
+    ],
+    dependencies: [
+        // `traits: []` drops full Foundation/ICU and swift-configuration (SWIFT-NOTES.md, gotcha 1).
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "keyper",
+            dependencies: [
+                "KeyperServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "KeyperServer",
+            dependencies: [
+                "KeyperStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "KeyperStorage",
+            dependencies: ["CSQLite"],
+            swiftSettings: strictSettings
+        ),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .target(
+            name: "KeyperTestSupport",
+            path: "Tests/KeyperTestSupport",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "KeyperStorageTests",
+            dependencies: ["KeyperStorage", "KeyperTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "KeyperServerTests",
+            dependencies: [
+                "KeyperServer",
+                "KeyperTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,64 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// An error answered to an HTTP client as `{"error": "...", "code": "..."}`.
+///
+/// `code` is stable and meant for programs; `message` is for people and may change.
+public struct APIError: Error, HTTPResponseError, Sendable {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var headers: HTTPFields
+
+    public init(_ status: HTTPResponse.Status, code: String, _ message: String, headers: HTTPFields = [:]) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        let body = #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code) + "}\n"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+extension APIError {
+    static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code: code, message) }
+    static func emptyKey() -> APIError { .badRequest("empty_key", "the key is empty: use /v1/keys/{key}") }
+    static func notFound(_ message: String) -> APIError { APIError(.notFound, code: "not_found", message) }
+    static func keyNotFound() -> APIError { APIError(.notFound, code: "key_not_found", "key not found") }
+    static func methodNotAllowed(_ method: HTTPRequest.Method, allowed: [HTTPRequest.Method]) -> APIError {
+        let allow = allowed.map(\.rawValue).joined(separator: ", ")
+        var headers = HTTPFields()
+        headers[.allow] = allow
+        return APIError(.methodNotAllowed, code: "method_not_allowed",
+                        "method \(method.rawValue) is not allowed here (allowed: \(allow))", headers: headers)
+    }
+    static func internalError(_ message: String) -> APIError { APIError(.internalServerError, code: "internal", message) }
+}
+
+/// Minimal JSON string escaping (RFC 8259 §7), for the few hand-built bodies on hot or error paths.
+enum JSONText {
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let s where s.value < 0x20:
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

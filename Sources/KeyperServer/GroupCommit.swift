@@ -1,0 +1,107 @@
+import HTTPTypes
+import KeyperStorage
+import NIOPosix
+import Synchronization
+
+/// Batches concurrent writes into one SQLite transaction, so one fsync covers all of them.
+///
+/// Writers that arrive while a batch commits wait for the next one (group commit). The commit
+/// runs on a blocking-I/O thread, never on the event loop or the cooperative pool: an fsync
+/// takes about a millisecond here (SWIFT-NOTES.md, "Disk"), which would otherwise stall every
+/// request sharing the thread. There is one hop to that thread per batch, not per write.
+final class GroupCommitter: Sendable {
+    private struct Waiter {
+        var operations: [KVOperation]
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var pending: [Waiter] = []
+        var pendingOperations = 0
+        /// True while a drain loop owns the store's writer; at most one runs.
+        var draining = false
+    }
+
+    private let store: KVStore
+    private let pool: NIOThreadPool
+    private let pendingWritesMax: Int
+    /// The most operations committed in one transaction; later writers ride the next one.
+    private let batchOperationsMax: Int
+    private let state = Mutex(State())
+
+    init(store: KVStore, pool: NIOThreadPool = .singleton, pendingWritesMax: Int, batchOperationsMax: Int = 1_024) {
+        precondition(pendingWritesMax > 0 && batchOperationsMax > 0)
+        self.store = store
+        self.pool = pool
+        self.pendingWritesMax = pendingWritesMax
+        self.batchOperationsMax = batchOperationsMax
+    }
+
+    /// Returns once `operations` are committed and durable, or throws and nothing was applied.
+    func commit(_ operations: [KVOperation]) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome = state.withLock { state -> (start: Bool, refused: Bool) in
+                guard state.pending.count < pendingWritesMax else { return (false, true) }
+                state.pending.append(Waiter(operations: operations, continuation: continuation))
+                state.pendingOperations += operations.count
+                guard !state.draining else { return (false, false) }
+                state.draining = true
+                return (true, false)
+            }
+            if outcome.refused {
+                continuation.resume(throwing: APIError(.serviceUnavailable, code: "overloaded",
+                                                       "too many writes waiting (\(pendingWritesMax)); retry later"))
+            } else if outcome.start {
+                pool.submit { [self] _ in drain() }
+            }
+        }
+    }
+
+    /// Commits batches until nothing is pending. Runs on a pool thread.
+    private func drain() {
+        while true {
+            let batch = state.withLock { state -> [Waiter] in
+                guard !state.pending.isEmpty else {
+                    state.draining = false
+                    return []
+                }
+                var taken = 0
+                var count = 0
+                while taken < state.pending.count && (count == 0 || count + state.pending[taken].operations.count <= batchOperationsMax) {
+                    count += state.pending[taken].operations.count
+                    taken += 1
+                }
+                state.pendingOperations -= count
+                let batch = Array(state.pending[..<taken])
+                state.pending.removeFirst(taken)
+                return batch
+            }
+            if batch.isEmpty { return }
+            do {
+                try store.apply(batch.flatMap(\.operations))
+                for waiter in batch { waiter.continuation.resume() }
+            } catch {
+                let failure = StorageFailure.map(error)
+                for waiter in batch { waiter.continuation.resume(throwing: failure) }
+            }
+        }
+    }
+}
+
+extension HTTPResponse.Status {
+    /// 507 (RFC 4918 §11.5): the server cannot store what the request needs.
+    static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
+}
+
+/// Turns a storage error into what the client is told.
+enum StorageFailure {
+    static func map(_ error: any Error) -> APIError {
+        if let error = error as? SQLiteError, error.isDiskFull {
+            return APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied")
+        }
+        if let error = error as? FileIOError, error.isDiskFull {
+            return APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied")
+        }
+        return APIError(.internalServerError, code: "storage_error", "storage failed: \(error)")
+    }
+}

@@ -1,0 +1,223 @@
+import FoundationEssentials
+import HTTPTypes
+import Hummingbird
+import KeyperStorage
+import NIOCore
+
+extension HTTPField.Name {
+    /// Names the current leader's node id on every response, so clients can find it.
+    static let keyperLeader = HTTPField.Name("X-Keyper-Leader")!
+}
+
+/// The `/v1` HTTP API, in front of any ``KeyValueNode``.
+///
+/// Keys are everything after `/v1/keys/`, percent-decoded (so `a/b/c`, `%2F`, spaces and UTF-8
+/// all work); they are taken from the raw request path, never from a router that might
+/// normalise it.
+public struct KeyperAPI<Node: KeyValueNode>: Sendable {
+    static var keysPath: String { "/v1/keys" }
+    static var keyPrefix: String { "/v1/keys/" }
+
+    let node: Node
+    let configuration: NodeConfiguration
+
+    public init(node: Node, configuration: NodeConfiguration) {
+        self.node = node
+        self.configuration = configuration
+    }
+
+    /// A router with every route and the JSON error middleware installed.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: APIMiddleware(node: node))
+        for path in [RouterPath(stringLiteral: Self.keysPath), "/v1/keys/**"] {
+            for method in [HTTPRequest.Method.get, .put, .delete] {
+                router.on(path, method: method) { request, _ in try await handleKeys(request) }
+            }
+        }
+        router.get("/v1/status") { _, _ in try await status() }
+        router.get("/v1/health") { _, _ in await health() }
+        router.post("/v1/join") { _, _ -> Response in
+            throw APIError(.conflict, code: "raft_disabled",
+                           "this node runs without Raft (start it with --enable-raft to form a cluster)")
+        }
+        return router
+    }
+
+    // MARK: Keys
+
+    private func handleKeys(_ request: Request) async throws -> Response {
+        let path = request.uri.path
+        if path == Self.keysPath {
+            guard request.method == .get || request.method == .head else {
+                throw APIError.methodNotAllowed(request.method, allowed: [.get])
+            }
+            return try await list(request)
+        }
+        let key = try Self.key(fromPath: path, bytesMax: configuration.keyBytesMax)
+        switch request.method {
+        case .get, .head: return try await get(key, request)
+        case .put: return try await put(key, request)
+        case .delete:
+            try await node.delete(key)
+            return Response(status: .noContent)
+        default: throw APIError.methodNotAllowed(request.method, allowed: [.get, .put, .delete])
+        }
+    }
+
+    static func key(fromPath path: String, bytesMax: Int) throws(APIError) -> [UInt8] {
+        guard path.hasPrefix(keyPrefix) else { throw APIError.emptyKey() }
+        guard let key = Percent.decode(path.dropFirst(keyPrefix.count)) else {
+            throw APIError.badRequest("invalid_key", "the key has a malformed percent-escape")
+        }
+        guard !key.isEmpty else { throw APIError.emptyKey() }
+        guard key.count <= bytesMax else {
+            throw APIError.badRequest("key_too_large", "the key is \(key.count) bytes; the limit is \(bytesMax) (--max-key-bytes)")
+        }
+        guard String(validating: key, as: UTF8.self) != nil else {
+            throw APIError.badRequest("invalid_key", "the key is not valid UTF-8 after percent-decoding")
+        }
+        return key
+    }
+
+    private func get(_ key: [UInt8], _ request: Request) async throws -> Response {
+        let consistency = try Self.consistency(request)
+        guard let value = try await node.get(key, consistency: consistency) else { throw APIError.keyNotFound() }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value)))
+    }
+
+    private func put(_ key: [UInt8], _ request: Request) async throws -> Response {
+        let limit = configuration.valueBytesMax
+        // Refuse a declared oversize body before reading any of it.
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw Self.valueTooLarge(limit)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw Self.valueTooLarge(limit)
+        }
+        try await node.put(key, value: Array(buffer: body))
+        return Response(status: .noContent)
+    }
+
+    private static func valueTooLarge(_ limit: Int) -> APIError {
+        APIError(.contentTooLarge, code: "value_too_large", "the value exceeds \(limit) bytes (--max-value-bytes)")
+    }
+
+    private func list(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        let prefix = Array((query["prefix"].map(String.init) ?? "").utf8)
+        let after = query["after"].map { Array(String($0).utf8) }
+        var limit = configuration.listLimitMax
+        if let text = query["limit"] {
+            guard let asked = Int(text), asked > 0 else {
+                throw APIError.badRequest("invalid_limit", "limit must be a positive integer (got \"\(text)\")")
+            }
+            limit = min(asked, configuration.listLimitMax)
+        }
+        let page = try await node.list(prefix: prefix, after: after, limit: limit, consistency: try Self.consistency(request))
+        let listing = KeyListing(
+            keys: page.keys.map { String(decoding: $0, as: UTF8.self) },
+            more: page.nextAfter != nil,
+            cursor: page.nextAfter.map { String(decoding: $0, as: UTF8.self) })
+        return try Self.json(listing)
+    }
+
+    static func consistency(_ request: Request) throws(APIError) -> ReadConsistency {
+        guard let text = request.uri.queryParameters["consistency"] else { return .linearizable }
+        guard let consistency = ReadConsistency(rawValue: String(text)) else {
+            throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
+        }
+        return consistency
+    }
+
+    // MARK: Status
+
+    private func status() async throws -> Response {
+        try Self.json(try await node.status())
+    }
+
+    private func health() async -> Response {
+        let health = await node.health()
+        let body = #"{"status":"# + JSONText.quoted(health.healthy ? "ok" : "unhealthy")
+            + #","reason":"# + JSONText.quoted(health.reason) + "}\n"
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: health.healthy ? .ok : .serviceUnavailable, headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func json(_ value: some Encodable) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data = try encoder.encode(value)
+        data.append(UInt8(ascii: "\n"))
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// `GET /v1/keys` response.
+struct KeyListing: Codable, Sendable {
+    var keys: [String]
+    /// True when more keys follow; continue with `after=<cursor>`.
+    var more: Bool
+    var cursor: String?
+}
+
+/// Turns every error into the JSON error body, tells 405 from 404, and names the leader on
+/// every response.
+struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddleware {
+    let node: Node
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = try Self.apiError(for: error, request: request).response(from: request, context: context)
+        }
+        if let leader = node.leaderHint {
+            response.headers[.keyperLeader] = leader
+        }
+        return response
+    }
+
+    static func apiError(for error: any Error, request: Request) -> APIError {
+        switch error {
+        case let error as APIError:
+            return error
+        case let error as HTTPError where error.status == .notFound:
+            if let allowed = allowedMethods(path: request.uri.path) {
+                return .methodNotAllowed(request.method, allowed: allowed)
+            }
+            return .notFound("no route for \(request.method.rawValue) \(request.uri.path)")
+        case let error as any HTTPResponseError:
+            return APIError(error.status, code: error.status.reasonPhrase.lowercased().replacingSpaces(),
+                            "\(error)")
+        default:
+            return .internalError("\(error)")
+        }
+    }
+
+    /// The methods a known path accepts, or nil for an unknown path (404 rather than 405).
+    static func allowedMethods(path: String) -> [HTTPRequest.Method]? {
+        switch path {
+        case "/v1/keys": [.get, .head]
+        case "/v1/status", "/v1/health": [.get, .head]
+        case "/v1/join": [.post]
+        default: path.hasPrefix("/v1/keys/") ? [.get, .head, .put, .delete] : nil
+        }
+    }
+}
+
+extension String {
+    fileprivate func replacingSpaces() -> String {
+        String(map { $0 == " " ? "_" : $0 })
+    }
+}

@@ -1,0 +1,65 @@
+import KeyperStorage
+
+/// A single node without Raft: SQLite with `synchronous=FULL` is the only copy, so a write is
+/// acknowledged once its group commit is fsynced. Always its own leader.
+public final class StandaloneNode: KeyValueNode {
+    public let configuration: NodeConfiguration
+    private let directory: DataDirectory
+    private let store: KVStore
+    private let committer: GroupCommitter
+    private let started = ContinuousClock.now
+
+    /// Opens (or creates) the data directory and its store.
+    public init(configuration: NodeConfiguration) throws {
+        self.configuration = configuration
+        directory = try DataDirectory(path: configuration.dataDirectory)
+        store = try KVStore(path: directory.databasePath, durability: .full)
+        committer = GroupCommitter(store: store, pendingWritesMax: configuration.pendingWritesMax)
+    }
+
+    /// Closes the store. Call after the HTTP server stopped taking requests.
+    public func close() {
+        store.close()
+    }
+
+    public var leaderHint: String? { configuration.nodeID }
+
+    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
+        // A standalone node is its own leader and reads its committed state: every read is
+        // linearizable, whatever was asked.
+        do { return try store.get(key) } catch { throw StorageFailure.map(error) }
+    }
+
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage {
+        do { return try store.list(prefix: prefix, after: after, limit: limit) } catch { throw StorageFailure.map(error) }
+    }
+
+    public func put(_ key: [UInt8], value: [UInt8]) async throws {
+        try await committer.commit([.put(key: key, value: value)])
+    }
+
+    public func delete(_ key: [UInt8]) async throws {
+        try await committer.commit([.delete(key: key)])
+    }
+
+    public func status() async throws -> NodeStatus {
+        let keys: Int
+        do { keys = try store.count() } catch { throw StorageFailure.map(error) }
+        let uptime = ContinuousClock.now - started
+        return NodeStatus(
+            nodeID: configuration.nodeID, status: "ok", mode: "standalone", version: KeyperVersion.current,
+            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            keys: keys, isLeader: true, leaderID: configuration.nodeID, leaderAddress: nil,
+            leaderHTTPAddress: configuration.httpAddress.description, term: nil, commitIndex: nil,
+            appliedIndex: nil, dataDirectory: configuration.dataDirectory)
+    }
+
+    public func health() async -> Health {
+        do {
+            _ = try store.get([0])
+            return Health(healthy: true, reason: "ok")
+        } catch {
+            return Health(healthy: false, reason: "storage: \(error)")
+        }
+    }
+}

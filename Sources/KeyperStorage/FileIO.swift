@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A failed system call, with the path it was about and `errno`.
+public struct FileIOError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let path: String
+    public let errorNumber: Int32
+    public var description: String { "\(operation) \(path): \(FileIO.errnoDescription(errorNumber))" }
+    /// ENOSPC or EDQUOT: out of space, a condition that can clear.
+    public var isDiskFull: Bool { errorNumber == ENOSPC || errorNumber == EDQUOT }
+}
+
+/// Small POSIX helpers for files that must be durable. No Foundation: these sit on the write path.
+public enum FileIO {
+    public static func errnoDescription(_ code: Int32 = errno) -> String {
+        String(cString: strerror(code)) + " (errno \(code))"
+    }
+
+    /// `mkdir -p`.
+    public static func makeDirectories(_ path: String) throws(FileIOError) {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw FileIOError(operation: "mkdir", path: prefix, errorNumber: errno)
+            }
+            prefix += "/"
+        }
+    }
+
+    public static func listDirectory(_ path: String) throws(FileIOError) -> [String] {
+        guard let directory = opendir(path) else {
+            throw FileIOError(operation: "opendir", path: path, errorNumber: errno)
+        }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    public static func readFile(_ path: String) throws(FileIOError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileIOError(operation: "open", path: path, errorNumber: errno) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw FileIOError(operation: "read", path: path, errorNumber: errno)
+            }
+            if count == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileIOError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { raw in
+                write(fd, raw.baseAddress! + offset, raw.count - offset)
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw FileIOError(operation: "write", path: path, errorNumber: errno)
+            }
+            offset += written
+        }
+    }
+
+    /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file:
+    /// write a temporary file, fsync it, rename it over, fsync the directory.
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(FileIOError) {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileIOError(operation: "open", path: temporary, errorNumber: errno) }
+        do throws(FileIOError) {
+            try writeAll(fd, bytes, path: temporary)
+            guard fsync(fd) == 0 else { throw FileIOError(operation: "fsync", path: temporary, errorNumber: errno) }
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            throw FileIOError(operation: "rename", path: temporary, errorNumber: errno)
+        }
+        try syncDirectory(containing: path)
+    }
+
+    /// fsyncs the directory that holds `path`, making a create or rename in it durable.
+    public static func syncDirectory(containing path: String) throws(FileIOError) {
+        let directory: String
+        if let slash = path.lastIndex(of: "/") {
+            directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            directory = "."
+        }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileIOError(operation: "open", path: directory, errorNumber: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileIOError(operation: "fsync", path: directory, errorNumber: errno) }
+    }
+}

@@ -1,0 +1,241 @@
+import CSQLite
+import Synchronization
+
+/// One change to the key-value state.
+public enum KVOperation: Hashable, Sendable {
+    case put(key: [UInt8], value: [UInt8])
+    case delete(key: [UInt8])
+}
+
+/// How hard SQLite itself works to make each commit durable.
+public enum KVDurability: Sendable {
+    /// `synchronous=FULL`: each commit is fsynced before it returns. Standalone mode, where
+    /// SQLite is the only copy of the data.
+    case full
+    /// `synchronous=NORMAL` in WAL mode: commits are atomic and ordered, and the last few may be
+    /// lost on power failure. Raft mode, where the Raft log is the source of truth and replays
+    /// everything after the stored applied index.
+    case normal
+}
+
+/// A page of an ordered key listing.
+public struct KeyPage: Sendable, Equatable {
+    public var keys: [[UInt8]]
+    /// The last key returned when more keys follow; pass it as `after` to continue.
+    public var nextAfter: [UInt8]?
+}
+
+/// The key-value state machine: one SQLite table, `key BLOB PRIMARY KEY, value BLOB`, in WAL mode.
+///
+/// One connection writes (``apply(_:appliedIndex:)``, a transaction per batch) and one reads;
+/// in WAL mode the reader never waits for the writer. Statements are prepared once and reused.
+/// Thread-safe: each connection is guarded by its own lock.
+public final class KVStore: Sendable {
+    /// The schema this build writes (`PRAGMA user_version`).
+    public static let schemaVersion: Int64 = 1
+
+    public let path: String
+    private let writer: Mutex<Writer?>
+    private let reader: Mutex<Reader?>
+
+    public init(path: String, durability: KVDurability) throws(SQLiteError) {
+        self.path = path
+        let writeConnection = try SQLiteConnection(path: path)
+        try Self.prepareSchema(writeConnection, path: path, durability: durability)
+        writer = Mutex(try Writer(connection: writeConnection))
+        reader = Mutex(try Reader(connection: SQLiteConnection(path: path)))
+    }
+
+    private static func prepareSchema(_ db: SQLiteConnection, path: String,
+                                      durability: KVDurability) throws(SQLiteError) {
+        let version = try db.scalarInt("PRAGMA user_version") ?? 0
+        guard version <= schemaVersion else {
+            throw SQLiteError(code: SQLITE_ERROR,
+                              message: "schema version \(version) was written by a newer Keyper (this build reads up to \(schemaVersion))",
+                              context: "opening \(path)")
+        }
+        let mode = try db.scalarText("PRAGMA journal_mode=WAL")
+        guard mode?.lowercased() == "wal" else {
+            throw SQLiteError(code: SQLITE_ERROR, message: "cannot enable WAL journal mode (got \(mode ?? "nothing"))",
+                              context: "opening \(path)")
+        }
+        switch durability {
+        case .full: try db.execute("PRAGMA synchronous=FULL")
+        case .normal: try db.execute("PRAGMA synchronous=NORMAL")
+        }
+        try db.execute("""
+            CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            PRAGMA user_version = \(schemaVersion);
+            """)
+    }
+
+    /// Closes both connections. Later calls throw.
+    public func close() {
+        writer.withLock { $0 = nil }
+        reader.withLock { $0 = nil }
+    }
+
+    // MARK: Reads
+
+    public func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
+        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [UInt8]? in
+            try Self.open(reader, path: path).get(key)
+        }
+    }
+
+    /// Keys in byte order that start with `prefix` and sort after `after`, at most `limit`.
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws(SQLiteError) -> KeyPage {
+        precondition(limit > 0, "limit=\(limit)")
+        return try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> KeyPage in
+            try Self.open(reader, path: path).list(prefix: prefix, after: after, limit: limit)
+        }
+    }
+
+    public func count() throws(SQLiteError) -> Int {
+        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> Int in
+            try Self.open(reader, path: path).count()
+        }
+    }
+
+    /// The Raft index of the last entry applied, stored in the same transaction as its data.
+    public func appliedIndex() throws(SQLiteError) -> UInt64 {
+        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> UInt64 in
+            try Self.open(reader, path: path).appliedIndex()
+        }
+    }
+
+    // MARK: Writes
+
+    /// Applies `operations` in one transaction, and records `appliedIndex` in it when given,
+    /// so the data and the index that covers it are durable together or not at all.
+    public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws(SQLiteError) {
+        try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
+            try Self.open(writer, path: path).apply(operations, appliedIndex: appliedIndex)
+        }
+    }
+
+    /// The smallest byte string greater than every string starting with `prefix`, or nil when
+    /// there is none (empty prefix, or all 0xFF).
+    static func prefixEnd(_ prefix: [UInt8]) -> [UInt8]? {
+        var end = prefix
+        while let last = end.last {
+            if last < 0xFF {
+                end[end.count - 1] = last + 1
+                return end
+            }
+            end.removeLast()
+        }
+        return nil
+    }
+
+    private static func open<T>(_ value: T?, path: String) throws(SQLiteError) -> T {
+        guard let value else { throw SQLiteError(code: SQLITE_MISUSE, message: "store is closed", context: path) }
+        return value
+    }
+}
+
+/// The write connection and its statements.
+private final class Writer {
+    let connection: SQLiteConnection
+    let begin, commit, rollback, put, delete, setApplied: SQLiteStatement
+
+    init(connection: SQLiteConnection) throws(SQLiteError) {
+        self.connection = connection
+        begin = try connection.prepare("BEGIN IMMEDIATE")
+        commit = try connection.prepare("COMMIT")
+        rollback = try connection.prepare("ROLLBACK")
+        put = try connection.prepare("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        delete = try connection.prepare("DELETE FROM kv WHERE key = ?1")
+        setApplied = try connection.prepare("INSERT INTO meta (name, value) VALUES ('applied_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+    }
+
+    func apply(_ operations: [KVOperation], appliedIndex: UInt64?) throws(SQLiteError) {
+        try begin.run()
+        do {
+            for operation in operations {
+                switch operation {
+                case let .put(key, value):
+                    try put.bind(key, at: 1)
+                    try put.bind(value, at: 2)
+                    try put.run()
+                case let .delete(key):
+                    try delete.bind(key, at: 1)
+                    try delete.run()
+                }
+            }
+            if let appliedIndex {
+                precondition(appliedIndex <= UInt64(Int64.max), "appliedIndex=\(appliedIndex)")
+                try setApplied.bind(Int64(appliedIndex), at: 1)
+                try setApplied.run()
+            }
+            try commit.run()
+        } catch {
+            // Leave no half-applied batch behind: the caller sees the error and nothing changed.
+            put.reset()
+            delete.reset()
+            setApplied.reset()
+            try? rollback.run()
+            throw error
+        }
+    }
+}
+
+/// The read connection and its statements.
+private final class Reader {
+    let connection: SQLiteConnection
+    let get, listBounded, listUnbounded, countAll, applied: SQLiteStatement
+
+    init(connection: SQLiteConnection) throws(SQLiteError) {
+        self.connection = connection
+        get = try connection.prepare("SELECT value FROM kv WHERE key = ?1")
+        // Two shapes so SQLite can use the primary key for both bounds; `key > ?2` with an empty
+        // blob is true for every (non-empty) key.
+        listBounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4")
+        listUnbounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3")
+        countAll = try connection.prepare("SELECT COUNT(*) FROM kv")
+        applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
+    }
+
+    func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
+        defer { get.reset() }
+        try get.bind(key, at: 1)
+        guard try get.step() else { return nil }
+        return get.columnBytes(0)
+    }
+
+    func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws(SQLiteError) -> KeyPage {
+        let statement: SQLiteStatement
+        if let upper = KVStore.prefixEnd(prefix) {
+            statement = listBounded
+            try statement.bind(upper, at: 3)
+            try statement.bind(Int64(limit + 1), at: 4)
+        } else {
+            statement = listUnbounded
+            try statement.bind(Int64(limit + 1), at: 3)
+        }
+        defer { statement.reset() }
+        try statement.bind(prefix, at: 1)
+        try statement.bind(after ?? [], at: 2)
+        var keys: [[UInt8]] = []
+        // One row beyond the limit tells whether another page exists.
+        while try statement.step() {
+            keys.append(statement.columnBytes(0))
+        }
+        guard keys.count > limit else { return KeyPage(keys: keys, nextAfter: nil) }
+        keys.removeLast(keys.count - limit)
+        return KeyPage(keys: keys, nextAfter: keys.last)
+    }
+
+    func count() throws(SQLiteError) -> Int {
+        defer { countAll.reset() }
+        _ = try countAll.step()
+        return Int(countAll.columnInt(0))
+    }
+
+    func appliedIndex() throws(SQLiteError) -> UInt64 {
+        defer { applied.reset() }
+        guard try applied.step() else { return 0 }
+        return UInt64(applied.columnInt(0))
+    }
+}

@@ -1,0 +1,279 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeyperTestSupport
+import NIOCore
+import Testing
+@testable import KeyperServer
+
+/// Runs `body` against a standalone node in a fresh data directory, through Hummingbird's
+/// in-process test client (`.router`) or a real socket (`.live`).
+func withAPI(
+    _ setup: TestingSetup = .router,
+    configure: (inout NodeConfiguration) -> Void = { _ in },
+    _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
+) async throws {
+    try await withTemporaryDirectory { dir in
+        var configuration = NodeConfiguration()
+        configuration.dataDirectory = dir + "/data"
+        configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
+        configure(&configuration)
+        let node = try StandaloneNode(configuration: configuration)
+        defer { node.close() }
+        let app = Application(
+            router: KeyperAPI(node: node, configuration: configuration).makeRouter(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(setup) { client in try await body(client) }
+    }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+    /// The `code` field of a JSON error body.
+    var errorCode: String? {
+        guard let range = text.range(of: #""code":""#) else { return nil }
+        return String(text[range.upperBound...].prefix(while: { $0 != "\"" }))
+    }
+}
+
+@Suite("HTTP API")
+struct HTTPAPITests {
+    @Test("PUT then GET returns the exact bytes; DELETE makes it 404")
+    func putGetDelete() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/foo", method: .put, body: ByteBuffer(string: "hello")) {
+                #expect($0.status == .noContent)
+                #expect($0.headers[.keyperLeader] == "node1")
+            }
+            try await client.execute(uri: "/v1/keys/foo", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.text == "hello")
+                #expect($0.headers[.contentType] == "application/octet-stream")
+            }
+            try await client.execute(uri: "/v1/keys/foo", method: .delete) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/foo", method: .get) {
+                #expect($0.status == .notFound)
+                #expect($0.errorCode == "key_not_found")
+                #expect($0.headers[.contentType] == "application/json")
+            }
+            // DELETE is idempotent.
+            try await client.execute(uri: "/v1/keys/foo", method: .delete) { #expect($0.status == .noContent) }
+        }
+    }
+
+    @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
+    func keyEncoding() async throws {
+        try await withAPI { client in
+            let cases: [(uri: String, value: String)] = [
+                ("/v1/keys/a/b/c", "slashes"),
+                ("/v1/keys/a%2Fb%2Fc", "escaped"),  // decodes to the same key as a/b/c
+                ("/v1/keys/with%20space", "space"),
+                ("/v1/keys/%C3%A9t%C3%A9", "utf8"),
+            ]
+            for (uri, value) in cases {
+                try await client.execute(uri: uri, method: .put, body: ByteBuffer(string: value)) {
+                    #expect($0.status == .noContent)
+                }
+            }
+            try await client.execute(uri: "/v1/keys/a/b/c", method: .get) { #expect($0.text == "escaped") }
+            try await client.execute(uri: "/v1/keys/with%20space", method: .get) { #expect($0.text == "space") }
+            try await client.execute(uri: "/v1/keys/été", method: .get) { #expect($0.text == "utf8") }
+            try await client.execute(uri: "/v1/keys?prefix=a/", method: .get) {
+                #expect($0.text.contains(#""keys":["a/b/c"]"#))
+            }
+        }
+    }
+
+    @Test("binary values of every byte come back byte-exact")
+    func binaryValue() async throws {
+        try await withAPI { client in
+            var generator = SystemRandomNumberGenerator()
+            let value = (0..<16_384).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            try await client.execute(uri: "/v1/keys/bin", method: .put, body: ByteBuffer(bytes: value)) {
+                #expect($0.status == .noContent)
+            }
+            try await client.execute(uri: "/v1/keys/bin", method: .get) {
+                #expect(Array(buffer: $0.body) == value)
+            }
+        }
+    }
+
+    @Test("an empty value is stored and is not the same as absent")
+    func emptyValue() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/e", method: .put) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/e", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.body.readableBytes == 0)
+            }
+        }
+    }
+
+    @Test("bad keys get 400 with a JSON error and change nothing")
+    func badKeys() async throws {
+        try await withAPI(configure: { $0.keyBytesMax = 8 }) { client in
+            for (uri, code) in [("/v1/keys/", "empty_key"), ("/v1/keys/123456789", "key_too_large"),
+                                ("/v1/keys/%zz", "invalid_key"), ("/v1/keys/%FF", "invalid_key")] {
+                for method in [HTTPRequest.Method.put, .get, .delete] {
+                    try await client.execute(uri: uri, method: method, body: ByteBuffer(string: "x")) {
+                        #expect($0.status == .badRequest, "\(method) \(uri)")
+                        #expect($0.errorCode == code, "\(method) \(uri): \($0.text)")
+                    }
+                }
+            }
+            try await client.execute(uri: "/v1/status", method: .get) { #expect($0.text.contains(#""keys":0"#)) }
+        }
+    }
+
+    @Test("a value over the limit gets 413, is not stored, and the node keeps serving")
+    func valueTooLarge() async throws {
+        try await withAPI(.live, configure: { $0.valueBytesMax = 1024 }) { client in
+            try await client.execute(uri: "/v1/keys/big", method: .put, body: ByteBuffer(repeating: 1, count: 1025)) {
+                #expect($0.status == .contentTooLarge)
+                #expect($0.errorCode == "value_too_large")
+            }
+            try await client.execute(uri: "/v1/keys/big", method: .get) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/v1/keys/ok", method: .put, body: ByteBuffer(repeating: 1, count: 1024)) {
+                #expect($0.status == .noContent)
+            }
+            try await client.execute(uri: "/v1/health", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+
+    @Test("a wrong method gets 405 with Allow; an unknown route gets 404, both as JSON")
+    func methodAndRouteErrors() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/foo", method: .post) {
+                #expect($0.status == .methodNotAllowed)
+                #expect($0.errorCode == "method_not_allowed")
+                #expect($0.headers[.allow]?.contains("PUT") == true)
+            }
+            try await client.execute(uri: "/v1/status", method: .delete) { #expect($0.status == .methodNotAllowed) }
+            try await client.execute(uri: "/v1/keys", method: .put) { #expect($0.status == .methodNotAllowed) }
+            try await client.execute(uri: "/v1/join", method: .get) { #expect($0.status == .methodNotAllowed) }
+            try await client.execute(uri: "/v2/nothing", method: .get) {
+                #expect($0.status == .notFound)
+                #expect($0.errorCode == "not_found")
+            }
+        }
+    }
+
+    @Test("listing returns ordered keys with a cursor, caps the limit, and rejects a bad limit")
+    func listing() async throws {
+        try await withAPI(configure: { $0.listLimitMax = 3 }) { client in
+            for key in ["b", "a", "c/1", "c/2", "c/3", "d"] {
+                try await client.execute(uri: "/v1/keys/\(key)", method: .put, body: ByteBuffer(string: "v"))
+            }
+            try await client.execute(uri: "/v1/keys?limit=2", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.text == #"{"cursor":"b","keys":["a","b"],"more":true}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys?after=b&limit=100", method: .get) {
+                // Capped at listLimitMax = 3.
+                #expect($0.text.contains(#""more":true"#))
+                #expect($0.text.contains(#""cursor":"c/3""#))
+            }
+            try await client.execute(uri: "/v1/keys?prefix=c%2F&after=c%2F1", method: .get) {
+                #expect($0.text.contains("c/2"))
+                #expect($0.text.contains(#""more":false"#))
+                #expect(!$0.text.contains("c/1"))
+            }
+            for bad in ["0", "-1", "x"] {
+                try await client.execute(uri: "/v1/keys?limit=\(bad)", method: .get) {
+                    #expect($0.status == .badRequest)
+                    #expect($0.errorCode == "invalid_limit")
+                }
+            }
+        }
+    }
+
+    @Test("consistency must be linearizable or stale")
+    func consistencyParameter() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/k", method: .put, body: ByteBuffer(string: "v"))
+            try await client.execute(uri: "/v1/keys/k?consistency=stale", method: .get) { #expect($0.text == "v") }
+            try await client.execute(uri: "/v1/keys/k?consistency=linearizable", method: .get) { #expect($0.text == "v") }
+            try await client.execute(uri: "/v1/keys/k?consistency=eventual", method: .get) {
+                #expect($0.status == .badRequest)
+                #expect($0.errorCode == "invalid_consistency")
+            }
+        }
+    }
+
+    @Test("status reports the node, its mode and its key count")
+    func status() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/a", method: .put, body: ByteBuffer(string: "1"))
+            try await client.execute(uri: "/v1/status", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.headers[.contentType] == "application/json")
+                let text = $0.text
+                for field in [#""node_id":"node1""#, #""status":"ok""#, #""mode":"standalone""#,
+                              #""is_leader":true"#, #""keys":1"#, #""leader_id":"node1""#, #""version":""#,
+                              #""uptime_seconds":"#] {
+                    #expect(text.contains(field), "\(field) in \(text)")
+                }
+            }
+        }
+    }
+
+    @Test("health answers 200 and join is refused without Raft")
+    func healthAndJoin() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/health", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.text.contains(#""status":"ok""#))
+            }
+            try await client.execute(uri: "/v1/join", method: .post,
+                                     body: ByteBuffer(string: #"{"node_id":"node2","raft_addr":"127.0.0.1:12001"}"#)) {
+                #expect($0.status == .conflict)
+                #expect($0.errorCode == "raft_disabled")
+            }
+        }
+    }
+
+    @Test("concurrent writes are all acknowledged and all stored (group commit)")
+    func concurrentWrites() async throws {
+        try await withAPI { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<200 {
+                    group.addTask {
+                        try await client.execute(uri: "/v1/keys/c\(i)", method: .put, body: ByteBuffer(string: "\(i)")) {
+                            #expect($0.status == .noContent)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for i in stride(from: 0, to: 200, by: 17) {
+                try await client.execute(uri: "/v1/keys/c\(i)", method: .get) { #expect($0.text == "\(i)") }
+            }
+            try await client.execute(uri: "/v1/status", method: .get) { #expect($0.text.contains(#""keys":200"#)) }
+        }
+    }
+}
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("listen addresses parse the prototype's forms")
+    func listenAddresses() {
+        #expect(ListenAddress(parsing: ":8080") == ListenAddress(host: "0.0.0.0", port: 8080))
+        #expect(ListenAddress(parsing: "127.0.0.1:8081") == ListenAddress(host: "127.0.0.1", port: 8081))
+        #expect(ListenAddress(parsing: "localhost:0") == ListenAddress(host: "localhost", port: 0))
+        #expect(ListenAddress(parsing: "[::1]:9000") == ListenAddress(host: "::1", port: 9000))
+        #expect(ListenAddress(parsing: "8080") == nil)
+        #expect(ListenAddress(parsing: ":99999") == nil)
+        #expect(ListenAddress(parsing: "::1:80") == nil)
+    }
+
+    @Test("validate rejects a bad node id and limits")
+    func validation() {
+        var configuration = NodeConfiguration()
+        #expect(throws: Never.self) { try configuration.validate() }
+        configuration.nodeID = "has space"
+        #expect(throws: ConfigurationError.self) { try configuration.validate() }
+        configuration.nodeID = "node1"
+        configuration.keyBytesMax = 0
+        #expect(throws: ConfigurationError.self) { try configuration.validate() }
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import HummingbirdTesting
+import KeyperTestSupport
+import NIOCore
+import NIOPosix
+import Testing
+
+/// A `keyper` process started from the binary `swift build` put next to the test bundle.
+final class KeyperProcess: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+    private(set) var port = 0
+
+    /// The built `keyper` executable, beside this test bundle in `.build/<config>/`.
+    static var executablePath: String {
+        let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: bundle).deletingLastPathComponent().appendingPathComponent("keyper").path
+    }
+
+    init(arguments: [String], logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.executableURL = URL(fileURLWithPath: Self.executablePath)
+        process.arguments = arguments
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    /// Waits for the "listening on" line and learns the port; fails if the process exits first.
+    func waitUntilListening(timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if let range = text.range(of: "listening on http://127.0.0.1:") {
+                port = Int(text[range.upperBound...].prefix(while: \.isNumber)) ?? 0
+                return
+            }
+            guard process.isRunning else { throw ProcessTestError("keyper exited early:\n\(text)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ProcessTestError("keyper did not start listening within \(timeout)")
+    }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits for exit and returns the status.
+    func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func client() -> TestClient {
+        TestClient(host: "127.0.0.1", port: port, configuration: .init(), eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton))
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+}
+
+struct ProcessTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func withClient<T>(_ process: KeyperProcess, _ body: (TestClient) async throws -> T) async throws -> T {
+    let client = process.client()
+    client.connect()
+    do {
+        let result = try await body(client)
+        try await client.shutdown()
+        return result
+    } catch {
+        try? await client.shutdown()
+        throw error
+    }
+}
+
+@Suite("The keyper process", .serialized)
+struct ProcessTests {
+    @Test("a value written survives kill -9 and a clean SIGTERM restart")
+    func survivesKill() async throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath): build it with `swift build` first")
+            return
+        }
+        try await withTemporaryDirectory { dir in
+            let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--node-id", "node1"]
+            var generator = SystemRandomNumberGenerator()
+            let value = (0..<16_384).map { _ in UInt8.random(in: 0...255, using: &generator) }
+
+            let first = try KeyperProcess(arguments: arguments, logPath: dir + "/first.log")
+            try await first.waitUntilListening()
+            try await withClient(first) { client in
+                let put = try await client.execute(.init("/v1/keys/dir/k%20ey", method: .put, body: ByteBuffer(bytes: value)))
+                #expect(put.status == .noContent)
+            }
+            first.signal(SIGKILL)
+            #expect(first.waitForExit() != 0)
+
+            let second = try KeyperProcess(arguments: arguments, logPath: dir + "/second.log")
+            try await second.waitUntilListening()
+            try await withClient(second) { client in
+                let get = try await client.execute(.init("/v1/keys/dir/k%20ey", method: .get))
+                #expect(get.status == .ok)
+                #expect(get.body.map { Array(buffer: $0) } == value, "value lost across kill -9")
+                let delete = try await client.execute(.init("/v1/keys/dir/k%20ey", method: .delete))
+                #expect(delete.status == .noContent)
+            }
+            second.signal(SIGTERM)
+            #expect(second.waitForExit() == 0, "SIGTERM should exit cleanly:\n\(second.log)")
+
+            let third = try KeyperProcess(arguments: arguments, logPath: dir + "/third.log")
+            try await third.waitUntilListening()
+            try await withClient(third) { client in
+                let get = try await client.execute(.init("/v1/keys/dir/k%20ey", method: .get))
+                #expect(get.status == .notFound, "the delete was lost")
+            }
+            third.signal(SIGINT)
+            #expect(third.waitForExit() == 0)
+        }
+    }
+
+    @Test("--enable-raft says it is not available and exits non-zero")
+    func raftNotAvailable() throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            let process = try KeyperProcess(
+                arguments: ["--data-dir", dir + "/data", "--enable-raft", "--raft-addr", "127.0.0.1:12000"],
+                logPath: dir + "/raft.log")
+            #expect(process.waitForExit() != 0)
+            #expect(process.log.contains("not available"))
+        }
+    }
+
+    @Test("a foreign data directory stops start-up with a message naming it")
+    func foreignDataDirectory() throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            writeFile(dir + "/MANIFEST", "badger")
+            let process = try KeyperProcess(arguments: ["--data-dir", dir, "--http-addr", "127.0.0.1:0"],
+                                            logPath: "/tmp/keyper-foreign-\(getpid()).log")
+            defer { unlink(process.logPath) }
+            #expect(process.waitForExit() != 0)
+            #expect(process.log.contains("not a Keyper data directory"))
+            #expect(process.log.contains("MANIFEST"))
+        }
+    }
+}
