@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         .executableTarget(
@@ -48,6 +49,16 @@ let package = Package(
             dependencies: ["CSQLite"],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "KeyperTransport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(
             name: "KeyperTestSupport",
@@ -57,6 +68,15 @@ let package = Package(
         .testTarget(
             name: "KeyperStorageTests",
             dependencies: ["KeyperStorage", "KeyperTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "KeyperTransportTests",
+            dependencies: [
+                "KeyperTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,0 +1,188 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Raft peer traffic over TCP: one long-lived outbound connection per peer (this node's
+/// messages to it) and the peer's own connection inbound (its messages to us).
+///
+/// Frames are opaque here; the runtime batches many Raft messages into each. Sending never
+/// blocks and never grows memory without bound: a frame that cannot be queued is dropped and
+/// counted, which Raft tolerates (it retransmits what was lost). Everything runs on SwiftNIO
+/// channel handlers, so a received frame costs no async hop until the runtime takes it.
+public final class PeerTransport: Sendable {
+    public struct Configuration: Sendable {
+        public var nodeID: String
+        public var clusterID: String = ""
+        public var host: String
+        public var port: Int
+        /// Frames queued for a peer while its connection is being made; the oldest is dropped beyond.
+        public var pendingFramesMax = 256
+        /// Bytes in a connection's send buffer beyond which frames are dropped (back-pressure).
+        public var sendBufferBytesMax = 8 * 1024 * 1024
+        public var reconnectDelayMsMin: Int64 = 50
+        public var reconnectDelayMsMax: Int64 = 2_000
+        public var connectTimeoutMs: Int64 = 1_000
+
+        public init(nodeID: String, host: String, port: Int) {
+            self.nodeID = nodeID
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// Called on an event loop thread for every frame a peer sent, after its handshake.
+    public typealias Receiver = @Sendable (_ from: String, _ frame: ByteBuffer) -> Void
+
+    public let configuration: Configuration
+    let group: any EventLoopGroup
+    let logger: Logger
+    let receiver: Receiver
+    private let state = Mutex(State())
+    let counters = Mutex(Counters())
+
+    struct State {
+        var server: (any Channel)?
+        var peers: [String: OutboundPeer] = [:]
+        /// Accepted connections, closed on stop like the outbound ones.
+        var inbound: [ObjectIdentifier: any Channel] = [:]
+        var stopped = false
+    }
+
+    /// What the transport has had to give up on, for metrics and tests.
+    public struct Counters: Sendable, Equatable {
+        public var framesSent = 0
+        public var framesDropped = 0
+        public var framesReceived = 0
+        public var connectionsRefused = 0
+    }
+
+    public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger, receiver: @escaping Receiver) {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        self.receiver = receiver
+    }
+
+    public var statistics: Counters { counters.withLock { $0 } }
+
+    /// Starts listening; returns the bound port (useful with port 0).
+    @discardableResult
+    public func start() async throws -> Int {
+        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: configuration.clusterID)
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                let accepted = state.withLock { state in
+                    guard !state.stopped else { return false }
+                    state.inbound[ObjectIdentifier(channel)] = channel
+                    return true
+                }
+                guard accepted else { return channel.close() }
+                channel.closeFuture.whenComplete { [self] _ in
+                    state.withLock { _ = $0.inbound.removeValue(forKey: ObjectIdentifier(channel)) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(InboundPeerHandler(transport: self, local: handshake))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        let stopped = state.withLock { state in
+            state.server = server
+            return state.stopped
+        }
+        if stopped { try? await server.close() }
+        return server.localAddress?.port ?? configuration.port
+    }
+
+    /// Queues `frame` for `peer` at `address`, connecting (or reconnecting) as needed.
+    /// Never blocks; drops (and counts) when the peer's queue is full.
+    public func send(_ frame: ByteBuffer, to peer: String, address: String) {
+        let outbound = state.withLock { state -> OutboundPeer? in
+            guard !state.stopped else { return nil }
+            if let existing = state.peers[peer], existing.address == address { return existing }
+            state.peers[peer]?.close()
+            let created = OutboundPeer(peer: peer, address: address, transport: self)
+            state.peers[peer] = created
+            return created
+        }
+        guard let outbound else { return }
+        outbound.send(frame)
+    }
+
+    /// Closes the connection to a peer that left the cluster.
+    public func forget(_ peer: String) {
+        state.withLock { $0.peers.removeValue(forKey: peer) }?.close()
+    }
+
+    /// Closes the listener and every connection.
+    public func stop() async {
+        let (server, peers, inbound) = state.withLock { state in
+            state.stopped = true
+            defer { state.peers = [:]; state.server = nil; state.inbound = [:] }
+            return (state.server, Array(state.peers.values), Array(state.inbound.values))
+        }
+        for peer in peers { peer.close() }
+        for channel in inbound { try? await channel.close() }
+        try? await server?.close()
+    }
+
+    func count(_ update: (inout Counters) -> Void) {
+        counters.withLock { update(&$0) }
+    }
+}
+
+/// Validates the caller's handshake, then hands every frame to the transport's receiver.
+/// Anything malformed closes this connection only; the node keeps serving.
+final class InboundPeerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let transport: PeerTransport
+    private let local: Handshake
+    private var peer: String?
+    /// Set once the connection is being closed: frames already decoded behind the bad one
+    /// must not be delivered or counted again.
+    private var refused = false
+
+    init(transport: PeerTransport, local: Handshake) {
+        self.transport = transport
+        self.local = local
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        let frame = unwrapInboundIn(data)
+        guard let peer else {
+            do {
+                let handshake = try Handshake.decode(frame)
+                if !local.clusterID.isEmpty && !handshake.clusterID.isEmpty && handshake.clusterID != local.clusterID {
+                    throw TransportError("peer \(handshake.nodeID) belongs to cluster \(handshake.clusterID), not \(local.clusterID)")
+                }
+                guard handshake.nodeID != local.nodeID else { throw TransportError("peer claims to be this node (\(local.nodeID))") }
+                self.peer = handshake.nodeID
+            } catch {
+                refuse(context: context, reason: "\(error)")
+            }
+            return
+        }
+        transport.count { $0.framesReceived += 1 }
+        transport.receiver(peer, frame)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        refuse(context: context, reason: "\(error)")
+    }
+
+    private func refuse(context: ChannelHandlerContext, reason: String) {
+        guard !refused else { return }
+        refused = true
+        transport.count { $0.connectionsRefused += 1 }
+        transport.logger.warning("closing peer connection", metadata: [
+            "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "peer": "\(peer ?? "?")", "reason": "\(reason)",
+        ])
+        context.close(promise: nil)
+    }
+}
