@@ -23,15 +23,18 @@ final class GroupCommitter: Sendable {
     }
 
     private let store: KVStore
+    private let metrics: NodeMetrics
     private let pool: NIOThreadPool
     private let pendingWritesMax: Int
     /// The most operations committed in one transaction; later writers ride the next one.
     private let batchOperationsMax: Int
     private let state = Mutex(State())
 
-    init(store: KVStore, pool: NIOThreadPool = .singleton, pendingWritesMax: Int, batchOperationsMax: Int = 1_024) {
+    init(store: KVStore, metrics: NodeMetrics, pool: NIOThreadPool = .singleton, pendingWritesMax: Int,
+         batchOperationsMax: Int = 1_024) {
         precondition(pendingWritesMax > 0 && batchOperationsMax > 0)
         self.store = store
+        self.metrics = metrics
         self.pool = pool
         self.pendingWritesMax = pendingWritesMax
         self.batchOperationsMax = batchOperationsMax
@@ -77,10 +80,15 @@ final class GroupCommitter: Sendable {
                 return batch
             }
             if batch.isEmpty { return }
+            let started = ContinuousClock.now
             do {
                 try store.apply(batch.flatMap(\.operations))
+                metrics.commitDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+                metrics.commitBatchWrites.record(batch.count)
+                metrics.writesCommitted.increment(by: batch.count)
                 for waiter in batch { waiter.continuation.resume() }
             } catch {
+                metrics.writesFailed.increment(by: batch.count)
                 let failure = StorageFailure.map(error)
                 for waiter in batch { waiter.continuation.resume(throwing: failure) }
             }

@@ -37,6 +37,11 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         }
         router.get("/v1/status") { _, _ in try await status() }
         router.get("/v1/health") { _, _ in await health() }
+        router.get("/metrics") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.exposition())))
+        }
         router.post("/v1/join") { _, _ -> Response in
             throw APIError(.conflict, code: "raft_disabled",
                            "this node runs without Raft (start it with --enable-raft to form a cluster)")
@@ -176,6 +181,7 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
     let node: Node
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
         var response: Response
         do {
             response = try await next(request, context)
@@ -185,7 +191,17 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         if let leader = node.leaderHint {
             response.headers[.keyperLeader] = leader
         }
+        node.metrics.recordRequest(route: Self.routeLabel(path: request.uri.path), method: request.method.rawValue,
+                                   status: response.status.code, duration: ContinuousClock.now - started)
         return response
+    }
+
+    /// A route name for metrics: a fixed set, so keys never become label values.
+    static func routeLabel(path: String) -> String {
+        switch path {
+        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/metrics": path
+        default: path.hasPrefix("/v1/keys/") ? "/v1/keys/{key}" : "other"
+        }
     }
 
     static func apiError(for error: any Error, request: Request) -> APIError {
@@ -209,7 +225,7 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
     static func allowedMethods(path: String) -> [HTTPRequest.Method]? {
         switch path {
         case "/v1/keys": [.get, .head]
-        case "/v1/status", "/v1/health": [.get, .head]
+        case "/v1/status", "/v1/health", "/metrics": [.get, .head]
         case "/v1/join": [.post]
         default: path.hasPrefix("/v1/keys/") ? [.get, .head, .put, .delete] : nil
         }

@@ -46,6 +46,8 @@ public protocol KeyValueNode: Sendable {
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health
+    /// What `GET /metrics` exports.
+    var metrics: NodeMetrics { get }
 }
 
 public struct Health: Sendable {

@@ -8,13 +8,14 @@ public final class StandaloneNode: KeyValueNode {
     private let store: KVStore
     private let committer: GroupCommitter
     private let started = ContinuousClock.now
+    public let metrics = NodeMetrics()
 
     /// Opens (or creates) the data directory and its store.
     public init(configuration: NodeConfiguration) throws {
         self.configuration = configuration
         directory = try DataDirectory(path: configuration.dataDirectory)
         store = try KVStore(path: directory.databasePath, durability: .full)
-        committer = GroupCommitter(store: store, pendingWritesMax: configuration.pendingWritesMax)
+        committer = GroupCommitter(store: store, metrics: metrics, pendingWritesMax: configuration.pendingWritesMax)
     }
 
     /// Closes the store. Call after the HTTP server stopped taking requests.

@@ -253,6 +253,27 @@ struct HTTPAPITests {
     }
 }
 
+extension HTTPAPITests {
+    @Test("metrics count requests by route and status, and commits, in Prometheus text")
+    func metrics() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/m1", method: .put, body: ByteBuffer(string: "v"))
+            try await client.execute(uri: "/v1/keys/absent", method: .get)
+            try await client.execute(uri: "/metrics", method: .get) {
+                #expect($0.status == .ok)
+                #expect($0.headers[.contentType]?.hasPrefix("text/plain") == true)
+                let text = $0.text
+                for line in [#"keyper_http_requests_total{route="/v1/keys/{key}",method="PUT",status="204"} 1"#,
+                             #"keyper_http_requests_total{route="/v1/keys/{key}",method="GET",status="404"} 1"#,
+                             "keyper_writes_committed_total 1", "keyper_commit_duration_seconds_count 1"] {
+                    #expect(text.contains(line), "missing \(line) in\n\(text)")
+                }
+                #expect(!text.contains("m1"), "keys must never become label values")
+            }
+        }
+    }
+}
+
 @Suite("Configuration")
 struct ConfigurationTests {
     @Test("listen addresses parse the prototype's forms")

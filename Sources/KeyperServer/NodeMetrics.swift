@@ -1,0 +1,71 @@
+import Metrics
+import Prometheus
+import Synchronization
+
+/// A node's metrics, exported at `GET /metrics` in Prometheus text format.
+///
+/// Each node has its own registry rather than the process-wide `MetricsSystem`, so several
+/// nodes in one test process keep separate numbers.
+public final class NodeMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+
+    /// Time to commit one group of writes to disk (SQLite transaction plus fsync).
+    let commitDuration: Metrics.Timer
+    /// Writes per group commit: how well batching works.
+    let commitBatchWrites: Recorder
+    let writesCommitted: Metrics.Counter
+    let writesFailed: Metrics.Counter
+
+    private struct RequestKey: Hashable {
+        var route: String
+        var method: String
+        var status: Int
+    }
+    private let requestMetrics = Mutex<[RequestKey: (Metrics.Counter, Metrics.Timer)]>([:])
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2.5),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+        ]
+        factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+        self.factory = factory
+        commitDuration = Metrics.Timer(label: "keyper_commit_duration_seconds", factory: factory)
+        commitBatchWrites = Recorder(label: "keyper_commit_batch_writes", aggregate: true, factory: factory)
+        writesCommitted = Metrics.Counter(label: "keyper_writes_committed_total", factory: factory)
+        writesFailed = Metrics.Counter(label: "keyper_writes_failed_total", factory: factory)
+    }
+
+    /// Counts a request and its latency under a bounded set of route names.
+    func recordRequest(route: String, method: String, status: Int, duration: Duration) {
+        let key = RequestKey(route: route, method: method, status: status)
+        let (counter, timer) = requestMetrics.withLock { metrics in
+            if let existing = metrics[key] { return existing }
+            let dimensions = [("route", route), ("method", method), ("status", String(status))]
+            let created = (
+                Metrics.Counter(label: "keyper_http_requests_total", dimensions: dimensions, factory: factory),
+                Metrics.Timer(label: "keyper_http_request_duration_seconds", dimensions: dimensions, factory: factory)
+            )
+            metrics[key] = created
+            return created
+        }
+        counter.increment()
+        timer.recordNanoseconds(duration.nanoseconds)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
