@@ -12,6 +12,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "keyper", targets: ["keyper"]),
+        .executable(name: "raft-sim", targets: ["raft-sim"]),
+        .executable(name: "wal-bench", targets: ["wal-bench"]),
     ],
     dependencies: [
         // `traits: []` drops full Foundation/ICU and swift-configuration (SWIFT-NOTES.md, gotcha 1).
@@ -48,11 +50,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The consensus core: no I/O, no clock, no Foundation, no dependencies.
+        .target(name: "KeyperRaft", swiftSettings: strictSettings),
+        .target(name: "KeyperSimulation", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
+        .executableTarget(name: "raft-sim", dependencies: ["KeyperRaft", "KeyperSimulation"], swiftSettings: strictSettings),
+        // Binary encodings shared by the WAL and the peer transport.
+        .target(name: "KeyperWire", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .target(
             name: "KeyperStorage",
-            dependencies: ["CSQLite"],
+            dependencies: ["CSQLite", "KeyperRaft", "KeyperWire"],
             swiftSettings: strictSettings
         ),
+        .executableTarget(name: "wal-bench", dependencies: ["KeyperRaft", "KeyperStorage"], swiftSettings: strictSettings),
         .target(
             name: "KeyperTransport",
             dependencies: [
@@ -69,9 +78,16 @@ let package = Package(
             path: "Tests/KeyperTestSupport",
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "KeyperRaftTests", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "KeyperSimulationTests",
+            dependencies: ["KeyperRaft", "KeyperSimulation"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "KeyperWireTests", dependencies: ["KeyperRaft", "KeyperWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "KeyperStorageTests",
-            dependencies: ["KeyperStorage", "KeyperTestSupport"],
+            dependencies: ["KeyperStorage", "KeyperRaft", "KeyperWire", "KeyperTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

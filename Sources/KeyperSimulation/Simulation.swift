@@ -1,0 +1,522 @@
+import KeyperRaft
+
+/// A Raft cluster, its network, its disks and its clients, run in one thread from one seed.
+/// Every source of nondeterminism (message fate, timing, crashes, client choices, the nodes'
+/// own election timeouts) is drawn from generators seeded by `seed`, so a seed replays a run.
+///
+/// After every step the run checks election safety, log matching, leader completeness and
+/// state machine safety (Raft §5.2–§5.4, Figure 3); once faults stop it checks that a leader
+/// commits within `settleTicksMax`; at the end it checks the client history is linearizable.
+public final class Simulation {
+    struct SimNode {
+        let id: NodeID
+        let storage: MemoryStorage
+        var cell: RaftCell?
+        var store: [String: String] = [:]
+        var applied: LogIndex = .zero
+        var restartTick: Int?
+        /// Removed from the cluster and shut down for good.
+        var retired = false
+        var retireTick: Int?
+        /// Crash at the next Ready: 1 before persisting, 2 after persisting but before replying.
+        var crashArmed = 0
+        var readStates: [ReadState] = []
+        /// Index → (client, term) of writes proposed here.
+        var writeWaiters: [LogIndex: (client: Int, term: Term)] = [:]
+    }
+
+    struct InFlight {
+        var deliverTick: Int
+        var order: UInt64
+        var message: Message
+    }
+
+    struct Link: Hashable {
+        var from: NodeID
+        var to: NodeID
+    }
+
+    struct PendingOperation {
+        var historyIndex: Int
+        var node: Int
+        var deadlineTick: Int
+        var readContext: [UInt8]?
+        var position: EntryPosition?
+    }
+
+    public let seed: UInt64
+    public let options: SimulationOptions
+    var random: SplitMix64
+    var tick = 0
+    var clock: UInt64 = 0
+    var nodes: [SimNode] = []
+    var nodeIndex: [NodeID: Int] = [:]
+    var network: [InFlight] = []
+    var blocked: Set<Link> = []
+    var faultsActive = true
+    public internal(set) var report = SimulationReport()
+    var violation: SimulationViolation?
+
+    // Per-seed fault and limit settings.
+    let dropPercent: Int
+    let duplicatePercent: Int
+    let delayTicksMax: Int
+    let snapshotInterval: UInt64
+    let inflightAppendsMax: Int
+    let appendBytesMax: Int
+    let uncommittedBytesMax: Int
+    let applyBytesMax: Int
+
+    // Invariant bookkeeping.
+    var leaderOfTerm: [Term: NodeID] = [:]
+    /// index-1 → (term of the entry, term of the first leader seen committing it).
+    var committedTerms: [(entryTerm: Term, commitTerm: Term)] = []
+    /// index-1 → the entry every node must apply at that index.
+    var appliedEntries: [Entry] = []
+    var positions: [EntryPosition: (kind: EntryKind, data: [UInt8], previousTerm: Term?)] = [:]
+    var snapshotData: [LogIndex: [UInt8]] = [:]
+
+    // Clients.
+    var history: [KVOperation] = []
+    var pending: [PendingOperation?]
+    var readWaiters: [[UInt8]: Int] = [:]
+    var nextOperationID: UInt64 = 0
+    var nodesCreated = 0
+    var acknowledgedWrites: [EntryPosition] = []
+    /// Print every change of a node's role, term, leader, commit or configuration.
+    public var trace = false
+    var lastTrace: [NodeID: String] = [:]
+
+    public init(seed: UInt64, options: SimulationOptions = SimulationOptions()) {
+        self.seed = seed
+        self.options = options
+        random = SplitMix64(seed: seed)
+        dropPercent = options.dropsAndDelays ? random.next(below: 11) : 0
+        duplicatePercent = options.dropsAndDelays ? random.next(below: 6) : 0
+        delayTicksMax = options.dropsAndDelays ? 1 + random.next(below: 4) : 1
+        snapshotInterval = UInt64(10 + random.next(below: 50))
+        inflightAppendsMax = [1, 2, 4, 8, 64][random.next(below: 5)]
+        appendBytesMax = [16, 64, 256, 1 << 20][random.next(below: 4)]
+        uncommittedBytesMax = [256, 1024, 1 << 20][random.next(below: 3)]
+        applyBytesMax = [16, 128, 1 << 20][random.next(below: 3)]
+        pending = Array(repeating: nil, count: options.clients)
+        report.seed = seed
+        let voters = Set((1...options.nodeCount).map { NodeID("n\($0)") })
+        for id in voters.sorted() { addNode(id, storage: MemoryStorage(bootstrapping: Configuration(voters: voters))) }
+    }
+
+    // MARK: Running
+
+    /// Runs the whole scenario: faults, then liveness, then the final checks.
+    public func run() throws(SimulationViolation) -> SimulationReport {
+        for _ in 0..<options.faultTicks {
+            step()
+            if let violation { throw violation }
+        }
+        stopFaults()
+        let settleStart = tick
+        var probe: (node: Int, position: EntryPosition)?
+        var live = false
+        while tick - settleStart < options.settleTicksMax {
+            step()
+            if let violation { throw violation }
+            if let current = probe, let entry = appliedEntry(at: current.position.index),
+               nodes[current.node].applied >= current.position.index {
+                if entry.term == current.position.term {
+                    live = true
+                    break
+                }
+                probe = nil
+            }
+            if probe == nil || nodes[probe!.node].cell?.node.status.role != .leader {
+                probe = proposeProbe()
+            }
+        }
+        guard live else {
+            throw fail("no entry committed within \(options.settleTicksMax) ticks after faults stopped")
+        }
+        report.ticksToLiveness = tick - settleStart
+        for _ in 0..<options.drainTicks {
+            step(clientsIssue: false)
+            if let violation { throw violation }
+        }
+        try finalChecks()
+        report.ticks = tick
+        report.entriesCommitted = appliedEntries.count
+        return report
+    }
+
+    /// Runs `ticks` ticks without faults while `onTick` may propose, for benchmarks.
+    public func runFaultFree(ticks: Int, onTick: (Simulation) -> Void) throws(SimulationViolation) -> SimulationReport {
+        stopFaults()
+        for _ in 0..<ticks {
+            onTick(self)
+            step(clientsIssue: false)
+            if let violation { throw violation }
+        }
+        report.ticks = tick
+        report.entriesCommitted = appliedEntries.count
+        return report
+    }
+
+    /// The current leader, if some live node believes it is one.
+    public var leaderID: NodeID? {
+        nodes.first { $0.cell?.node.status.role == .leader }?.id
+    }
+
+    /// Proposes on the node `id`, for benchmarks and tests.
+    @discardableResult
+    public func propose(_ data: [UInt8], at id: NodeID) throws(RaftError) -> EntryPosition {
+        guard let index = nodeIndex[id], nodes[index].cell != nil else { throw .notLeader(leader: nil) }
+        return try nodes[index].cell!.node.propose(data)
+    }
+
+    public var committedEntryCount: Int { appliedEntries.count }
+
+    func step(clientsIssue: Bool = true) {
+        tick += 1
+        if faultsActive { injectFaults() }
+        restartDueNodes()
+        for index in nodes.indices where nodes[index].cell != nil {
+            nodes[index].cell!.node.tick()
+            observe(index)
+        }
+        deliverDueMessages()
+        if options.clients > 0 { runClients(issue: clientsIssue) }
+        for index in nodes.indices { drainReady(index) }
+    }
+
+    func drainReady(_ index: Int) {
+        var rounds = 0
+        while rounds < 16, nodes[index].cell?.node.hasReady == true {
+            handleReady(index)
+            rounds += 1
+        }
+    }
+
+    // MARK: Nodes
+
+    @discardableResult
+    func addNode(_ id: NodeID, storage: MemoryStorage) -> Int {
+        nodes.append(SimNode(id: id, storage: storage))
+        let index = nodes.count - 1
+        nodeIndex[id] = index
+        nodesCreated += 1
+        start(index)
+        return index
+    }
+
+    func nodeConfig(_ index: Int) -> Config {
+        var config = Config(id: nodes[index].id, randomSeed: random.next())
+        config.electionTicks = options.electionTicks
+        config.heartbeatTicks = options.heartbeatTicks
+        config.inflightAppendsMax = inflightAppendsMax
+        config.appendBytesMax = appendBytesMax
+        config.entryBytesMax = min(128, uncommittedBytesMax)
+        config.uncommittedBytesMax = uncommittedBytesMax
+        config.applyBytesMax = applyBytesMax
+        config.applied = nodes[index].storage.snapshotMetadata.index
+        return config
+    }
+
+    /// Starts (or restarts) a node from what its disk holds.
+    func start(_ index: Int) {
+        let storage = nodes[index].storage
+        do {
+            nodes[index].cell = RaftCell(try RawNode(config: nodeConfig(index), storage: storage))
+        } catch {
+            violation = violation ?? SimulationViolation(seed: seed, tick: tick, message: "restart failed: \(error)")
+            return
+        }
+        nodes[index].store = KVSnapshot.decode(storage.snapshotData)
+        nodes[index].applied = storage.snapshotMetadata.index
+        nodes[index].restartTick = nil
+        nodes[index].crashArmed = 0
+    }
+
+    /// Loses everything not persisted: the RawNode, the state machine, unanswered requests.
+    func crash(_ index: Int) {
+        guard nodes[index].cell != nil else { return }
+        report.crashes += 1
+        nodes[index].cell = nil
+        nodes[index].store = [:]
+        nodes[index].applied = .zero
+        nodes[index].readStates = []
+        nodes[index].crashArmed = 0
+        for (_, waiter) in nodes[index].writeWaiters { finishWrite(client: waiter.client, outcome: .indeterminate) }
+        nodes[index].writeWaiters = [:]
+        for client in pending.indices where pending[client]?.node == index { abandonRead(client: client) }
+        if !nodes[index].retired { nodes[index].restartTick = tick + 5 + random.next(below: 60) }
+    }
+
+    func restartDueNodes() {
+        for index in nodes.indices {
+            if let retire = nodes[index].retireTick, retire <= tick, !nodes[index].retired {
+                nodes[index].retired = true
+                crash(index)
+                nodes[index].restartTick = nil
+            }
+            if let due = nodes[index].restartTick, due <= tick, !nodes[index].retired { start(index) }
+        }
+    }
+
+    // MARK: Ready handling (the shell's loop)
+
+    func handleReady(_ index: Int) {
+        let ready = nodes[index].cell!.node.ready()
+        if trace {
+            print("t=\(tick) ready \(nodes[index].id): entries=\(ready.entries.count) committed=\(ready.committedEntries.count) messages=\(ready.messages.count) after=\(ready.messagesAfterPersist.count) hard=\(ready.hardState.map { "\($0)" } ?? "-") armed=\(nodes[index].crashArmed)")
+        }
+        observe(index)
+        for message in ready.messages { send(message) }
+        if nodes[index].crashArmed == 1 {
+            crash(index)
+            return
+        }
+        persist(index, ready)
+        if violation != nil { return }
+        if nodes[index].crashArmed == 2 {
+            crash(index)
+            return
+        }
+        for message in ready.messagesAfterPersist { send(message) }
+        if let snapshot = ready.snapshot { installSnapshot(index, snapshot) }
+        apply(index, ready.committedEntries)
+        nodes[index].readStates.append(contentsOf: ready.readStates)
+        for context in ready.droppedReads {
+            if let client = readWaiters[context] { abandonRead(client: client) }
+        }
+        nodes[index].cell!.node.advance(ready)
+        releaseReads(index)
+        maybeTakeSnapshot(index)
+        observe(index)
+    }
+
+    func persist(_ index: Int, _ ready: Ready) {
+        let storage = nodes[index].storage
+        if let snapshot = ready.snapshot {
+            guard let data = snapshotData[snapshot.index] else {
+                fail("snapshot \(snapshot.index) has no data")
+                return
+            }
+            do {
+                try storage.applySnapshot(snapshot, data: data)
+            } catch {
+                fail("installing snapshot \(snapshot.index) on \(nodes[index].id): \(error)")
+                return
+            }
+        }
+        if !ready.entries.isEmpty {
+            storage.append(ready.entries)
+            checkLogMatching(index, ready.entries)
+        }
+        if let hardState = ready.hardState { storage.setHardState(hardState) }
+    }
+
+    func installSnapshot(_ index: Int, _ snapshot: SnapshotMetadata) {
+        report.snapshotsInstalled += 1
+        if let entry = appliedEntry(at: snapshot.index), entry.term != snapshot.term {
+            fail("snapshot \(snapshot.index)@\(snapshot.term) contradicts applied \(entry.index)@\(entry.term)")
+        }
+        nodes[index].store = KVSnapshot.decode(snapshotData[snapshot.index] ?? [])
+        nodes[index].applied = snapshot.index
+        for (waitIndex, waiter) in nodes[index].writeWaiters where waitIndex <= snapshot.index {
+            // The shell cannot tell what happened inside a snapshot.
+            finishWrite(client: waiter.client, outcome: .indeterminate)
+            nodes[index].writeWaiters[waitIndex] = nil
+        }
+    }
+
+    func apply(_ index: Int, _ entries: [Entry]) {
+        for entry in entries {
+            guard entry.index == nodes[index].applied.next() else {
+                fail("\(nodes[index].id) applies \(entry.index) after \(nodes[index].applied)")
+                return
+            }
+            checkStateMachineSafety(index, entry)
+            nodes[index].applied = entry.index
+            switch entry.kind {
+            case .normal:
+                switch KVCommand(decoding: entry.data) {
+                case .put(let key, let value): nodes[index].store[key] = value
+                case .delete(let key): nodes[index].store[key] = nil
+                case nil: break
+                }
+            case .configChange:
+                noteConfigChange(entry)
+            }
+            if let waiter = nodes[index].writeWaiters.removeValue(forKey: entry.index) {
+                finishWrite(client: waiter.client, outcome: waiter.term == entry.term ? .ok : .failed)
+            }
+        }
+    }
+
+    func maybeTakeSnapshot(_ index: Int) {
+        guard options.snapshots, let cell = nodes[index].cell else { return }
+        let storage = nodes[index].storage
+        let applied = nodes[index].applied
+        guard applied.rawValue >= storage.snapshotMetadata.index.rawValue + snapshotInterval else { return }
+        do {
+            let metadata = try cell.node.snapshotMetadata(at: applied)
+            let data = KVSnapshot.encode(nodes[index].store)
+            if let existing = snapshotData[applied], existing != data {
+                fail("state at \(applied) differs between snapshots")
+                return
+            }
+            snapshotData[applied] = data
+            try storage.createSnapshot(metadata, data: data)
+            report.snapshotsTaken += 1
+        } catch {
+            fail("snapshot at \(applied) on \(nodes[index].id): \(error)")
+        }
+    }
+
+    // MARK: Network
+
+    func send(_ message: Message) {
+        guard nodeIndex[message.to] != nil else { return }
+        var copies = 1
+        if faultsActive && dropPercent > 0 && random.chance(dropPercent, in: 100) {
+            report.messagesDropped += 1
+            return
+        }
+        if faultsActive && duplicatePercent > 0 && random.chance(duplicatePercent, in: 100) { copies = 2 }
+        for _ in 0..<copies {
+            let delay = 1 + random.next(below: delayTicksMax)
+            network.append(InFlight(deliverTick: tick + delay, order: random.next(), message: message))
+        }
+    }
+
+    func deliverDueMessages() {
+        var due: [InFlight] = []
+        var later: [InFlight] = []
+        for item in network {
+            if item.deliverTick <= tick { due.append(item) } else { later.append(item) }
+        }
+        network = later
+        due.sort { ($0.deliverTick, $0.order) < ($1.deliverTick, $1.order) }
+        for item in due {
+            let message = item.message
+            guard let index = nodeIndex[message.to], nodes[index].cell != nil,
+                  !blocked.contains(Link(from: message.from, to: message.to)) else {
+                report.messagesDropped += 1
+                continue
+            }
+            report.messagesDelivered += 1
+            if trace {
+                switch message.kind {
+                case .vote, .voteResponse, .preVote, .preVoteResponse, .timeoutNow, .snapshot, .append, .appendResponse, .heartbeat, .heartbeatResponse:
+                    print("t=\(tick) deliver \(message.from)->\(message.to) \(message.term) \(message.kind)")
+                default: break
+                }
+            }
+            do {
+                try nodes[index].cell!.node.step(message)
+            } catch {
+                fail("step failed on \(message.to): \(error)")
+                return
+            }
+            observe(index)
+            if random.chance(1, in: 2) { drainReady(index) }
+        }
+    }
+
+    // MARK: Faults
+
+    func injectFaults() {
+        if options.partitions {
+            if random.chance(1, in: 120) { partitionRandomly() }
+            if !blocked.isEmpty && random.chance(1, in: 60) { blocked = [] }
+        }
+        if options.crashes && random.chance(1, in: 150) {
+            let live = nodes.indices.filter { nodes[$0].cell != nil }
+            if let victim = live.randomElement(using: &random) {
+                nodes[victim].crashArmed = 1 + random.next(below: 2)
+            }
+        }
+        if options.membershipChanges && random.chance(1, in: 60) { changeMembership() }
+        if options.transfers && random.chance(1, in: 150) { transferLeadership() }
+    }
+
+    func partitionRandomly() {
+        let ids = nodes.filter { !$0.retired }.map(\.id)
+        guard let isolated = ids.randomElement(using: &random) else { return }
+        let oneWay = random.chance(1, in: 3)
+        let inbound = random.chance(1, in: 2)
+        for other in ids where other != isolated {
+            if !oneWay || inbound { blocked.insert(Link(from: other, to: isolated)) }
+            if !oneWay || !inbound { blocked.insert(Link(from: isolated, to: other)) }
+        }
+    }
+
+    func stopFaults() {
+        faultsActive = false
+        blocked = []
+        for index in nodes.indices where nodes[index].cell == nil && !nodes[index].retired {
+            start(index)
+        }
+        for index in nodes.indices { nodes[index].crashArmed = 0 }
+    }
+
+    func leaderIndex() -> Int? {
+        var best: Int?
+        for index in nodes.indices {
+            guard let status = nodes[index].cell?.node.status, status.role == .leader else { continue }
+            if let current = best, nodes[current].cell!.node.status.term >= status.term { continue }
+            best = index
+        }
+        return best
+    }
+
+    func changeMembership() {
+        guard let leader = leaderIndex() else { return }
+        let configuration = nodes[leader].cell!.node.status.configuration
+        var change: ConfChange?
+        if let learner = configuration.learners.sorted().first {
+            change = ConfChange(kind: .addVoter, node: learner)
+        } else if configuration.voters.count > options.nodeCount {
+            let voters = configuration.voters.sorted()
+            change = ConfChange(kind: .removeNode, node: voters[random.next(below: voters.count)])
+        } else if nodesCreated < options.nodeCount + 4 {
+            let id = NodeID("n\(nodesCreated + 1)")
+            addNode(id, storage: MemoryStorage())
+            change = ConfChange(kind: .addLearner, node: id, context: Array("addr-\(id)".utf8))
+        }
+        guard let change else { return }
+        _ = try? nodes[leader].cell!.node.proposeConfChange(change)
+        observe(leader)
+    }
+
+    func transferLeadership() {
+        guard let leader = leaderIndex() else { return }
+        let voters = nodes[leader].cell!.node.status.configuration.voters.filter { $0 != nodes[leader].id }.sorted()
+        guard let target = voters.randomElement(using: &random) else { return }
+        if (try? nodes[leader].cell!.node.transferLeadership(to: target)) != nil { report.transfersStarted += 1 }
+    }
+
+    func noteConfigChange(_ entry: Entry) {
+        guard let change = try? ConfChange(decoding: entry.data) else {
+            fail("undecodable configuration entry \(entry.index)")
+            return
+        }
+        if change.kind == .removeNode, let index = nodeIndex[change.node], nodes[index].retireTick == nil {
+            // Give a removed leader time to hand over before it is shut down.
+            nodes[index].retireTick = tick + 20
+        }
+    }
+
+    // MARK: Failure
+
+    @discardableResult
+    func fail(_ message: String) -> SimulationViolation {
+        let found = SimulationViolation(seed: seed, tick: tick, message: message)
+        if violation == nil { violation = found }
+        return violation!
+    }
+}
+
+/// Holds a node's RawNode by reference so reading it never copies the whole value.
+final class RaftCell {
+    var node: RawNode
+    init(_ node: RawNode) { self.node = node }
+}
