@@ -40,6 +40,9 @@ let package = Package(
             name: "KeyperServer",
             dependencies: [
                 "KeyperStorage",
+                "KeyperRaft",
+                "KeyperWire",
+                "KeyperTransport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

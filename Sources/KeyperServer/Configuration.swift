@@ -26,6 +26,12 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// A host other machines (and this one) can dial: a wildcard listen address is
+    /// reachable at least on loopback.
+    public var advertisableHost: String {
+        host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : host
+    }
 }
 
 /// Everything a node needs to start, validated once (``validate()``).
@@ -40,6 +46,8 @@ public struct NodeConfiguration: Sendable {
     /// Writes waiting for the next group commit beyond which new writes are refused (503).
     public var pendingWritesMax = 10_000
     public var logLevel: Logger.Level = .info
+    /// Present in Raft mode (`--enable-raft`).
+    public var cluster: ClusterConfiguration?
 
     public init() {}
 
@@ -57,10 +65,47 @@ public struct NodeConfiguration: Sendable {
             throw ConfigurationError("--max-value-bytes must be between 0 and 67108864 (got \(valueBytesMax))")
         }
         guard listLimitMax >= 1, pendingWritesMax >= 1 else { throw ConfigurationError("limits must be positive") }
+        try cluster?.validate()
     }
 }
 
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Raft-mode settings. Times are in milliseconds of wall-clock time; the core itself only
+/// counts ticks (`electionTicks`, `heartbeatTicks` of one `tickMs` each).
+public struct ClusterConfiguration: Sendable {
+    /// Where peer traffic is accepted (`--raft-addr`).
+    public var raftAddress: ListenAddress
+    /// What other nodes dial to reach this one; `--raft-addr` unless it names every interface.
+    public var advertisedRaftAddress: String
+    /// What other nodes and clients are told this node's HTTP API is at.
+    public var advertisedHTTPAddress: String
+    public var tickMs = 100
+    /// Election timeout in ticks (randomised in [electionTicks, 2 * electionTicks)).
+    public var electionTicks = 10
+    public var heartbeatTicks = 1
+    /// How long a write or linearizable read waits for a leader and a quorum.
+    public var requestTimeoutMs = 5_000
+    /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.
+    public var joinURL: String?
+
+    public init(raftAddress: ListenAddress, advertisedHTTPAddress: String) {
+        self.raftAddress = raftAddress
+        self.advertisedRaftAddress = ListenAddress(host: raftAddress.advertisableHost, port: raftAddress.port).description
+        self.advertisedHTTPAddress = advertisedHTTPAddress
+    }
+
+    public func validate() throws(ConfigurationError) {
+        guard tickMs >= 1 && tickMs <= 10_000 else { throw ConfigurationError("--tick-ms must be between 1 and 10000") }
+        guard heartbeatTicks >= 1, electionTicks > heartbeatTicks else {
+            throw ConfigurationError("the election timeout must be longer than the heartbeat interval")
+        }
+        guard requestTimeoutMs >= 1 else { throw ConfigurationError("--request-timeout must be positive") }
+        guard raftAddress.port != 0 || advertisedRaftAddress.hasSuffix(":0") == false else {
+            throw ConfigurationError("--raft-addr needs a port")
+        }
+    }
 }

@@ -7,6 +7,8 @@ import NIOCore
 extension HTTPField.Name {
     /// Names the current leader's node id on every response, so clients can find it.
     static let keyperLeader = HTTPField.Name("X-Keyper-Leader")!
+    /// On a stale read: the log index the local copy reflects.
+    static let keyperAppliedIndex = HTTPField.Name("X-Keyper-Applied-Index")!
 }
 
 /// The `/v1` HTTP API, in front of any ``KeyValueNode``.
@@ -42,10 +44,12 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.exposition())))
         }
-        router.post("/v1/join") { _, _ -> Response in
-            throw APIError(.conflict, code: "raft_disabled",
-                           "this node runs without Raft (start it with --enable-raft to form a cluster)")
+        router.post("/v1/join") { request, _ in try await join(request) }
+        router.delete("/v1/members/{id}") { _, context in
+            try await node.removeMember(try context.parameters.require("id"))
+            return Response(status: .noContent)
         }
+        router.post("/v1/leader/transfer") { request, _ in try await transfer(request) }
         return router
     }
 
@@ -90,6 +94,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         guard let value = try await node.get(key, consistency: consistency) else { throw APIError.keyNotFound() }
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
+        if consistency == .stale, let applied = node.appliedIndex { headers[.keyperAppliedIndex] = String(applied) }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value)))
     }
 
@@ -138,6 +143,56 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
         }
         return consistency
+    }
+
+    // MARK: Membership
+
+    private struct JoinRequest: Decodable {
+        var nodeID: String
+        var raftAddress: String
+        var httpAddress: String?
+        enum CodingKeys: String, CodingKey {
+            case nodeID = "node_id", raftAddress = "raft_addr", httpAddress = "http_addr"
+        }
+    }
+
+    private func join(_ request: Request) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        let join: JoinRequest
+        do {
+            join = try JSONDecoder().decode(JoinRequest.self, from: Data(buffer: body))
+        } catch {
+            throw APIError.badRequest("invalid_request", #"expected JSON {"node_id": "...", "raft_addr": "host:port", "http_addr": "host:port"}"#)
+        }
+        var probe = configuration
+        probe.nodeID = join.nodeID
+        do { try probe.validate() } catch { throw APIError.badRequest("invalid_node_id", error.description) }
+        guard PeerAddressCheck.valid(join.raftAddress) else {
+            throw APIError.badRequest("invalid_raft_addr", "raft_addr must be host:port (got \"\(join.raftAddress)\")")
+        }
+        if let http = join.httpAddress, !http.isEmpty, !PeerAddressCheck.valid(http) {
+            throw APIError.badRequest("invalid_http_addr", "http_addr must be host:port (got \"\(http)\")")
+        }
+        try await node.join(nodeID: join.nodeID, raftAddress: join.raftAddress, httpAddress: join.httpAddress)
+        return Response(status: .noContent)
+    }
+
+    private struct TransferRequest: Decodable {
+        var target: String?
+    }
+
+    private func transfer(_ request: Request) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        var target = request.uri.queryParameters["target"].map(String.init)
+        if body.readableBytes > 0 {
+            do {
+                target = try JSONDecoder().decode(TransferRequest.self, from: Data(buffer: body)).target ?? target
+            } catch {
+                throw APIError.badRequest("invalid_request", #"expected JSON {"target": "node-id"} or no body"#)
+            }
+        }
+        let leader = try await node.transferLeadership(to: target)
+        return try Self.json(["leader": leader])
     }
 
     // MARK: Status
@@ -199,8 +254,11 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
     /// A route name for metrics: a fixed set, so keys never become label values.
     static func routeLabel(path: String) -> String {
         switch path {
-        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/metrics": path
-        default: path.hasPrefix("/v1/keys/") ? "/v1/keys/{key}" : "other"
+        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/v1/leader/transfer", "/metrics": path
+        default:
+            if path.hasPrefix("/v1/keys/") { "/v1/keys/{key}" }
+            else if path.hasPrefix("/v1/members/") { "/v1/members/{id}" }
+            else { "other" }
         }
     }
 
@@ -226,8 +284,11 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         switch path {
         case "/v1/keys": [.get, .head]
         case "/v1/status", "/v1/health", "/metrics": [.get, .head]
-        case "/v1/join": [.post]
-        default: path.hasPrefix("/v1/keys/") ? [.get, .head, .put, .delete] : nil
+        case "/v1/join", "/v1/leader/transfer": [.post]
+        default:
+            if path.hasPrefix("/v1/keys/") { [.get, .head, .put, .delete] }
+            else if path.hasPrefix("/v1/members/") { [.delete] }
+            else { nil }
         }
     }
 }
@@ -235,5 +296,13 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
 extension String {
     fileprivate func replacingSpaces() -> String {
         String(map { $0 == " " ? "_" : $0 })
+    }
+}
+
+/// `host:port` with a port in 1...65535.
+enum PeerAddressCheck {
+    static func valid(_ address: String) -> Bool {
+        guard let parsed = ListenAddress(parsing: address) else { return false }
+        return parsed.port > 0 && !address.hasPrefix(":")
     }
 }

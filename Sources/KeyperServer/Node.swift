@@ -23,13 +23,36 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var term: UInt64?
     public var commitIndex: UInt64?
     public var appliedIndex: UInt64?
+    public var snapshotIndex: UInt64?
+    public var lastIndex: UInt64?
+    public var role: String?
+    public var clusterID: String?
+    public var members: [MemberStatus]?
+    /// Conditions an operator should know about (e.g. a cluster that tolerates no failure).
+    public var warnings: [String]?
     public var dataDirectory: String
 
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", status, mode, version, uptimeSeconds = "uptime_seconds", keys
         case isLeader = "is_leader", leaderID = "leader_id", leaderAddress = "leader_addr"
         case leaderHTTPAddress = "leader_http_addr", term, commitIndex = "commit_index"
-        case appliedIndex = "applied_index", dataDirectory = "data_dir"
+        case appliedIndex = "applied_index", snapshotIndex = "snapshot_index", lastIndex = "last_index"
+        case role, clusterID = "cluster_id", members, warnings, dataDirectory = "data_dir"
+    }
+}
+
+/// One member in `GET /v1/status`.
+public struct MemberStatus: Codable, Sendable, Equatable {
+    public var id: String
+    public var raftAddress: String
+    public var httpAddress: String
+    /// `voter` or `learner`.
+    public var role: String
+    /// Leader only: the highest log index known to be on that member.
+    public var matchIndex: UInt64?
+
+    enum CodingKeys: String, CodingKey {
+        case id, raftAddress = "raft_addr", httpAddress = "http_addr", role, matchIndex = "match_index"
     }
 }
 
@@ -48,6 +71,36 @@ public protocol KeyValueNode: Sendable {
     func health() async -> Health
     /// What `GET /metrics` exports.
     var metrics: NodeMetrics { get }
+    /// The applied index a stale read reflects (`X-Keyper-Applied-Index`), when there is one.
+    var appliedIndex: UInt64? { get }
+    /// Adds a member (`POST /v1/join`); returns once the change is committed.
+    func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws
+    /// Removes a member (`DELETE /v1/members/{id}`).
+    func removeMember(_ nodeID: String) async throws
+    /// Moves leadership (`POST /v1/leader/transfer`); returns the new leader's id.
+    func transferLeadership(to target: String?) async throws -> String
+}
+
+extension KeyValueNode {
+    public var appliedIndex: UInt64? { nil }
+
+    public func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws {
+        throw APIError.raftDisabled()
+    }
+
+    public func removeMember(_ nodeID: String) async throws {
+        throw APIError.raftDisabled()
+    }
+
+    public func transferLeadership(to target: String?) async throws -> String {
+        throw APIError.raftDisabled()
+    }
+}
+
+extension APIError {
+    static func raftDisabled() -> APIError {
+        APIError(.conflict, code: "raft_disabled", "this node runs without Raft (start it with --enable-raft to form a cluster)")
+    }
 }
 
 public struct Health: Sendable {

@@ -15,6 +15,12 @@ public final class NodeMetrics: Sendable {
     /// Writes per group commit: how well batching works.
     let commitBatchWrites: Recorder
     let writesCommitted: Metrics.Counter
+    /// Raft mode: one `fdatasync` of the WAL per `Ready`.
+    let walSyncDuration: Metrics.Timer
+    let proposals: Metrics.Counter
+    let entriesApplied: Metrics.Counter
+    let leaderChanges: Metrics.Counter
+    let term: Metrics.Gauge
     let writesFailed: Metrics.Counter
 
     private struct RequestKey: Hashable {
@@ -38,6 +44,11 @@ public final class NodeMetrics: Sendable {
         commitBatchWrites = Recorder(label: "keyper_commit_batch_writes", aggregate: true, factory: factory)
         writesCommitted = Metrics.Counter(label: "keyper_writes_committed_total", factory: factory)
         writesFailed = Metrics.Counter(label: "keyper_writes_failed_total", factory: factory)
+        walSyncDuration = Metrics.Timer(label: "keyper_wal_sync_duration_seconds", factory: factory)
+        proposals = Metrics.Counter(label: "keyper_raft_proposals_total", factory: factory)
+        entriesApplied = Metrics.Counter(label: "keyper_raft_entries_applied_total", factory: factory)
+        leaderChanges = Metrics.Counter(label: "keyper_raft_leader_changes_total", factory: factory)
+        term = Metrics.Gauge(label: "keyper_raft_term", factory: factory)
     }
 
     /// Counts a request and its latency under a bounded set of route names.

@@ -8,12 +8,30 @@ import ServiceLifecycle
 public enum KeyperServer {
     public static func run(configuration: NodeConfiguration, logger: Logger) async throws {
         try configuration.validate()
-        let node = try StandaloneNode(configuration: configuration)
-        defer { node.close() }
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
-        logger.info("opened data directory", metadata: ["path": "\(configuration.dataDirectory)", "mode": "standalone"])
+        logger.info("opening data directory", metadata: [
+            "path": "\(configuration.dataDirectory)", "mode": "\(configuration.cluster == nil ? "standalone" : "raft")",
+        ])
+        if configuration.cluster != nil {
+            let node = try await RaftNode.open(configuration: configuration, logger: logger)
+            do {
+                try await serve(node, configuration: configuration, logger: logger)
+            } catch {
+                await node.close()
+                throw error
+            }
+            await node.close()
+        } else {
+            let node = try StandaloneNode(configuration: configuration)
+            defer { node.close() }
+            try await serve(node, configuration: configuration, logger: logger)
+        }
+        logger.info("stopped")
+    }
 
+    /// Serves the HTTP API until a shutdown signal; returns once in-flight requests finished.
+    static func serve(_ node: some KeyValueNode, configuration: NodeConfiguration, logger: Logger) async throws {
         let router = KeyperAPI(node: node, configuration: configuration).makeRouter()
         let app = Application(
             router: router,
@@ -29,6 +47,5 @@ public enum KeyperServer {
         let group = ServiceGroup(configuration: .init(
             services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        logger.info("stopped; closing the store")
     }
 }

@@ -14,6 +14,7 @@ public final class StandaloneNode: KeyValueNode {
     public init(configuration: NodeConfiguration) throws {
         self.configuration = configuration
         directory = try DataDirectory(path: configuration.dataDirectory)
+        _ = try directory.claim(mode: .standalone, nodeID: configuration.nodeID)
         store = try KVStore(path: directory.databasePath, durability: .full)
         committer = GroupCommitter(store: store, metrics: metrics, pendingWritesMax: configuration.pendingWritesMax)
     }

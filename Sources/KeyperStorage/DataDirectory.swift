@@ -9,6 +9,11 @@ public struct DataDirectoryError: Error, CustomStringConvertible, Sendable {
     public let path: String
     public let message: String
     public var description: String { "data directory \(path): \(message)" }
+
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
 }
 
 /// A Keyper data directory: created on first use, marked with a format file, and locked so
@@ -94,4 +99,88 @@ extension String {
         let end = lastIndex(where: { !isSpace($0) })!
         return self[start...end]
     }
+}
+
+/// Which kind of node a data directory belongs to, recorded on first start so that a later
+/// start in another mode, or under another node id, is refused instead of mixing histories.
+public struct NodeIdentity: Equatable, Sendable {
+    public enum Mode: String, Sendable {
+        case standalone
+        case raft
+    }
+
+    public var mode: Mode
+    public var nodeID: String
+    /// The Raft cluster this node belongs to; empty while a joining node waits to be adopted.
+    public var clusterID: String
+
+    public init(mode: Mode, nodeID: String, clusterID: String = "") {
+        self.mode = mode
+        self.nodeID = nodeID
+        self.clusterID = clusterID
+    }
+
+    func encoded() -> [UInt8] {
+        Array("mode=\(mode.rawValue)\nnode_id=\(nodeID)\ncluster_id=\(clusterID)\n".utf8)
+    }
+
+    init?(decoding bytes: [UInt8]) {
+        var fields: [Substring: Substring] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { return nil }
+            fields[line[..<equals]] = line[line.index(after: equals)...]
+        }
+        guard let mode = fields["mode"].flatMap({ Mode(rawValue: String($0)) }), let nodeID = fields["node_id"] else { return nil }
+        self.init(mode: mode, nodeID: String(nodeID), clusterID: String(fields["cluster_id"] ?? ""))
+    }
+}
+
+extension DataDirectory {
+    static let identityName = "IDENTITY"
+
+    /// The recorded identity, or nil before the first start.
+    public func identity() throws(DataDirectoryError) -> NodeIdentity? {
+        let bytes: [UInt8]
+        do {
+            bytes = try FileIO.readFile(path + "/" + Self.identityName)
+        } catch {
+            if error.errorNumber == ENOENT { return nil }
+            throw DataDirectoryError(path: path, message: error.description)
+        }
+        guard let identity = NodeIdentity(decoding: bytes) else {
+            throw DataDirectoryError(path: path, message: "\(Self.identityName) is malformed")
+        }
+        return identity
+    }
+
+    /// Records `identity` durably (atomic replace).
+    public func saveIdentity(_ identity: NodeIdentity) throws(DataDirectoryError) {
+        do {
+            try FileIO.writeFileAtomically(path + "/" + Self.identityName, identity.encoded())
+        } catch {
+            throw DataDirectoryError(path: path, message: error.description)
+        }
+    }
+
+    /// Checks the directory against the mode and node id this process starts with, recording
+    /// them on first start. Returns the identity in force.
+    public func claim(mode: NodeIdentity.Mode, nodeID: String) throws(DataDirectoryError) -> NodeIdentity {
+        guard let existing = try identity() else {
+            let identity = NodeIdentity(mode: mode, nodeID: nodeID)
+            try saveIdentity(identity)
+            return identity
+        }
+        guard existing.mode == mode else {
+            let hint = mode == .raft ? "start it without --enable-raft, or use a new --data-dir for Raft mode"
+                                     : "start it with --enable-raft"
+            throw DataDirectoryError(path: path, message: "holds a \(existing.mode.rawValue) node's data; \(hint)")
+        }
+        guard mode == .standalone || existing.nodeID == nodeID else {
+            throw DataDirectoryError(path: path, message: "belongs to node \(existing.nodeID), not \(nodeID) (check --node-id)")
+        }
+        return existing
+    }
+
+    /// The directory of the Raft log.
+    public var walPath: String { path + "/wal" }
 }

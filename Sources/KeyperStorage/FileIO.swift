@@ -10,6 +10,12 @@ public struct FileIOError: Error, CustomStringConvertible, Sendable {
     public let path: String
     public let errorNumber: Int32
     public var description: String { "\(operation) \(path): \(FileIO.errnoDescription(errorNumber))" }
+
+    public init(operation: String, path: String, errorNumber: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errorNumber = errorNumber
+    }
     /// ENOSPC or EDQUOT: out of space, a condition that can clear.
     public var isDiskFull: Bool { errorNumber == ENOSPC || errorNumber == EDQUOT }
 }

@@ -98,7 +98,7 @@ final class OutboundPeer: Sendable {
             return
         }
         let configuration = transport.configuration
-        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: configuration.clusterID).encoded()
+        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: transport.clusterID).encoded()
         ClientBootstrap(group: transport.group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark,

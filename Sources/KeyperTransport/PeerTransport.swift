@@ -13,7 +13,6 @@ import Synchronization
 public final class PeerTransport: Sendable {
     public struct Configuration: Sendable {
         public var nodeID: String
-        public var clusterID: String = ""
         public var host: String
         public var port: Int
         /// Frames queued for a peer while its connection is being made; the oldest is dropped beyond.
@@ -31,8 +30,10 @@ public final class PeerTransport: Sendable {
         }
     }
 
-    /// Called on an event loop thread for every frame a peer sent, after its handshake.
-    public typealias Receiver = @Sendable (_ from: String, _ frame: ByteBuffer) -> Void
+    /// Called on an event loop thread for every frame a peer sent, with the handshake it
+    /// opened the connection with (its node id and cluster id). Throwing (a frame whose
+    /// content does not decode) closes that connection.
+    public typealias Receiver = @Sendable (_ from: Handshake, _ frame: ByteBuffer) throws -> Void
 
     public let configuration: Configuration
     let group: any EventLoopGroup
@@ -40,6 +41,25 @@ public final class PeerTransport: Sendable {
     let receiver: Receiver
     private let state = Mutex(State())
     let counters = Mutex(Counters())
+    /// Announced in every new connection's handshake; a node learns it when it joins a cluster.
+    private let clusterIDBox = Mutex("")
+
+    public var clusterID: String { clusterIDBox.withLock { $0 } }
+
+    /// Changes the cluster id announced to peers, and re-opens every outbound connection so
+    /// that peers hear the new one.
+    public func setClusterID(_ clusterID: String) {
+        let changed = clusterIDBox.withLock { current in
+            defer { current = clusterID }
+            return current != clusterID
+        }
+        guard changed else { return }
+        let peers = state.withLock { state in
+            defer { state.peers = [:] }
+            return Array(state.peers.values)
+        }
+        for peer in peers { peer.close() }
+    }
 
     struct State {
         var server: (any Channel)?
@@ -70,7 +90,6 @@ public final class PeerTransport: Sendable {
     /// Starts listening; returns the bound port (useful with port 0).
     @discardableResult
     public func start() async throws -> Int {
-        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: configuration.clusterID)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -86,7 +105,7 @@ public final class PeerTransport: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(InboundPeerHandler(transport: self, local: handshake))
+                    try channel.pipeline.syncOperations.addHandler(InboundPeerHandler(transport: self))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)
@@ -141,15 +160,13 @@ public final class PeerTransport: Sendable {
 final class InboundPeerHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     private let transport: PeerTransport
-    private let local: Handshake
-    private var peer: String?
+    private var peer: Handshake?
     /// Set once the connection is being closed: frames already decoded behind the bad one
     /// must not be delivered or counted again.
     private var refused = false
 
-    init(transport: PeerTransport, local: Handshake) {
+    init(transport: PeerTransport) {
         self.transport = transport
-        self.local = local
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -158,18 +175,22 @@ final class InboundPeerHandler: ChannelInboundHandler {
         guard let peer else {
             do {
                 let handshake = try Handshake.decode(frame)
-                if !local.clusterID.isEmpty && !handshake.clusterID.isEmpty && handshake.clusterID != local.clusterID {
-                    throw TransportError("peer \(handshake.nodeID) belongs to cluster \(handshake.clusterID), not \(local.clusterID)")
-                }
-                guard handshake.nodeID != local.nodeID else { throw TransportError("peer claims to be this node (\(local.nodeID))") }
-                self.peer = handshake.nodeID
+                // Whether a peer of another cluster may talk to us is the runtime's call (a node
+                // being adopted into a cluster hears from it before it belongs to it).
+                let local = transport.configuration.nodeID
+                guard handshake.nodeID != local else { throw TransportError("peer claims to be this node (\(local))") }
+                self.peer = handshake
             } catch {
                 refuse(context: context, reason: "\(error)")
             }
             return
         }
         transport.count { $0.framesReceived += 1 }
-        transport.receiver(peer, frame)
+        do {
+            try transport.receiver(peer, frame)
+        } catch {
+            refuse(context: context, reason: "undecodable frame: \(error)")
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -181,7 +202,7 @@ final class InboundPeerHandler: ChannelInboundHandler {
         refused = true
         transport.count { $0.connectionsRefused += 1 }
         transport.logger.warning("closing peer connection", metadata: [
-            "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "peer": "\(peer ?? "?")", "reason": "\(reason)",
+            "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "peer": "\(peer?.nodeID ?? "?")", "reason": "\(reason)",
         ])
         context.close(promise: nil)
     }

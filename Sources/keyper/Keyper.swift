@@ -26,11 +26,23 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("node-id"), help: "This node's name, unique in its cluster.")
     var nodeID = "node1"
 
-    @Flag(name: .customLong("enable-raft"), help: "Run as a Raft cluster member (not available in this build yet).")
+    @Flag(name: .customLong("enable-raft"), help: "Run as a Raft cluster member. On an empty data directory, bootstraps a single-node cluster (unless --join is given).")
     var enableRaft = false
 
-    @Option(name: .customLong("raft-addr"), help: "Address for Raft peer traffic, e.g. 127.0.0.1:12000 (with --enable-raft).")
-    var raftAddress: String?
+    @Option(name: .customLong("raft-addr"), help: "Address for Raft peer traffic (with --enable-raft).")
+    var raftAddress = "127.0.0.1:12000"
+
+    @Option(name: .customLong("tick-interval"), help: "Raft clock tick, e.g. 100ms.")
+    var tickInterval = "100ms"
+
+    @Option(name: .customLong("election-timeout"), help: "Time without a leader before an election (randomised up to twice this), e.g. 1s.")
+    var electionTimeout = "1s"
+
+    @Option(name: .customLong("heartbeat-interval"), help: "How often a leader asserts itself, e.g. 100ms.")
+    var heartbeatInterval = "100ms"
+
+    @Option(name: .customLong("request-timeout"), help: "How long a write or linearizable read waits for a leader and a quorum before 503.")
+    var requestTimeout = "5s"
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
@@ -48,9 +60,27 @@ struct Keyper: AsyncParsableCommand {
         guard ListenAddress(parsing: httpAddress) != nil else {
             throw ValidationError("--http-addr must look like ':8080' or '127.0.0.1:8080' (got '\(httpAddress)')")
         }
-        if raftAddress != nil && !enableRaft {
-            throw ValidationError("--raft-addr needs --enable-raft")
+        for (flag, value) in [("--tick-interval", tickInterval), ("--election-timeout", electionTimeout),
+                              ("--heartbeat-interval", heartbeatInterval), ("--request-timeout", requestTimeout)] {
+            guard Self.milliseconds(value) != nil else {
+                throw ValidationError("\(flag) must be a duration like 100ms, 1s or 2m (got '\(value)')")
+            }
         }
+        if enableRaft {
+            guard ListenAddress(parsing: raftAddress) != nil else {
+                throw ValidationError("--raft-addr must look like '127.0.0.1:12000' (got '\(raftAddress)')")
+            }
+        }
+    }
+
+    /// "100ms", "1s", "2m" or a bare number of milliseconds.
+    static func milliseconds(_ text: String) -> Int? {
+        let units: [(suffix: String, factor: Int)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
+        for unit in units where text.hasSuffix(unit.suffix) {
+            guard let value = Int(text.dropLast(unit.suffix.count)), value > 0 else { return nil }
+            return value * unit.factor
+        }
+        return Int(text).flatMap { $0 > 0 ? $0 : nil }
     }
 
     func run() async throws {
@@ -61,12 +91,6 @@ struct Keyper: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "keyper")
-        if enableRaft {
-            // Never pretend: without the cluster runtime, a "Raft" node would be a standalone
-            // node that silently ignores --raft-addr.
-            logger.critical("Raft mode (--enable-raft) is not available in this build yet; run without it for a standalone node")
-            throw ExitCode(2)
-        }
         var configuration = NodeConfiguration()
         configuration.nodeID = nodeID
         configuration.dataDirectory = dataDirectory
@@ -74,6 +98,19 @@ struct Keyper: AsyncParsableCommand {
         configuration.keyBytesMax = keyBytesMax
         configuration.valueBytesMax = valueBytesMax
         configuration.logLevel = level
+        if enableRaft {
+            let listen = ListenAddress(parsing: raftAddress)!
+            let http = configuration.httpAddress
+            var cluster = ClusterConfiguration(
+                raftAddress: listen,
+                advertisedHTTPAddress: ListenAddress(host: http.advertisableHost, port: http.port).description)
+            let tickMs = Self.milliseconds(tickInterval)!
+            cluster.tickMs = tickMs
+            cluster.electionTicks = max(2, Self.milliseconds(electionTimeout)! / tickMs)
+            cluster.heartbeatTicks = max(1, Self.milliseconds(heartbeatInterval)! / tickMs)
+            cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
+            configuration.cluster = cluster
+        }
         do {
             try await KeyperServer.run(configuration: configuration, logger: logger)
         } catch let error as ConfigurationError {

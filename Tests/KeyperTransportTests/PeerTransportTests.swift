@@ -9,8 +9,8 @@ import Testing
 final class Inbox: Sendable {
     let frames = Mutex<[(from: String, payload: [UInt8])]>([])
 
-    func receive(_ from: String, _ frame: ByteBuffer) {
-        frames.withLock { $0.append((from, Array(buffer: frame))) }
+    func receive(_ from: Handshake, _ frame: ByteBuffer) {
+        frames.withLock { $0.append((from.nodeID, Array(buffer: frame))) }
     }
 
     var count: Int { frames.withLock { $0.count } }

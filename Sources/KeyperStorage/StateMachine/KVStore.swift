@@ -1,10 +1,26 @@
 import CSQLite
 import Synchronization
 
-/// One change to the key-value state.
+/// One change to the replicated state: a key, or the address book of cluster members.
 public enum KVOperation: Hashable, Sendable {
     case put(key: [UInt8], value: [UInt8])
     case delete(key: [UInt8])
+    /// Records where a member is reached (from its configuration change), so a restarted node or
+    /// one installed from a snapshot knows every member's addresses.
+    case setMember(id: String, raftAddress: String, httpAddress: String)
+    case removeMember(id: String)
+}
+
+/// A cluster member's addresses as the state machine holds them.
+public struct MemberRecord: Hashable, Sendable {
+    public var id: String
+    public var raftAddress: String
+    public var httpAddress: String
+    public init(id: String, raftAddress: String, httpAddress: String) {
+        self.id = id
+        self.raftAddress = raftAddress
+        self.httpAddress = httpAddress
+    }
 }
 
 /// How hard SQLite itself works to make each commit durable.
@@ -66,6 +82,7 @@ public final class KVStore: Sendable {
         try db.execute("""
             CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL);
             PRAGMA user_version = \(schemaVersion);
             """)
     }
@@ -95,6 +112,22 @@ public final class KVStore: Sendable {
     public func count() throws(SQLiteError) -> Int {
         try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> Int in
             try Self.open(reader, path: path).count()
+        }
+    }
+
+    /// Every member's addresses, by id.
+    public func members() throws(SQLiteError) -> [MemberRecord] {
+        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [MemberRecord] in
+            try Self.open(reader, path: path).members()
+        }
+    }
+
+    /// Empties the state machine: keys, members and the applied index, in one transaction.
+    /// Used when a node that only ever bootstrapped itself is adopted by another cluster.
+    public func reset() throws(SQLiteError) {
+        try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
+            try Self.open(writer, path: path).connection.execute(
+                "BEGIN IMMEDIATE; DELETE FROM kv; DELETE FROM members; DELETE FROM meta; COMMIT;")
         }
     }
 
@@ -138,7 +171,7 @@ public final class KVStore: Sendable {
 /// The write connection and its statements.
 private final class Writer {
     let connection: SQLiteConnection
-    let begin, commit, rollback, put, delete, setApplied: SQLiteStatement
+    let begin, commit, rollback, put, delete, setApplied, setMember, removeMember: SQLiteStatement
 
     init(connection: SQLiteConnection) throws(SQLiteError) {
         self.connection = connection
@@ -148,6 +181,8 @@ private final class Writer {
         put = try connection.prepare("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         delete = try connection.prepare("DELETE FROM kv WHERE key = ?1")
         setApplied = try connection.prepare("INSERT INTO meta (name, value) VALUES ('applied_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+        setMember = try connection.prepare("INSERT INTO members (id, raft_addr, http_addr) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET raft_addr = excluded.raft_addr, http_addr = excluded.http_addr")
+        removeMember = try connection.prepare("DELETE FROM members WHERE id = ?1")
     }
 
     func apply(_ operations: [KVOperation], appliedIndex: UInt64?) throws(SQLiteError) {
@@ -162,6 +197,14 @@ private final class Writer {
                 case let .delete(key):
                     try delete.bind(key, at: 1)
                     try delete.run()
+                case let .setMember(id, raftAddress, httpAddress):
+                    try setMember.bind(id, at: 1)
+                    try setMember.bind(raftAddress, at: 2)
+                    try setMember.bind(httpAddress, at: 3)
+                    try setMember.run()
+                case let .removeMember(id):
+                    try removeMember.bind(id, at: 1)
+                    try removeMember.run()
                 }
             }
             if let appliedIndex {
@@ -172,9 +215,7 @@ private final class Writer {
             try commit.run()
         } catch {
             // Leave no half-applied batch behind: the caller sees the error and nothing changed.
-            put.reset()
-            delete.reset()
-            setApplied.reset()
+            for statement in [put, delete, setApplied, setMember, removeMember] { statement.reset() }
             try? rollback.run()
             throw error
         }
@@ -184,7 +225,7 @@ private final class Writer {
 /// The read connection and its statements.
 private final class Reader {
     let connection: SQLiteConnection
-    let get, listBounded, listUnbounded, countAll, applied: SQLiteStatement
+    let get, listBounded, listUnbounded, countAll, applied, allMembers: SQLiteStatement
 
     init(connection: SQLiteConnection) throws(SQLiteError) {
         self.connection = connection
@@ -195,6 +236,17 @@ private final class Reader {
         listUnbounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3")
         countAll = try connection.prepare("SELECT COUNT(*) FROM kv")
         applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
+        allMembers = try connection.prepare("SELECT id, raft_addr, http_addr FROM members ORDER BY id")
+    }
+
+    func members() throws(SQLiteError) -> [MemberRecord] {
+        defer { allMembers.reset() }
+        var records: [MemberRecord] = []
+        while try allMembers.step() {
+            records.append(MemberRecord(id: allMembers.columnText(0) ?? "", raftAddress: allMembers.columnText(1) ?? "",
+                                        httpAddress: allMembers.columnText(2) ?? ""))
+        }
+        return records
     }
 
     func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {

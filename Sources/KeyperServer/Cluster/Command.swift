@@ -1,0 +1,107 @@
+import KeyperRaft
+import KeyperStorage
+import KeyperWire
+
+/// Who is waiting for a proposal: the node that took the client's request, and that node's
+/// sequence number for it. Only that node resolves a waiter when the entry is applied.
+struct RequestID: Hashable, Sendable, CustomStringConvertible {
+    var node: NodeID
+    var sequence: UInt64
+    var description: String { "\(node)#\(sequence)" }
+}
+
+/// What a normal entry's data holds: one state-machine command and who asked for it.
+///
+/// Layout: version (`UInt8`, 1), requester node id (string), sequence (varint), operation tag
+/// (`UInt8`: 1 put, 2 delete), key (length-prefixed), value (length-prefixed, put only).
+/// Tags are persistent (they sit in every WAL and snapshot): never renumber one.
+struct Command: Equatable, Sendable {
+    static let version: UInt8 = 1
+
+    var request: RequestID
+    var operation: KVOperation
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 32 + operation.byteCount)
+        writer.writeUInt8(Self.version)
+        request.node.encode(to: &writer)
+        writer.writeVarint(request.sequence)
+        switch operation {
+        case let .put(key, value):
+            writer.writeUInt8(1)
+            writer.writeLengthPrefixed(key)
+            writer.writeLengthPrefixed(value)
+        case let .delete(key):
+            writer.writeUInt8(2)
+            writer.writeLengthPrefixed(key)
+        case .setMember, .removeMember:
+            // Membership travels in configuration-change entries, never in commands.
+            preconditionFailure("membership is not a client command: \(operation)")
+        }
+        return writer.bytes
+    }
+
+    init(request: RequestID, operation: KVOperation) {
+        self.request = request
+        self.operation = operation
+    }
+
+    init(decoding bytes: [UInt8]) throws(WireError) {
+        var reader = ByteReader(bytes)
+        let versionOffset = reader.position
+        guard try reader.readUInt8() == Self.version else { throw .invalidValue(field: "command version", offset: versionOffset) }
+        let node = try NodeID(from: &reader)
+        request = RequestID(node: node, sequence: try reader.readVarint())
+        let tagOffset = reader.position
+        switch try reader.readUInt8() {
+        case 1:
+            let key = try reader.readLengthPrefixed()
+            operation = .put(key: key, value: try reader.readLengthPrefixed())
+        case 2:
+            operation = .delete(key: try reader.readLengthPrefixed())
+        default:
+            throw .invalidValue(field: "command operation", offset: tagOffset)
+        }
+        try reader.expectEnd()
+    }
+}
+
+extension KVOperation {
+    var byteCount: Int {
+        switch self {
+        case let .put(key, value): key.count + value.count
+        case let .delete(key): key.count
+        case .setMember, .removeMember: 0
+        }
+    }
+}
+
+/// The addresses a member is reached at, carried in its configuration change's context so
+/// that every node (and every snapshot) learns them from the log.
+///
+/// Layout: version (`UInt8`, 1), raft address (string), HTTP address (string, may be empty).
+struct MemberAddresses: Hashable, Sendable {
+    var raft: String
+    var http: String
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeUInt8(1)
+        writer.writeString(raft)
+        writer.writeString(http)
+        return writer.bytes
+    }
+
+    init(raft: String, http: String) {
+        self.raft = raft
+        self.http = http
+    }
+
+    init(decoding bytes: [UInt8]) throws(WireError) {
+        var reader = ByteReader(bytes)
+        guard try reader.readUInt8() == 1 else { throw .invalidValue(field: "member addresses version", offset: 0) }
+        raft = try reader.readString()
+        http = try reader.readString()
+        try reader.expectEnd()
+    }
+}

@@ -1,0 +1,246 @@
+import KeyperRaft
+import KeyperStorage
+import KeyperTransport
+import KeyperWire
+import Logging
+
+extension Core {
+    // MARK: Peer records
+
+    func handle(_ record: PeerRecord, from peer: Handshake) {
+        switch record {
+        case .raft(let message):
+            // Raft traffic only within one cluster: a node that was part of another (or was
+            // wiped and bootstrapped anew) must not mix its log with ours.
+            guard peer.clusterID == identity.clusterID, message.from.rawValue == peer.nodeID, message.to == id else {
+                logger.debug("dropping a message from outside this cluster or misaddressed", metadata: [
+                    "peer": "\(peer.nodeID)", "peer_cluster": "\(peer.clusterID)", "cluster": "\(identity.clusterID)",
+                ])
+                return
+            }
+            do {
+                try raw.step(message)
+            } catch {
+                logger.debug("message refused by the core", metadata: ["from": "\(message.from)", "error": "\(error)"])
+            }
+        case .forward(let request, let data):
+            guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID else { return }
+            forwarded(request: request, data: data)
+        case .forwardRefused(let request, let failure):
+            guard request.node == id, let waiter = proposalWaiters.removeValue(forKey: request.sequence) else { return }
+            waiter.fail(APIError(.init(code: failure.status), code: failure.code, failure.message))
+        case .adoptRequest(let request):
+            adopt(request, from: peer)
+        case .adoptResponse(let response):
+            adopted(response, from: peer)
+        }
+    }
+
+    /// A follower's client write, proposed here as if it were ours; the follower answers
+    /// its client once it applies the entry, or when we refuse.
+    private func forwarded(request: RequestID, data: [UInt8]) {
+        do {
+            guard raw.role == .leader else { throw RaftError.notLeader(leader: raw.leader) }
+            guard !diskFull else {
+                return send(.forwardRefused(request: request, failure: PeerFailure(
+                    status: 507, code: "disk_full", message: "the leader's disk is full; the write was not applied")), to: request.node)
+            }
+            try raw.propose(data)
+            metrics.proposals.increment()
+        } catch {
+            let failure = RaftFailure.map(error as? RaftError ?? .notLeader(leader: nil))
+            send(.forwardRefused(request: request, failure: PeerFailure(status: failure.status.code, code: failure.code,
+                                                                        message: failure.message)), to: request.node)
+        }
+    }
+
+    // MARK: Admin requests
+
+    func handle(_ request: AdminRequest) {
+        switch request {
+        case let .join(node, addresses, waiter): join(node, addresses, waiter)
+        case let .remove(node, waiter): remove(node, waiter)
+        case let .transfer(target, waiter): transfer(to: target, waiter)
+        }
+    }
+
+    private func requireLeader(_ waiter: Waiter) -> Bool {
+        guard raw.role == .leader else {
+            let hint = raw.leader.flatMap { members[$0]?.http }.map { " (the leader is at http://\($0))" } ?? ""
+            waiter.fail(raw.leader == nil ? .noLeader("no leader is known") :
+                APIError(.serviceUnavailable, code: "not_leader", "this node is not the leader\(hint)"))
+            return false
+        }
+        return true
+    }
+
+    private func join(_ node: NodeID, _ addresses: MemberAddresses, _ waiter: Waiter) {
+        guard requireLeader(waiter) else { return }
+        let configuration = raw.status.configuration
+        if configuration.members.contains(node) {
+            if let known = members[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http {
+                return waiter.succeed()  // the same node joining again: nothing to do
+            }
+            return waiter.fail(APIError(.conflict, code: "member_exists",
+                                        "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
+        }
+        if let (other, _) = members.first(where: { $0.value.raft == addresses.raft && configuration.members.contains($0.key) }) {
+            return waiter.fail(APIError(.conflict, code: "address_in_use", "\(addresses.raft) is already the Raft address of \(other)"))
+        }
+        // Ask the node first: it may hold data of its own that must not be thrown away.
+        let token = adoptionTokenNext
+        adoptionTokenNext += 1
+        adoptions[token] = (node, addresses, waiter)
+        members[node] = addresses
+        send(.adoptRequest(AdoptRequest(clusterID: identity.clusterID, leader: id, leaderRaftAddress: cluster.advertisedRaftAddress,
+                                        token: token)), to: node)
+    }
+
+    private func adopted(_ response: AdoptResponse, from peer: Handshake) {
+        guard let adoption = adoptions.removeValue(forKey: response.token), adoption.node.rawValue == peer.nodeID else { return }
+        guard response.accepted else {
+            if !raw.status.configuration.members.contains(adoption.node) { members.removeValue(forKey: adoption.node) }
+            return adoption.waiter.fail(APIError(.conflict, code: "join_refused", "\(adoption.node) refused to join: \(response.reason)"))
+        }
+        guard requireLeader(adoption.waiter) else { return }
+        var addresses = adoption.addresses
+        if addresses.http.isEmpty { addresses.http = response.httpAddress }
+        members[adoption.node] = addresses
+        do {
+            // New members start as learners and are promoted once caught up, so a slow newcomer
+            // never counts towards (and stalls) the quorum (thesis §4.2.1).
+            let position = try raw.proposeConfChange(ConfChange(kind: .addLearner, node: adoption.node, context: addresses.encoded()))
+            memberChangeWaiters[position.index] = (position.term, adoption.waiter)
+            logger.notice("adding member as a learner", metadata: ["node": "\(adoption.node)", "raft": "\(addresses.raft)"])
+        } catch {
+            adoption.waiter.fail(RaftFailure.map(error))
+        }
+    }
+
+    private func remove(_ node: NodeID, _ waiter: Waiter) {
+        guard requireLeader(waiter) else { return }
+        guard raw.status.configuration.members.contains(node) else {
+            return waiter.fail(APIError(.notFound, code: "member_not_found", "\(node) is not a member"))
+        }
+        if node == id && raw.status.configuration.voters.count > 1 {
+            // Hand leadership over first (thesis §3.10); the client retries against the new leader.
+            if let target = raw.status.configuration.voters.filter({ $0 != id }).max(by: {
+                (raw.status.followers[$0]?.match ?? .zero) < (raw.status.followers[$1]?.match ?? .zero)
+            }) {
+                try? raw.transferLeadership(to: target)
+            }
+            return waiter.fail(APIError(.serviceUnavailable, code: "leader_transfer",
+                                        "this node is the leader; leadership is being transferred first, retry the removal on the new leader"))
+        }
+        do {
+            let position = try raw.proposeConfChange(ConfChange(kind: .removeNode, node: node))
+            memberChangeWaiters[position.index] = (position.term, waiter)
+        } catch {
+            waiter.fail(RaftFailure.map(error))
+        }
+    }
+
+    private func transfer(to target: NodeID?, _ waiter: Waiter) {
+        guard requireLeader(waiter) else { return }
+        let status = raw.status
+        guard let target = target ?? status.configuration.voters.filter({ $0 != id }).max(by: {
+            (status.followers[$0]?.match ?? .zero) < (status.followers[$1]?.match ?? .zero)
+        }) else {
+            return waiter.fail(APIError(.conflict, code: "no_transfer_target", "there is no other voter to transfer leadership to"))
+        }
+        do {
+            try raw.transferLeadership(to: target)
+            // The HTTP side polls the published state for the outcome.
+            waiter.succeed()
+        } catch {
+            waiter.fail(RaftFailure.map(error))
+        }
+    }
+
+    // MARK: Being adopted
+
+    /// Another cluster's leader asks this node to join it. Accept when this node already
+    /// belongs to that cluster, or when its whole history is its own bootstrap (no client
+    /// data): then it gives that history up. Refuse otherwise, saying why.
+    private func adopt(_ request: AdoptRequest, from peer: Handshake) {
+        var response = AdoptResponse(token: request.token, accepted: true, reason: "", httpAddress: cluster.advertisedHTTPAddress)
+        if identity.clusterID != request.clusterID {
+            if let reason = reasonToKeepHistory() {
+                response.accepted = false
+                response.reason = reason
+            } else {
+                do {
+                    try resetForAdoption(clusterID: request.clusterID)
+                } catch {
+                    response.accepted = false
+                    response.reason = "resetting its state failed: \(error)"
+                }
+            }
+        }
+        members[request.leader] = MemberAddresses(raft: request.leaderRaftAddress, http: members[request.leader]?.http ?? "")
+        send(.adoptResponse(response), to: request.leader)
+        logger.notice(response.accepted ? "adopted by a cluster" : "refused to join a cluster", metadata: [
+            "leader": "\(request.leader)", "cluster": "\(request.clusterID)", "reason": "\(response.reason)",
+        ])
+    }
+
+    /// Nil when this node's history is only its own bootstrap: no client write was ever
+    /// proposed here and no other node was ever added.
+    private func reasonToKeepHistory() -> String? {
+        let snapshot = storage.snapshotMetadata
+        guard snapshot.index == .zero else { return "it holds a snapshot at index \(snapshot.index.rawValue)" }
+        let last = storage.lastIndex
+        if last.rawValue > 10_000 { return "its log holds \(last.rawValue) entries" }
+        guard let entries = try? storage.entries(from: storage.firstIndex, to: last.next(), bytesMax: .max) else {
+            return "its log cannot be read"
+        }
+        for entry in entries {
+            switch entry.kind {
+            case .normal where entry.data.isEmpty: continue
+            case .normal: return "it holds client data (log index \(entry.index.rawValue)); wipe its data directory to join"
+            case .configChange:
+                guard let change = try? ConfChange(decoding: entry.data), change.node == id else {
+                    return "it has had other members; remove it from its cluster and wipe its data directory to join"
+                }
+            }
+        }
+        if let keys = try? store.count(), keys > 0 { return "it holds \(keys) keys" }
+        return nil
+    }
+
+    /// Throws away the bootstrap history and starts as an empty node of `clusterID`.
+    private func resetForAdoption(clusterID: String) throws {
+        failAllWaiters(APIError(.serviceUnavailable, code: "joining_cluster", "this node is joining another cluster; retry"))
+        storage.close()
+        try RaftNode.removeLog(at: directory.walPath)
+        let wal = try WriteAheadLog(directory: directory.walPath)
+        storage = RaftLogStorage(wal: wal)
+        try store.reset()
+        identity.clusterID = clusterID
+        try directory.saveIdentity(identity)
+        transport.setClusterID(clusterID)
+        var config = raftConfig
+        config.applied = .zero
+        raw = try RawNode(config: config, storage: storage)
+        members = [id: MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)]
+        appliedIndex = .zero
+        applyQueue = []
+        stalledReady = nil
+        lastLeader = nil
+    }
+
+    func failAllWaiters(_ error: APIError) {
+        for waiter in proposalWaiters.values { waiter.fail(error) }
+        proposalWaiters = [:]
+        for proposal in waitingForLeader { proposal.waiter.fail(error) }
+        waitingForLeader = []
+        for waiter in readsWaitingForRound { waiter.fail(error) }
+        readsWaitingForRound = []
+        for waiter in readRounds.values.flatMap({ $0 }) { waiter.fail(error) }
+        readRounds = [:]
+        for waiter in readsWaitingForApply.flatMap(\.waiters) { waiter.fail(error) }
+        readsWaitingForApply = []
+        for pending in memberChangeWaiters.values { pending.waiter.fail(error) }
+        memberChangeWaiters = [:]
+    }
+}

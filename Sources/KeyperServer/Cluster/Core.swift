@@ -1,0 +1,464 @@
+import KeyperRaft
+import KeyperStorage
+import KeyperTransport
+import KeyperWire
+import Logging
+import NIOCore
+import Synchronization
+
+/// Everything the Raft loop owns: the core, the log, the state machine, the address book and
+/// the clients waiting on them.
+///
+/// `@unchecked Sendable` because it is confined to ``RaftEngine/loop``: only closures run on
+/// that event loop touch it, and every entry point checks so (`loop.preconditionInEventLoop`).
+final class Core: @unchecked Sendable {
+    let id: NodeID
+    let loop: any EventLoop
+    var raw: RawNode
+    var storage: RaftLogStorage
+    let store: KVStore
+    let transport: PeerTransport
+    let directory: DataDirectory
+    var identity: NodeIdentity
+    let raftConfig: Config
+    let cluster: ClusterConfiguration
+    let logger: Logger
+    let metrics: NodeMetrics
+    let published: PublishedBox
+
+    /// Where each member is reached, learned from configuration entries as they are appended.
+    var members: [NodeID: MemberAddresses]
+    // Invariant: appliedIndex <= raw.commitIndex.
+    var appliedIndex: LogIndex
+    /// Committed entries not yet in the state machine (a failed apply is retried from here).
+    var applyQueue: [Entry] = []
+    /// A `Ready` whose persist failed (disk full); nothing else happens until it is written.
+    var stalledReady: Ready?
+    var diskFull = false
+
+    /// This node's own client writes, by request sequence, until applied here.
+    var proposalWaiters: [UInt64: Waiter] = [:]
+    /// Writes that arrived while no leader was known.
+    var waitingForLeader: [PendingProposal] = []
+    /// Linearizable reads not yet in a ReadIndex round.
+    var readsWaitingForRound: [Waiter] = []
+    var readRounds: [UInt64: [Waiter]] = [:]
+    var readRoundNext: UInt64 = 1
+    /// Reads whose read index is known, waiting for the state machine to reach it.
+    var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
+    /// Membership changes proposed by this leader, by log position, until applied.
+    var memberChangeWaiters: [LogIndex: (term: Term, waiter: Waiter)] = [:]
+    /// Joins waiting for the new node's answer to our adopt request.
+    var adoptions: [UInt64: (node: NodeID, addresses: MemberAddresses, waiter: Waiter)] = [:]
+    var adoptionTokenNext: UInt64 = 1
+
+    /// Records to send at the next flush, batched per peer (one frame each).
+    var outgoing: [NodeID: [PeerRecord]] = [:]
+    var lastLeader: NodeID?
+
+    init(id: NodeID, loop: any EventLoop, raw: RawNode, storage: RaftLogStorage, store: KVStore, transport: PeerTransport,
+         directory: DataDirectory, identity: NodeIdentity, raftConfig: Config, cluster: ClusterConfiguration,
+         members: [NodeID: MemberAddresses], appliedIndex: LogIndex, logger: Logger, metrics: NodeMetrics,
+         published: PublishedBox) {
+        self.id = id
+        self.loop = loop
+        self.raw = raw
+        self.storage = storage
+        self.store = store
+        self.transport = transport
+        self.directory = directory
+        self.identity = identity
+        self.raftConfig = raftConfig
+        self.cluster = cluster
+        self.members = members
+        self.appliedIndex = appliedIndex
+        self.logger = logger
+        self.metrics = metrics
+        self.published = published
+    }
+
+    // MARK: Entry points (on the loop)
+
+    func run(_ batch: RaftEngine.Inbox) {
+        loop.preconditionInEventLoop()
+        for (from, record) in batch.records { handle(record, from: from) }
+        for proposal in batch.proposals { propose(proposal) }
+        readsWaitingForRound += batch.reads
+        for request in batch.admin { handle(request) }
+        startReadRound()
+        processReady()
+    }
+
+    func tick() {
+        loop.preconditionInEventLoop()
+        raw.tick()
+        expireWaiters(now: .now)
+        if !waitingForLeader.isEmpty { flushWaitingForLeader() }
+        startReadRound()
+        promoteCaughtUpLearners()
+        processReady()
+    }
+
+    // MARK: Ready
+
+    func processReady() {
+        if let stalled = stalledReady {
+            guard persist(stalled) else { return flushAndPublish() }
+            stalledReady = nil
+            finish(stalled)
+        }
+        while raw.hasReady {
+            let ready = raw.ready()
+            if let soft = ready.softState { leadershipChanged(soft) }
+            // Thesis §10.2.1: the leader's appends leave before its own fsync.
+            queue(ready.messages)
+            flush()
+            learnAddresses(from: ready.entries)
+            guard persist(ready) else {
+                stalledReady = ready
+                break
+            }
+            finish(ready)
+        }
+        if !diskFull { applyCommitted() }
+        flushAndPublish()
+    }
+
+    /// Writes a `Ready`'s entries and hard state with one sync. False when the disk is full:
+    /// the `Ready` is kept and retried on every tick; nothing after it happens meanwhile.
+    private func persist(_ ready: Ready) -> Bool {
+        if ready.snapshot != nil {
+            // Snapshot transfer arrives with the snapshot work; until then no log is compacted,
+            // so no leader ever sends one.
+            logger.error("received a snapshot, which this build cannot install yet; ignoring it")
+        }
+        guard !ready.entries.isEmpty || ready.hardState != nil else { return true }
+        let started = ContinuousClock.now
+        do {
+            try storage.save(ready.entries, hardState: ready.hardState, sync: ready.mustSync)
+        } catch .diskFull(let error) {
+            if !diskFull { logger.error("the disk is full; writes are refused until space returns", metadata: ["error": "\(error)"]) }
+            diskFull = true
+            return false
+        } catch {
+            // Anything else leaves a log this process cannot vouch for (WALError.failed): stop,
+            // and let a restart re-read the disk, rather than acknowledge on a guess.
+            fatalError("cannot persist the Raft log: \(error)")
+        }
+        if ready.mustSync { metrics.walSyncDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        if diskFull {
+            logger.notice("the disk has space again; writes resume")
+            diskFull = false
+        }
+        return true
+    }
+
+    private func finish(_ ready: Ready) {
+        queue(ready.messagesAfterPersist)
+        applyQueue += ready.committedEntries
+        for state in ready.readStates { readIndexReady(state) }
+        for context in ready.droppedReads {
+            // Leadership moved before the round finished: the reads try again with the next leader.
+            if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
+                readsWaitingForRound += waiters
+            }
+        }
+        raw.advance(ready)
+    }
+
+    private func flushAndPublish() {
+        flush()
+        publish()
+    }
+
+    // MARK: Proposals
+
+    private func propose(_ proposal: PendingProposal) {
+        guard !diskFull else {
+            return proposal.waiter.fail(APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied"))
+        }
+        if raw.role == .leader {
+            do {
+                try raw.propose(proposal.data)
+                metrics.proposals.increment()
+                proposalWaiters[proposal.request.sequence] = proposal.waiter
+            } catch {
+                proposal.waiter.fail(RaftFailure.map(error))
+            }
+        } else if let leader = raw.leader {
+            // Forward over the peer connection; we answer when we apply the entry ourselves.
+            proposalWaiters[proposal.request.sequence] = proposal.waiter
+            send(.forward(request: proposal.request, data: proposal.data), to: leader)
+        } else {
+            waitingForLeader.append(proposal)
+        }
+    }
+
+    private func flushWaitingForLeader() {
+        guard raw.leader != nil else { return }
+        let waiting = waitingForLeader
+        waitingForLeader = []
+        for proposal in waiting { propose(proposal) }
+    }
+
+    private func leadershipChanged(_ soft: SoftState) {
+        if soft.leader != lastLeader {
+            logger.notice("leader changed", metadata: [
+                "leader": "\(soft.leader.map(\.rawValue) ?? "none")", "term": "\(raw.term.rawValue)", "role": "\(soft.role)",
+            ])
+            metrics.leaderChanges.increment()
+            lastLeader = soft.leader
+        }
+        metrics.term.record(Int64(raw.term.rawValue))
+        if soft.role != .leader {
+            // A leader that stepped down can no longer complete membership changes it started.
+            for (_, pending) in memberChangeWaiters {
+                pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed",
+                                             "leadership changed before the membership change committed; check /v1/status and retry"))
+            }
+            memberChangeWaiters = [:]
+        }
+        flushWaitingForLeader()
+    }
+
+    // MARK: Apply
+
+    private func applyCommitted() {
+        let entries = applyQueue.filter { $0.index > appliedIndex }
+        guard let last = entries.last else {
+            applyQueue = []
+            return
+        }
+        var operations: [KVOperation] = []
+        var mine: [UInt64] = []
+        var removed: [NodeID] = []
+        for entry in entries {
+            switch entry.kind {
+            case .normal where entry.data.isEmpty:
+                continue  // a leader's no-op
+            case .normal:
+                let command: Command
+                do {
+                    command = try Command(decoding: entry.data)
+                } catch {
+                    // Applying it any other way would let replicas diverge.
+                    fatalError("committed entry \(entry.index) does not decode as a command: \(error)")
+                }
+                operations.append(command.operation)
+                if command.request.node == id { mine.append(command.request.sequence) }
+            case .configChange:
+                guard let change = try? ConfChange(decoding: entry.data) else {
+                    fatalError("committed configuration entry \(entry.index) does not decode")
+                }
+                switch change.kind {
+                case .addLearner, .addVoter:
+                    if let addresses = try? MemberAddresses(decoding: change.context) {
+                        operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http))
+                    }
+                case .removeNode:
+                    operations.append(.removeMember(id: change.node.rawValue))
+                    removed.append(change.node)
+                }
+            }
+        }
+        do {
+            try store.apply(operations, appliedIndex: last.index.rawValue)
+        } catch {
+            logger.error("cannot apply committed entries; retrying", metadata: ["error": "\(error)", "through": "\(last.index)"])
+            diskFull = diskFull || error.isDiskFull
+            return
+        }
+        applyQueue = []
+        appliedIndex = last.index
+        metrics.entriesApplied.increment(by: entries.count)
+        for sequence in mine { proposalWaiters.removeValue(forKey: sequence)?.succeed() }
+        for entry in entries where entry.kind == .configChange {
+            if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
+                if pending.term == entry.term { pending.waiter.succeed() } else {
+                    pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed", "the membership change was overwritten; retry"))
+                }
+            }
+        }
+        for node in removed where node != id {
+            members.removeValue(forKey: node)
+            transport.forget(node.rawValue)
+        }
+        releaseReads()
+    }
+
+    // MARK: Reads
+
+    func startReadRound() {
+        guard !readsWaitingForRound.isEmpty, raw.leader != nil else { return }
+        let round = readRoundNext
+        do {
+            try raw.readIndex(context: Self.context(round: round))
+        } catch .readLimit {
+            let waiters = readsWaitingForRound
+            readsWaitingForRound = []
+            for waiter in waiters { waiter.fail(RaftFailure.map(.readLimit(pendingMax: 0))) }
+            return
+        } catch {
+            return  // not ready yet (e.g. a new leader without a commit in its term): next tick
+        }
+        readRoundNext += 1
+        readRounds[round] = readsWaitingForRound
+        readsWaitingForRound = []
+    }
+
+    private func readIndexReady(_ state: ReadState) {
+        guard let round = Self.round(from: state.context), let waiters = readRounds.removeValue(forKey: round) else { return }
+        if appliedIndex >= state.index {
+            for waiter in waiters { waiter.succeed() }
+        } else {
+            readsWaitingForApply.append((state.index, waiters))
+        }
+    }
+
+    private func releaseReads() {
+        guard !readsWaitingForApply.isEmpty else { return }
+        var waiting: [(index: LogIndex, waiters: [Waiter])] = []
+        for pending in readsWaitingForApply {
+            if pending.index <= appliedIndex {
+                for waiter in pending.waiters { waiter.succeed() }
+            } else {
+                waiting.append(pending)
+            }
+        }
+        readsWaitingForApply = waiting
+    }
+
+    static func context(round: UInt64) -> [UInt8] {
+        withUnsafeBytes(of: round.littleEndian) { Array($0) }
+    }
+
+    static func round(from context: [UInt8]) -> UInt64? {
+        guard context.count == 8 else { return nil }
+        return context.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    }
+
+    // MARK: Deadlines
+
+    private func expireWaiters(now: ContinuousClock.Instant) {
+        func failure() -> APIError {
+            raw.leader == nil
+                ? .noLeader("no leader was available within the request timeout (\(cluster.requestTimeoutMs) ms)")
+                : APIError(.serviceUnavailable, code: "timeout",
+                           "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms); a write may still be applied")
+        }
+        for (sequence, waiter) in proposalWaiters where waiter.deadline <= now {
+            proposalWaiters.removeValue(forKey: sequence)
+            waiter.fail(failure())
+        }
+        waitingForLeader.removeAll { proposal in
+            guard proposal.waiter.deadline <= now else { return false }
+            proposal.waiter.fail(failure())
+            return true
+        }
+        readsWaitingForRound.removeAll { waiter in
+            guard waiter.deadline <= now else { return false }
+            waiter.fail(failure())
+            return true
+        }
+        for (round, waiters) in readRounds {
+            let (expired, live) = waiters.partitioned { $0.deadline <= now }
+            for waiter in expired { waiter.fail(failure()) }
+            readRounds[round] = live.isEmpty ? nil : live
+        }
+        readsWaitingForApply = readsWaitingForApply.compactMap { pending in
+            let (expired, live) = pending.waiters.partitioned { $0.deadline <= now }
+            for waiter in expired { waiter.fail(failure()) }
+            return live.isEmpty ? nil : (pending.index, live)
+        }
+        for (index, pending) in memberChangeWaiters where pending.waiter.deadline <= now {
+            memberChangeWaiters.removeValue(forKey: index)
+            pending.waiter.fail(failure())
+        }
+        for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
+            adoptions.removeValue(forKey: token)
+            adoption.waiter.fail(APIError(.gatewayTimeout, code: "join_unreachable",
+                                          "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
+        }
+    }
+
+    // MARK: Sending
+
+    func queue(_ messages: [Message]) {
+        for message in messages { send(.raft(message), to: message.to) }
+    }
+
+    func send(_ record: PeerRecord, to node: NodeID) {
+        outgoing[node, default: []].append(record)
+    }
+
+    /// One frame per peer for everything queued.
+    func flush() {
+        guard !outgoing.isEmpty else { return }
+        for (node, records) in outgoing {
+            guard let address = members[node]?.raft else {
+                logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
+                continue
+            }
+            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address)
+        }
+        outgoing = [:]
+    }
+
+    // MARK: Membership
+
+    /// Configuration entries carry the new member's addresses; the leader must reach a new
+    /// member as soon as the entry is appended (thesis §4.1), before it commits.
+    private func learnAddresses(from entries: [Entry]) {
+        for entry in entries where entry.kind == .configChange {
+            guard let change = try? ConfChange(decoding: entry.data), change.kind != .removeNode,
+                  let addresses = try? MemberAddresses(decoding: change.context) else { continue }
+            members[change.node] = addresses
+        }
+    }
+
+    private func promoteCaughtUpLearners() {
+        guard raw.role == .leader else { return }
+        let status = raw.status
+        for learner in status.configuration.learners.sorted() {
+            guard let follower = status.followers[learner], follower.match >= raw.commitIndex else { continue }
+            do {
+                try raw.proposeConfChange(ConfChange(kind: .addVoter, node: learner))
+                logger.notice("promoting caught-up learner to voter", metadata: ["node": "\(learner)", "match": "\(follower.match)"])
+                return  // one change at a time
+            } catch {
+                return  // another change in flight, or no commit in this term yet: next tick
+            }
+        }
+    }
+
+    func publish() {
+        let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
+                                   snapshotIndex: storage.snapshotMetadata.index, diskFull: diskFull)
+        published.state.withLock { $0 = state }
+    }
+}
+
+/// Shares ``PublishedState`` between the loop (writer) and HTTP handlers (readers).
+final class PublishedBox: Sendable {
+    let state: Mutex<PublishedState>
+    init(_ state: PublishedState) { self.state = Mutex(state) }
+}
+
+extension Array {
+    func partitioned(by predicate: (Element) -> Bool) -> (matching: [Element], rest: [Element]) {
+        var matching: [Element] = []
+        var rest: [Element] = []
+        for element in self {
+            if predicate(element) { matching.append(element) } else { rest.append(element) }
+        }
+        return (matching, rest)
+    }
+}
+
+extension Error {
+    var isDiskFull: Bool {
+        if let error = self as? SQLiteError { return error.isDiskFull }
+        if let error = self as? WALError, case .diskFull = error { return true }
+        return false
+    }
+}

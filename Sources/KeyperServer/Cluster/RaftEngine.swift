@@ -1,0 +1,83 @@
+import KeyperRaft
+import KeyperStorage
+import KeyperTransport
+import KeyperWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The serial context that owns the Raft core: one event loop thread of its own.
+///
+/// Everything reaches it through ``Inbox``: HTTP handlers and the transport append under a
+/// lock and schedule at most one run of the loop, so a burst of requests costs one wake-up,
+/// not one per request. Each run steps everything gathered, then handles every `Ready`:
+/// send what may go early, persist with one fsync, send the rest, apply, answer waiters,
+/// advance. The fsync blocks only this thread; requests arriving meanwhile form the next batch.
+final class RaftEngine: Sendable {
+    struct Inbox {
+        var records: [(from: Handshake, record: PeerRecord)] = []
+        var proposals: [PendingProposal] = []
+        var reads: [Waiter] = []
+        var admin: [AdminRequest] = []
+        var scheduled = false
+    }
+
+    let id: NodeID
+    let loop: any EventLoop
+    private let loopGroup: MultiThreadedEventLoopGroup
+    let inbox = Mutex(Inbox())
+    /// What the HTTP side may read without a hop: updated by the loop after each run.
+    let published: PublishedBox
+    let core: Core
+    let sequence = Atomic<UInt64>(0)
+
+    init(core: Core, loopGroup: MultiThreadedEventLoopGroup, published: PublishedBox) {
+        self.id = core.id
+        self.core = core
+        self.loopGroup = loopGroup
+        self.loop = loopGroup.next()
+        self.published = published
+    }
+
+    func nextRequestID() -> RequestID {
+        RequestID(node: id, sequence: sequence.wrappingAdd(1, ordering: .relaxed).newValue)
+    }
+
+    /// Appends to the inbox and makes sure one run of the loop is coming.
+    func enqueue(_ update: (inout Inbox) -> Void) {
+        let schedule = inbox.withLock { inbox in
+            update(&inbox)
+            guard !inbox.scheduled else { return false }
+            inbox.scheduled = true
+            return true
+        }
+        if schedule {
+            loop.execute { [self] in
+                let batch = inbox.withLock { inbox in
+                    defer { inbox = Inbox() }
+                    return inbox
+                }
+                core.run(batch)
+            }
+        }
+    }
+
+    func start(tick: TimeAmount) {
+        loop.execute { [core] in core.processReady() }
+        loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [core] _ in core.tick() }
+    }
+
+    func shutdown() async {
+        try? await loopGroup.shutdownGracefully()
+    }
+}
+
+/// What `GET /v1/status` and the `X-Keyper-Leader` header show, without a hop to the loop.
+struct PublishedState: Sendable {
+    var status: Status
+    var members: [NodeID: MemberAddresses]
+    var appliedIndex: LogIndex
+    var snapshotIndex: LogIndex
+    var diskFull = false
+}

@@ -1,0 +1,322 @@
+import KeyperRaft
+import KeyperStorage
+import KeyperTransport
+import KeyperWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Raft cluster member behind the HTTP API.
+///
+/// Handlers never touch Raft state: writes and linearizable reads are enqueued for the
+/// ``RaftEngine`` loop and awaited. A write is acknowledged once its entry is committed on a
+/// majority (each of which fsynced it) and applied here; a follower forwards it to the leader
+/// over the peer connection and answers when it applies the entry itself.
+public final class RaftNode: KeyValueNode {
+    public let configuration: NodeConfiguration
+    public let metrics: NodeMetrics
+    let cluster: ClusterConfiguration
+    let engine: RaftEngine
+    let store: KVStore
+    let transport: PeerTransport
+    let directory: DataDirectory
+    let published: PublishedBox
+    let logger: Logger
+    private let started = ContinuousClock.now
+    /// The port peer traffic is accepted on (the real one when `--raft-addr` asked for port 0).
+    public let raftPort: Int
+
+    private init(configuration: NodeConfiguration, cluster: ClusterConfiguration, engine: RaftEngine, store: KVStore,
+                 transport: PeerTransport, directory: DataDirectory, published: PublishedBox, metrics: NodeMetrics,
+                 logger: Logger, raftPort: Int) {
+        self.configuration = configuration
+        self.cluster = cluster
+        self.engine = engine
+        self.store = store
+        self.transport = transport
+        self.directory = directory
+        self.published = published
+        self.metrics = metrics
+        self.logger = logger
+        self.raftPort = raftPort
+    }
+
+    /// Opens the data directory and the log, bootstraps a single-node cluster on an empty one
+    /// (unless joining), starts the peer listener and the Raft loop.
+    public static func open(configuration: NodeConfiguration, logger: Logger) async throws -> RaftNode {
+        guard var cluster = configuration.cluster else { preconditionFailure("RaftNode needs a cluster configuration") }
+        let directory = try DataDirectory(path: configuration.dataDirectory)
+        let store = try KVStore(path: directory.databasePath, durability: .normal)
+        if try directory.identity() == nil, try store.count() > 0 {
+            throw DataDirectoryError(path: directory.path,
+                                     message: "holds standalone data but no Raft log; use a new --data-dir for Raft mode")
+        }
+        let identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
+        let wal: WriteAheadLog
+        do {
+            wal = try WriteAheadLog(directory: directory.walPath)
+        } catch {
+            throw DataDirectoryError(path: directory.walPath, message: "\(error)")
+        }
+        if let torn = wal.recoveryReport.tornTail {
+            logger.warning("truncated a torn write at the end of the Raft log (a crash mid-write)", metadata: ["detail": "\(torn)"])
+        }
+
+        let engineBox = EngineBox()
+        var transportConfiguration = PeerTransport.Configuration(nodeID: configuration.nodeID, host: cluster.raftAddress.host,
+                                                                 port: cluster.raftAddress.port)
+        transportConfiguration.connectTimeoutMs = Int64(cluster.tickMs * cluster.electionTicks)
+        let transport = PeerTransport(configuration: transportConfiguration, logger: logger) { from, frame in
+            // Decode on the transport's thread: the loop only steps.
+            let records = try PeerRecord.decodeFrame(Array(buffer: frame))
+            engineBox.engine?.enqueue { inbox in
+                for record in records { inbox.records.append((from, record)) }
+            }
+        }
+        // Listen before anything is written: the address peers are told (in the bootstrap
+        // entry) must be the one actually bound, also when --raft-addr asked for port 0.
+        let raftPort: Int
+        do {
+            raftPort = try await transport.start()
+        } catch {
+            throw ConfigurationError("cannot listen for peers on \(cluster.raftAddress) (--raft-addr): \(error)")
+        }
+        if cluster.raftAddress.port == 0 {
+            cluster.advertisedRaftAddress = ListenAddress(host: cluster.raftAddress.advertisableHost, port: raftPort).description
+        }
+        do {
+            let node = try assemble(configuration: configuration, cluster: cluster, directory: directory, store: store,
+                                    wal: wal, identity: identity, transport: transport, engineBox: engineBox, logger: logger)
+            logger.notice("raft node started", metadata: [
+                "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.engine.core.identity.clusterID)",
+            ])
+            return node
+        } catch {
+            await transport.stop()
+            throw error
+        }
+    }
+
+    /// Everything after the listener is up: bootstrap if fresh, recover the applied state and
+    /// the address book, build the core and start the loop.
+    private static func assemble(configuration: NodeConfiguration, cluster: ClusterConfiguration, directory: DataDirectory,
+                                 store: KVStore, wal: sending WriteAheadLog, identity: NodeIdentity, transport: PeerTransport,
+                                 engineBox: EngineBox, logger: Logger) throws -> RaftNode {
+        let id = NodeID(configuration.nodeID)
+        var identity = identity
+        let selfAddresses = MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
+        let fresh = wal.lastIndex == .zero && wal.hardState == HardState() && wal.snapshotMetadata.index == .zero
+        if fresh && cluster.joinURL == nil {
+            try bootstrap(wal: wal, id: id, addresses: selfAddresses)
+            identity.clusterID = randomClusterID()
+            try directory.saveIdentity(identity)
+            logger.notice("bootstrapped a new single-node cluster", metadata: ["cluster": "\(identity.clusterID)"])
+        }
+        let hardState = wal.hardState
+        let storage = RaftLogStorage(wal: wal)
+
+        let applied = LogIndex(try store.appliedIndex())
+        guard applied <= storage.lastIndex else {
+            throw DataDirectoryError(path: directory.path, message:
+                "the state machine has applied index \(applied.rawValue) but the Raft log ends at \(storage.lastIndex.rawValue); the log was lost or replaced")
+        }
+        var members: [NodeID: MemberAddresses] = [:]
+        for record in try store.members() {
+            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress)
+        }
+        try learnAddresses(from: storage, after: applied, into: &members)
+        members[id] = selfAddresses
+
+        var raftConfig = Config(id: id, randomSeed: UInt64.random(in: 0...UInt64.max))
+        raftConfig.electionTicks = cluster.electionTicks
+        raftConfig.heartbeatTicks = cluster.heartbeatTicks
+        raftConfig.applied = min(applied, hardState.commit)
+        raftConfig.entryBytesMax = configuration.valueBytesMax + configuration.keyBytesMax + 256
+        let raw = try RawNode(config: raftConfig, storage: storage)
+        transport.setClusterID(identity.clusterID)
+
+        let metrics = NodeMetrics()
+        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: applied,
+                                                    snapshotIndex: storage.snapshotMetadata.index))
+        let core = Core(id: id, loop: loopGroup.next(), raw: raw, storage: storage, store: store, transport: transport,
+                        directory: directory, identity: identity, raftConfig: raftConfig, cluster: cluster, members: members,
+                        appliedIndex: applied, logger: logger, metrics: metrics, published: published)
+        let engine = RaftEngine(core: core, loopGroup: loopGroup, published: published)
+        engineBox.engine = engine
+        engine.start(tick: .milliseconds(Int64(cluster.tickMs)))
+        return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
+                        directory: directory, published: published, metrics: metrics, logger: logger,
+                        raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
+    }
+
+    /// The founding entry of a single-node cluster: this node as the only voter, with its
+    /// addresses in the change's context, committed at term 1 (as etcd bootstraps).
+    private static func bootstrap(wal: WriteAheadLog, id: NodeID, addresses: MemberAddresses) throws {
+        let change = ConfChange(kind: .addVoter, node: id, context: addresses.encoded())
+        let entry = Entry(term: Term(1), index: LogIndex(1), kind: .configChange, data: change.encoded())
+        try wal.save([entry], hardState: HardState(term: Term(1), vote: nil, commit: LogIndex(1)))
+    }
+
+    /// Addresses from configuration entries not yet applied (they are not in the state machine).
+    private static func learnAddresses(from storage: RaftLogStorage, after applied: LogIndex,
+                                       into members: inout [NodeID: MemberAddresses]) throws {
+        let low = max(applied.next(), storage.firstIndex)
+        guard low <= storage.lastIndex else { return }
+        for entry in try storage.entries(from: low, to: storage.lastIndex.next(), bytesMax: .max) where entry.kind == .configChange {
+            guard let change = try? ConfChange(decoding: entry.data), change.kind != .removeNode,
+                  let addresses = try? MemberAddresses(decoding: change.context) else { continue }
+            members[change.node] = addresses
+        }
+    }
+
+    static func randomClusterID() -> String {
+        let hex = Array("0123456789abcdef")
+        return String((0..<16).map { _ in hex[Int.random(in: 0..<16)] })
+    }
+
+    static func removeLog(at path: String) throws {
+        for name in (try? FileIO.listDirectory(path)) ?? [] {
+            guard unlink(path + "/" + name) == 0 else { throw FileIOError(operation: "unlink", path: path + "/" + name, errorNumber: errno) }
+        }
+        try FileIO.syncDirectory(containing: path + "/x")
+    }
+
+    /// Stops peer traffic and the loop, then closes the log and the store.
+    public func close() async {
+        await transport.stop()
+        let core = engine.core
+        try? await engine.loop.submit { core.storage.close() }.get()
+        await engine.shutdown()
+        store.close()
+    }
+
+    // MARK: KeyValueNode
+
+    public var leaderHint: String? {
+        published.state.withLock { $0.status.leader?.rawValue }
+    }
+
+    public var appliedIndex: UInt64? {
+        published.state.withLock { $0.appliedIndex.rawValue }
+    }
+
+    private var deadline: ContinuousClock.Instant { .now + .milliseconds(cluster.requestTimeoutMs) }
+
+    /// Waits until this node's state machine reflects every write acknowledged before the
+    /// call (ReadIndex, thesis §6.4): reads gathered together share one round.
+    private func readBarrier() async throws {
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            engine.enqueue { $0.reads.append(Waiter(continuation: continuation, deadline: deadline)) }
+        }
+    }
+
+    private func write(_ operation: KVOperation) async throws {
+        let command = Command(request: engine.nextRequestID(), operation: operation)
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let proposal = PendingProposal(request: command.request, data: command.encoded(),
+                                           waiter: Waiter(continuation: continuation, deadline: deadline))
+            engine.enqueue { $0.proposals.append(proposal) }
+        }
+    }
+
+    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
+        if consistency == .linearizable { try await readBarrier() }
+        do { return try store.get(key) } catch { throw StorageFailure.map(error) }
+    }
+
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage {
+        if consistency == .linearizable { try await readBarrier() }
+        do { return try store.list(prefix: prefix, after: after, limit: limit) } catch { throw StorageFailure.map(error) }
+    }
+
+    public func put(_ key: [UInt8], value: [UInt8]) async throws {
+        try await write(.put(key: key, value: value))
+    }
+
+    public func delete(_ key: [UInt8]) async throws {
+        try await write(.delete(key: key))
+    }
+
+    private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async throws {
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let request = make(Waiter(continuation: continuation, deadline: deadline))
+            engine.enqueue { $0.admin.append(request) }
+        }
+    }
+
+    public func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws {
+        let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "")
+        try await admin { .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }
+    }
+
+    public func removeMember(_ nodeID: String) async throws {
+        try await admin { .remove(node: NodeID(nodeID), waiter: $0) }
+    }
+
+    public func transferLeadership(to target: String?) async throws -> String {
+        try await admin { .transfer(target: target.map { NodeID($0) }, waiter: $0) }
+        // The transfer was started; wait (bounded) for a new leader to show up.
+        let deadline = self.deadline
+        while ContinuousClock.now < deadline {
+            if let leader = leaderHint, leader != configuration.nodeID { return leader }
+            try await Task.sleep(for: .milliseconds(cluster.tickMs))
+        }
+        throw APIError(.serviceUnavailable, code: "timeout", "leadership did not move within the request timeout")
+    }
+
+    public func status() async throws -> NodeStatus {
+        let state = published.state.withLock { $0 }
+        let keys: Int
+        do { keys = try store.count() } catch { throw StorageFailure.map(error) }
+        let uptime = ContinuousClock.now - started
+        let configuration = state.status.configuration
+        let members = configuration.members.sorted().map { node in
+            MemberStatus(id: node.rawValue, raftAddress: state.members[node]?.raft ?? "",
+                         httpAddress: state.members[node]?.http ?? "",
+                         role: configuration.voters.contains(node) ? "voter" : "learner",
+                         matchIndex: state.status.role == .leader
+                            ? (node == state.status.id ? state.status.lastIndex.rawValue : state.status.followers[node]?.match.rawValue)
+                            : nil)
+        }
+        var warnings: [String] = []
+        if configuration.voters.count == 2 {
+            warnings.append("a 2-voter cluster tolerates no failure: a majority of 2 is 2; add a third node")
+        }
+        if state.diskFull { warnings.append("the disk is full: writes are refused") }
+        let leader = state.status.leader
+        return NodeStatus(
+            nodeID: self.configuration.nodeID, status: "ok", mode: "raft", version: KeyperVersion.current,
+            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            keys: keys, isLeader: state.status.role == .leader, leaderID: leader?.rawValue,
+            leaderAddress: leader.flatMap { state.members[$0]?.raft }, leaderHTTPAddress: leader.flatMap { state.members[$0]?.http },
+            term: state.status.term.rawValue, commitIndex: state.status.commit.rawValue, appliedIndex: state.appliedIndex.rawValue,
+            snapshotIndex: state.snapshotIndex.rawValue, lastIndex: state.status.lastIndex.rawValue,
+            role: "\(state.status.role)", clusterID: engine.core.identity.clusterID, members: members,
+            warnings: warnings.isEmpty ? nil : warnings, dataDirectory: self.configuration.dataDirectory)
+    }
+
+    public func health() async -> Health {
+        let state = published.state.withLock { $0 }
+        if state.diskFull { return Health(healthy: false, reason: "disk full") }
+        guard let leader = state.status.leader else { return Health(healthy: false, reason: "no leader") }
+        return Health(healthy: true, reason: "leader is \(leader)")
+    }
+}
+
+/// Lets the transport's receiver, created before the engine, reach it.
+final class EngineBox: Sendable {
+    private let box = Mutex<RaftEngine?>(nil)
+    var engine: RaftEngine? {
+        get { box.withLock { $0 } }
+        set { box.withLock { $0 = newValue } }
+    }
+}
