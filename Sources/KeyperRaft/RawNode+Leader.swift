@@ -207,7 +207,7 @@ extension RawNode {
         var matches: [LogIndex] = []
         matches.reserveCapacity(current.voters.count)
         for voter in current.voters {
-            matches.append(voter == id ? log.stableLastIndex : progress[voter]?.match ?? .zero)
+            matches.append(voter == id ? log.lastIndex : progress[voter]?.match ?? .zero)
         }
         matches.sort(by: >)
         return matches[current.quorum - 1]

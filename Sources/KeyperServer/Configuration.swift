@@ -104,8 +104,5 @@ public struct ClusterConfiguration: Sendable {
             throw ConfigurationError("the election timeout must be longer than the heartbeat interval")
         }
         guard requestTimeoutMs >= 1 else { throw ConfigurationError("--request-timeout must be positive") }
-        guard raftAddress.port != 0 || advertisedRaftAddress.hasSuffix(":0") == false else {
-            throw ConfigurationError("--raft-addr needs a port")
-        }
     }
 }

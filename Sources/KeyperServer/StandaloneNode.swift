@@ -22,6 +22,7 @@ public final class StandaloneNode: KeyValueNode {
     /// Closes the store. Call after the HTTP server stopped taking requests.
     public func close() {
         store.close()
+        directory.release()
     }
 
     public var leaderHint: String? { configuration.nodeID }

@@ -25,7 +25,9 @@ extension Simulation {
 
     func chooseNode() -> Int? {
         let live = nodes.indices.filter { nodes[$0].cell != nil && !nodes[$0].retired }
-        if random.chance(7, in: 10), let leader = leaderIndex() { return leader }
+        // Clients talk to any node that says it leads, deposed or not: stale leaders get traffic.
+        let leaders = live.filter { nodes[$0].cell!.node.role == .leader }
+        if random.chance(7, in: 10), let leader = leaders.randomElement(using: &random) { return leader }
         return live.randomElement(using: &random)
     }
 

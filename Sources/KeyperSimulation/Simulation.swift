@@ -23,6 +23,8 @@ public final class Simulation {
         var readStates: [ReadState] = []
         /// Index → (client, term) of writes proposed here.
         var writeWaiters: [LogIndex: (client: Int, term: Term)] = [:]
+        /// A Ready whose messages went out and whose write is still in flight.
+        var persisting: Ready?
     }
 
     struct InFlight {
@@ -66,6 +68,15 @@ public final class Simulation {
     let appendBytesMax: Int
     let uncommittedBytesMax: Int
     let applyBytesMax: Int
+    let preVote: Bool
+    let checkQuorum: Bool
+    /// One in `crashOdds` ticks arms a crash; restarts come after 1...`restartTicksMax` ticks.
+    let crashOdds: Int
+    let restartTicksMax: Int
+    let partitionOdds: Int
+    let membershipOdds: Int
+    /// Let a node's write stay in flight while it keeps stepping messages (thesis §10.2.1).
+    let asyncPersist: Bool
 
     // Invariant bookkeeping.
     var leaderOfTerm: [Term: NodeID] = [:]
@@ -99,6 +110,14 @@ public final class Simulation {
         appendBytesMax = [16, 64, 256, 1 << 20][random.next(below: 4)]
         uncommittedBytesMax = [256, 1024, 1 << 20][random.next(below: 3)]
         applyBytesMax = [16, 128, 1 << 20][random.next(below: 3)]
+        // Profiles vary per seed, so some seeds churn leaders hard and some crash often.
+        preVote = random.chance(3, in: 4)
+        checkQuorum = random.chance(3, in: 4)
+        crashOdds = [400, 100, 30][random.next(below: 3)]
+        restartTicksMax = [5, 60][random.next(below: 2)]
+        partitionOdds = [200, 60, 20][random.next(below: 3)]
+        membershipOdds = [100, 30, 10][random.next(below: 3)]
+        asyncPersist = random.chance(1, in: 2)
         pending = Array(repeating: nil, count: options.clients)
         report.seed = seed
         let voters = Set((1...options.nodeCount).map { NodeID("n\($0)") })
@@ -183,14 +202,21 @@ public final class Simulation {
         }
         deliverDueMessages()
         if options.clients > 0 { runClients(issue: clientsIssue) }
-        for index in nodes.indices { drainReady(index) }
+        for index in nodes.indices { drainReady(index, allowInFlight: faultsActive) }
     }
 
-    func drainReady(_ index: Int) {
+    /// Handles Readies until none is left, or until one is left persisting when `allowInFlight`.
+    func drainReady(_ index: Int, allowInFlight: Bool = false) {
         var rounds = 0
-        while rounds < 16, nodes[index].cell?.node.hasReady == true {
-            handleReady(index)
+        while rounds < 16, nodes[index].cell != nil {
             rounds += 1
+            if nodes[index].persisting != nil {
+                if allowInFlight && random.chance(1, in: 2) { return }
+                finishReady(index)
+                continue
+            }
+            guard nodes[index].cell!.node.hasReady else { return }
+            handleReady(index, allowInFlight: allowInFlight)
         }
     }
 
@@ -216,6 +242,8 @@ public final class Simulation {
         config.uncommittedBytesMax = uncommittedBytesMax
         config.applyBytesMax = applyBytesMax
         config.applied = nodes[index].storage.snapshotMetadata.index
+        config.preVote = preVote
+        config.checkQuorum = checkQuorum
         return config
     }
 
@@ -243,10 +271,11 @@ public final class Simulation {
         nodes[index].applied = .zero
         nodes[index].readStates = []
         nodes[index].crashArmed = 0
+        nodes[index].persisting = nil
         for (_, waiter) in nodes[index].writeWaiters { finishWrite(client: waiter.client, outcome: .indeterminate) }
         nodes[index].writeWaiters = [:]
         for client in pending.indices where pending[client]?.node == index { abandonRead(client: client) }
-        if !nodes[index].retired { nodes[index].restartTick = tick + 5 + random.next(below: 60) }
+        if !nodes[index].retired { nodes[index].restartTick = tick + 1 + random.next(below: restartTicksMax) }
     }
 
     func restartDueNodes() {
@@ -262,13 +291,22 @@ public final class Simulation {
 
     // MARK: Ready handling (the shell's loop)
 
-    func handleReady(_ index: Int) {
+    func handleReady(_ index: Int, allowInFlight: Bool) {
         let ready = nodes[index].cell!.node.ready()
         if trace {
             print("t=\(tick) ready \(nodes[index].id): entries=\(ready.entries.count) committed=\(ready.committedEntries.count) messages=\(ready.messages.count) after=\(ready.messagesAfterPersist.count) hard=\(ready.hardState.map { "\($0)" } ?? "-") armed=\(nodes[index].crashArmed)")
         }
         observe(index)
         for message in ready.messages { send(message) }
+        nodes[index].persisting = ready
+        if asyncPersist && allowInFlight && random.chance(1, in: 2) { return }
+        finishReady(index)
+    }
+
+    /// Completes the write of the Ready in flight, then replies, applies and advances.
+    func finishReady(_ index: Int) {
+        guard let ready = nodes[index].persisting else { return }
+        nodes[index].persisting = nil
         if nodes[index].crashArmed == 1 {
             crash(index)
             return
@@ -417,7 +455,7 @@ public final class Simulation {
                 return
             }
             observe(index)
-            if random.chance(1, in: 2) { drainReady(index) }
+            if random.chance(1, in: 2) { drainReady(index, allowInFlight: true) }
         }
     }
 
@@ -425,22 +463,25 @@ public final class Simulation {
 
     func injectFaults() {
         if options.partitions {
-            if random.chance(1, in: 120) { partitionRandomly() }
-            if !blocked.isEmpty && random.chance(1, in: 60) { blocked = [] }
+            if random.chance(1, in: partitionOdds) { partitionRandomly() }
+            if !blocked.isEmpty && random.chance(1, in: 40) { blocked = [] }
         }
-        if options.crashes && random.chance(1, in: 150) {
+        if options.crashes && random.chance(1, in: crashOdds) {
             let live = nodes.indices.filter { nodes[$0].cell != nil }
             if let victim = live.randomElement(using: &random) {
                 nodes[victim].crashArmed = 1 + random.next(below: 2)
             }
         }
-        if options.membershipChanges && random.chance(1, in: 60) { changeMembership() }
+        if options.membershipChanges && random.chance(1, in: membershipOdds) { changeMembership() }
         if options.transfers && random.chance(1, in: 150) { transferLeadership() }
     }
 
     func partitionRandomly() {
         let ids = nodes.filter { !$0.retired }.map(\.id)
-        guard let isolated = ids.randomElement(using: &random) else { return }
+        // Half the time cut off a leader: the case that tests check-quorum and ReadIndex.
+        let leaders = nodes.filter { $0.cell?.node.role == .leader }.map(\.id)
+        let pickLeader = !leaders.isEmpty && random.chance(1, in: 2)
+        guard let isolated = pickLeader ? leaders.randomElement(using: &random) : ids.randomElement(using: &random) else { return }
         let oneWay = random.chance(1, in: 3)
         let inbound = random.chance(1, in: 2)
         for other in ids where other != isolated {
@@ -455,7 +496,10 @@ public final class Simulation {
         for index in nodes.indices where nodes[index].cell == nil && !nodes[index].retired {
             start(index)
         }
-        for index in nodes.indices { nodes[index].crashArmed = 0 }
+        for index in nodes.indices {
+            nodes[index].crashArmed = 0
+            drainReady(index)
+        }
     }
 
     func leaderIndex() -> Int? {

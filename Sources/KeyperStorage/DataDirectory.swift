@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -33,7 +35,8 @@ public final class DataDirectory: Sendable {
     static let ignorableNames: Set<String> = ["lost+found", ".DS_Store"]
 
     public let path: String
-    private let lockDescriptor: Int32
+    /// The `flock`ed LOCK file; -1 once released.
+    private let lockDescriptor: Atomic<Int32>
 
     /// Opens `path`, creating it (and its parents) when absent.
     ///
@@ -80,12 +83,16 @@ public final class DataDirectory: Sendable {
             close(fd)
             throw fail("in use by another process (LOCK is held)")
         }
-        lockDescriptor = fd
+        lockDescriptor = Atomic(fd)
     }
 
-    deinit {
-        // Closing the descriptor releases the flock.
-        close(lockDescriptor)
+    deinit { release() }
+
+    /// Gives the directory up so another opener may take it. Closing the descriptor releases
+    /// the flock. Idempotent.
+    public func release() {
+        let fd = lockDescriptor.exchange(-1, ordering: .acquiringAndReleasing)
+        if fd >= 0 { close(fd) }
     }
 
     /// The SQLite database holding the key-value state machine.

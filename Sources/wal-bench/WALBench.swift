@@ -18,7 +18,7 @@ struct WALBench {
         let entryBytes = 256
         print("WAL benchmark: \(entryBytes)-byte entries, one fdatasync per batch, directory \(root)")
         print(pad("batch", 7) + pad("entries", 10) + pad("seconds", 9) + pad("entries/s", 12) + pad("fsyncs/s", 10) + pad("MB/s", 8))
-        for (batchSize, batchCount) in [(1, 2000), (16, 1000), (256, 400)] {
+        for (batchSize, batchCount) in [(1, 5000), (16, 2000), (256, 1000)] {
             try run(root: root, batchSize: batchSize, batchCount: batchCount, entryBytes: entryBytes, sync: true)
         }
         print("without fdatasync (CPU + write(2) cost only):")

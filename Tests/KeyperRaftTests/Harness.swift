@@ -49,6 +49,8 @@ struct Cluster {
     var inFlight: [Message] = []
     /// Nodes whose messages, in and out, are dropped.
     var isolated: Set<NodeID> = []
+    /// Every message delivered, in order.
+    var delivered: [Message] = []
 
     init(voters: Set<NodeID>, learners: Set<NodeID> = [], _ adjust: (inout Config) -> Void = { _ in }) {
         for id in voters.union(learners) {
@@ -78,6 +80,7 @@ struct Cluster {
             for message in batch where !isolated.contains(message.from) && !isolated.contains(message.to) {
                 guard nodes[message.to] != nil else { continue }
                 try! nodes[message.to]!.raft.step(message)
+                self.delivered.append(message)
                 delivered += 1
             }
         }

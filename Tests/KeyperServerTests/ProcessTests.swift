@@ -121,18 +121,55 @@ struct ProcessTests {
         }
     }
 
-    @Test("--enable-raft says it is not available and exits non-zero")
-    func raftNotAvailable() throws {
+    @Test("a single Raft node bootstraps, and an acknowledged write survives kill -9")
+    func raftSurvivesKill() async throws {
         guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
             Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
             return
         }
-        try withTemporaryDirectory { dir in
-            let process = try KeyperProcess(
-                arguments: ["--data-dir", dir + "/data", "--enable-raft", "--raft-addr", "127.0.0.1:12000"],
-                logPath: dir + "/raft.log")
-            #expect(process.waitForExit() != 0)
-            #expect(process.log.contains("not available"))
+        try await withTemporaryDirectory { dir in
+            let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--node-id", "node1",
+                             "--enable-raft", "--raft-addr", "127.0.0.1:0", "--election-timeout", "300ms", "--tick-interval", "50ms"]
+            let first = try KeyperProcess(arguments: arguments, logPath: dir + "/first.log")
+            try await first.waitUntilListening()
+            try await withClient(first) { client in
+                // The first write waits for the node to elect itself.
+                let put = try await client.execute(.init("/v1/keys/raft", method: .put, body: ByteBuffer(string: "durable")))
+                #expect(put.status == .noContent, "\(first.log)")
+            }
+            first.signal(SIGKILL)
+            _ = first.waitForExit()
+
+            let second = try KeyperProcess(arguments: arguments, logPath: dir + "/second.log")
+            try await second.waitUntilListening()
+            try await withClient(second) { client in
+                let get = try await client.execute(.init("/v1/keys/raft", method: .get))
+                #expect(get.status == .ok)
+                #expect(get.body.map { String(buffer: $0) } == "durable", "\(second.log)")
+                let status = try await client.execute(.init("/v1/status", method: .get))
+                #expect(status.body.map { String(buffer: $0) }?.contains(#""mode":"raft""#) == true)
+            }
+            second.signal(SIGTERM)
+            #expect(second.waitForExit() == 0, "\(second.log)")
+        }
+    }
+
+    @Test("a data directory is refused in the other mode, naming the problem")
+    func modeMismatch() async throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
+            return
+        }
+        try await withTemporaryDirectory { dir in
+            let standalone = try KeyperProcess(arguments: ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0"],
+                                               logPath: dir + "/standalone.log")
+            try await standalone.waitUntilListening()
+            standalone.signal(SIGTERM)
+            _ = standalone.waitForExit()
+            let raft = try KeyperProcess(arguments: ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0",
+                                                     "--enable-raft", "--raft-addr", "127.0.0.1:0"], logPath: dir + "/raft.log")
+            #expect(raft.waitForExit() != 0)
+            #expect(raft.log.contains("holds a standalone node's data"), "\(raft.log)")
         }
     }
 

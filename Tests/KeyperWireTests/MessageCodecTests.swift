@@ -45,7 +45,7 @@ struct MessageCodecTests {
             }
         }
         let seed: UInt64 = 0x5EED_0002
-        var generator = SeededGenerator(seed: seed)
+        var generator = WireTestGenerator(seed: seed)
         for _ in 0..<20_000 {
             let bytes = generator.bytes(Int.random(in: 0...40, using: &generator))
             if let message = try? Message(wireBytes: bytes) {

@@ -106,15 +106,10 @@ extension Core {
         var addresses = adoption.addresses
         if addresses.http.isEmpty { addresses.http = response.httpAddress }
         members[adoption.node] = addresses
-        do {
-            // New members start as learners and are promoted once caught up, so a slow newcomer
-            // never counts towards (and stalls) the quorum (thesis §4.2.1).
-            let position = try raw.proposeConfChange(ConfChange(kind: .addLearner, node: adoption.node, context: addresses.encoded()))
-            memberChangeWaiters[position.index] = (position.term, adoption.waiter)
-            logger.notice("adding member as a learner", metadata: ["node": "\(adoption.node)", "raft": "\(addresses.raft)"])
-        } catch {
-            adoption.waiter.fail(RaftFailure.map(error))
-        }
+        // New members start as learners and are promoted once caught up, so a slow newcomer
+        // never counts towards (and stalls) the quorum (thesis §4.2.1).
+        logger.notice("adding member as a learner", metadata: ["node": "\(adoption.node)", "raft": "\(addresses.raft)"])
+        proposeMemberChange(ConfChange(kind: .addLearner, node: adoption.node, context: addresses.encoded()), waiter: adoption.waiter)
     }
 
     private func remove(_ node: NodeID, _ waiter: Waiter) {
@@ -132,12 +127,7 @@ extension Core {
             return waiter.fail(APIError(.serviceUnavailable, code: "leader_transfer",
                                         "this node is the leader; leadership is being transferred first, retry the removal on the new leader"))
         }
-        do {
-            let position = try raw.proposeConfChange(ConfChange(kind: .removeNode, node: node))
-            memberChangeWaiters[position.index] = (position.term, waiter)
-        } catch {
-            waiter.fail(RaftFailure.map(error))
-        }
+        proposeMemberChange(ConfChange(kind: .removeNode, node: node), waiter: waiter)
     }
 
     private func transfer(to target: NodeID?, _ waiter: Waiter) {
@@ -242,5 +232,7 @@ extension Core {
         readsWaitingForApply = []
         for pending in memberChangeWaiters.values { pending.waiter.fail(error) }
         memberChangeWaiters = [:]
+        for pending in memberChangesWaiting { pending.waiter.fail(error) }
+        memberChangesWaiting = []
     }
 }

@@ -48,6 +48,8 @@ final class Core: @unchecked Sendable {
     var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
     /// Membership changes proposed by this leader, by log position, until applied.
     var memberChangeWaiters: [LogIndex: (term: Term, waiter: Waiter)] = [:]
+    /// Membership changes waiting for the one in flight to commit (one at a time, thesis §4.1).
+    var memberChangesWaiting: [(change: ConfChange, waiter: Waiter)] = []
     /// Joins waiting for the new node's answer to our adopt request.
     var adoptions: [UInt64: (node: NodeID, addresses: MemberAddresses, waiter: Waiter)] = [:]
     var adoptionTokenNext: UInt64 = 1
@@ -95,6 +97,7 @@ final class Core: @unchecked Sendable {
         expireWaiters(now: .now)
         if !waitingForLeader.isEmpty { flushWaitingForLeader() }
         startReadRound()
+        proposeWaitingMemberChanges()
         promoteCaughtUpLearners()
         processReady()
     }
@@ -217,6 +220,10 @@ final class Core: @unchecked Sendable {
                                              "leadership changed before the membership change committed; check /v1/status and retry"))
             }
             memberChangeWaiters = [:]
+            for pending in memberChangesWaiting {
+                pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed", "leadership changed; retry on the new leader"))
+            }
+            memberChangesWaiting = []
         }
         flushWaitingForLeader()
     }
@@ -374,6 +381,12 @@ final class Core: @unchecked Sendable {
             memberChangeWaiters.removeValue(forKey: index)
             pending.waiter.fail(failure())
         }
+        memberChangesWaiting.removeAll { pending in
+            guard pending.waiter.deadline <= now else { return false }
+            pending.waiter.fail(APIError(.serviceUnavailable, code: "timeout",
+                                         "another membership change did not commit within the request timeout; retry"))
+            return true
+        }
         for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
             adoptions.removeValue(forKey: token)
             adoption.waiter.fail(APIError(.gatewayTimeout, code: "join_unreachable",
@@ -416,8 +429,37 @@ final class Core: @unchecked Sendable {
         }
     }
 
+    /// Proposes a membership change now, or queues it behind the one in flight.
+    func proposeMemberChange(_ change: ConfChange, waiter: Waiter) {
+        if memberChangesWaiting.isEmpty && tryProposeMemberChange(change, waiter: waiter) { return }
+        memberChangesWaiting.append((change, waiter))
+    }
+
+    private func proposeWaitingMemberChanges() {
+        while let next = memberChangesWaiting.first, tryProposeMemberChange(next.change, waiter: next.waiter) {
+            memberChangesWaiting.removeFirst()
+        }
+    }
+
+    /// False when the change must wait (another one in flight, or no commit in this term yet);
+    /// true when it was proposed or refused for good (the waiter is then answered).
+    private func tryProposeMemberChange(_ change: ConfChange, waiter: Waiter) -> Bool {
+        do {
+            let position = try raw.proposeConfChange(change)
+            memberChangeWaiters[position.index] = (position.term, waiter)
+            return true
+        } catch .configChangeInProgress {
+            return false
+        } catch .proposalDropped(reason: .leaderNotReady) {
+            return false
+        } catch {
+            waiter.fail(RaftFailure.map(error))
+            return true
+        }
+    }
+
     private func promoteCaughtUpLearners() {
-        guard raw.role == .leader else { return }
+        guard raw.role == .leader, memberChangesWaiting.isEmpty else { return }
         let status = raw.status
         for learner in status.configuration.learners.sorted() {
             guard let follower = status.followers[learner], follower.match >= raw.commitIndex else { continue }

@@ -194,6 +194,7 @@ public final class RaftNode: KeyValueNode {
         try? await engine.loop.submit { core.storage.close() }.get()
         await engine.shutdown()
         store.close()
+        directory.release()
     }
 
     // MARK: KeyValueNode

@@ -7,12 +7,17 @@ import Glibc
 public final class GlibcFileSystem: WALFileSystem, Sendable {
     public init() {}
 
+    /// Creates missing parents too (`mkdir -p`), syncing each parent that gained an entry.
     public func createDirectory(_ path: String) throws(FileSystemError) {
         if mkdir(path, 0o755) == 0 {
-            try syncDirectory(path.parentDirectory)
+            try syncDirectory(path.walParentDirectory)
             return
         }
         let code = errno
+        if code == ENOENT && path.walParentDirectory != path {
+            try createDirectory(path.walParentDirectory)
+            return try createDirectory(path)
+        }
         guard code == EEXIST else { throw FileSystemError(operation: "mkdir", path: path, errno: code) }
     }
 
@@ -44,6 +49,19 @@ public final class GlibcFileSystem: WALFileSystem, Sendable {
         guard Glibc.rename(source, destination) == 0 else {
             throw FileSystemError(operation: "rename", path: "\(source) -> \(destination)", errno: errno)
         }
+    }
+
+    public func lockFile(_ path: String) throws(FileSystemError) -> any WALFile {
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw FileSystemError(operation: "open", path: path, errno: errno) }
+        // flock, not fcntl locks: fcntl locks are per process and would let a second open in
+        // the same process succeed; flock locks belong to the open file description.
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            Glibc.close(descriptor)
+            throw FileSystemError(operation: "flock", path: path, errno: code)
+        }
+        return GlibcFile(path: path, descriptor: descriptor)
     }
 
     public func syncDirectory(_ path: String) throws(FileSystemError) {

@@ -31,6 +31,8 @@ public final class SimulatedFileSystem: WALFileSystem {
     private var directories: Set<String> = ["/", "."]
     private var names: [String: Node] = [:]
     private var durableNames: [String: Node] = [:]
+    /// Paths locked by ``lockFile(_:)``; a crash (the process dying) releases them.
+    fileprivate var lockedPaths: Set<String> = []
     /// Bumped by every crash; handles opened before it fail with EIO.
     private(set) var generation = 0
 
@@ -86,8 +88,9 @@ public final class SimulatedFileSystem: WALFileSystem {
     /// A power loss: everything not made durable is lost, open handles die.
     public func crash(keepingUnsynced unsynced: UnsyncedData = .nothing) {
         generation += 1
-        var rng: SplitMix64?
-        if case .randomPrefix(let seed) = unsynced { rng = SplitMix64(seed: seed) }
+        lockedPaths.removeAll()
+        var rng: WALSplitMix64?
+        if case .randomPrefix(let seed) = unsynced { rng = WALSplitMix64(seed: seed) }
         names = durableNames
         var seen = Set<ObjectIdentifier>()
         for node in names.values where seen.insert(ObjectIdentifier(node)).inserted {
@@ -114,7 +117,7 @@ public final class SimulatedFileSystem: WALFileSystem {
     // MARK: WALFileSystem
 
     public func createDirectory(_ path: String) throws(FileSystemError) {
-        guard directories.contains(path.parentDirectory) else {
+        guard directories.contains(path.walParentDirectory) else {
             throw FileSystemError(operation: "mkdir", path: path, errno: ENOENT)
         }
         // Directories are treated as durable at once: the WAL syncs the parent anyway.
@@ -123,13 +126,13 @@ public final class SimulatedFileSystem: WALFileSystem {
 
     public func contentsOfDirectory(_ path: String) throws(FileSystemError) -> [String] {
         guard directories.contains(path) else { throw FileSystemError(operation: "opendir", path: path, errno: ENOENT) }
-        return names.keys.filter { $0.parentDirectory == path }.map(\.lastPathComponent)
+        return names.keys.filter { $0.walParentDirectory == path }.map(\.walLastPathComponent)
     }
 
     public func openFile(_ path: String, create: Bool) throws(FileSystemError) -> any WALFile {
         if let node = names[path] { return SimulatedFile(path: path, node: node, fileSystem: self) }
         guard create else { throw FileSystemError(operation: "open", path: path, errno: ENOENT) }
-        guard directories.contains(path.parentDirectory) else { throw FileSystemError(operation: "open", path: path, errno: ENOENT) }
+        guard directories.contains(path.walParentDirectory) else { throw FileSystemError(operation: "open", path: path, errno: ENOENT) }
         let node = Node()
         names[path] = node
         return SimulatedFile(path: path, node: node, fileSystem: self)
@@ -149,12 +152,18 @@ public final class SimulatedFileSystem: WALFileSystem {
     public func syncDirectory(_ path: String) throws(FileSystemError) {
         guard directories.contains(path) else { throw FileSystemError(operation: "fsync", path: path, errno: ENOENT) }
         directorySyncCount += 1
-        for name in durableNames.keys where name.parentDirectory == path && names[name] == nil {
+        for name in durableNames.keys where name.walParentDirectory == path && names[name] == nil {
             durableNames.removeValue(forKey: name)
         }
-        for (name, node) in names where name.parentDirectory == path {
+        for (name, node) in names where name.walParentDirectory == path {
             durableNames[name] = node
         }
+    }
+
+    /// Locks are kept out of the file list: the lock file holds no data worth modelling.
+    public func lockFile(_ path: String) throws(FileSystemError) -> any WALFile {
+        guard lockedPaths.insert(path).inserted else { throw FileSystemError(operation: "flock", path: path, errno: EWOULDBLOCK) }
+        return SimulatedLock(path: path, fileSystem: self, generation: generation)
     }
 
     // MARK: used by SimulatedFile
@@ -235,8 +244,39 @@ final class SimulatedFile: WALFile {
     func close() { isClosed = true }
 }
 
-/// SplitMix64, for the seeded torn-write model.
-struct SplitMix64: RandomNumberGenerator {
+/// The handle of a simulated lock: closing it releases the lock.
+final class SimulatedLock: WALFile {
+    let path: String
+    private weak var fileSystem: SimulatedFileSystem?
+    private let generation: Int
+    private var isClosed = false
+
+    init(path: String, fileSystem: SimulatedFileSystem, generation: Int) {
+        self.path = path
+        self.fileSystem = fileSystem
+        self.generation = generation
+    }
+
+    deinit { close() }
+
+    func size() throws(FileSystemError) -> Int64 { 0 }
+    func read(at offset: Int64, count: Int) throws(FileSystemError) -> [UInt8] { [] }
+    func write(_ bytes: [UInt8], at offset: Int64) throws(FileSystemError) {
+        throw FileSystemError(operation: "pwrite", path: path, errno: EBADF)
+    }
+    func sync() throws(FileSystemError) {}
+    func truncate(to size: Int64) throws(FileSystemError) {}
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        // A lock from before a crash was already released with its process.
+        if let fileSystem, fileSystem.generation == generation { fileSystem.lockedPaths.remove(path) }
+    }
+}
+
+/// WALSplitMix64, for the seeded torn-write model.
+struct WALSplitMix64: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

@@ -22,6 +22,8 @@ public enum WALError: Error, Hashable, Sendable, CustomStringConvertible {
     case entryTooLarge(index: LogIndex, bytes: Int, bytesMax: Int)
     /// The log is unusable after an earlier failure; close and reopen it.
     case failed(reason: String)
+    /// Another ``WriteAheadLog`` (in this or another process) has the directory open.
+    case locked(path: String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,8 @@ public enum WALError: Error, Hashable, Sendable, CustomStringConvertible {
             "entry \(index.rawValue) needs \(bytes) bytes, more than the record limit of \(bytesMax)"
         case .failed(let reason):
             "WAL unusable after an earlier failure (\(reason)); close and reopen it"
+        case .locked(let path):
+            "WAL directory is in use by another process or log (lock \(path) is held)"
         }
     }
 

@@ -56,17 +56,20 @@ public protocol WALFileSystem: AnyObject {
     func rename(_ source: String, to destination: String) throws(FileSystemError)
     /// Makes creations, renames and removals in directory `path` durable (`fsync` on the directory).
     func syncDirectory(_ path: String) throws(FileSystemError)
+    /// Takes an exclusive lock on `path` (creating the file if needed) that lasts until the
+    /// returned handle is closed or the process dies. Throws `EWOULDBLOCK` if it is held.
+    func lockFile(_ path: String) throws(FileSystemError) -> any WALFile
 }
 
 extension String {
     /// The directory part of a path ("a/b/c" -> "a/b", "c" -> ".").
-    var parentDirectory: String {
+    var walParentDirectory: String {
         guard let slash = lastIndex(of: "/") else { return "." }
         return slash == startIndex ? "/" : String(self[..<slash])
     }
 
     /// The last component of a path.
-    var lastPathComponent: String {
+    var walLastPathComponent: String {
         guard let slash = lastIndex(of: "/") else { return self }
         return String(self[index(after: slash)...])
     }

@@ -12,6 +12,11 @@ import KeyperWire
 /// little-endian, unaligned. The CRC-32C covers length, type and payload, so a damaged length
 /// or type is caught as surely as damaged data. Type 0 is never written: a zero-filled region
 /// (a preallocated or torn page) can never parse as a record.
+///
+/// The CRC is seeded with the segment's random salt (from its header; the header record itself
+/// uses salt 0). Bytes that merely look like a record, such as a WAL file stored as a value
+/// inside an entry, or a record copied from another segment, fail the check. That keeps
+/// user data from making a torn tail look like corruption (see ``WALRecovery``).
 enum WALRecordType: UInt8 {
     /// First record of every segment: see ``SegmentHeader``.
     case segmentHeader = 1
@@ -29,7 +34,7 @@ enum WALRecordFrame {
     static let headerBytes = 9
 
     /// Appends one framed record whose payload `encodePayload` writes.
-    static func append(_ type: WALRecordType, to writer: inout ByteWriter, encodePayload: (inout ByteWriter) -> Void) {
+    static func append(_ type: WALRecordType, salt: UInt32, to writer: inout ByteWriter, encodePayload: (inout ByteWriter) -> Void) {
         let start = writer.count
         writer.writeUInt32(0)  // crc, patched below
         writer.writeUInt32(0)  // length, patched below
@@ -38,7 +43,7 @@ enum WALRecordFrame {
         let length = writer.count - start - headerBytes
         precondition(length <= Int(UInt32.max), "record length=\(length)")
         writer.patchUInt32(UInt32(length), at: start + 4)
-        let crc = CRC32C.checksum(writer.bytes, range: (start + 4)..<writer.count)
+        let crc = CRC32C.checksum(writer.bytes, range: (start + 4)..<writer.count, continuing: salt)
         writer.patchUInt32(crc, at: start)
     }
 
@@ -49,7 +54,7 @@ enum WALRecordFrame {
     }
 
     /// Parses the record at `offset` of `bytes` without trusting anything in it.
-    static func parse(_ bytes: [UInt8], at offset: Int, payloadBytesMax: Int) -> Parsed {
+    static func parse(_ bytes: [UInt8], at offset: Int, salt: UInt32, payloadBytesMax: Int) -> Parsed {
         let available = bytes.count - offset
         guard available >= headerBytes else {
             return .invalid(reason: "partial record header (\(available) of \(headerBytes) bytes)")
@@ -67,7 +72,7 @@ enum WALRecordFrame {
                 return .invalid(reason: "record of \(length) bytes runs past the end of the file")
             }
             let end = offset + headerBytes + length
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<end]))
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<end]), continuing: salt)
             guard crc == storedCRC else { return .invalid(reason: "checksum mismatch") }
             return .valid(type: type, payload: (offset + headerBytes)..<end)
         }
@@ -77,11 +82,11 @@ enum WALRecordFrame {
     /// Used to tell a torn tail (nothing valid follows the damage) from corruption (valid
     /// records follow it). Cheap on zeros and garbage: the type and length checks reject
     /// almost every position before any checksum is computed.
-    static func hasValidRecord(in bytes: [UInt8], after offset: Int, payloadBytesMax: Int) -> Bool {
+    static func hasValidRecord(in bytes: [UInt8], after offset: Int, salt: UInt32, payloadBytesMax: Int) -> Bool {
         var position = offset + 1
         while position + headerBytes <= bytes.count {
             if WALRecordType(rawValue: bytes[position + 8]) != nil,
-               case .valid = parse(bytes, at: position, payloadBytesMax: payloadBytesMax) {
+               case .valid = parse(bytes, at: position, salt: salt, payloadBytesMax: payloadBytesMax) {
                 return true
             }
             position += 1
@@ -103,17 +108,22 @@ struct SegmentHeader: Hashable, WireCodable {
     var firstIndex: LogIndex
     var snapshot: SnapshotMetadata
     var hardState: HardState
+    /// Seed of the CRC of every other record in the segment.
+    var salt: UInt32
 
     func encode(to writer: inout ByteWriter) {
         writer.writeUInt32(Self.magic)
         writer.writeUInt8(Self.version)
+        writer.writeUInt32(salt)
         writer.writeVarint(sequence)
         firstIndex.encode(to: &writer)
         snapshot.encode(to: &writer)
         hardState.encode(to: &writer)
     }
 
-    init(sequence: UInt64, firstIndex: LogIndex, snapshot: SnapshotMetadata, hardState: HardState) {
+    init(sequence: UInt64, firstIndex: LogIndex, snapshot: SnapshotMetadata, hardState: HardState,
+         salt: UInt32 = .random(in: 0...UInt32.max)) {
+        self.salt = salt
         self.sequence = sequence
         self.firstIndex = firstIndex
         self.snapshot = snapshot
@@ -124,6 +134,7 @@ struct SegmentHeader: Hashable, WireCodable {
         let offset = reader.position
         guard try reader.readUInt32() == Self.magic else { throw .invalidValue(field: "segment magic", offset: offset) }
         guard try reader.readUInt8() == Self.version else { throw .invalidValue(field: "segment version", offset: offset + 4) }
+        salt = try reader.readUInt32()
         sequence = try reader.readVarint()
         firstIndex = try LogIndex(from: &reader)
         snapshot = try SnapshotMetadata(from: &reader)

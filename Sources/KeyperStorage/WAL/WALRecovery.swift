@@ -33,7 +33,6 @@ enum WALRecovery {
         var segments: [WriteAheadLog.Segment] = []
         // Untyped: the body throws both WALError and FileSystemError, sorted out below.
         do {
-            try fileSystem.createDirectory(directory)
             let names = try fileSystem.contentsOfDirectory(directory)
             for name in names.sorted() where name.hasSuffix(SegmentName.temporarySuffix) {
                 try fileSystem.removeFile(directory + "/" + name)
@@ -57,11 +56,11 @@ enum WALRecovery {
                 let file = try fileSystem.openFile(path, create: false)
                 let bytes = try file.read(at: 0, count: Int(try file.size()))
                 do throws(Damage) {
-                    let (headerEnd, records) = try replaySegment(bytes, sequence: sequence, firstIndex: firstIndex,
+                    let (header, headerEnd, records) = try replaySegment(bytes, sequence: sequence, firstIndex: firstIndex,
                                                                   isLast: isLast, options: options, replay: &replay)
                     report.recordCount += records
                     segments.append(.init(sequence: sequence, firstIndex: firstIndex, path: path, file: file,
-                                          size: Int64(bytes.count), headerEnd: headerEnd))
+                                          size: Int64(bytes.count), headerEnd: headerEnd, salt: header.salt))
                 } catch {
                     // Replay stopped at `error.offset`: everything before it is in `replay`.
                     let truncation = WALTruncation(path: path, offset: error.offset, bytesDiscarded: Int64(bytes.count) - error.offset,
@@ -86,9 +85,10 @@ enum WALRecovery {
                     } else {
                         try file.truncate(to: error.offset)
                         try file.sync()
-                        let headerEnd = segmentHeaderEnd(bytes, options: options)
+                        // Damage after offset 0 means the header parsed.
+                        let (header, headerEnd) = parseHeader(bytes, options: options)!
                         segments.append(.init(sequence: sequence, firstIndex: firstIndex, path: path, file: file,
-                                              size: error.offset, headerEnd: headerEnd))
+                                              size: error.offset, headerEnd: headerEnd, salt: header.salt))
                     }
                     if error.isTornTail { report.tornTail = truncation } else { report.corruption = truncation }
                     break
@@ -131,10 +131,9 @@ enum WALRecovery {
     /// of records; throws where replay had to stop.
     private static func replaySegment(
         _ bytes: [UInt8], sequence: UInt64, firstIndex: LogIndex, isLast: Bool, options: WALOptions, replay: inout WALReplay
-    ) throws(Damage) -> (headerEnd: Int64, records: Int) {
+    ) throws(Damage) -> (header: SegmentHeader, headerEnd: Int64, records: Int) {
         // The header was synced before the file got its name: damage to it is never a torn write.
-        guard case .valid(.segmentHeader, let headerPayload) = WALRecordFrame.parse(bytes, at: 0, payloadBytesMax: options.recordBytesMax),
-              let header = try? SegmentHeader(wireBytes: bytes, range: headerPayload) else {
+        guard let (header, headerEnd) = parseHeader(bytes, options: options) else {
             throw Damage(offset: 0, reason: "bad segment header", isTornTail: false)
         }
         guard header.sequence == sequence, header.firstIndex == firstIndex else {
@@ -142,12 +141,13 @@ enum WALRecovery {
         }
         if let reason = replay.applyHeader(header) { throw Damage(offset: 0, reason: reason, isTornTail: false) }
 
-        var offset = headerPayload.upperBound
+        var offset = Int(headerEnd)
         var records = 1
         while offset < bytes.count {
-            switch WALRecordFrame.parse(bytes, at: offset, payloadBytesMax: options.recordBytesMax) {
+            switch WALRecordFrame.parse(bytes, at: offset, salt: header.salt, payloadBytesMax: options.recordBytesMax) {
             case .invalid(let reason):
-                let torn = isLast && !WALRecordFrame.hasValidRecord(in: bytes, after: offset, payloadBytesMax: options.recordBytesMax)
+                let torn = isLast && !WALRecordFrame.hasValidRecord(in: bytes, after: offset, salt: header.salt,
+                                                                     payloadBytesMax: options.recordBytesMax)
                 throw Damage(offset: Int64(offset), reason: torn ? "torn write: \(reason)" : reason, isTornTail: torn)
             case .valid(let type, let payload):
                 if let reason = apply(type, bytes: bytes, payload: payload, sequence: sequence, recordOffset: offset, replay: &replay) {
@@ -157,7 +157,7 @@ enum WALRecovery {
                 records += 1
             }
         }
-        return (Int64(headerPayload.upperBound), records)
+        return (header, headerEnd, records)
     }
 
     /// Applies one checksummed record; returns why it is corrupt, if it is.
@@ -170,7 +170,7 @@ enum WALRecovery {
                 return "segment header in the middle of a segment"
             case .entry:
                 let entry = try Entry(wireBytes: bytes, range: payload)
-                let location = EntryLocation(segment: sequence, offset: Int64(recordOffset),
+                let location = WALEntryLocation(segment: sequence, offset: Int64(recordOffset),
                                              recordBytes: payload.upperBound - recordOffset, term: entry.term)
                 return replay.applyEntry(entry, location: location)
             case .hardState:
@@ -184,8 +184,10 @@ enum WALRecovery {
         }
     }
 
-    private static func segmentHeaderEnd(_ bytes: [UInt8], options: WALOptions) -> Int64 {
-        guard case .valid(_, let payload) = WALRecordFrame.parse(bytes, at: 0, payloadBytesMax: options.recordBytesMax) else { return 0 }
-        return Int64(payload.upperBound)
+    /// The segment header record at offset 0 (framed with salt 0) and where it ends.
+    private static func parseHeader(_ bytes: [UInt8], options: WALOptions) -> (SegmentHeader, Int64)? {
+        guard case .valid(.segmentHeader, let payload) = WALRecordFrame.parse(bytes, at: 0, salt: 0, payloadBytesMax: options.recordBytesMax),
+              let header = try? SegmentHeader(wireBytes: bytes, range: payload) else { return nil }
+        return (header, Int64(payload.upperBound))
     }
 }

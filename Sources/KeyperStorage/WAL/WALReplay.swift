@@ -12,15 +12,15 @@ import KeyperWire
 /// - a snapshot record drops entries <= its index (retain mode) or all of them (discard mode).
 /// Any record that breaks these rules, though its checksum is good, is corruption.
 struct WALReplay {
-    var table = EntryTable(firstIndex: LogIndex(1))
-    var cache: EntryCache
+    var table = WALEntryTable(firstIndex: LogIndex(1))
+    var cache: WALEntryCache
     var hardState = HardState()
     var snapshot = SnapshotMetadata()
     var sequence: UInt64 = 0
     var started = false
 
     init(cacheBytesMax: Int) {
-        cache = EntryCache(bytesMax: cacheBytesMax)
+        cache = WALEntryCache(bytesMax: cacheBytesMax)
     }
 
     var lastIndex: LogIndex { table.lastIndex }
@@ -34,7 +34,7 @@ struct WALReplay {
             // Replay starts here: everything before this segment was compacted away.
             started = true
             sequence = header.sequence
-            table = EntryTable(firstIndex: header.firstIndex)
+            table = WALEntryTable(firstIndex: header.firstIndex)
             snapshot = header.snapshot
             hardState = header.hardState
             return nil
@@ -49,7 +49,7 @@ struct WALReplay {
         return nil
     }
 
-    mutating func applyEntry(_ entry: Entry, location: EntryLocation) -> String? {
+    mutating func applyEntry(_ entry: Entry, location: WALEntryLocation) -> String? {
         guard entry.index > snapshot.index else {
             return "entry \(entry.index.rawValue) is at or below the compaction point \(snapshot.index.rawValue)"
         }

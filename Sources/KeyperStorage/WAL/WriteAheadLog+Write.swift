@@ -30,29 +30,32 @@ extension WriteAheadLog {
     /// Writes `records` in order, starting new segments as they fill, and returns the location
     /// of each entry record. All or nothing: on failure the bytes written and the segments
     /// created are removed again, and the error is thrown. The in-memory state is untouched.
-    func write(_ records: [PendingRecord]) throws(WALError) -> [EntryLocation] {
+    func write(_ records: [PendingRecord]) throws(WALError) -> [WALEntryLocation] {
         try checkUsable()
         let segmentCountBefore = segments.count
         let tailSizeBefore = segments[segments.count - 1].size
         var stream = StreamState(lastIndex: lastIndex, snapshot: snapshotMetadata, hardState: hardState)
-        var locations: [EntryLocation] = []
+        var locations: [WALEntryLocation] = []
         locations.reserveCapacity(records.count)
         scratch.removeAll()
         do throws(FileSystemError) {
             for record in records {
                 let recordStart = scratch.count
-                encode(record, into: &scratch)
-                let recordBytes = scratch.count - recordStart
                 let tail = segments[segments.count - 1]
+                encode(record, salt: tail.salt, into: &scratch)
+                let recordBytes = scratch.count - recordStart
                 let tailEnd = tail.size + Int64(recordStart)
                 if tailEnd + Int64(recordBytes) > Int64(options.segmentBytesMax) && tailEnd > tail.headerEnd {
                     try flush(upTo: recordStart)
                     try startSegment(at: stream)
+                    // Re-frame the record with the new segment's salt.
+                    scratch.removeAll()
+                    encode(record, salt: segments[segments.count - 1].salt, into: &scratch)
                 }
                 if case .entry(let entry) = record {
                     let tail = segments[segments.count - 1]
                     let offset = tail.size + Int64(scratch.count - recordBytes)
-                    locations.append(EntryLocation(segment: tail.sequence, offset: offset, recordBytes: recordBytes, term: entry.term))
+                    locations.append(WALEntryLocation(segment: tail.sequence, offset: offset, recordBytes: recordBytes, term: entry.term))
                 }
                 stream.advance(past: record)
             }
@@ -64,14 +67,14 @@ extension WriteAheadLog {
         return locations
     }
 
-    private func encode(_ record: PendingRecord, into writer: inout ByteWriter) {
+    private func encode(_ record: PendingRecord, salt: UInt32, into writer: inout ByteWriter) {
         switch record {
         case .entry(let entry):
-            WALRecordFrame.append(.entry, to: &writer) { entry.encode(to: &$0) }
+            WALRecordFrame.append(.entry, salt: salt, to: &writer) { entry.encode(to: &$0) }
         case .hardState(let state):
-            WALRecordFrame.append(.hardState, to: &writer) { state.encode(to: &$0) }
+            WALRecordFrame.append(.hardState, salt: salt, to: &writer) { state.encode(to: &$0) }
         case .snapshot(let snapshot):
-            WALRecordFrame.append(.snapshot, to: &writer) { snapshot.encode(to: &$0) }
+            WALRecordFrame.append(.snapshot, salt: salt, to: &writer) { snapshot.encode(to: &$0) }
         }
     }
 
@@ -102,7 +105,7 @@ extension WriteAheadLog {
         let path = directory + "/" + SegmentName.format(sequence: header.sequence, firstIndex: header.firstIndex)
         let temporaryPath = path + ".tmp"
         var writer = ByteWriter(capacity: 256)
-        WALRecordFrame.append(.segmentHeader, to: &writer) { header.encode(to: &$0) }
+        WALRecordFrame.append(.segmentHeader, salt: 0, to: &writer) { header.encode(to: &$0) }
         let file = try fileSystem.openFile(temporaryPath, create: true)
         var renamed = false
         do throws(FileSystemError) {
@@ -118,7 +121,8 @@ extension WriteAheadLog {
             throw error
         }
         let size = Int64(writer.count)
-        return Segment(sequence: header.sequence, firstIndex: header.firstIndex, path: path, file: file, size: size, headerEnd: size)
+        return Segment(sequence: header.sequence, firstIndex: header.firstIndex, path: path, file: file, size: size, headerEnd: size,
+                       salt: header.salt)
     }
 
     /// Undoes a failed ``write(_:)``: deletes the segments it created (newest first, then the

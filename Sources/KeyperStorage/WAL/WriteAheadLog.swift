@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KeyperRaft
 import KeyperWire
 
@@ -43,9 +46,11 @@ public final class WriteAheadLog {
     public internal(set) var snapshotMetadata: SnapshotMetadata
 
     let fileSystem: any WALFileSystem
+    /// Held while open so that two logs never write the same directory.
+    private let lock: any WALFile
     var segments: [Segment]
-    var table: EntryTable
-    var cache: EntryCache
+    var table: WALEntryTable
+    var cache: WALEntryCache
     /// True when the last segment has writes not yet synced.
     var tailIsDirty = false
     /// Set by a failure that leaves the files in a state this object cannot vouch for.
@@ -62,6 +67,8 @@ public final class WriteAheadLog {
         var size: Int64
         /// End of the segment header record: the segment holds records iff size > headerEnd.
         let headerEnd: Int64
+        /// CRC seed of the segment's records, from its header.
+        let salt: UInt32
     }
 
     /// Opens the log in `directory` (created if missing), recovering from any crash.
@@ -75,7 +82,22 @@ public final class WriteAheadLog {
         fileSystem: any WALFileSystem = GlibcFileSystem()
     ) throws(WALError) {
         options.validate()
-        let recovered = try WALRecovery.recover(directory: directory, options: options, fileSystem: fileSystem)
+        let lock: any WALFile
+        do throws(FileSystemError) {
+            try fileSystem.createDirectory(directory)
+            lock = try fileSystem.lockFile(directory + "/" + Self.lockFileName)
+        } catch {
+            if error.errno == EWOULDBLOCK { throw .locked(path: directory + "/" + Self.lockFileName) }
+            throw WALError.from(error)
+        }
+        let recovered: WALRecovery.Recovered
+        do throws(WALError) {
+            recovered = try WALRecovery.recover(directory: directory, options: options, fileSystem: fileSystem)
+        } catch {
+            lock.close()
+            throw error
+        }
+        self.lock = lock
         self.directory = directory
         self.options = options
         self.fileSystem = fileSystem
@@ -93,19 +115,28 @@ public final class WriteAheadLog {
     public func close() {
         for segment in segments { segment.file.close() }
         segments.removeAll()
+        lock.close()
         if failure == nil { failure = .failed(reason: "closed") }
     }
+
+    /// Name of the lock file in the log directory.
+    public static let lockFileName = "LOCK"
 
     // MARK: - Writing
 
     /// Appends `entries` and, if given and different from the current one, `hardState`.
     /// Not durable until ``sync()``.
     ///
-    /// `entries` must be contiguous, start after the compaction point and at most one past the
-    /// last index. Starting at or before the last index replaces the suffix from there
-    /// (a follower overwriting uncommitted entries, Raft §5.3).
+    /// `entries` must be contiguous and start at most one past the last index. Starting at or
+    /// before the last index replaces the suffix from there (a follower overwriting uncommitted
+    /// entries, Raft §5.3). Entries at or below the compaction point are skipped, as etcd's
+    /// `MemoryStorage` does: they are committed, so by Log Matching (§5.3) already in the snapshot.
     public func append(_ entries: [Entry], hardState newHardState: HardState? = nil) throws(WALError) {
         try checkUsable()
+        var entries = entries
+        if let first = entries.first, first.index <= snapshotMetadata.index {
+            entries.removeFirst(min(entries.count, Int(snapshotMetadata.index.rawValue - first.index.rawValue + 1)))
+        }
         if let first = entries.first {
             precondition(first.index > snapshotMetadata.index, "append at \(first.index) at or below the compaction point \(snapshotMetadata.index)")
             precondition(first.index <= lastIndex.next(), "append at \(first.index) leaves a gap after \(lastIndex)")
@@ -242,7 +273,7 @@ extension WriteAheadLog {
             let location = table[index]
             let offset = Int(location.offset - first.offset)
             // Check data right after it is read back: the disk may have changed under us.
-            guard case .valid(.entry, let payload) = WALRecordFrame.parse(buffer, at: offset, payloadBytesMax: options.recordBytesMax),
+            guard case .valid(.entry, let payload) = WALRecordFrame.parse(buffer, at: offset, salt: segment.salt, payloadBytesMax: options.recordBytesMax),
                   let entry = try? Entry(wireBytes: buffer, range: payload), entry.index == index else {
                 throw .corrupt(path: segment.path, offset: location.offset, reason: "entry \(index.rawValue) no longer reads back")
             }

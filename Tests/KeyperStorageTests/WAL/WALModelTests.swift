@@ -28,12 +28,12 @@ struct WALModelTests {
         #expect(wal.snapshotMetadata == model.snapshot, "\(context)")
         #expect(wal.hardState == model.hardState, "\(context)")
         #expect(wal.lastIndex == model.lastIndex, "\(context)")
-        #expect(try wal.allEntries() == model.entries, "\(context)")
+        #expect(try wal.allWALEntries() == model.entries, "\(context)")
         #expect(try wal.term(at: model.snapshot.index) == model.snapshot.term, "\(context)")
     }
 
     static func state(of wal: WriteAheadLog) throws -> ModelState {
-        ModelState(snapshot: wal.snapshotMetadata, entries: try wal.allEntries(), hardState: wal.hardState)
+        ModelState(snapshot: wal.snapshotMetadata, entries: try wal.allWALEntries(), hardState: wal.hardState)
     }
 
     /// 16 seeds by default; `KEYPER_WAL_SEEDS=500 swift test --filter WALModelTests` runs more,
@@ -46,10 +46,10 @@ struct WALModelTests {
 
     @Test("Random operations with crashes and full disks keep the log equal to the model", arguments: seeds)
     func randomOperations(seed: UInt64) throws {
-        var rng = SeededGenerator(seed: seed)
+        var rng = WALTestGenerator(seed: seed)
         let options = WALOptions(segmentBytesMax: Int.random(in: 300...2000, using: &rng), cacheBytesMax: Int.random(in: 0...3000, using: &rng))
         let fileSystem = SimulatedFileSystem()
-        var wal = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: fileSystem)
+        var wal = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: fileSystem)
         var model = ModelState()
         var durable = model
         // States after each record written since the last sync: what a crash may leave.
@@ -64,7 +64,7 @@ struct WALModelTests {
                 let first = UInt64.random(in: low...(model.lastIndex.rawValue + 1), using: &rng)
                 if first <= model.lastIndex.rawValue { term += 1 }
                 let count = UInt64.random(in: 1...6, using: &rng)
-                let entries = makeEntries(first...(first + count - 1), term: term, bytes: Int.random(in: 0...120, using: &rng))
+                let entries = makeWALEntries(first...(first + count - 1), term: term, bytes: Int.random(in: 0...120, using: &rng))
                 let hardState = Bool.random(using: &rng)
                     ? HardState(term: Term(term), vote: Bool.random(using: &rng) ? NodeID("n\(step % 5)") : nil, commit: model.hardState.commit + 1)
                     : nil
@@ -94,7 +94,7 @@ struct WALModelTests {
                 durable = model
                 pending = []
             case 65..<72 where model.lastIndex > model.snapshot.index:  // compaction (syncs)
-                let index = LogIndex.random(in: (model.snapshot.index + 1)...model.lastIndex, using: &rng)
+                let index = LogIndex.randomWALIndex(in: (model.snapshot.index + 1)...model.lastIndex, using: &rng)
                 let entry = model.entries[Int(index.rawValue - model.snapshot.index.rawValue - 1)]
                 let snapshot = SnapshotMetadata(index: index, term: entry.term, configuration: Configuration(voters: [NodeID("n\(step)")]))
                 try wal.compact(through: snapshot)
@@ -113,12 +113,12 @@ struct WALModelTests {
                 pending = []
             case 75..<85:  // clean restart: nothing is lost
                 wal.close()
-                wal = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: fileSystem)
+                wal = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: fileSystem)
             case 85..<100:  // crash
                 wal.close()
                 let torn = Bool.random(using: &rng)
                 fileSystem.crash(keepingUnsynced: torn ? .randomPrefix(seed: rng.next()) : .nothing)
-                wal = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: fileSystem)
+                wal = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: fileSystem)
                 let recovered = try Self.state(of: wal)
                 #expect(recovered == durable || pending.contains(recovered),
                         "\(context): recovered lastIndex=\(recovered.lastIndex) durable=\(durable.lastIndex) pending=\(pending.map(\.lastIndex)) torn=\(torn)")
@@ -134,7 +134,7 @@ struct WALModelTests {
 }
 
 extension LogIndex {
-    static func random(in range: ClosedRange<LogIndex>, using rng: inout some RandomNumberGenerator) -> LogIndex {
+    static func randomWALIndex(in range: ClosedRange<LogIndex>, using rng: inout some RandomNumberGenerator) -> LogIndex {
         LogIndex(UInt64.random(in: range.lowerBound.rawValue...range.upperBound.rawValue, using: &rng))
     }
 }

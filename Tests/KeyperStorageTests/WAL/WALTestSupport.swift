@@ -5,7 +5,7 @@ import KeyperRaft
 import KeyperStorage
 
 /// A directory under /tmp, created fresh and deleted with everything in it on deinit.
-final class TemporaryDirectory {
+final class WALTestDirectory {
     let path: String
 
     init() {
@@ -34,14 +34,14 @@ final class TemporaryDirectory {
 }
 
 /// Reads a whole real file.
-func readRealFile(_ path: String) -> [UInt8] {
+func readWALTestFile(_ path: String) -> [UInt8] {
     let file = try! GlibcFileSystem().openFile(path, create: false)
     defer { file.close() }
     return try! file.read(at: 0, count: Int(try! file.size()))
 }
 
 /// Entries `indexes` with `term`, each with `bytes` of data derived from index and term.
-func makeEntries(_ indexes: ClosedRange<UInt64>, term: UInt64, bytes: Int = 40) -> [Entry] {
+func makeWALEntries(_ indexes: ClosedRange<UInt64>, term: UInt64, bytes: Int = 40) -> [Entry] {
     indexes.map { index in
         let data = (0..<bytes).map { UInt8(truncatingIfNeeded: Int(index) &* 31 &+ Int(term) &* 7 &+ $0) }
         return Entry(term: Term(term), index: LogIndex(index), kind: index % 7 == 0 ? .configChange : .normal, data: data)
@@ -50,9 +50,9 @@ func makeEntries(_ indexes: ClosedRange<UInt64>, term: UInt64, bytes: Int = 40) 
 
 extension WriteAheadLog {
     /// Every entry in the log.
-    func allEntries() throws -> [Entry] {
+    func allWALEntries() throws -> [Entry] {
         try entries(from: firstIndex, to: lastIndex.next())
     }
 }
 
-let walDirectory = "/wal"
+let walTestDirectory = "/wal"

@@ -27,7 +27,7 @@ struct WALTornTailTests {
             if step % 4 == 3 {
                 try wal.save([], hardState: HardState(term: Term(1), vote: NodeID("n\(step)"), commit: LogIndex(index - 1)))
             } else {
-                let entry = makeEntries(index...index, term: 1, bytes: step % 5 * 13)[0]
+                let entry = makeWALEntries(index...index, term: 1, bytes: step % 5 * 13)[0]
                 try wal.save([entry])
                 entries.append(entry)
                 index += 1
@@ -41,7 +41,7 @@ struct WALTornTailTests {
         let expected = checkpoints.last { $0.tailSize <= cut }!
         #expect(wal.lastIndex == expected.lastIndex, "cut=\(cut)")
         #expect(wal.hardState == expected.hardState, "cut=\(cut)")
-        #expect(try wal.allEntries() == Array(entries.prefix(Int(expected.lastIndex.rawValue))), "cut=\(cut)")
+        #expect(try wal.allWALEntries() == Array(entries.prefix(Int(expected.lastIndex.rawValue))), "cut=\(cut)")
         let onBoundary = checkpoints.contains { $0.tailSize == cut }
         #expect((wal.recoveryReport.tornTail == nil) == onBoundary, "cut=\(cut) report=\(wal.recoveryReport)")
         #expect(wal.recoveryReport.corruption == nil)
@@ -51,7 +51,7 @@ struct WALTornTailTests {
     func everyByteOffsetSimulated() throws {
         let fileSystem = SimulatedFileSystem()
         let options = WALOptions(segmentBytesMax: 2048)
-        let wal = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: fileSystem)
+        let wal = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: fileSystem)
         let tailPath = { wal.segmentPaths.last! }
         // Several segments, and at least 9 record boundaries inside the last one.
         var (checkpoints, entries) = try Self.buildLog(wal, until: { checkpoints in
@@ -69,13 +69,13 @@ struct WALTornTailTests {
         for cut in lowCut...full.count {
             let copy = fileSystem.copy()
             copy.setContents(Array(full[0..<cut]), of: path)
-            let recovered = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: copy)
+            let recovered = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: copy)
             try Self.checkRecovered(recovered, cut: cut, checkpoints: checkpoints, entries: entries)
             // The repaired log accepts appends and reopens cleanly.
             let next = recovered.lastIndex.next()
-            try recovered.save(makeEntries(next.rawValue...next.rawValue, term: 2))
+            try recovered.save(makeWALEntries(next.rawValue...next.rawValue, term: 2))
             recovered.close()
-            let again = try WriteAheadLog(directory: walDirectory, options: options, fileSystem: copy)
+            let again = try WriteAheadLog(directory: walTestDirectory, options: options, fileSystem: copy)
             #expect(again.recoveryReport.tornTail == nil, "cut=\(cut)")
             #expect(again.lastIndex == next)
         }
@@ -83,13 +83,13 @@ struct WALTornTailTests {
 
     @Test("Cutting a real segment file at every byte of its last records recovers exactly the whole records before the cut")
     func everyByteOffsetRealFiles() throws {
-        let directory = TemporaryDirectory()
+        let directory = WALTestDirectory()
         let path = directory.path + "/wal"
         let wal = try WriteAheadLog(directory: path)
         let segment = wal.segmentPaths[0]
-        let (checkpoints, entries) = try Self.buildLog(wal, until: { $0.count > 24 }, tailSize: { readRealFile(segment).count })
+        let (checkpoints, entries) = try Self.buildLog(wal, until: { $0.count > 24 }, tailSize: { readWALTestFile(segment).count })
         wal.close()
-        let full = readRealFile(segment)
+        let full = readWALTestFile(segment)
         let fileSystem = GlibcFileSystem()
         #expect(full.count - checkpoints[checkpoints.count - 9].tailSize > 150)
         for cut in checkpoints[checkpoints.count - 9].tailSize...full.count {
@@ -99,23 +99,23 @@ struct WALTornTailTests {
             file.close()
             let recovered = try WriteAheadLog(directory: path)
             try Self.checkRecovered(recovered, cut: cut, checkpoints: checkpoints, entries: entries)
-            #expect(readRealFile(segment).count == checkpoints.last { $0.tailSize <= cut }!.tailSize, "torn bytes truncated on disk")
+            #expect(readWALTestFile(segment).count == checkpoints.last { $0.tailSize <= cut }!.tailSize, "torn bytes truncated on disk")
         }
     }
 
     @Test("A zero-filled or garbage tail after the last record is a torn write, truncated and reported")
     func zeroAndGarbageTails() throws {
-        var rng = SeededGenerator(seed: 99)
+        var rng = WALTestGenerator(seed: 99)
         let tails: [[UInt8]] = [[UInt8](repeating: 0, count: 1), [UInt8](repeating: 0, count: 4096), rng.bytes(3), rng.bytes(5000)]
         for tail in tails {
             let fileSystem = SimulatedFileSystem()
-            let wal = try WriteAheadLog(directory: walDirectory, fileSystem: fileSystem)
-            try wal.save(makeEntries(1...10, term: 3), hardState: HardState(term: Term(3), vote: NodeID("a"), commit: LogIndex(4)))
+            let wal = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
+            try wal.save(makeWALEntries(1...10, term: 3), hardState: HardState(term: Term(3), vote: NodeID("a"), commit: LogIndex(4)))
             let path = wal.segmentPaths[0]
             wal.close()
             let good = fileSystem.contents(of: path)!
             fileSystem.setContents(good + tail, of: path)
-            let recovered = try WriteAheadLog(directory: walDirectory, fileSystem: fileSystem)
+            let recovered = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
             #expect(recovered.lastIndex == LogIndex(10))
             #expect(recovered.hardState.commit == LogIndex(4))
             #expect(recovered.recoveryReport.tornTail?.offset == Int64(good.count))
@@ -124,14 +124,35 @@ struct WALTornTailTests {
         }
     }
 
+    @Test("A torn record whose data embeds a well-formed record is still a torn tail, not corruption")
+    func embeddedRecordInTornData() throws {
+        // User data that is itself a framed WAL record (here framed with salt 0, the only salt
+        // a user could guess): the per-segment salt keeps it from validating.
+        var fake = ByteWriter()
+        WALRecordFrame.append(.hardState, salt: 0, to: &fake) { HardState(term: Term(99)).encode(to: &$0) }
+        let data = [UInt8](repeating: 7, count: 20) + fake.bytes + [UInt8](repeating: 7, count: 20)
+        let fileSystem = SimulatedFileSystem()
+        let wal = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
+        try wal.save(makeWALEntries(1...3, term: 1))
+        let path = wal.segmentPaths[0]
+        let before = fileSystem.contents(of: path)!.count
+        try wal.save([Entry(term: Term(1), index: LogIndex(4), data: data)])
+        wal.close()
+        let full = fileSystem.contents(of: path)!
+        fileSystem.setContents(Array(full[0..<(full.count - 5)]), of: path)
+        let recovered = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
+        #expect(recovered.lastIndex == LogIndex(3))
+        #expect(recovered.recoveryReport.tornTail?.offset == Int64(before))
+    }
+
     @Test("A leftover temporary segment from an interrupted creation is removed")
     func temporarySegment() throws {
         let fileSystem = SimulatedFileSystem()
-        let wal = try WriteAheadLog(directory: walDirectory, fileSystem: fileSystem)
-        try wal.save(makeEntries(1...3, term: 1))
+        let wal = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
+        try wal.save(makeWALEntries(1...3, term: 1))
         wal.close()
         fileSystem.setContents([1, 2, 3], of: "/wal/0000000000000002-0000000000000004.wal.tmp")
-        let recovered = try WriteAheadLog(directory: walDirectory, fileSystem: fileSystem)
+        let recovered = try WriteAheadLog(directory: walTestDirectory, fileSystem: fileSystem)
         #expect(recovered.recoveryReport.removedTemporaryFiles == ["0000000000000002-0000000000000004.wal.tmp"])
         #expect(recovered.lastIndex == LogIndex(3))
         #expect(fileSystem.filePaths.count == 1)

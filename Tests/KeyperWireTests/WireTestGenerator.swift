@@ -1,5 +1,5 @@
 /// SplitMix64: a tiny seeded generator so a failing random test can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
+struct WireTestGenerator: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

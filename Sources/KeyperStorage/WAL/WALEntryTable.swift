@@ -1,7 +1,7 @@
 import KeyperRaft
 
 /// Where an entry's record lives, and its term (kept in memory so `term(at:)` never reads disk).
-struct EntryLocation: Hashable {
+struct WALEntryLocation: Hashable {
     var segment: UInt64
     /// Offset of the record (its header) in the segment file.
     var offset: Int64
@@ -15,10 +15,10 @@ struct EntryLocation: Hashable {
 /// During replay the table may not reach back to the compaction point yet (when older segments
 /// were deleted, an entry can overwrite an index whose predecessors lived in them); recovery
 /// checks at the end that it does.
-struct EntryTable {
+struct WALEntryTable {
     /// Index of `locations[0]`. Invariant: firstIndex >= 1.
     private(set) var firstIndex: LogIndex
-    private var locations: [EntryLocation] = []
+    private var locations: [WALEntryLocation] = []
 
     init(firstIndex: LogIndex) {
         precondition(firstIndex.rawValue >= 1, "firstIndex=\(firstIndex)")
@@ -28,11 +28,11 @@ struct EntryTable {
     var count: Int { locations.count }
     var isEmpty: Bool { locations.isEmpty }
     var lastIndex: LogIndex { LogIndex(firstIndex.rawValue + UInt64(locations.count) - 1) }
-    var first: EntryLocation? { locations.first }
+    var first: WALEntryLocation? { locations.first }
 
     func contains(_ index: LogIndex) -> Bool { index >= firstIndex && index <= lastIndex }
 
-    subscript(index: LogIndex) -> EntryLocation {
+    subscript(index: LogIndex) -> WALEntryLocation {
         precondition(contains(index), "index=\(index) range=\(firstIndex)...\(lastIndex)")
         return locations[Int(index.rawValue - firstIndex.rawValue)]
     }
@@ -40,7 +40,7 @@ struct EntryTable {
     /// Records that the entry at `index` now lives at `location`, discarding any entries at
     /// `index` and above (Raft §5.3: a conflicting suffix is replaced).
     /// Precondition: `index <= lastIndex + 1` (no gaps).
-    mutating func place(_ location: EntryLocation, at index: LogIndex) {
+    mutating func place(_ location: WALEntryLocation, at index: LogIndex) {
         precondition(index <= lastIndex.next(), "gap: index=\(index) lastIndex=\(lastIndex)")
         if index < firstIndex {
             // Only in replay: the entries before `index` lived in deleted segments.
@@ -73,7 +73,7 @@ struct EntryTable {
 /// A bounded cache of the most recent entries, by encoded bytes, so that replication to
 /// followers that keep up never reads the disk. It always holds a contiguous range ending at
 /// the log's last index (or nothing).
-struct EntryCache {
+struct WALEntryCache {
     let bytesMax: Int
     private var entries: [Entry] = []
     /// Entries before `head` are evicted; they are removed from the array in bulk.
@@ -99,14 +99,14 @@ struct EntryCache {
         }
         guard bytesMax > 0 else { return }
         entries.append(entry)
-        bytes += entry.cacheCost
+        bytes += entry.walCacheCost
         evict()
     }
 
     /// Drops cached entries at `index` and above.
     mutating func truncate(from index: LogIndex) {
         while let last = entries.last, entries.count > head, last.index >= index {
-            bytes -= last.cacheCost
+            bytes -= last.walCacheCost
             entries.removeLast()
         }
         compactStorage()
@@ -115,7 +115,7 @@ struct EntryCache {
     /// Drops cached entries up to and including `index`.
     mutating func dropThrough(_ index: LogIndex) {
         while head < entries.count, entries[head].index <= index {
-            bytes -= entries[head].cacheCost
+            bytes -= entries[head].walCacheCost
             head += 1
         }
         compactStorage()
@@ -129,7 +129,7 @@ struct EntryCache {
 
     private mutating func evict() {
         while bytes > bytesMax, head < entries.count {
-            bytes -= entries[head].cacheCost
+            bytes -= entries[head].walCacheCost
             head += 1
         }
         compactStorage()
@@ -147,5 +147,5 @@ struct EntryCache {
 
 extension Entry {
     /// What an entry costs the cache: its data plus a fixed overhead for the struct.
-    var cacheCost: Int { data.count + 48 }
+    var walCacheCost: Int { data.count + 48 }
 }

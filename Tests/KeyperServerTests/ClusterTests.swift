@@ -1,0 +1,261 @@
+import KeyperTestSupport
+import Logging
+import Testing
+@testable import KeyperServer
+
+/// A cluster of in-process Raft nodes on loopback TCP, with fast ticks. `make(3)` makes a
+/// cluster test one line (after hashicorp/raft's `MakeCluster`).
+final class TestCluster: @unchecked Sendable {
+    let root: String
+    private(set) var nodes: [String: RaftNode] = [:]
+    /// Raft ports by node: a restarted node must come back where its peers know it to be.
+    private var ports: [String: Int] = [:]
+    let tickMs: Int
+
+    init(root: String, tickMs: Int = 20) {
+        self.root = root
+        self.tickMs = tickMs
+    }
+
+    /// `count` nodes: node1 bootstraps, the others join it the prototype's way.
+    static func make(_ count: Int, root: String) async throws -> TestCluster {
+        let cluster = TestCluster(root: root)
+        try await cluster.start("node1")
+        _ = try await cluster.waitForLeader()
+        for index in 2...max(2, count) where index <= count {
+            let name = "node\(index)"
+            try await cluster.start(name)
+            try await cluster.join(name)
+        }
+        try await cluster.waitUntil("all \(count) are voters") { cluster in
+            guard let leader = cluster.currentLeader, let status = try? await leader.status() else { return false }
+            return status.members?.filter { $0.role == "voter" }.count == count
+        }
+        return cluster
+    }
+
+    func configuration(_ name: String, joining: Bool = false) -> NodeConfiguration {
+        var configuration = NodeConfiguration()
+        configuration.nodeID = name
+        configuration.dataDirectory = root + "/" + name
+        configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
+        var cluster = ClusterConfiguration(raftAddress: ListenAddress(host: "127.0.0.1", port: ports[name] ?? 0),
+                                           advertisedHTTPAddress: "127.0.0.1:0")
+        cluster.tickMs = tickMs
+        cluster.electionTicks = 10
+        cluster.heartbeatTicks = 2
+        cluster.requestTimeoutMs = 3_000
+        cluster.joinURL = joining ? "http://test" : nil
+        configuration.cluster = cluster
+        return configuration
+    }
+
+    @discardableResult
+    func start(_ name: String, joining: Bool = false) async throws -> RaftNode {
+        var logger = Logger(label: "test.\(name)")
+        logger.logLevel = .warning
+        let node = try await RaftNode.open(configuration: configuration(name, joining: joining), logger: logger)
+        nodes[name] = node
+        ports[name] = node.raftPort
+        return node
+    }
+
+    func stop(_ name: String) async {
+        await nodes.removeValue(forKey: name)?.close()
+    }
+
+    func stopAll() async {
+        for name in nodes.keys { await stop(name) }
+    }
+
+    func address(_ name: String) -> String { "127.0.0.1:\(nodes[name]!.raftPort)" }
+
+    func join(_ name: String) async throws {
+        let leader = try await waitForLeader()
+        try await leader.join(nodeID: name, raftAddress: address(name), httpAddress: nil)
+    }
+
+    var currentLeader: RaftNode? {
+        nodes.values.first { node in node.published.state.withLock { $0.status.role == .leader } }
+    }
+
+    func waitForLeader() async throws -> RaftNode {
+        try await waitUntil("a leader") { $0.currentLeader != nil }
+        return currentLeader!
+    }
+
+    /// Polls `condition` every tick until it holds, or fails after `timeout`. Never assumes
+    /// the machine is fast: the timeout is generous and only bounds a failing test.
+    func waitUntil(_ what: String, timeout: Duration = .seconds(30),
+                   _ condition: (TestCluster) async -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if await condition(self) { return }
+            try await Task.sleep(for: .milliseconds(tickMs))
+        }
+        throw ClusterTestError("timed out waiting for \(what)")
+    }
+}
+
+struct ClusterTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+@Suite("Raft cluster, in process over loopback", .serialized)
+struct ClusterTests {
+    @Test("three nodes formed by join replicate, forward follower writes, and read linearizably everywhere")
+    func replication() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            defer { Task { await cluster.stopAll() } }
+            let leader = try await cluster.waitForLeader()
+            try await leader.put(bytes("a"), value: bytes("1"))
+            let followers = cluster.nodes.values.filter { $0 !== leader }
+            #expect(followers.count == 2)
+            // A write through a follower is forwarded and acknowledged once applied there.
+            try await followers[0].put(bytes("b"), value: bytes("2"))
+            #expect(try await followers[0].get(bytes("b"), consistency: .stale) == bytes("2"))
+            for node in cluster.nodes.values {
+                #expect(try await node.get(bytes("a"), consistency: .linearizable) == bytes("1"))
+                #expect(try await node.get(bytes("b"), consistency: .linearizable) == bytes("2"))
+            }
+            try await followers[1].delete(bytes("a"))
+            #expect(try await leader.get(bytes("a"), consistency: .linearizable) == nil)
+            let status = try await leader.status()
+            #expect(status.members?.map(\.role) == ["voter", "voter", "voter"])
+            #expect(status.warnings == nil)
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("after the leader stops, a new one is elected, no acknowledged write is lost, and the old one catches up")
+    func failover() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            let leader = try await cluster.waitForLeader()
+            for i in 0..<20 { try await leader.put(bytes("k\(i)"), value: bytes("v\(i)")) }
+            let oldName = leader.configuration.nodeID
+            await cluster.stop(oldName)
+            let newLeader = try await cluster.waitForLeader()
+            #expect(newLeader.configuration.nodeID != oldName)
+            for i in 0..<20 {
+                #expect(try await newLeader.get(bytes("k\(i)"), consistency: .linearizable) == bytes("v\(i)"))
+            }
+            try await newLeader.put(bytes("after"), value: bytes("failover"))
+            let restarted = try await cluster.start(oldName)
+            try await cluster.waitUntil("the old leader to catch up") { _ in
+                (try? await restarted.get(bytes("after"), consistency: .stale)) == bytes("failover")
+            }
+            #expect(try await restarted.get(bytes("k7"), consistency: .linearizable) == bytes("v7"))
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("without a quorum, writes and linearizable reads fail with 503 after the timeout; stale reads still work")
+    func noQuorum() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            let leader = try await cluster.waitForLeader()
+            try await leader.put(bytes("x"), value: bytes("1"))
+            let survivorName = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
+            for name in cluster.nodes.keys where name != survivorName { await cluster.stop(name) }
+            let survivor = cluster.nodes[survivorName]!
+            try await cluster.waitUntil("the survivor to apply x") { _ in
+                (try? await survivor.get(bytes("x"), consistency: .stale)) == bytes("1")
+            }
+            let started = ContinuousClock.now
+            await #expect {
+                try await survivor.put(bytes("y"), value: bytes("2"))
+            } throws: { error in
+                (error as? APIError)?.status == .serviceUnavailable
+            }
+            #expect(ContinuousClock.now - started >= .seconds(2), "the write should wait for the request timeout")
+            await #expect {
+                _ = try await survivor.get(bytes("x"), consistency: .linearizable)
+            } throws: { error in
+                (error as? APIError)?.code == "no_leader" || (error as? APIError)?.code == "timeout"
+            }
+            #expect(try await survivor.get(bytes("x"), consistency: .stale) == bytes("1"))
+            #expect(await survivor.health().healthy == false)
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("a node holding client data refuses to join another cluster (409); the cluster is unchanged")
+    func joinRefusal() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(1, root: root)
+            let leader = try await cluster.waitForLeader()
+            // node9 bootstraps its own cluster and takes a client write.
+            let other = TestCluster(root: root)
+            let node9 = try await other.start("node9")
+            _ = try await other.waitForLeader()
+            try await node9.put(bytes("mine"), value: bytes("precious"))
+            await #expect {
+                try await leader.join(nodeID: "node9", raftAddress: other.address("node9"), httpAddress: nil)
+            } throws: { error in
+                let error = error as? APIError
+                return error?.status == .conflict && error?.code == "join_refused" && error?.message.contains("client data") == true
+            }
+            #expect(try await leader.status().members?.count == 1)
+            #expect(try await node9.get(bytes("mine"), consistency: .linearizable) == bytes("precious"))
+            await other.stopAll()
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("joining twice with the same addresses succeeds; a conflicting address is refused")
+    func joinIdempotence() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(2, root: root)
+            let leader = try await cluster.waitForLeader()
+            let address = cluster.address("node2")
+            try await leader.join(nodeID: "node2", raftAddress: address, httpAddress: nil)
+            await #expect {
+                try await leader.join(nodeID: "node2", raftAddress: "127.0.0.1:1", httpAddress: nil)
+            } throws: { ($0 as? APIError)?.code == "member_exists" }
+            await #expect {
+                try await leader.join(nodeID: "node7", raftAddress: address, httpAddress: nil)
+            } throws: { ($0 as? APIError)?.code == "address_in_use" }
+            #expect(try await leader.status().warnings?.first?.contains("tolerates no failure") == true)
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("leadership transfers on request, and a removed member leaves the configuration")
+    func transferAndRemove() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            let leader = try await cluster.waitForLeader()
+            let target = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
+            let newLeader = try await leader.transferLeadership(to: target)
+            #expect(newLeader == target)
+            let current = try await cluster.waitForLeader()
+            #expect(current.configuration.nodeID == target)
+            let removed = cluster.nodes.keys.sorted().first { $0 != target }!
+            try await current.removeMember(removed)
+            #expect(try await current.status().members?.map(\.id).contains(removed) == false)
+            try await current.put(bytes("after-remove"), value: bytes("ok"))
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("a five-node cluster keeps serving with two nodes down")
+    func fiveNodes() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(5, root: root)
+            let leader = try await cluster.waitForLeader()
+            try await leader.put(bytes("five"), value: bytes("1"))
+            let victims = cluster.nodes.keys.sorted().filter { $0 != leader.configuration.nodeID }.prefix(2)
+            for name in victims { await cluster.stop(name) }
+            try await leader.put(bytes("five"), value: bytes("2"))
+            for node in cluster.nodes.values {
+                #expect(try await node.get(bytes("five"), consistency: .linearizable) == bytes("2"))
+            }
+            await cluster.stopAll()
+        }
+    }
+}
