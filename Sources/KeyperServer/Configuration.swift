@@ -89,6 +89,8 @@ public struct ClusterConfiguration: Sendable {
     public var heartbeatTicks = 1
     /// How long a write or linearizable read waits for a leader and a quorum.
     public var requestTimeoutMs = 5_000
+    /// Applied entries between snapshots (`--snapshot-entries`); the log is compacted after each.
+    public var snapshotEntries = 10_000
     /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.
     public var joinURL: String?
 
@@ -104,5 +106,6 @@ public struct ClusterConfiguration: Sendable {
             throw ConfigurationError("the election timeout must be longer than the heartbeat interval")
         }
         guard requestTimeoutMs >= 1 else { throw ConfigurationError("--request-timeout must be positive") }
+        guard snapshotEntries >= 1 else { throw ConfigurationError("--snapshot-entries must be positive") }
     }
 }

@@ -21,6 +21,9 @@ public final class NodeMetrics: Sendable {
     let entriesApplied: Metrics.Counter
     let leaderChanges: Metrics.Counter
     let term: Metrics.Gauge
+    let snapshots: Metrics.Counter
+    let snapshotDuration: Metrics.Timer
+    let snapshotsInstalled: Metrics.Counter
     let writesFailed: Metrics.Counter
 
     private struct RequestKey: Hashable {
@@ -49,6 +52,9 @@ public final class NodeMetrics: Sendable {
         entriesApplied = Metrics.Counter(label: "keyper_raft_entries_applied_total", factory: factory)
         leaderChanges = Metrics.Counter(label: "keyper_raft_leader_changes_total", factory: factory)
         term = Metrics.Gauge(label: "keyper_raft_term", factory: factory)
+        snapshots = Metrics.Counter(label: "keyper_snapshots_total", factory: factory)
+        snapshotDuration = Metrics.Timer(label: "keyper_snapshot_duration_seconds", factory: factory)
+        snapshotsInstalled = Metrics.Counter(label: "keyper_snapshots_installed_total", factory: factory)
     }
 
     /// Counts a request and its latency under a bounded set of route names.

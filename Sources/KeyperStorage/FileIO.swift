@@ -106,6 +106,37 @@ public enum FileIO {
         try syncDirectory(containing: path)
     }
 
+    /// fsyncs a file's data and metadata.
+    public static func syncFile(_ path: String) throws(FileIOError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileIOError(operation: "open", path: path, errorNumber: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileIOError(operation: "fsync", path: path, errorNumber: errno) }
+    }
+
+    /// Writes `bytes` at `offset` of `path` (creating it), without syncing.
+    public static func writeBytes(_ bytes: [UInt8], to path: String, at offset: Int) throws(FileIOError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileIOError(operation: "open", path: path, errorNumber: errno) }
+        defer { close(fd) }
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { raw in
+                pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(offset + written))
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw FileIOError(operation: "pwrite", path: path, errorNumber: errno)
+            }
+            written += count
+        }
+    }
+
+    /// Copies `source` to `destination` durably (temporary file, fsync, rename, directory fsync).
+    public static func copyFileAtomically(from source: String, to destination: String) throws(FileIOError) {
+        try writeFileAtomically(destination, try readFile(source))
+    }
+
     /// fsyncs the directory that holds `path`, making a create or rename in it durable.
     public static func syncDirectory(containing path: String) throws(FileIOError) {
         let directory: String

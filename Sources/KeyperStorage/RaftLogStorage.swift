@@ -28,6 +28,16 @@ public final class RaftLogStorage: RaftStorage {
         }
     }
 
+    /// Drops the entries a durable snapshot covers (Raft §7). The snapshot must be on disk first.
+    public func compact(through metadata: SnapshotMetadata) throws(WALError) {
+        try withLog { (log) throws(WALError) in try log.compact(through: metadata) }
+    }
+
+    /// Makes a snapshot received from the leader the start of the log.
+    public func applySnapshot(_ metadata: SnapshotMetadata) throws(WALError) {
+        try withLog { (log) throws(WALError) in try log.applySnapshot(metadata) }
+    }
+
     public func close() {
         wal.withLock { $0.close() }
     }

@@ -41,6 +41,9 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-interval"), help: "How often a leader asserts itself, e.g. 100ms.")
     var heartbeatInterval = "100ms"
 
+    @Option(name: .customLong("snapshot-entries"), help: "Applied entries between snapshots; the Raft log is compacted after each.")
+    var snapshotEntries = 10_000
+
     @Option(name: .customLong("request-timeout"), help: "How long a write or linearizable read waits for a leader and a quorum before 503.")
     var requestTimeout = "5s"
 
@@ -109,6 +112,7 @@ struct Keyper: AsyncParsableCommand {
             cluster.electionTicks = max(2, Self.milliseconds(electionTimeout)! / tickMs)
             cluster.heartbeatTicks = max(1, Self.milliseconds(heartbeatInterval)! / tickMs)
             cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
+            cluster.snapshotEntries = snapshotEntries
             configuration.cluster = cluster
         }
         do {

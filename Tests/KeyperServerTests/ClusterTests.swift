@@ -1,4 +1,6 @@
 import KeyperTestSupport
+import Glibc
+import KeyperStorage
 import Logging
 import Testing
 @testable import KeyperServer
@@ -11,15 +13,17 @@ final class TestCluster: @unchecked Sendable {
     /// Raft ports by node: a restarted node must come back where its peers know it to be.
     private var ports: [String: Int] = [:]
     let tickMs: Int
+    let snapshotEntries: Int
 
-    init(root: String, tickMs: Int = 20) {
+    init(root: String, tickMs: Int = 20, snapshotEntries: Int = 10_000) {
         self.root = root
         self.tickMs = tickMs
+        self.snapshotEntries = snapshotEntries
     }
 
     /// `count` nodes: node1 bootstraps, the others join it the prototype's way.
-    static func make(_ count: Int, root: String) async throws -> TestCluster {
-        let cluster = TestCluster(root: root)
+    static func make(_ count: Int, root: String, snapshotEntries: Int = 10_000) async throws -> TestCluster {
+        let cluster = TestCluster(root: root, snapshotEntries: snapshotEntries)
         try await cluster.start("node1")
         _ = try await cluster.waitForLeader()
         for index in 2...max(2, count) where index <= count {
@@ -45,6 +49,7 @@ final class TestCluster: @unchecked Sendable {
         cluster.electionTicks = 10
         cluster.heartbeatTicks = 2
         cluster.requestTimeoutMs = 3_000
+        cluster.snapshotEntries = snapshotEntries
         cluster.joinURL = joining ? "http://test" : nil
         configuration.cluster = cluster
         return configuration
@@ -243,6 +248,50 @@ struct ClusterTests {
         }
     }
 
+    @Test("a follower that was down while the leader compacted its log catches up through a snapshot (Raft §7)")
+    func snapshotCatchUp() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root, snapshotEntries: 25)
+            let leader = try await cluster.waitForLeader()
+            let laggard = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
+            await cluster.stop(laggard)
+            for i in 0..<120 { try await leader.put(bytes("s\(i)"), value: bytes("\(i)")) }
+            try await cluster.waitUntil("the leader to compact its log") { _ in
+                ((try? await leader.status())?.snapshotIndex ?? 0) > 50
+            }
+            let restarted = try await cluster.start(laggard)
+            try await cluster.waitUntil("the laggard to catch up") { _ in
+                (try? await restarted.get(bytes("s119"), consistency: .stale)) == bytes("119")
+            }
+            #expect(try await restarted.get(bytes("s3"), consistency: .linearizable) == bytes("3"))
+            let text = String(decoding: restarted.metrics.exposition(), as: UTF8.self)
+            #expect(text.contains("keyper_snapshots_installed_total 1"), "the laggard should have installed a snapshot")
+            // It restarts from its own snapshot and log, with nothing lost.
+            await cluster.stop(laggard)
+            let again = try await cluster.start(laggard)
+            #expect(try await again.get(bytes("s60"), consistency: .stale) == bytes("60"))
+            try await leader.put(bytes("after"), value: bytes("snap"))
+            #expect(try await again.get(bytes("after"), consistency: .linearizable) == bytes("snap"))
+            await cluster.stopAll()
+        }
+    }
+
+    @Test("a node restarts from its snapshot plus the log after it, losing nothing")
+    func restartFromSnapshot() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(1, root: root, snapshotEntries: 10)
+            let node = try await cluster.waitForLeader()
+            for i in 0..<35 { try await node.put(bytes("r\(i)"), value: bytes("\(i)")) }
+            try await cluster.waitUntil("a snapshot") { _ in ((try? await node.status())?.snapshotIndex ?? 0) > 0 }
+            await cluster.stop("node1")
+            let restarted = try await cluster.start("node1")
+            for i in 0..<35 {
+                #expect(try await restarted.get(bytes("r\(i)"), consistency: .linearizable) == bytes("\(i)"))
+            }
+            await cluster.stopAll()
+        }
+    }
+
     @Test("a five-node cluster keeps serving with two nodes down")
     func fiveNodes() async throws {
         try await withTemporaryDirectory { root in
@@ -255,6 +304,34 @@ struct ClusterTests {
             for node in cluster.nodes.values {
                 #expect(try await node.get(bytes("five"), consistency: .linearizable) == bytes("2"))
             }
+            await cluster.stopAll()
+        }
+    }
+}
+
+extension ClusterTests {
+    @Test("a crash between recording an installed snapshot and replacing the database is repaired at start")
+    func interruptedInstall() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(1, root: root, snapshotEntries: 10)
+            let node = try await cluster.waitForLeader()
+            try await node.put(bytes("early"), value: bytes("1"))
+            // An old copy of the state machine, from before the snapshot...
+            _ = try node.store.copy(to: root + "/old-state.db")
+            for i in 0..<30 { try await node.put(bytes("late\(i)"), value: bytes("\(i)")) }
+            try await cluster.waitUntil("a snapshot") { _ in ((try? await node.status())?.snapshotIndex ?? 0) > 5 }
+            await cluster.stop("node1")
+            // ...put back as if the crash hit after the log moved past it but before the
+            // database was replaced: the applied index is now behind the log's start.
+            let database = root + "/node1/state.db"
+            unlink(database + "-wal")
+            unlink(database + "-shm")
+            try FileIO.copyFileAtomically(from: root + "/old-state.db", to: database)
+            let restarted = try await cluster.start("node1")
+            for i in 0..<30 {
+                #expect(try await restarted.get(bytes("late\(i)"), consistency: .linearizable) == bytes("\(i)"))
+            }
+            #expect(try await restarted.get(bytes("early"), consistency: .linearizable) == bytes("1"))
             await cluster.stopAll()
         }
     }

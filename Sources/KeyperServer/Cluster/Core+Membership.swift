@@ -12,9 +12,16 @@ extension Core {
         case .raft(let message):
             // Raft traffic only within one cluster: a node that was part of another (or was
             // wiped and bootstrapped anew) must not mix its log with ours.
-            guard peer.clusterID == identity.clusterID, message.from.rawValue == peer.nodeID, message.to == id else {
+            guard peer.clusterID == identity.clusterID, message.from.rawValue == peer.nodeID, message.to == id,
+                  !identity.clusterID.isEmpty else {
                 logger.debug("dropping a message from outside this cluster or misaddressed", metadata: [
                     "peer": "\(peer.nodeID)", "peer_cluster": "\(peer.clusterID)", "cluster": "\(identity.clusterID)",
+                ])
+                return
+            }
+            if case .snapshot(let metadata) = message.kind, !snapshotReady(for: metadata) {
+                logger.info("snapshot message without its complete data; the leader will resend", metadata: [
+                    "index": "\(metadata.index.rawValue)",
                 ])
                 return
             }
@@ -33,6 +40,9 @@ extension Core {
             adopt(request, from: peer)
         case .adoptResponse(let response):
             adopted(response, from: peer)
+        case .snapshotChunk(let chunk):
+            guard peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty else { return }
+            receive(chunk)
         }
     }
 

@@ -19,6 +19,12 @@ final class Core: @unchecked Sendable {
     let store: KVStore
     let transport: PeerTransport
     let directory: DataDirectory
+    let snapshots: SnapshotStore
+    /// Entries applied since the last snapshot that trigger the next one (`--snapshot-entries`).
+    let snapshotEntries: UInt64
+    var snapshotInProgress = false
+    /// The snapshot being received from the leader, chunk by chunk, in order.
+    var receiving: (index: LogIndex, term: Term, received: UInt64, total: UInt64)?
     var identity: NodeIdentity
     let raftConfig: Config
     let cluster: ClusterConfiguration
@@ -59,7 +65,7 @@ final class Core: @unchecked Sendable {
     var lastLeader: NodeID?
 
     init(id: NodeID, loop: any EventLoop, raw: RawNode, storage: RaftLogStorage, store: KVStore, transport: PeerTransport,
-         directory: DataDirectory, identity: NodeIdentity, raftConfig: Config, cluster: ClusterConfiguration,
+         directory: DataDirectory, snapshots: SnapshotStore, snapshotEntries: UInt64, identity: NodeIdentity, raftConfig: Config, cluster: ClusterConfiguration,
          members: [NodeID: MemberAddresses], appliedIndex: LogIndex, logger: Logger, metrics: NodeMetrics,
          published: PublishedBox) {
         self.id = id
@@ -69,6 +75,8 @@ final class Core: @unchecked Sendable {
         self.store = store
         self.transport = transport
         self.directory = directory
+        self.snapshots = snapshots
+        self.snapshotEntries = snapshotEntries
         self.identity = identity
         self.raftConfig = raftConfig
         self.cluster = cluster
@@ -130,21 +138,17 @@ final class Core: @unchecked Sendable {
     /// Writes a `Ready`'s entries and hard state with one sync. False when the disk is full:
     /// the `Ready` is kept and retried on every tick; nothing after it happens meanwhile.
     private func persist(_ ready: Ready) -> Bool {
-        if ready.snapshot != nil {
-            // Snapshot transfer arrives with the snapshot work; until then no log is compacted,
-            // so no leader ever sends one.
-            logger.error("received a snapshot, which this build cannot install yet; ignoring it")
-        }
-        guard !ready.entries.isEmpty || ready.hardState != nil else { return true }
+        guard ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil else { return true }
         let started = ContinuousClock.now
         do {
+            if let snapshot = ready.snapshot { try installSnapshot(snapshot) }
             try storage.save(ready.entries, hardState: ready.hardState, sync: ready.mustSync)
-        } catch .diskFull(let error) {
+        } catch let error where error.isDiskFull {
             if !diskFull { logger.error("the disk is full; writes are refused until space returns", metadata: ["error": "\(error)"]) }
             diskFull = true
             return false
         } catch {
-            // Anything else leaves a log this process cannot vouch for (WALError.failed): stop,
+            // Anything else leaves storage this process cannot vouch for (WALError.failed): stop,
             // and let a restart re-read the disk, rather than acknowledge on a guess.
             fatalError("cannot persist the Raft log: \(error)")
         }
@@ -278,6 +282,7 @@ final class Core: @unchecked Sendable {
         applyQueue = []
         appliedIndex = last.index
         metrics.entriesApplied.increment(by: entries.count)
+        maybeSnapshot()
         for sequence in mine { proposalWaiters.removeValue(forKey: sequence)?.succeed() }
         for entry in entries where entry.kind == .configChange {
             if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
@@ -322,7 +327,7 @@ final class Core: @unchecked Sendable {
         }
     }
 
-    private func releaseReads() {
+    func releaseReads() {
         guard !readsWaitingForApply.isEmpty else { return }
         var waiting: [(index: LogIndex, waiters: [Waiter])] = []
         for pending in readsWaitingForApply {
@@ -397,14 +402,20 @@ final class Core: @unchecked Sendable {
     // MARK: Sending
 
     func queue(_ messages: [Message]) {
-        for message in messages { send(.raft(message), to: message.to) }
+        for message in messages {
+            if case .snapshot(let metadata) = message.kind {
+                queueSnapshot(metadata, message: message)
+            } else {
+                send(.raft(message), to: message.to)
+            }
+        }
     }
 
     func send(_ record: PeerRecord, to node: NodeID) {
         outgoing[node, default: []].append(record)
     }
 
-    /// One frame per peer for everything queued.
+    /// Everything queued for a peer goes out in as few frames as fit about 1 MiB each.
     func flush() {
         guard !outgoing.isEmpty else { return }
         for (node, records) in outgoing {
@@ -412,7 +423,9 @@ final class Core: @unchecked Sendable {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue
             }
-            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address)
+            for frame in PeerRecord.encodeFrames(records, frameBytesTarget: 1 << 20) {
+                transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address)
+            }
         }
         outgoing = [:]
     }
@@ -475,7 +488,8 @@ final class Core: @unchecked Sendable {
 
     func publish() {
         let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
-                                   snapshotIndex: storage.snapshotMetadata.index, diskFull: diskFull)
+                                   snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
+                                   diskFull: diskFull)
         published.state.withLock { $0 = state }
     }
 }

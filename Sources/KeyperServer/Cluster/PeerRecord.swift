@@ -17,9 +17,12 @@ enum PeerRecord: Equatable, Sendable {
     case adoptRequest(AdoptRequest)
     /// The node's answer to ``adoptRequest(_:)``.
     case adoptResponse(AdoptResponse)
+    /// Part of a snapshot's database file; the InstallSnapshot message follows the last chunk
+    /// on the same connection.
+    case snapshotChunk(SnapshotChunk)
 
     private enum Tag: UInt8 {
-        case raft = 1, forward, forwardRefused, adoptRequest, adoptResponse
+        case raft = 1, forward, forwardRefused, adoptRequest, adoptResponse, snapshotChunk
     }
 
     /// Records in one frame, on the decoding side (the sender's batches are far smaller).
@@ -30,6 +33,32 @@ enum PeerRecord: Equatable, Sendable {
         writer.writeVarint(UInt64(records.count))
         for record in records { record.encode(to: &writer) }
         return writer.bytes
+    }
+
+    /// Frames of at most about `frameBytesTarget` each (one record may exceed it), so a
+    /// snapshot's chunks go out as separate frames that heartbeats can slip between.
+    static func encodeFrames(_ records: [PeerRecord], frameBytesTarget: Int) -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        var pending: [[UInt8]] = []
+        var pendingBytes = 0
+        func emit() {
+            guard !pending.isEmpty else { return }
+            var writer = ByteWriter(capacity: pendingBytes + 10)
+            writer.writeVarint(UInt64(pending.count))
+            for record in pending { writer.writeRaw(record) }
+            frames.append(writer.bytes)
+            pending = []
+            pendingBytes = 0
+        }
+        for record in records {
+            var writer = ByteWriter()
+            record.encode(to: &writer)
+            if pendingBytes + writer.count > frameBytesTarget { emit() }
+            pending.append(writer.bytes)
+            pendingBytes += writer.count
+        }
+        emit()
+        return frames
     }
 
     static func decodeFrame(_ bytes: [UInt8]) throws(WireError) -> [PeerRecord] {
@@ -67,6 +96,13 @@ enum PeerRecord: Equatable, Sendable {
             writer.writeBool(response.accepted)
             writer.writeString(response.reason)
             writer.writeString(response.httpAddress)
+        case .snapshotChunk(let chunk):
+            writer.writeUInt8(Tag.snapshotChunk.rawValue)
+            chunk.index.encode(to: &writer)
+            chunk.term.encode(to: &writer)
+            writer.writeVarint(chunk.offset)
+            writer.writeVarint(chunk.totalBytes)
+            writer.writeLengthPrefixed(chunk.bytes)
         }
     }
 
@@ -94,8 +130,24 @@ enum PeerRecord: Equatable, Sendable {
             let reason = try reader.readString()
             self = .adoptResponse(AdoptResponse(token: token, accepted: accepted, reason: reason,
                                                 httpAddress: try reader.readString()))
+        case .snapshotChunk:
+            let index = try LogIndex(from: &reader)
+            let term = try Term(from: &reader)
+            let offset = try reader.readVarint()
+            let total = try reader.readVarint()
+            let bytes = try reader.readLengthPrefixed()
+            guard offset + UInt64(bytes.count) <= total else { throw .invalidValue(field: "snapshot chunk range", offset: reader.position) }
+            self = .snapshotChunk(SnapshotChunk(index: index, term: term, offset: offset, totalBytes: total, bytes: bytes))
         }
     }
+}
+
+struct SnapshotChunk: Equatable, Sendable {
+    var index: LogIndex
+    var term: Term
+    var offset: UInt64
+    var totalBytes: UInt64
+    var bytes: [UInt8]
 }
 
 struct AdoptRequest: Equatable, Sendable {

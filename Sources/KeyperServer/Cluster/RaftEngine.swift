@@ -30,7 +30,10 @@ final class RaftEngine: Sendable {
     /// What the HTTP side may read without a hop: updated by the loop after each run.
     let published: PublishedBox
     let core: Core
-    let sequence = Atomic<UInt64>(0)
+    /// Request sequence numbers start at a random point on every process start: an entry
+    /// proposed before a restart may still be applied after it, and must not resolve a new
+    /// request that happens to reuse its number (which would acknowledge an uncommitted write).
+    let sequence = Atomic<UInt64>(UInt64.random(in: 0...(UInt64.max >> 1)))
 
     init(core: Core, loopGroup: MultiThreadedEventLoopGroup, published: PublishedBox) {
         self.id = core.id
@@ -79,5 +82,6 @@ struct PublishedState: Sendable {
     var members: [NodeID: MemberAddresses]
     var appliedIndex: LogIndex
     var snapshotIndex: LogIndex
+    var clusterID: String
     var diskFull = false
 }

@@ -93,7 +93,7 @@ public final class RaftNode: KeyValueNode {
             let node = try assemble(configuration: configuration, cluster: cluster, directory: directory, store: store,
                                     wal: wal, identity: identity, transport: transport, engineBox: engineBox, logger: logger)
             logger.notice("raft node started", metadata: [
-                "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.engine.core.identity.clusterID)",
+                "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.published.state.withLock { $0.clusterID })",
             ])
             return node
         } catch {
@@ -118,8 +118,20 @@ public final class RaftNode: KeyValueNode {
             logger.notice("bootstrapped a new single-node cluster", metadata: ["cluster": "\(identity.clusterID)"])
         }
         let hardState = wal.hardState
+        let logStart = wal.snapshotMetadata
         let storage = RaftLogStorage(wal: wal)
+        let snapshots = try SnapshotStore(directory: directory.path + "/snapshots")
 
+        // A crash after the log recorded an installed snapshot but before the database was
+        // replaced leaves the state machine behind the log's start: finish the install.
+        if try store.appliedIndex() < logStart.index.rawValue {
+            guard let snapshot = snapshots.snapshot(at: logStart.index) else {
+                throw DataDirectoryError(path: directory.path, message:
+                    "the Raft log starts after index \(logStart.index.rawValue) but no snapshot at that index is in snapshots/")
+            }
+            try store.replace(with: snapshot.databasePath, durability: .normal)
+            logger.notice("finished installing a snapshot interrupted by a crash", metadata: ["index": "\(logStart.index.rawValue)"])
+        }
         let applied = LogIndex(try store.appliedIndex())
         guard applied <= storage.lastIndex else {
             throw DataDirectoryError(path: directory.path, message:
@@ -143,13 +155,14 @@ public final class RaftNode: KeyValueNode {
         let metrics = NodeMetrics()
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: applied,
-                                                    snapshotIndex: storage.snapshotMetadata.index))
+                                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID))
         let core = Core(id: id, loop: loopGroup.next(), raw: raw, storage: storage, store: store, transport: transport,
-                        directory: directory, identity: identity, raftConfig: raftConfig, cluster: cluster, members: members,
+                        directory: directory, snapshots: snapshots, snapshotEntries: UInt64(cluster.snapshotEntries),
+                        identity: identity, raftConfig: raftConfig, cluster: cluster, members: members,
                         appliedIndex: applied, logger: logger, metrics: metrics, published: published)
         let engine = RaftEngine(core: core, loopGroup: loopGroup, published: published)
         engineBox.engine = engine
-        engine.start(tick: .milliseconds(Int64(cluster.tickMs)))
+        engine.start(tick: TimeAmount.milliseconds(Int64(cluster.tickMs)))
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
                         directory: directory, published: published, metrics: metrics, logger: logger,
                         raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
@@ -301,7 +314,7 @@ public final class RaftNode: KeyValueNode {
             leaderAddress: leader.flatMap { state.members[$0]?.raft }, leaderHTTPAddress: leader.flatMap { state.members[$0]?.http },
             term: state.status.term.rawValue, commitIndex: state.status.commit.rawValue, appliedIndex: state.appliedIndex.rawValue,
             snapshotIndex: state.snapshotIndex.rawValue, lastIndex: state.status.lastIndex.rawValue,
-            role: "\(state.status.role)", clusterID: engine.core.identity.clusterID, members: members,
+            role: "\(state.status.role)", clusterID: state.clusterID, members: members,
             warnings: warnings.isEmpty ? nil : warnings, dataDirectory: self.configuration.dataDirectory)
     }
 

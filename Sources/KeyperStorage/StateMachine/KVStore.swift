@@ -1,6 +1,10 @@
 import CSQLite
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One change to the replicated state: a key, or the address book of cluster members.
 public enum KVOperation: Hashable, Sendable {
     case put(key: [UInt8], value: [UInt8])
@@ -119,6 +123,45 @@ public final class KVStore: Sendable {
     public func members() throws(SQLiteError) -> [MemberRecord] {
         try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [MemberRecord] in
             try Self.open(reader, path: path).members()
+        }
+    }
+
+    // MARK: Snapshots
+
+    /// Writes a consistent copy of the database to `path` (`VACUUM INTO`, on a connection of its
+    /// own so neither reads nor writes wait) and returns the applied index the copy reflects.
+    /// The copy is not yet fsynced.
+    public func copy(to path: String) throws(SQLiteError) -> UInt64 {
+        do {
+            let connection = try SQLiteConnection(path: self.path)
+            defer { connection.close() }
+            let statement = try connection.prepare("VACUUM INTO ?1")
+            defer { statement.finalize() }
+            try statement.bind(path, at: 1)
+            try statement.run()
+        }
+        let copy = try SQLiteConnection(path: path, readOnly: true)
+        defer { copy.close() }
+        return UInt64(try copy.scalarInt("SELECT value FROM meta WHERE name = 'applied_index'") ?? 0)
+    }
+
+    /// Replaces the whole state with the database file at `snapshotPath` (a snapshot from
+    /// ``copy(to:)``, taken here or received from a leader). The file is copied, so the
+    /// snapshot stays; the replacement is atomic (rename) and durable.
+    public func replace(with snapshotPath: String, durability: KVDurability) throws {
+        try writer.withLock { (writer: inout Writer?) throws in
+            try reader.withLock { (reader: inout Reader?) throws in
+                writer = nil
+                reader = nil
+                // The old database's WAL must not be replayed onto the new one.
+                unlink(path + "-wal")
+                unlink(path + "-shm")
+                try FileIO.copyFileAtomically(from: snapshotPath, to: path)
+                let connection = try SQLiteConnection(path: path)
+                try Self.prepareSchema(connection, path: path, durability: durability)
+                writer = try Writer(connection: connection)
+                reader = try Reader(connection: SQLiteConnection(path: path))
+            }
         }
     }
 
