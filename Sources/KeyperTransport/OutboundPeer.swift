@@ -24,6 +24,7 @@ final class OutboundPeer: Sendable {
         /// Frames waiting for the connection. Bounded: the oldest goes first, since Raft will
         /// have sent something newer anyway.
         var pending = Deque<ByteBuffer>()
+        var pendingBytes = 0
         var delayMs: Int64 = 0
         var closed = false
     }
@@ -38,23 +39,23 @@ final class OutboundPeer: Sendable {
     func send(_ frame: ByteBuffer) {
         enum Action { case write(any Channel), connect, none }
         let pendingMax = transport.configuration.pendingFramesMax
+        let pendingBytesMax = transport.configuration.pendingBytesMax
         var dropped = 0
         let action = state.withLock { state -> Action in
             guard !state.closed else { return .none }
             switch state.connection {
             case .connected(let channel):
                 return .write(channel)
-            case .idle:
+            case .idle, .connecting, .waiting:
                 state.pending.append(frame)
-                state.connection = .connecting
-                return .connect
-            case .connecting, .waiting:
-                state.pending.append(frame)
-                while state.pending.count > pendingMax {
-                    state.pending.removeFirst()
+                state.pendingBytes += frame.readableBytes
+                while state.pending.count > pendingMax || (state.pendingBytes > pendingBytesMax && state.pending.count > 1) {
+                    state.pendingBytes -= state.pending.removeFirst().readableBytes
                     dropped += 1
                 }
-                return .none
+                guard case .idle = state.connection else { return .none }
+                state.connection = .connecting
+                return .connect
             }
         }
         if dropped > 0 { transport.count { $0.framesDropped += dropped } }
@@ -69,6 +70,7 @@ final class OutboundPeer: Sendable {
         let channel = state.withLock { state -> (any Channel)? in
             state.closed = true
             state.pending.removeAll()
+            state.pendingBytes = 0
             if case .connected(let channel) = state.connection { return channel }
             return nil
         }
@@ -123,7 +125,10 @@ final class OutboundPeer: Sendable {
             guard !state.closed else { return nil }
             state.connection = .connected(channel)
             state.delayMs = 0
-            defer { state.pending.removeAll() }
+            defer {
+                state.pending.removeAll()
+                state.pendingBytes = 0
+            }
             return Array(state.pending)
         }
         guard let frames else {

@@ -15,8 +15,10 @@ public final class PeerTransport: Sendable {
         public var nodeID: String
         public var host: String
         public var port: Int
-        /// Frames queued for a peer while its connection is being made; the oldest is dropped beyond.
-        public var pendingFramesMax = 256
+        /// Frames queued for a peer while its connection is being made; the oldest is dropped
+        /// beyond either bound. Raft resends what matters, so a peer that is down costs little.
+        public var pendingFramesMax = 64
+        public var pendingBytesMax = 8 * 1024 * 1024
         /// Bytes in a connection's send buffer beyond which frames are dropped (back-pressure).
         public var sendBufferBytesMax = 8 * 1024 * 1024
         public var reconnectDelayMsMin: Int64 = 50
