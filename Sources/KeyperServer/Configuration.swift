@@ -1,3 +1,4 @@
+import KeyperTransport
 import Logging
 
 /// A host and port as given on the command line: `:8080` (all interfaces), `127.0.0.1:8080`,
@@ -65,7 +66,14 @@ public struct NodeConfiguration: Sendable {
             throw ConfigurationError("--max-value-bytes must be between 0 and 67108864 (got \(valueBytesMax))")
         }
         guard listLimitMax >= 1, pendingWritesMax >= 1 else { throw ConfigurationError("limits must be positive") }
-        try cluster?.validate()
+        if let cluster {
+            try cluster.validate()
+            // An entry travels whole in one peer frame; leave room for the append around it.
+            let entryBytesMax = FrameLimits.frameBytesMax / 2
+            guard valueBytesMax + keyBytesMax + 1024 <= entryBytesMax else {
+                throw ConfigurationError("in Raft mode --max-value-bytes plus --max-key-bytes must stay under \(entryBytesMax - 1024) bytes")
+            }
+        }
     }
 }
 

@@ -120,15 +120,19 @@ public struct NodeIdentity: Equatable, Sendable {
     public var nodeID: String
     /// The Raft cluster this node belongs to; empty while a joining node waits to be adopted.
     public var clusterID: String
+    /// True once another cluster's leader adopted this node: its log then comes only from that
+    /// cluster, so an empty log after a crash means "wait for the leader", never "bootstrap".
+    public var adopted: Bool
 
-    public init(mode: Mode, nodeID: String, clusterID: String = "") {
+    public init(mode: Mode, nodeID: String, clusterID: String = "", adopted: Bool = false) {
         self.mode = mode
         self.nodeID = nodeID
         self.clusterID = clusterID
+        self.adopted = adopted
     }
 
     func encoded() -> [UInt8] {
-        Array("mode=\(mode.rawValue)\nnode_id=\(nodeID)\ncluster_id=\(clusterID)\n".utf8)
+        Array("mode=\(mode.rawValue)\nnode_id=\(nodeID)\ncluster_id=\(clusterID)\nadopted=\(adopted)\n".utf8)
     }
 
     init?(decoding bytes: [UInt8]) {
@@ -138,7 +142,8 @@ public struct NodeIdentity: Equatable, Sendable {
             fields[line[..<equals]] = line[line.index(after: equals)...]
         }
         guard let mode = fields["mode"].flatMap({ Mode(rawValue: String($0)) }), let nodeID = fields["node_id"] else { return nil }
-        self.init(mode: mode, nodeID: String(nodeID), clusterID: String(fields["cluster_id"] ?? ""))
+        self.init(mode: mode, nodeID: String(nodeID), clusterID: String(fields["cluster_id"] ?? ""),
+                  adopted: fields["adopted"] == "true")
     }
 }
 

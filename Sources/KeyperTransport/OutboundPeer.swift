@@ -66,6 +66,13 @@ final class OutboundPeer: Sendable {
         }
     }
 
+    var isWritable: Bool {
+        state.withLock { state in
+            if case .connected(let channel) = state.connection { return channel.isWritable }
+            return false
+        }
+    }
+
     func close() {
         let channel = state.withLock { state -> (any Channel)? in
             state.closed = true

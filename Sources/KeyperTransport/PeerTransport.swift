@@ -135,6 +135,13 @@ public final class PeerTransport: Sendable {
         outbound.send(frame)
     }
 
+    /// Whether a frame for `peer` would be sent now rather than queued or dropped: its
+    /// connection is up and below the send buffer's high-water mark. Bulk senders (snapshots)
+    /// pace themselves with this so they never overflow the queue that heartbeats share.
+    public func canSend(to peer: String) -> Bool {
+        state.withLock { $0.peers[peer] }?.isWritable ?? false
+    }
+
     /// Closes the connection to a peer that left the cluster.
     public func forget(_ peer: String) {
         state.withLock { $0.peers.removeValue(forKey: peer) }?.close()

@@ -49,6 +49,14 @@ extension Core {
     /// A follower's client write, proposed here as if it were ours; the follower answers
     /// its client once it applies the entry, or when we refuse.
     private func forwarded(request: RequestID, data: [UInt8]) {
+        // Only well-formed commands of members, carrying the id they were forwarded under: a
+        // committed entry that does not decode would stop every replica at apply.
+        guard raw.status.configuration.members.contains(request.node),
+              let command = try? Command(decoding: data), command.request == request else {
+            logger.warning("refusing a malformed or foreign forwarded write", metadata: ["from": "\(request.node)"])
+            return send(.forwardRefused(request: request, failure: PeerFailure(
+                status: 400, code: "invalid_forward", message: "the leader refused a malformed forwarded write")), to: request.node)
+        }
         do {
             guard raw.role == .leader else { throw RaftError.notLeader(leader: raw.leader) }
             guard !diskFull else {
@@ -88,11 +96,12 @@ extension Core {
         guard requireLeader(waiter) else { return }
         let configuration = raw.status.configuration
         if configuration.members.contains(node) {
-            if let known = members[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http {
-                return waiter.succeed()  // the same node joining again: nothing to do
+            guard let known = members[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http else {
+                return waiter.fail(APIError(.conflict, code: "member_exists",
+                                            "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
             }
-            return waiter.fail(APIError(.conflict, code: "member_exists",
-                                        "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
+            // The same node joining again: still ask it, so that success means it really is
+            // part of this cluster (it may have lost its data and bootstrapped alone).
         }
         if let (other, _) = members.first(where: { $0.value.raft == addresses.raft && configuration.members.contains($0.key) }) {
             return waiter.fail(APIError(.conflict, code: "address_in_use", "\(addresses.raft) is already the Raft address of \(other)"))
@@ -101,18 +110,18 @@ extension Core {
         let token = adoptionTokenNext
         adoptionTokenNext += 1
         adoptions[token] = (node, addresses, waiter)
-        members[node] = addresses
-        send(.adoptRequest(AdoptRequest(clusterID: identity.clusterID, leader: id, leaderRaftAddress: cluster.advertisedRaftAddress,
-                                        token: token)), to: node)
+        outgoingDirect.append((node, addresses.raft, .adoptRequest(AdoptRequest(
+            clusterID: identity.clusterID, leader: id, leaderRaftAddress: cluster.advertisedRaftAddress, token: token))))
     }
 
     private func adopted(_ response: AdoptResponse, from peer: Handshake) {
         guard let adoption = adoptions.removeValue(forKey: response.token), adoption.node.rawValue == peer.nodeID else { return }
         guard response.accepted else {
-            if !raw.status.configuration.members.contains(adoption.node) { members.removeValue(forKey: adoption.node) }
+            forgetUnlessMember(adoption.node)
             return adoption.waiter.fail(APIError(.conflict, code: "join_refused", "\(adoption.node) refused to join: \(response.reason)"))
         }
-        guard requireLeader(adoption.waiter) else { return }
+        guard requireLeader(adoption.waiter) else { return forgetUnlessMember(adoption.node) }
+        if raw.status.configuration.members.contains(adoption.node) { return adoption.waiter.succeed() }
         var addresses = adoption.addresses
         if addresses.http.isEmpty { addresses.http = response.httpAddress }
         members[adoption.node] = addresses
@@ -177,8 +186,11 @@ extension Core {
                 }
             }
         }
-        members[request.leader] = MemberAddresses(raft: request.leaderRaftAddress, http: members[request.leader]?.http ?? "")
-        send(.adoptResponse(response), to: request.leader)
+        if response.accepted {
+            members[request.leader] = MemberAddresses(raft: request.leaderRaftAddress, http: members[request.leader]?.http ?? "")
+        }
+        // Answer at the address given, without trusting it into the address book on refusal.
+        outgoingDirect.append((request.leader, request.leaderRaftAddress, .adoptResponse(response)))
         logger.notice(response.accepted ? "adopted by a cluster" : "refused to join a cluster", metadata: [
             "leader": "\(request.leader)", "cluster": "\(request.clusterID)", "reason": "\(response.reason)",
         ])
@@ -209,15 +221,26 @@ extension Core {
     }
 
     /// Throws away the bootstrap history and starts as an empty node of `clusterID`.
+    ///
+    /// Order for crashes: the state machine is emptied durably first (a crash then replays the
+    /// bootstrap log into it: the node is still its pristine self), then the log is removed,
+    /// then the identity records the new cluster (a crash before that bootstraps again into
+    /// the old id). Once the log is closed there is no way back: a failure stops the process
+    /// and the restart finishes from what is on disk.
     private func resetForAdoption(clusterID: String) throws {
+        try store.reset()
         failAllWaiters(APIError(.serviceUnavailable, code: "joining_cluster", "this node is joining another cluster; retry"))
         storage.close()
-        try RaftNode.removeLog(at: directory.walPath)
-        let wal = try WriteAheadLog(directory: directory.walPath)
-        storage = RaftLogStorage(wal: wal)
-        try store.reset()
-        identity.clusterID = clusterID
-        try directory.saveIdentity(identity)
+        do {
+            try RaftNode.removeLog(at: directory.walPath)
+            let wal = try WriteAheadLog(directory: directory.walPath)
+            storage = RaftLogStorage(wal: wal)
+            identity.clusterID = clusterID
+            identity.adopted = true
+            try directory.saveIdentity(identity)
+        } catch {
+            fatalError("resetting for adoption failed after the log was closed: \(error); restart the node")
+        }
         transport.setClusterID(clusterID)
         var config = raftConfig
         config.applied = .zero

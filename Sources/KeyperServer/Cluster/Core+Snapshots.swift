@@ -9,6 +9,14 @@ import NIOPosix
 import Glibc
 #endif
 
+/// A snapshot on its way to one follower.
+struct SnapshotSend {
+    var metadata: SnapshotMetadata
+    var message: Message
+    var bytes: [UInt8]
+    var offset: Int
+}
+
 extension Core {
     static let snapshotChunkBytes = 512 * 1024
 
@@ -70,24 +78,44 @@ extension Core {
     // MARK: Sending snapshots
 
     /// The core asks to send the snapshot its storage holds: its database goes first, in
-    /// chunks of their own frames, then the InstallSnapshot message itself.
+    /// chunks of their own frames, then the InstallSnapshot message itself. Chunks go out only
+    /// while the peer's connection keeps up (``pumpSnapshots()``), so a large snapshot never
+    /// fills the queue heartbeats share, and never loses a chunk to back-pressure.
     func queueSnapshot(_ metadata: SnapshotMetadata, message: Message) {
         guard let snapshot = snapshots.snapshot(at: metadata.index),
               let bytes = try? FileIO.readFile(snapshot.databasePath) else {
             logger.error("no snapshot file to send", metadata: ["index": "\(metadata.index.rawValue)", "peer": "\(message.to)"])
             return
         }
-        var offset = 0
-        repeat {
-            let end = min(offset + Self.snapshotChunkBytes, bytes.count)
-            send(.snapshotChunk(SnapshotChunk(index: metadata.index, term: metadata.term, offset: UInt64(offset),
-                                              totalBytes: UInt64(bytes.count), bytes: Array(bytes[offset..<end]))),
-                 to: message.to)
-            offset = end
-        } while offset < bytes.count
-        send(.raft(message), to: message.to)
+        snapshotSends[message.to] = SnapshotSend(metadata: metadata, message: message, bytes: bytes, offset: 0)
         logger.info("sending a snapshot", metadata: ["peer": "\(message.to)", "index": "\(metadata.index.rawValue)",
                                                      "bytes": "\(bytes.count)"])
+    }
+
+    /// Sends the next chunks of every snapshot in flight, as far as each connection allows.
+    func pumpSnapshots() {
+        for (node, var transfer) in snapshotSends {
+            guard let address = members[node]?.raft else {
+                snapshotSends[node] = nil
+                continue
+            }
+            var sent = 0
+            // The first chunk may open the connection; later ones wait until it is writable.
+            while (transfer.offset == 0 || transport.canSend(to: node.rawValue)) && sent < 8 {
+                let end = min(transfer.offset + Self.snapshotChunkBytes, transfer.bytes.count)
+                let chunk = SnapshotChunk(index: transfer.metadata.index, term: transfer.metadata.term,
+                                          offset: UInt64(transfer.offset), totalBytes: UInt64(transfer.bytes.count),
+                                          bytes: Array(transfer.bytes[transfer.offset..<end]))
+                var records: [PeerRecord] = [.snapshotChunk(chunk)]
+                let last = end == transfer.bytes.count
+                if last { records.append(.raft(transfer.message)) }
+                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address)
+                transfer.offset = end
+                sent += 1
+                if last { break }
+            }
+            snapshotSends[node] = transfer.offset == transfer.bytes.count ? nil : transfer
+        }
     }
 
     // MARK: Receiving snapshots

@@ -40,7 +40,13 @@ final class Core: @unchecked Sendable {
     var applyQueue: [Entry] = []
     /// A `Ready` whose persist failed (disk full); nothing else happens until it is written.
     var stalledReady: Ready?
-    var diskFull = false
+    /// The WAL could not be written (disk full); cleared when the stalled `Ready` is written.
+    var logFull = false
+    /// The state machine could not apply (disk full); cleared when a retried apply succeeds.
+    var stateFull = false
+    var diskFull: Bool { logFull || stateFull }
+    /// Set by ``close()``: new work is refused, nothing more is written.
+    var closing = false
 
     /// This node's own client writes, by request sequence, until applied here.
     var proposalWaiters: [UInt64: Waiter] = [:]
@@ -62,6 +68,10 @@ final class Core: @unchecked Sendable {
 
     /// Records to send at the next flush, batched per peer (one frame each).
     var outgoing: [NodeID: [PeerRecord]] = [:]
+    /// Snapshots being streamed to followers, paced by their connections.
+    var snapshotSends: [NodeID: SnapshotSend] = [:]
+    /// Records for a node at an address not (or not yet) in the address book.
+    var outgoingDirect: [(node: NodeID, address: String, record: PeerRecord)] = []
     var lastLeader: NodeID?
 
     init(id: NodeID, loop: any EventLoop, raw: RawNode, storage: RaftLogStorage, store: KVStore, transport: PeerTransport,
@@ -91,6 +101,12 @@ final class Core: @unchecked Sendable {
 
     func run(_ batch: RaftEngine.Inbox) {
         loop.preconditionInEventLoop()
+        guard !closing else {
+            for proposal in batch.proposals { proposal.waiter.fail(.shuttingDown()) }
+            for waiter in batch.reads { waiter.fail(.shuttingDown()) }
+            for request in batch.admin { request.waiter.fail(.shuttingDown()) }
+            return
+        }
         for (from, record) in batch.records { handle(record, from: from) }
         for proposal in batch.proposals { propose(proposal) }
         readsWaitingForRound += batch.reads
@@ -101,6 +117,7 @@ final class Core: @unchecked Sendable {
 
     func tick() {
         loop.preconditionInEventLoop()
+        guard !closing else { return }
         raw.tick()
         expireWaiters(now: .now)
         if !waitingForLeader.isEmpty { flushWaitingForLeader() }
@@ -112,7 +129,16 @@ final class Core: @unchecked Sendable {
 
     // MARK: Ready
 
+    /// Stops the loop's work for shutdown: every waiter is answered, nothing more is written.
+    func close() {
+        loop.preconditionInEventLoop()
+        closing = true
+        failAllWaiters(.shuttingDown())
+        storage.close()
+    }
+
     func processReady() {
+        guard !closing else { return }
         if let stalled = stalledReady {
             guard persist(stalled) else { return flushAndPublish() }
             stalledReady = nil
@@ -131,7 +157,7 @@ final class Core: @unchecked Sendable {
             }
             finish(ready)
         }
-        if !diskFull { applyCommitted() }
+        if !applyQueue.isEmpty { applyCommitted() }  // a failed apply is retried here
         flushAndPublish()
     }
 
@@ -140,29 +166,41 @@ final class Core: @unchecked Sendable {
     private func persist(_ ready: Ready) -> Bool {
         guard ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil else { return true }
         let started = ContinuousClock.now
+        // Sync only what a promise depends on, as etcd's MustSync does: new entries, a snapshot,
+        // or a new term or vote. A commit index alone is written but not synced: after a crash
+        // it is learned again from the leader, and applying never runs ahead of the durable
+        // log. This saves one fsync per write.
+        let persisted = storage.initialState()
+        let sync = ready.snapshot != nil || !ready.entries.isEmpty
+            || ready.hardState.map { $0.term != persisted.term || $0.vote != persisted.vote } ?? false
         do {
-            if let snapshot = ready.snapshot { try installSnapshot(snapshot) }
-            try storage.save(ready.entries, hardState: ready.hardState, sync: ready.mustSync)
+            if let snapshot = ready.snapshot, snapshot.index > storage.snapshotMetadata.index {
+                try installSnapshot(snapshot)
+            }
+            try storage.save(ready.entries, hardState: ready.hardState, sync: sync)
         } catch let error where error.isDiskFull {
-            if !diskFull { logger.error("the disk is full; writes are refused until space returns", metadata: ["error": "\(error)"]) }
-            diskFull = true
+            if !logFull { logger.error("the disk is full; writes are refused until space returns", metadata: ["error": "\(error)"]) }
+            logFull = true
             return false
         } catch {
             // Anything else leaves storage this process cannot vouch for (WALError.failed): stop,
             // and let a restart re-read the disk, rather than acknowledge on a guess.
             fatalError("cannot persist the Raft log: \(error)")
         }
-        if ready.mustSync { metrics.walSyncDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
-        if diskFull {
+        if sync { metrics.walSyncDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        if logFull {
             logger.notice("the disk has space again; writes resume")
-            diskFull = false
+            logFull = false
         }
         return true
     }
 
     private func finish(_ ready: Ready) {
         queue(ready.messagesAfterPersist)
+        // Apply Ready by Ready, so a long catch-up never holds more than one batch
+        // (Config.applyBytesMax) in memory or keeps the loop from ticking for long.
         applyQueue += ready.committedEntries
+        applyCommitted()
         for state in ready.readStates { readIndexReady(state) }
         for context in ready.droppedReads {
             // Leadership moved before the round finished: the reads try again with the next leader.
@@ -181,6 +219,7 @@ final class Core: @unchecked Sendable {
     // MARK: Proposals
 
     private func propose(_ proposal: PendingProposal) {
+        guard !closing else { return proposal.waiter.fail(.shuttingDown()) }
         guard !diskFull else {
             return proposal.waiter.fail(APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied"))
         }
@@ -201,6 +240,14 @@ final class Core: @unchecked Sendable {
         }
     }
 
+    /// Drops the address of a node that is not a member (a join that failed or expired), and
+    /// the connection with its queued frames, so a stale request never reaches it later.
+    func forgetUnlessMember(_ node: NodeID) {
+        guard !raw.status.configuration.members.contains(node), node != id else { return }
+        members.removeValue(forKey: node)
+        transport.forget(node.rawValue)
+    }
+
     private func flushWaitingForLeader() {
         guard raw.leader != nil else { return }
         let waiting = waitingForLeader
@@ -210,6 +257,9 @@ final class Core: @unchecked Sendable {
 
     private func leadershipChanged(_ soft: SoftState) {
         if soft.leader != lastLeader {
+            // Rounds sent to the old leader may never be answered: ask the new one.
+            for (_, waiters) in readRounds { readsWaitingForRound += waiters }
+            readRounds = [:]
             logger.notice("leader changed", metadata: [
                 "leader": "\(soft.leader.map(\.rawValue) ?? "none")", "term": "\(raw.term.rawValue)", "role": "\(soft.role)",
             ])
@@ -265,6 +315,7 @@ final class Core: @unchecked Sendable {
                 case .addLearner, .addVoter:
                     if let addresses = try? MemberAddresses(decoding: change.context) {
                         operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http))
+                        members[change.node] = addresses
                     }
                 case .removeNode:
                     operations.append(.removeMember(id: change.node.rawValue))
@@ -275,10 +326,13 @@ final class Core: @unchecked Sendable {
         do {
             try store.apply(operations, appliedIndex: last.index.rawValue)
         } catch {
-            logger.error("cannot apply committed entries; retrying", metadata: ["error": "\(error)", "through": "\(last.index)"])
-            diskFull = diskFull || error.isDiskFull
+            if !stateFull {
+                logger.error("cannot apply committed entries; retrying", metadata: ["error": "\(error)", "through": "\(last.index)"])
+            }
+            stateFull = true
             return
         }
+        stateFull = false
         applyQueue = []
         appliedIndex = last.index
         metrics.entriesApplied.increment(by: entries.count)
@@ -291,7 +345,9 @@ final class Core: @unchecked Sendable {
                 }
             }
         }
-        for node in removed where node != id {
+        // A node removed and already added back (a later entry, appended) keeps its address.
+        let current = raw.status.configuration.members
+        for node in removed where node != id && !current.contains(node) {
             members.removeValue(forKey: node)
             transport.forget(node.rawValue)
         }
@@ -359,8 +415,12 @@ final class Core: @unchecked Sendable {
                            "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms); a write may still be applied")
         }
         for (sequence, waiter) in proposalWaiters where waiter.deadline <= now {
+            // Proposed or forwarded: it may still commit, whatever happens to the leader.
             proposalWaiters.removeValue(forKey: sequence)
-            waiter.fail(failure())
+            waiter.fail(APIError(.serviceUnavailable, code: raw.leader == nil ? "no_leader" : "timeout",
+                                 "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms)"
+                                 + (raw.leader == nil ? " and no leader is known now" : "")
+                                 + "; the write may or may not be applied"))
         }
         waitingForLeader.removeAll { proposal in
             guard proposal.waiter.deadline <= now else { return false }
@@ -394,6 +454,7 @@ final class Core: @unchecked Sendable {
         }
         for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
             adoptions.removeValue(forKey: token)
+            forgetUnlessMember(adoption.node)
             adoption.waiter.fail(APIError(.gatewayTimeout, code: "join_unreachable",
                                           "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
         }
@@ -417,6 +478,11 @@ final class Core: @unchecked Sendable {
 
     /// Everything queued for a peer goes out in as few frames as fit about 1 MiB each.
     func flush() {
+        if !snapshotSends.isEmpty { pumpSnapshots() }
+        for direct in outgoingDirect {
+            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address)
+        }
+        outgoingDirect = []
         guard !outgoing.isEmpty else { return }
         for (node, records) in outgoing {
             guard let address = members[node]?.raft else {

@@ -21,6 +21,14 @@ final class RaftEngine: Sendable {
         var reads: [Waiter] = []
         var admin: [AdminRequest] = []
         var scheduled = false
+        /// Set on shutdown: work enqueued later is refused at once instead of never running.
+        var closed = false
+
+        func refuseAll() {
+            for proposal in proposals { proposal.waiter.fail(.shuttingDown()) }
+            for waiter in reads { waiter.fail(.shuttingDown()) }
+            for request in admin { request.waiter.fail(.shuttingDown()) }
+        }
     }
 
     let id: NodeID
@@ -49,12 +57,20 @@ final class RaftEngine: Sendable {
 
     /// Appends to the inbox and makes sure one run of the loop is coming.
     func enqueue(_ update: (inout Inbox) -> Void) {
+        var refused: Inbox?
         let schedule = inbox.withLock { inbox in
+            guard !inbox.closed else {
+                var scratch = Inbox()
+                update(&scratch)
+                refused = scratch
+                return false
+            }
             update(&inbox)
             guard !inbox.scheduled else { return false }
             inbox.scheduled = true
             return true
         }
+        refused?.refuseAll()
         if schedule {
             loop.execute { [self] in
                 let batch = inbox.withLock { inbox in
@@ -66,12 +82,24 @@ final class RaftEngine: Sendable {
         }
     }
 
+    private let ticker = Mutex<RepeatedTask?>(nil)
+
     func start(tick: TimeAmount) {
         loop.execute { [core] in core.processReady() }
-        loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [core] _ in core.tick() }
+        let task = loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [core] _ in core.tick() }
+        ticker.withLock { $0 = task }
     }
 
+    /// Refuses new work, answers every waiter, closes the log, then stops the loop thread.
     func shutdown() async {
+        let pending = inbox.withLock { inbox in
+            inbox.closed = true
+            defer { inbox = Inbox(closed: true) }
+            return inbox
+        }
+        pending.refuseAll()
+        ticker.withLock { $0?.cancel() }
+        try? await loop.submit { [core] in core.close() }.get()
         try? await loopGroup.shutdownGracefully()
     }
 }

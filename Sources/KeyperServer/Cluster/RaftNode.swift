@@ -98,6 +98,8 @@ public final class RaftNode: KeyValueNode {
             return node
         } catch {
             await transport.stop()
+            store.close()
+            directory.release()
             throw error
         }
     }
@@ -111,10 +113,14 @@ public final class RaftNode: KeyValueNode {
         var identity = identity
         let selfAddresses = MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
         let fresh = wal.lastIndex == .zero && wal.hardState == HardState() && wal.snapshotMetadata.index == .zero
-        if fresh && cluster.joinURL == nil {
+        if fresh && cluster.joinURL == nil && !identity.adopted {
+            // The cluster id is recorded first: a crash before the bootstrap entry is durable
+            // bootstraps again, into the same cluster id.
+            if identity.clusterID.isEmpty {
+                identity.clusterID = randomClusterID()
+                try directory.saveIdentity(identity)
+            }
             try bootstrap(wal: wal, id: id, addresses: selfAddresses)
-            identity.clusterID = randomClusterID()
-            try directory.saveIdentity(identity)
             logger.notice("bootstrapped a new single-node cluster", metadata: ["cluster": "\(identity.clusterID)"])
         }
         let hardState = wal.hardState
@@ -203,8 +209,6 @@ public final class RaftNode: KeyValueNode {
     /// Stops peer traffic and the loop, then closes the log and the store.
     public func close() async {
         await transport.stop()
-        let core = engine.core
-        try? await engine.loop.submit { core.storage.close() }.get()
         await engine.shutdown()
         store.close()
         directory.release()

@@ -21,6 +21,12 @@ enum AdminRequest: Sendable {
     case join(node: NodeID, addresses: MemberAddresses, waiter: Waiter)
     case remove(node: NodeID, waiter: Waiter)
     case transfer(target: NodeID?, waiter: Waiter)
+
+    var waiter: Waiter {
+        switch self {
+        case .join(_, _, let waiter), .remove(_, let waiter), .transfer(_, let waiter): waiter
+        }
+    }
 }
 
 /// Turns a refusal of the core into what the client is told.
@@ -54,5 +60,9 @@ enum RaftFailure {
 extension APIError {
     static func noLeader(_ message: String) -> APIError {
         APIError(.serviceUnavailable, code: "no_leader", message)
+    }
+
+    static func shuttingDown() -> APIError {
+        APIError(.serviceUnavailable, code: "shutting_down", "the node is shutting down; retry on another node")
     }
 }

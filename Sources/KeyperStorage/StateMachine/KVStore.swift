@@ -169,8 +169,9 @@ public final class KVStore: Sendable {
     /// Used when a node that only ever bootstrapped itself is adopted by another cluster.
     public func reset() throws(SQLiteError) {
         try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
+            // A full checkpoint makes the reset durable even with synchronous=NORMAL.
             try Self.open(writer, path: path).connection.execute(
-                "BEGIN IMMEDIATE; DELETE FROM kv; DELETE FROM members; DELETE FROM meta; COMMIT;")
+                "BEGIN IMMEDIATE; DELETE FROM kv; DELETE FROM members; DELETE FROM meta; COMMIT; PRAGMA wal_checkpoint(FULL);")
         }
     }
 
