@@ -103,7 +103,9 @@ extension Core {
             // The same node joining again: still ask it, so that success means it really is
             // part of this cluster (it may have lost its data and bootstrapped alone).
         }
-        if let (other, _) = members.first(where: { $0.value.raft == addresses.raft && configuration.members.contains($0.key) }) {
+        if let (other, _) = members.first(where: {
+            $0.key != node && $0.value.raft == addresses.raft && configuration.members.contains($0.key)
+        }) {
             return waiter.fail(APIError(.conflict, code: "address_in_use", "\(addresses.raft) is already the Raft address of \(other)"))
         }
         // Ask the node first: it may hold data of its own that must not be thrown away.
