@@ -43,6 +43,7 @@ let package = Package(
                 "KeyperRaft",
                 "KeyperWire",
                 "KeyperTransport",
+                "KeyperClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -50,6 +51,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -65,6 +67,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "wal-bench", dependencies: ["KeyperRaft", "KeyperStorage"], swiftSettings: strictSettings),
+        .target(
+            name: "KeyperClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "KeyperTransport",
             dependencies: [

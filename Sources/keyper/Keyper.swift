@@ -32,6 +32,9 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("raft-addr"), help: "Address for Raft peer traffic (with --enable-raft).")
     var raftAddress = "127.0.0.1:12000"
 
+    @Option(name: .customLong("join"), help: "Ask the cluster member at this URL (e.g. http://127.0.0.1:8080) to add this node, instead of bootstrapping; retried until it answers.")
+    var joinURL: String?
+
     @Option(name: .customLong("tick-interval"), help: "Raft clock tick, e.g. 100ms.")
     var tickInterval = "100ms"
 
@@ -67,6 +70,12 @@ struct Keyper: AsyncParsableCommand {
                               ("--heartbeat-interval", heartbeatInterval), ("--request-timeout", requestTimeout)] {
             guard Self.milliseconds(value) != nil else {
                 throw ValidationError("\(flag) must be a duration like 100ms, 1s or 2m (got '\(value)')")
+            }
+        }
+        if let joinURL {
+            guard enableRaft else { throw ValidationError("--join needs --enable-raft") }
+            guard joinURL.hasPrefix("http://"), ListenAddress(parsing: String(joinURL.dropFirst(7).prefix { $0 != "/" })) != nil else {
+                throw ValidationError("--join must look like http://host:port (got '\(joinURL)')")
             }
         }
         if enableRaft {
@@ -113,6 +122,7 @@ struct Keyper: AsyncParsableCommand {
             cluster.heartbeatTicks = max(1, Self.milliseconds(heartbeatInterval)! / tickMs)
             cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
             cluster.snapshotEntries = snapshotEntries
+            cluster.joinURL = joinURL
             configuration.cluster = cluster
         }
         do {

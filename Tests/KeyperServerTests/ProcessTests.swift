@@ -190,3 +190,119 @@ struct ProcessTests {
         }
     }
 }
+
+/// Ports the kernel says are free now (bound to port 0, read back, released). A small race
+/// remains until the process binds them; the tests that use them start right away.
+func freePorts(_ count: Int) -> [Int] {
+    var sockets: [Int32] = []
+    var ports: [Int] = []
+    for _ in 0..<count {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                _ = bind(fd, raw, length)
+                _ = getsockname(fd, raw, &length)
+            }
+        }
+        ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        sockets.append(fd)
+    }
+    for fd in sockets { close(fd) }
+    return ports
+}
+
+/// Reads `/v1/status` of a process as a dictionary.
+func status(of process: KeyperProcess) async throws -> [String: Any] {
+    try await withClient(process) { client in
+        let response = try await client.execute(.init("/v1/status", method: .get))
+        let data = Data((response.body.map { Array(buffer: $0) }) ?? [])
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+}
+
+extension ProcessTests {
+    @Test("three processes: --join through a follower, kill -9 the leader, a new leader, nothing lost, rejoin")
+    func threeProcessFailover() async throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
+            return
+        }
+        try await withTemporaryDirectory { dir in
+            let ports = freePorts(6)
+            func arguments(_ index: Int, join: Int? = nil) -> [String] {
+                var arguments = ["--data-dir", "\(dir)/node\(index)", "--node-id", "node\(index)",
+                                 "--http-addr", "127.0.0.1:\(ports[index - 1])", "--enable-raft",
+                                 "--raft-addr", "127.0.0.1:\(ports[index + 2])",
+                                 "--tick-interval", "50ms", "--election-timeout", "500ms", "--heartbeat-interval", "50ms"]
+                if let join { arguments += ["--join", "http://127.0.0.1:\(ports[join - 1])"] }
+                return arguments
+            }
+            var processes: [Int: KeyperProcess] = [:]
+            defer { for process in processes.values { process.signal(SIGKILL); _ = process.waitForExit() } }
+            processes[1] = try KeyperProcess(arguments: arguments(1), logPath: dir + "/node1.log")
+            try await processes[1]!.waitUntilListening()
+            try await waitFor("node1 to lead") { (try? await status(of: processes[1]!))?["is_leader"] as? Bool == true }
+            processes[2] = try KeyperProcess(arguments: arguments(2, join: 1), logPath: dir + "/node2.log")
+            try await processes[2]!.waitUntilListening()
+            try await waitFor("node2 to join") { process2Voters(try? await status(of: processes[1]!)) == 2 }
+            // node3 asks node2, a follower, which forwards the join to the leader.
+            processes[3] = try KeyperProcess(arguments: arguments(3, join: 2), logPath: dir + "/node3.log")
+            try await processes[3]!.waitUntilListening()
+            try await waitFor("node3 to join") { process2Voters(try? await status(of: processes[1]!)) == 3 }
+
+            try await withClient(processes[1]!) { client in
+                let put = try await client.execute(.init("/v1/keys/k", method: .put, body: ByteBuffer(string: "v1")))
+                #expect(put.status == .noContent)
+            }
+            processes[1]!.signal(SIGKILL)
+            _ = processes[1]!.waitForExit()
+            let killed = ContinuousClock.now
+            var newLeader = 0
+            try await waitFor("a new leader") {
+                for index in [2, 3] {
+                    if let leader = (try? await status(of: processes[index]!))?["leader_id"] as? String, leader != "node1" {
+                        newLeader = Int(leader.dropFirst(4)) ?? 0
+                        return true
+                    }
+                }
+                return false
+            }
+            print("failover: new leader node\(newLeader) after \(ContinuousClock.now - killed)")
+            for index in [2, 3] {
+                try await withClient(processes[index]!) { client in
+                    let get = try await client.execute(.init("/v1/keys/k", method: .get))
+                    #expect(get.body.map { String(buffer: $0) } == "v1", "node\(index) lost an acknowledged write")
+                    let put = try await client.execute(.init("/v1/keys/k\(index)", method: .put, body: ByteBuffer(string: "x")))
+                    #expect(put.status == .noContent)
+                }
+            }
+            processes[1] = try KeyperProcess(arguments: arguments(1), logPath: dir + "/node1-again.log")
+            try await processes[1]!.waitUntilListening()
+            try await waitFor("the old leader to catch up") {
+                try await withClient(processes[1]!) { client in
+                    let get = try await client.execute(.init("/v1/keys/k3?consistency=stale", method: .get))
+                    return get.status == .ok
+                }
+            }
+        }
+    }
+}
+
+func process2Voters(_ status: [String: Any]?) -> Int {
+    ((status?["members"] as? [[String: Any]]) ?? []).filter { $0["role"] as? String == "voter" }.count
+}
+
+/// Polls `condition` until it holds; fails the test after `timeout` (generous: it only bounds a failure).
+func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw ProcessTestError("timed out waiting for \(what)")
+}

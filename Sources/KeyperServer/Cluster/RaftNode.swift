@@ -1,9 +1,12 @@
+import FoundationEssentials
+import KeyperClient
 import KeyperRaft
 import KeyperStorage
 import KeyperTransport
 import KeyperWire
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -30,6 +33,7 @@ public final class RaftNode: KeyValueNode {
     private let started = ContinuousClock.now
     /// The port peer traffic is accepted on (the real one when `--raft-addr` asked for port 0).
     public let raftPort: Int
+    private let joinTask = Mutex<Task<Void, Never>?>(nil)
 
     private init(configuration: NodeConfiguration, cluster: ClusterConfiguration, engine: RaftEngine, store: KVStore,
                  transport: PeerTransport, directory: DataDirectory, published: PublishedBox, metrics: NodeMetrics,
@@ -95,6 +99,9 @@ public final class RaftNode: KeyValueNode {
             logger.notice("raft node started", metadata: [
                 "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.published.state.withLock { $0.clusterID })",
             ])
+            if let url = cluster.joinURL {
+                node.joinTask.withLock { $0 = Task { await node.requestJoin(via: url) } }
+            }
             return node
         } catch {
             await transport.stop()
@@ -206,8 +213,72 @@ public final class RaftNode: KeyValueNode {
         try FileIO.syncDirectory(containing: path + "/x")
     }
 
+    /// `--join URL`: asks that node (any member: a follower forwards to its leader) to add this
+    /// one, and keeps asking, with back-off, until it says yes, or no for good (a 4xx).
+    private func requestJoin(via url: String) async {
+        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+        let body = Self.joinBody(nodeID: configuration.nodeID, raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
+        var delay = Duration.milliseconds(200)
+        while !Task.isCancelled {
+            do {
+                let result = try await HTTPRequester.send(.POST, base + "/v1/join", body: body,
+                                                          headers: [("Content-Type", "application/json")],
+                                                          timeout: .milliseconds(cluster.requestTimeoutMs + 1_000))
+                if result.status == 204 {
+                    logger.notice("joined the cluster", metadata: ["via": "\(base)"])
+                    return
+                }
+                if (400..<500).contains(result.status) {
+                    logger.critical("the cluster refused to add this node; not retrying", metadata: [
+                        "via": "\(base)", "status": "\(result.status)", "answer": "\(result.text)",
+                    ])
+                    return
+                }
+                logger.warning("join not accepted yet; retrying", metadata: ["status": "\(result.status)", "answer": "\(result.text)"])
+            } catch {
+                logger.warning("cannot reach the node to join through; retrying", metadata: ["via": "\(base)", "error": "\(error)"])
+            }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
+    }
+
+    static func joinBody(nodeID: String, raft: String, http: String?) -> [UInt8] {
+        var body = #"{"node_id":"# + JSONText.quoted(nodeID) + #","raft_addr":"# + JSONText.quoted(raft)
+        if let http, !http.isEmpty { body += #","http_addr":"# + JSONText.quoted(http) }
+        return Array((body + "}").utf8)
+    }
+
+    /// Sends a membership request to the leader's HTTP API when this node is a follower that
+    /// knows where the leader is; nil when this node should handle it itself.
+    private func forwardToLeader(_ method: HTTPMethodName, _ path: String, body: [UInt8]? = nil) async throws -> HTTPResult? {
+        let (leaderHTTP, isLeader) = published.state.withLock { state in
+            (state.status.leader.flatMap { state.members[$0]?.http }, state.status.role == .leader)
+        }
+        guard !isLeader, let leaderHTTP, let address = ListenAddress(parsing: leaderHTTP), address.port != 0 else { return nil }
+        let result: HTTPResult
+        do {
+            result = try await HTTPRequester.send(method.nio, "http://\(leaderHTTP)\(path)", body: body,
+                                                  headers: [("Content-Type", "application/json")],
+                                                  timeout: .milliseconds(cluster.requestTimeoutMs + 1_000))
+        } catch {
+            throw APIError(.badGateway, code: "leader_unreachable", "cannot reach the leader at \(leaderHTTP): \(error)")
+        }
+        guard (200..<300).contains(result.status) else {
+            let answer = try? JSONDecoder().decode(ErrorBody.self, from: Data(result.body))
+            throw APIError(.init(code: result.status), code: answer?.code ?? "leader_error", answer?.error ?? result.text)
+        }
+        return result
+    }
+
+    private struct ErrorBody: Decodable {
+        var error: String
+        var code: String
+    }
+
     /// Stops peer traffic and the loop, then closes the log and the store.
     public func close() async {
+        joinTask.withLock { $0?.cancel() }
         await transport.stop()
         await engine.shutdown()
         store.close()
@@ -272,11 +343,14 @@ public final class RaftNode: KeyValueNode {
     }
 
     public func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws {
+        let body = Self.joinBody(nodeID: nodeID, raft: raftAddress, http: httpAddress)
+        if try await forwardToLeader(.post, "/v1/join", body: body) != nil { return }
         let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "")
         try await admin { .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }
     }
 
     public func removeMember(_ nodeID: String) async throws {
+        if try await forwardToLeader(.delete, "/v1/members/\(Percent.encodePath(Array(nodeID.utf8)))") != nil { return }
         try await admin { .remove(node: NodeID(nodeID), waiter: $0) }
     }
 
@@ -336,5 +410,17 @@ final class EngineBox: Sendable {
     var engine: RaftEngine? {
         get { box.withLock { $0 } }
         set { box.withLock { $0 = newValue } }
+    }
+}
+
+/// The methods membership calls are forwarded with.
+enum HTTPMethodName {
+    case post, delete
+
+    var nio: HTTPMethod {
+        switch self {
+        case .post: .POST
+        case .delete: .DELETE
+        }
     }
 }

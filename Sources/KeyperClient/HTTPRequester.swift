@@ -1,0 +1,120 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A response as ``HTTPRequester`` returns it.
+public struct HTTPResult: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Why a request got no HTTP answer.
+public struct HTTPRequestError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A small HTTP/1.1 client: one request per connection, a deadline on the whole exchange.
+/// Enough for membership calls between nodes (`--join`, forwarding a join to the leader);
+/// load generation wants kept-alive connections and lives elsewhere.
+public enum HTTPRequester {
+    /// `url` is `http://host:port/path?query`.
+    public static func send(_ method: HTTPMethod, _ url: String, body: [UInt8]? = nil,
+                            headers: [(String, String)] = [], timeout: Duration = .seconds(5),
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> HTTPResult {
+        guard let target = Target(url) else { throw HTTPRequestError("not an http:// URL: \(url)") }
+        let promise = group.next().makePromise(of: HTTPResult.self)
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .get()
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
+                                                                         + timeout.components.attoseconds / 1_000_000_000)) {
+            promise.fail(HTTPRequestError("no answer from \(url) within \(timeout)"))
+            channel.close(promise: nil)
+        }
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: target.path)
+        head.headers.add(name: "Host", value: "\(target.host):\(target.port)")
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "Content-Length", value: String(body?.count ?? 0))
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body, !body.isEmpty {
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
+        }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        defer {
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    struct Target {
+        var host: String
+        var port: Int
+        var path: String
+
+        init?(_ url: String) {
+            guard url.hasPrefix("http://") else { return nil }
+            let rest = url.dropFirst("http://".count)
+            let authority = rest.prefix(while: { $0 != "/" })
+            let path = rest.dropFirst(authority.count)
+            guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else {
+                return nil
+            }
+            var host = String(authority[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty else { return nil }
+            self.host = host
+            self.port = port
+            self.path = path.isEmpty ? "/" : String(path)
+        }
+    }
+}
+
+/// Gathers one response and completes the promise with it.
+final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    private let promise: EventLoopPromise<HTTPResult>
+    private var result = HTTPResult(status: 0, headers: [], body: [])
+
+    init(promise: EventLoopPromise<HTTPResult>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            result.status = Int(head.status.code)
+            result.headers = head.headers.map { ($0.name, $0.value) }
+        case .body(let buffer):
+            result.body += Array(buffer: buffer)
+        case .end:
+            promise.succeed(result)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(HTTPRequestError("connection closed before a complete response"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}
