@@ -99,6 +99,9 @@ public struct ClusterConfiguration: Sendable {
     public var requestTimeoutMs = 5_000
     /// Applied entries between snapshots (`--snapshot-entries`); the log is compacted after each.
     public var snapshotEntries = 10_000
+    /// `--wal-truncate-corrupt`: on a checksum failure inside the Raft log, cut the log there
+    /// (losing what follows) instead of refusing to start.
+    public var walTruncateCorrupt = false
     /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.
     public var joinURL: String?
 

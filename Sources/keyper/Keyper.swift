@@ -47,6 +47,9 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("snapshot-entries"), help: "Applied entries between snapshots; the Raft log is compacted after each.")
     var snapshotEntries = 10_000
 
+    @Flag(name: .customLong("wal-truncate-corrupt"), help: "If the Raft log has a corrupt record (not a torn tail), cut it there and start, losing what follows, instead of refusing to start.")
+    var walTruncateCorrupt = false
+
     @Option(name: .customLong("request-timeout"), help: "How long a write or linearizable read waits for a leader and a quorum before 503.")
     var requestTimeout = "5s"
 
@@ -123,6 +126,7 @@ struct Keyper: AsyncParsableCommand {
             cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
             cluster.snapshotEntries = snapshotEntries
             cluster.joinURL = joinURL
+            cluster.walTruncateCorrupt = walTruncateCorrupt
             configuration.cluster = cluster
         }
         do {

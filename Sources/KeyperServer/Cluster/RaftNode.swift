@@ -63,9 +63,13 @@ public final class RaftNode: KeyValueNode {
         let identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
         let wal: WriteAheadLog
         do {
-            wal = try WriteAheadLog(directory: directory.walPath)
+            wal = try WriteAheadLog(directory: directory.walPath, options: WALOptions(truncateCorruptTail: cluster.walTruncateCorrupt))
         } catch {
             throw DataDirectoryError(path: directory.walPath, message: "\(error)")
+        }
+        if let corruption = wal.recoveryReport.corruption {
+            logger.critical("cut the Raft log at a corrupt record (--wal-truncate-corrupt); what followed is lost here",
+                            metadata: ["detail": "\(corruption)"])
         }
         if let torn = wal.recoveryReport.tornTail {
             logger.warning("truncated a torn write at the end of the Raft log (a crash mid-write)", metadata: ["detail": "\(torn)"])
@@ -350,8 +354,22 @@ public final class RaftNode: KeyValueNode {
     }
 
     public func removeMember(_ nodeID: String) async throws {
-        if try await forwardToLeader(.delete, "/v1/members/\(Percent.encodePath(Array(nodeID.utf8)))") != nil { return }
-        try await admin { .remove(node: NodeID(nodeID), waiter: $0) }
+        let path = "/v1/members/\(Percent.encodePath(Array(nodeID.utf8)))"
+        if try await forwardToLeader(.delete, path) != nil { return }
+        do {
+            try await admin { .remove(node: NodeID(nodeID), waiter: $0) }
+        } catch let error as APIError where error.code == "leader_transfer" {
+            // Removing the leader itself: it handed leadership over first (thesis §3.10); once
+            // the new leader is known, ask it to finish the removal.
+            let deadline = self.deadline
+            while ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(cluster.tickMs))
+                if let leader = leaderHint, leader != configuration.nodeID {
+                    if try await forwardToLeader(.delete, path) != nil { return }
+                }
+            }
+            throw error
+        }
     }
 
     public func transferLeadership(to target: String?) async throws -> String {
