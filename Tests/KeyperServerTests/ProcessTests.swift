@@ -306,3 +306,52 @@ func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () a
     }
     throw ProcessTestError("timed out waiting for \(what)")
 }
+
+extension ProcessTests {
+    @Test("a corrupt Raft log stops start-up naming the file and offset; --wal-truncate-corrupt starts anyway")
+    func corruptLog() async throws {
+        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
+            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
+            return
+        }
+        try await withTemporaryDirectory { dir in
+            let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--enable-raft", "--raft-addr", "127.0.0.1:0",
+                             "--election-timeout", "300ms", "--tick-interval", "50ms"]
+            let first = try KeyperProcess(arguments: arguments, logPath: dir + "/first.log")
+            try await first.waitUntilListening()
+            try await withClient(first) { client in
+                for i in 0..<20 {
+                    let put = try await client.execute(.init("/v1/keys/k\(i)", method: .put, body: ByteBuffer(string: "value \(i)")))
+                    #expect(put.status == .noContent)
+                }
+            }
+            first.signal(SIGTERM)
+            _ = first.waitForExit()
+
+            // Damage a byte in the middle of the log: not a torn tail, so it is corruption.
+            let walDirectory = dir + "/data/wal"
+            let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: walDirectory)
+                .filter { $0.hasSuffix(".wal") }.sorted().first)
+            let path = walDirectory + "/" + segment
+            var bytes = try #require(FileManager.default.contents(atPath: path))
+            let offset = bytes.count / 3
+            bytes[offset] ^= 0xFF
+            try bytes.write(to: URL(fileURLWithPath: path))
+
+            let refused = try KeyperProcess(arguments: arguments, logPath: dir + "/refused.log")
+            #expect(refused.waitForExit() != 0)
+            #expect(refused.log.contains(segment) && refused.log.contains("offset"), "\(refused.log)")
+            #expect(refused.log.contains("--wal-truncate-corrupt"))
+
+            let forced = try KeyperProcess(arguments: arguments + ["--wal-truncate-corrupt"], logPath: dir + "/forced.log")
+            try await forced.waitUntilListening()
+            #expect(forced.log.contains("corrupt record"))
+            try await withClient(forced) { client in
+                let put = try await client.execute(.init("/v1/keys/after", method: .put, body: ByteBuffer(string: "x")))
+                #expect(put.status == .noContent, "\(forced.log)")
+            }
+            forced.signal(SIGTERM)
+            #expect(forced.waitForExit() == 0)
+        }
+    }
+}

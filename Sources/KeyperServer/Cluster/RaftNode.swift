@@ -149,11 +149,11 @@ public final class RaftNode: KeyValueNode {
             try store.replace(with: snapshot.databasePath, durability: .normal)
             logger.notice("finished installing a snapshot interrupted by a crash", metadata: ["index": "\(logStart.index.rawValue)"])
         }
-        let applied = LogIndex(try store.appliedIndex())
-        guard applied <= storage.lastIndex else {
-            throw DataDirectoryError(path: directory.path, message:
-                "the state machine has applied index \(applied.rawValue) but the Raft log ends at \(storage.lastIndex.rawValue); the log was lost or replaced")
+        if try store.appliedIndex() > storage.lastIndex.rawValue {
+            try rewindStateMachine(store: store, storage: storage, snapshots: snapshots, directory: directory,
+                                   allowed: cluster.walTruncateCorrupt, logger: logger)
         }
+        let applied = LogIndex(try store.appliedIndex())
         var members: [NodeID: MemberAddresses] = [:]
         for record in try store.members() {
             members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress)
@@ -183,6 +183,35 @@ public final class RaftNode: KeyValueNode {
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
                         directory: directory, published: published, metrics: metrics, logger: logger,
                         raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
+    }
+
+    /// The state machine is ahead of the log: the log lost its end (an operator cut it with
+    /// `--wal-truncate-corrupt`, or it was replaced). Entries the log will now be given again
+    /// (by the leader, or new proposals) would be skipped as "already applied", so the state
+    /// machine goes back to the newest snapshot the log still continues, or to empty when the
+    /// log still starts at index 1, and the log is replayed onto it.
+    private static func rewindStateMachine(store: KVStore, storage: RaftLogStorage, snapshots: SnapshotStore,
+                                           directory: DataDirectory, allowed: Bool, logger: Logger) throws {
+        let applied = try store.appliedIndex()
+        let last = storage.lastIndex
+        guard allowed else {
+            throw DataDirectoryError(path: directory.path, message:
+                "the state machine has applied index \(applied) but the Raft log ends at \(last.rawValue); the log was lost or cut. "
+                + "Start with --wal-truncate-corrupt to rebuild the state machine from what the log and snapshots still hold")
+        }
+        let logStart = storage.snapshotMetadata.index
+        if let snapshot = snapshots.all().first(where: { $0.metadata.index <= last && $0.metadata.index >= logStart }) {
+            try store.replace(with: snapshot.databasePath, durability: .normal)
+        } else if logStart == .zero {
+            try store.reset()
+        } else {
+            throw DataDirectoryError(path: directory.path, message:
+                "the Raft log starts after index \(logStart.rawValue) and ends at \(last.rawValue), behind the state machine (\(applied)), and no snapshot bridges them")
+        }
+        let now = try store.appliedIndex()
+        logger.critical("rewound the state machine to match the cut Raft log; it will be replayed", metadata: [
+            "was_applied": "\(applied)", "now_applied": "\(now)", "log_last": "\(last.rawValue)",
+        ])
     }
 
     /// The founding entry of a single-node cluster: this node as the only voter, with its
