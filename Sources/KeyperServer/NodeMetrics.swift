@@ -21,6 +21,8 @@ public final class NodeMetrics: Sendable {
     let entriesApplied: Metrics.Counter
     let leaderChanges: Metrics.Counter
     let term: Metrics.Gauge
+    let commitIndex: Metrics.Gauge
+    let appliedIndex: Metrics.Gauge
     let snapshots: Metrics.Counter
     let snapshotDuration: Metrics.Timer
     let snapshotsInstalled: Metrics.Counter
@@ -52,6 +54,8 @@ public final class NodeMetrics: Sendable {
         entriesApplied = Metrics.Counter(label: "keyper_raft_entries_applied_total", factory: factory)
         leaderChanges = Metrics.Counter(label: "keyper_raft_leader_changes_total", factory: factory)
         term = Metrics.Gauge(label: "keyper_raft_term", factory: factory)
+        commitIndex = Metrics.Gauge(label: "keyper_raft_commit_index", factory: factory)
+        appliedIndex = Metrics.Gauge(label: "keyper_raft_applied_index", factory: factory)
         snapshots = Metrics.Counter(label: "keyper_snapshots_total", factory: factory)
         snapshotDuration = Metrics.Timer(label: "keyper_snapshot_duration_seconds", factory: factory)
         snapshotsInstalled = Metrics.Counter(label: "keyper_snapshots_installed_total", factory: factory)

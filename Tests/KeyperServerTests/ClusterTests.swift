@@ -345,3 +345,88 @@ enum ProcessInfoLevel {
         getenv("KEYPER_TEST_LOG").flatMap { Logger.Level(rawValue: String(cString: $0)) } ?? .warning
     }
 }
+
+/// Collects which writes were acknowledged, from a writer task.
+final class AcknowledgedWrites: @unchecked Sendable {
+    private let lock = NSLockLike()
+    private var keys: [String] = []
+    private var failures = 0
+
+    func record(_ key: String) { lock.locked { keys.append(key) } }
+    func fail() { lock.locked { failures += 1 } }
+    var snapshot: (keys: [String], failures: Int) { lock.locked { (keys, failures) } }
+}
+
+/// A tiny mutex for test bookkeeping.
+final class NSLockLike: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+}
+
+extension ClusterTests {
+    @Test("join, leadership transfer and removal under a steady write load lose no acknowledged write")
+    func membershipUnderLoad() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            let acknowledged = AcknowledgedWrites()
+            let stop = NSLockLike()
+            nonisolated(unsafe) var stopping = false
+            let writers = cluster.nodes.values.map { $0 }
+            let writer = Task {
+                var i = 0
+                while !stop.locked({ stopping }) {
+                    let key = "load\(i)"
+                    do {
+                        try await writers[i % writers.count].put(bytes(key), value: bytes("\(i)"))
+                        acknowledged.record(key)
+                    } catch {
+                        acknowledged.fail()  // indeterminate or refused: not counted as acknowledged
+                    }
+                    i += 1
+                }
+            }
+            // A fourth node joins, leadership moves to it, then it is removed again.
+            try await cluster.start("node4")
+            try await cluster.join("node4")
+            try await cluster.waitUntil("node4 to become a voter") { cluster in
+                guard let leader = cluster.currentLeader, let status = try? await leader.status() else { return false }
+                return status.members?.first { $0.id == "node4" }?.role == "voter"
+            }
+            let leader = try await cluster.waitForLeader()
+            _ = try await leader.transferLeadership(to: "node4")
+            let newLeader = try await cluster.waitForLeader()
+            #expect(newLeader.configuration.nodeID == "node4")
+            // Removing the leader itself: it hands leadership over first. In-process nodes have
+            // no HTTP listener to forward to, so the removal is finished on the next leader here.
+            do {
+                try await newLeader.removeMember("node4")
+            } catch let error as APIError where error.code == "leader_transfer" {
+                try await cluster.waitUntil("leadership to leave node4") { $0.currentLeader.map { $0 !== newLeader } ?? false }
+                try await cluster.waitForLeader().removeMember("node4")
+            }
+            try await cluster.waitUntil("node4 to leave") { cluster in
+                guard let leader = cluster.currentLeader, leader.configuration.nodeID != "node4",
+                      let status = try? await leader.status() else { return false }
+                return status.members?.contains { $0.id == "node4" } == false
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            stop.locked { stopping = true }
+            await writer.value
+            let (keys, failures) = acknowledged.snapshot
+            #expect(keys.count > 20, "the load should have kept writing (\(keys.count) acknowledged, \(failures) not)")
+            await cluster.stop("node4")
+            for node in cluster.nodes.values {
+                for key in keys {
+                    #expect(try await node.get(bytes(key), consistency: .linearizable) != nil, "\(key) lost on \(node.configuration.nodeID)")
+                }
+            }
+            await cluster.stopAll()
+        }
+    }
+}

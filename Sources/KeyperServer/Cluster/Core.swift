@@ -553,6 +553,8 @@ final class Core: @unchecked Sendable {
     }
 
     func publish() {
+        metrics.commitIndex.record(Int64(raw.commitIndex.rawValue))
+        metrics.appliedIndex.record(Int64(appliedIndex.rawValue))
         let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
                                    diskFull: diskFull)
