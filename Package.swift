@@ -98,7 +98,11 @@ let package = Package(
             dependencies: ["KeyperRaft", "KeyperSimulation"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "KeyperWireTests", dependencies: ["KeyperRaft", "KeyperWire"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "KeyperWireTests",
+            dependencies: ["KeyperRaft", "KeyperWire", "KeyperTestSupport"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "KeyperStorageTests",
             dependencies: ["KeyperStorage", "KeyperRaft", "KeyperWire", "KeyperTestSupport"],
@@ -108,6 +112,7 @@ let package = Package(
             name: "KeyperTransportTests",
             dependencies: [
                 "KeyperTransport",
+                "KeyperRaft",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -45,6 +45,15 @@ final class KeyperProcess: @unchecked Sendable {
 
     func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
+    /// Records an issue (never skips silently) when `swift build` has not produced the binary.
+    static func binaryIsBuilt() -> Bool {
+        guard FileManager.default.isExecutableFile(atPath: executablePath) else {
+            Issue.record("no keyper binary at \(executablePath): build it with `swift build` first")
+            return false
+        }
+        return true
+    }
+
     /// Waits for exit and returns the status.
     func waitForExit() -> Int32 {
         process.waitUntilExit()
@@ -80,10 +89,7 @@ func withClient<T>(_ process: KeyperProcess, _ body: (TestClient) async throws -
 struct ProcessTests {
     @Test("a value written survives kill -9 and a clean SIGTERM restart")
     func survivesKill() async throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath): build it with `swift build` first")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
             let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--node-id", "node1"]
             var generator = SystemRandomNumberGenerator()
@@ -123,10 +129,7 @@ struct ProcessTests {
 
     @Test("a single Raft node bootstraps, and an acknowledged write survives kill -9")
     func raftSurvivesKill() async throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
             let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--node-id", "node1",
                              "--enable-raft", "--raft-addr", "127.0.0.1:0", "--election-timeout", "300ms", "--tick-interval", "50ms"]
@@ -156,10 +159,7 @@ struct ProcessTests {
 
     @Test("a data directory is refused in the other mode, naming the problem")
     func modeMismatch() async throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
             let standalone = try KeyperProcess(arguments: ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0"],
                                                logPath: dir + "/standalone.log")
@@ -175,10 +175,7 @@ struct ProcessTests {
 
     @Test("a foreign data directory stops start-up with a message naming it")
     func foreignDataDirectory() throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try withTemporaryDirectory { dir in
             writeFile(dir + "/MANIFEST", "badger")
             let process = try KeyperProcess(arguments: ["--data-dir", dir, "--http-addr", "127.0.0.1:0"],
@@ -228,10 +225,7 @@ func status(of process: KeyperProcess) async throws -> [String: Any] {
 extension ProcessTests {
     @Test("three processes: --join through a follower, kill -9 the leader, a new leader, nothing lost, rejoin")
     func threeProcessFailover() async throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
             let ports = freePorts(6)
             func arguments(_ index: Int, join: Int? = nil) -> [String] {
@@ -310,10 +304,7 @@ func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () a
 extension ProcessTests {
     @Test("a corrupt Raft log stops start-up naming the file and offset; --wal-truncate-corrupt starts anyway")
     func corruptLog() async throws {
-        guard FileManager.default.isExecutableFile(atPath: KeyperProcess.executablePath) else {
-            Issue.record("no keyper binary at \(KeyperProcess.executablePath)")
-            return
-        }
+        guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
             let arguments = ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--enable-raft", "--raft-addr", "127.0.0.1:0",
                              "--election-timeout", "300ms", "--tick-interval", "50ms"]

@@ -1,3 +1,4 @@
+import KeyperRaft
 import KeyperTestSupport
 import Testing
 @testable import KeyperStorage
@@ -25,7 +26,7 @@ struct KVStoreTests {
     func binaryValues() throws {
         try withTemporaryDirectory { dir in
             let store = try KVStore(path: dir + "/state.db", durability: .full)
-            var generator = SplitMix(seed: 7)
+            var generator = SplitMix64(seed: 7)
             let large = (0..<(1 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             let allBytes = (0...255).map { UInt8($0) }
             try store.apply([
@@ -111,18 +112,5 @@ struct KVStoreTests {
                 "\(error)".contains("newer Keyper")
             }
         }
-    }
-}
-
-/// A tiny seeded generator for test data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,3 +1,4 @@
+import KeyperRaft
 import NIOCore
 import Testing
 @testable import KeyperTransport
@@ -34,7 +35,7 @@ struct FrameTests {
     @Test("random and truncated input never traps the decoder (seeded fuzz)")
     func fuzz() {
         let seed = UInt64.random(in: 0...UInt64.max)
-        var generator = SeededGenerator(seed: seed)
+        var generator = SplitMix64(seed: seed)
         for _ in 0..<2_000 {
             var buffer = ByteBuffer(bytes: (0..<Int.random(in: 0..<64, using: &generator)).map { _ in
                 UInt8.random(in: 0...255, using: &generator)
@@ -72,18 +73,5 @@ struct FrameTests {
         #expect(PeerAddress.split(":9") == nil)
         #expect(PeerAddress.split("host") == nil)
         #expect(PeerAddress.split("host:0") == nil)
-    }
-}
-
-/// SplitMix64: a tiny seeded generator so a failing fuzz case can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

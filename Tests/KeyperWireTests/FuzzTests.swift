@@ -1,3 +1,4 @@
+import KeyperTestSupport
 import Testing
 import KeyperRaft
 import KeyperWire

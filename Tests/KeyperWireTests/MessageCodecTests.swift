@@ -1,3 +1,4 @@
+import KeyperTestSupport
 import KeyperRaft
 import KeyperWire
 import Testing

@@ -338,6 +338,9 @@ final class Core: @unchecked Sendable {
         metrics.entriesApplied.increment(by: entries.count)
         maybeSnapshot()
         for sequence in mine { proposalWaiters.removeValue(forKey: sequence)?.succeed() }
+        if entries.contains(where: { $0.kind == .configChange }) && raw.status.configuration.voters.count == 2 {
+            logger.warning("the cluster has two voters and tolerates no failure (a majority of 2 is 2); add a third node")
+        }
         for entry in entries where entry.kind == .configChange {
             if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
                 if pending.term == entry.term { pending.waiter.succeed() } else {

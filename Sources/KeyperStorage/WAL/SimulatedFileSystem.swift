@@ -1,3 +1,4 @@
+import KeyperRaft
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,8 +90,8 @@ public final class SimulatedFileSystem: WALFileSystem {
     public func crash(keepingUnsynced unsynced: UnsyncedData = .nothing) {
         generation += 1
         lockedPaths.removeAll()
-        var rng: WALSplitMix64?
-        if case .randomPrefix(let seed) = unsynced { rng = WALSplitMix64(seed: seed) }
+        var rng: SplitMix64?
+        if case .randomPrefix(let seed) = unsynced { rng = SplitMix64(seed: seed) }
         names = durableNames
         var seen = Set<ObjectIdentifier>()
         for node in names.values where seen.insert(ObjectIdentifier(node)).inserted {
@@ -272,18 +273,5 @@ final class SimulatedLock: WALFile {
         isClosed = true
         // A lock from before a crash was already released with its process.
         if let fileSystem, fileSystem.generation == generation { fileSystem.lockedPaths.remove(path) }
-    }
-}
-
-/// WALSplitMix64, for the seeded torn-write model.
-struct WALSplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
