@@ -102,6 +102,8 @@ public struct ClusterConfiguration: Sendable {
     /// `--wal-truncate-corrupt`: on a checksum failure inside the Raft log, cut the log there
     /// (losing what follows) instead of refusing to start.
     public var walTruncateCorrupt = false
+    /// `--enable-fault-injection`: accept `POST /v1/debug/faults` (tests only).
+    public var faultInjection = false
     /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.
     public var joinURL: String?
 

@@ -50,6 +50,11 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             return Response(status: .noContent)
         }
         router.post("/v1/leader/transfer") { request, _ in try await transfer(request) }
+        router.post("/v1/debug/faults") { request, _ in try await faults(request) }
+        router.delete("/v1/debug/faults") { _, _ in
+            try node.setFaults(dropTo: [], dropFrom: [])
+            return Response(status: .noContent)
+        }
         return router
     }
 
@@ -195,6 +200,28 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         return try Self.json(["leader": leader])
     }
 
+    private struct FaultsRequest: Decodable {
+        var dropTo: [String]?
+        var dropFrom: [String]?
+        enum CodingKeys: String, CodingKey {
+            case dropTo = "drop_to", dropFrom = "drop_from"
+        }
+    }
+
+    /// Test-only partitions: `{"drop_to": ["node2"], "drop_from": ["node2"]}` cuts this node
+    /// off from node2 in both directions; `DELETE` heals.
+    private func faults(_ request: Request) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        let faults: FaultsRequest
+        do {
+            faults = try JSONDecoder().decode(FaultsRequest.self, from: Data(buffer: body))
+        } catch {
+            throw APIError.badRequest("invalid_request", #"expected JSON {"drop_to": [node ids], "drop_from": [node ids]}"#)
+        }
+        try node.setFaults(dropTo: Set(faults.dropTo ?? []), dropFrom: Set(faults.dropFrom ?? []))
+        return Response(status: .noContent)
+    }
+
     // MARK: Status
 
     private func status() async throws -> Response {
@@ -254,7 +281,7 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
     /// A route name for metrics: a fixed set, so keys never become label values.
     static func routeLabel(path: String) -> String {
         switch path {
-        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/v1/leader/transfer", "/metrics": path
+        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/v1/leader/transfer", "/v1/debug/faults", "/metrics": path
         default:
             if path.hasPrefix("/v1/keys/") { "/v1/keys/{key}" }
             else if path.hasPrefix("/v1/members/") { "/v1/members/{id}" }
@@ -285,6 +312,7 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         case "/v1/keys": [.get, .head]
         case "/v1/status", "/v1/health", "/metrics": [.get, .head]
         case "/v1/join", "/v1/leader/transfer": [.post]
+        case "/v1/debug/faults": [.post, .delete]
         default:
             if path.hasPrefix("/v1/keys/") { [.get, .head, .put, .delete] }
             else if path.hasPrefix("/v1/members/") { [.delete] }

@@ -79,6 +79,8 @@ public protocol KeyValueNode: Sendable {
     func removeMember(_ nodeID: String) async throws
     /// Moves leadership (`POST /v1/leader/transfer`); returns the new leader's id.
     func transferLeadership(to target: String?) async throws -> String
+    /// Test-only: drops peer traffic to and from the named nodes (`POST /v1/debug/faults`).
+    func setFaults(dropTo: Set<String>, dropFrom: Set<String>) throws
 }
 
 extension KeyValueNode {
@@ -95,9 +97,18 @@ extension KeyValueNode {
     public func transferLeadership(to target: String?) async throws -> String {
         throw APIError.raftDisabled()
     }
+
+    public func setFaults(dropTo: Set<String>, dropFrom: Set<String>) throws {
+        throw APIError.faultInjectionDisabled()
+    }
 }
 
 extension APIError {
+    static func faultInjectionDisabled() -> APIError {
+        APIError(.forbidden, code: "fault_injection_disabled",
+                 "fault injection is for tests; start the node with --enable-raft --enable-fault-injection to use it")
+    }
+
     static func raftDisabled() -> APIError {
         APIError(.conflict, code: "raft_disabled", "this node runs without Raft (start it with --enable-raft to form a cluster)")
     }

@@ -43,6 +43,23 @@ public final class PeerTransport: Sendable {
     let receiver: Receiver
     private let state = Mutex(State())
     let counters = Mutex(Counters())
+    /// Test-only network faults (`--enable-fault-injection`): frames to and from these peers
+    /// are dropped, as a partition would.
+    public struct Faults: Sendable, Equatable {
+        public var dropTo: Set<String> = []
+        public var dropFrom: Set<String> = []
+        public init(dropTo: Set<String> = [], dropFrom: Set<String> = []) {
+            self.dropTo = dropTo
+            self.dropFrom = dropFrom
+        }
+    }
+    private let faultsBox = Mutex(Faults())
+
+    public var faults: Faults {
+        get { faultsBox.withLock { $0 } }
+        set { faultsBox.withLock { $0 = newValue } }
+    }
+
     /// Announced in every new connection's handshake; a node learns it when it joins a cluster.
     private let clusterIDBox = Mutex("")
 
@@ -123,6 +140,7 @@ public final class PeerTransport: Sendable {
     /// Queues `frame` for `peer` at `address`, connecting (or reconnecting) as needed.
     /// Never blocks; drops (and counts) when the peer's queue is full.
     public func send(_ frame: ByteBuffer, to peer: String, address: String) {
+        if faultsBox.withLock({ $0.dropTo.contains(peer) }) { return count { $0.framesDropped += 1 } }
         let outbound = state.withLock { state -> OutboundPeer? in
             guard !state.stopped else { return nil }
             if let existing = state.peers[peer], existing.address == address { return existing }
@@ -194,6 +212,7 @@ final class InboundPeerHandler: ChannelInboundHandler {
             }
             return
         }
+        if transport.faults.dropFrom.contains(peer.nodeID) { return }
         transport.count { $0.framesReceived += 1 }
         do {
             try transport.receiver(peer, frame)

@@ -50,6 +50,9 @@ struct Keyper: AsyncParsableCommand {
     @Flag(name: .customLong("wal-truncate-corrupt"), help: "If the Raft log has a corrupt record (not a torn tail), cut it there and start, losing what follows, instead of refusing to start.")
     var walTruncateCorrupt = false
 
+    @Flag(name: .customLong("enable-fault-injection"), help: "Tests only: accept POST /v1/debug/faults, which drops peer traffic to simulate partitions.")
+    var enableFaultInjection = false
+
     @Option(name: .customLong("request-timeout"), help: "How long a write or linearizable read waits for a leader and a quorum before 503.")
     var requestTimeout = "5s"
 
@@ -127,6 +130,7 @@ struct Keyper: AsyncParsableCommand {
             cluster.snapshotEntries = snapshotEntries
             cluster.joinURL = joinURL
             cluster.walTruncateCorrupt = walTruncateCorrupt
+            cluster.faultInjection = enableFaultInjection
             configuration.cluster = cluster
         }
         do {

@@ -14,16 +14,19 @@ final class TestCluster: @unchecked Sendable {
     private var ports: [String: Int] = [:]
     let tickMs: Int
     let snapshotEntries: Int
+    let faultInjection: Bool
 
-    init(root: String, tickMs: Int = 20, snapshotEntries: Int = 10_000) {
+    init(root: String, tickMs: Int = 20, snapshotEntries: Int = 10_000, faultInjection: Bool = false) {
         self.root = root
         self.tickMs = tickMs
         self.snapshotEntries = snapshotEntries
+        self.faultInjection = faultInjection
     }
 
     /// `count` nodes: node1 bootstraps, the others join it the prototype's way.
-    static func make(_ count: Int, root: String, snapshotEntries: Int = 10_000) async throws -> TestCluster {
-        let cluster = TestCluster(root: root, snapshotEntries: snapshotEntries)
+    static func make(_ count: Int, root: String, snapshotEntries: Int = 10_000,
+                     faultInjection: Bool = false) async throws -> TestCluster {
+        let cluster = TestCluster(root: root, snapshotEntries: snapshotEntries, faultInjection: faultInjection)
         try await cluster.start("node1")
         _ = try await cluster.waitForLeader()
         for index in 2...max(2, count) where index <= count {
@@ -50,6 +53,7 @@ final class TestCluster: @unchecked Sendable {
         cluster.heartbeatTicks = 2
         cluster.requestTimeoutMs = 3_000
         cluster.snapshotEntries = snapshotEntries
+        cluster.faultInjection = faultInjection
         cluster.joinURL = joining ? "http://test" : nil
         configuration.cluster = cluster
         return configuration
@@ -80,8 +84,10 @@ final class TestCluster: @unchecked Sendable {
         try await leader.join(nodeID: name, raftAddress: address(name), httpAddress: nil)
     }
 
-    var currentLeader: RaftNode? {
-        nodes.values.first { node in node.published.state.withLock { $0.status.role == .leader } }
+    var currentLeader: RaftNode? { currentLeader { _ in true } }
+
+    func currentLeader(where accept: (RaftNode) -> Bool) -> RaftNode? {
+        nodes.values.first { node in accept(node) && node.published.state.withLock { $0.status.role == .leader } }
     }
 
     func waitForLeader() async throws -> RaftNode {
@@ -426,6 +432,36 @@ extension ClusterTests {
                     #expect(try await node.get(bytes(key), consistency: .linearizable) != nil, "\(key) lost on \(node.configuration.nodeID)")
                 }
             }
+            await cluster.stopAll()
+        }
+    }
+}
+
+extension ClusterTests {
+    @Test("an isolated leader steps down and serves no linearizable read; the majority elects a new one; healing rejoins it")
+    func partitionedLeader() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root, faultInjection: true)
+            let old = try await cluster.waitForLeader()
+            try await old.put(bytes("p"), value: bytes("before"))
+            let others = cluster.nodes.keys.filter { $0 != old.configuration.nodeID }
+            try old.setFaults(dropTo: Set(others), dropFrom: Set(others))
+            for name in others { try cluster.nodes[name]!.setFaults(dropTo: [old.configuration.nodeID], dropFrom: [old.configuration.nodeID]) }
+
+            try await cluster.waitUntil("a new leader among the majority") { cluster in
+                cluster.nodes.values.contains { $0 !== old && $0.published.state.withLock { $0.status.role == .leader } }
+            }
+            let newLeader = cluster.currentLeader { $0 !== old }!
+            try await newLeader.put(bytes("p"), value: bytes("after"))
+            // The old leader must not answer a linearizable read from its stale copy.
+            await #expect(throws: APIError.self) { _ = try await old.get(bytes("p"), consistency: .linearizable) }
+            #expect(try await old.get(bytes("p"), consistency: .stale) == bytes("before"))
+
+            for node in cluster.nodes.values { try node.setFaults(dropTo: [], dropFrom: []) }
+            try await cluster.waitUntil("the old leader to catch up") { _ in
+                (try? await old.get(bytes("p"), consistency: .stale)) == bytes("after")
+            }
+            #expect(try await old.get(bytes("p"), consistency: .linearizable) == bytes("after"))
             await cluster.stopAll()
         }
     }

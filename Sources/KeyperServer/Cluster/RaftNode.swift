@@ -412,6 +412,14 @@ public final class RaftNode: KeyValueNode {
         throw APIError(.serviceUnavailable, code: "timeout", "leadership did not move within the request timeout")
     }
 
+    public func setFaults(dropTo: Set<String>, dropFrom: Set<String>) throws {
+        guard cluster.faultInjection else { throw APIError.faultInjectionDisabled() }
+        transport.faults = PeerTransport.Faults(dropTo: dropTo, dropFrom: dropFrom)
+        logger.warning("fault injection: peer traffic dropped", metadata: [
+            "to": "\(dropTo.sorted())", "from": "\(dropFrom.sorted())",
+        ])
+    }
+
     public func status() async throws -> NodeStatus {
         let state = published.state.withLock { $0 }
         let keys: Int
