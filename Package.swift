@@ -31,6 +31,7 @@ let package = Package(
             name: "keyper",
             dependencies: [
                 "KeyperServer",
+                "KeyperVerify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,6 +73,16 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "KeyperVerify",
+            dependencies: [
+                "KeyperClient",
+                "KeyperRaft",
+                "KeyperSimulation",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
@@ -123,6 +134,8 @@ let package = Package(
             dependencies: [
                 "KeyperServer",
                 "KeyperTestSupport",
+                "KeyperVerify",
+                "KeyperSimulation",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

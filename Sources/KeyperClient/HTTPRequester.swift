@@ -31,8 +31,10 @@ public enum HTTPRequester {
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> HTTPResult {
         guard let target = Target(url) else { throw HTTPRequestError("not an http:// URL: \(url)") }
         let promise = group.next().makePromise(of: HTTPResult.self)
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(timeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -42,8 +44,12 @@ public enum HTTPRequester {
             }
             .connect(host: target.host, port: target.port)
             .get()
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                                                                         + timeout.components.attoseconds / 1_000_000_000)) {
+        } catch {
+            // Every promise is completed, also when the connection never came up.
+            promise.fail(error)
+            throw error
+        }
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
             promise.fail(HTTPRequestError("no answer from \(url) within \(timeout)"))
             channel.close(promise: nil)
         }

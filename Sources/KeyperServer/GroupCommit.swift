@@ -1,3 +1,4 @@
+import KeyperClient
 import HTTPTypes
 import KeyperStorage
 import NIOPosix

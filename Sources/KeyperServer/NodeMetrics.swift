@@ -1,3 +1,4 @@
+import KeyperClient
 import Metrics
 import Prometheus
 import Synchronization
@@ -81,12 +82,5 @@ public final class NodeMetrics: Sendable {
     /// The Prometheus text exposition of every metric.
     public func exposition() -> [UInt8] {
         registry.emitToBuffer()
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

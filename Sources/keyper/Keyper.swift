@@ -14,7 +14,8 @@ struct Keyper: AsyncParsableCommand {
               curl -X PUT localhost:8080/v1/keys/foo -d hello
               curl localhost:8080/v1/keys/foo
             """,
-        version: KeyperVersion.current)
+        version: KeyperVersion.current,
+        subcommands: [Verify.self])
 
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data; created when absent.")
     var dataDirectory = "./keyper-data"

@@ -1,3 +1,4 @@
+import KeyperClient
 import KeyperRaft
 import KeyperStorage
 import KeyperTransport

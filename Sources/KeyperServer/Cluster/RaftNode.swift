@@ -383,7 +383,7 @@ public final class RaftNode: KeyValueNode {
     }
 
     public func removeMember(_ nodeID: String) async throws {
-        let path = "/v1/members/\(Percent.encodePath(Array(nodeID.utf8)))"
+        let path = "/v1/members/\(KeyPath.encode(Array(nodeID.utf8)))"
         if try await forwardToLeader(.delete, path) != nil { return }
         do {
             try await admin { .remove(node: NodeID(nodeID), waiter: $0) }

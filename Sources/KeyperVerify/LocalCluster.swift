@@ -1,0 +1,121 @@
+import KeyperClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `keyper` processes on loopback for `keyper verify --local-cluster N`: started, killed,
+/// paused and restarted by the nemesis. Every process it starts, it stops.
+final class LocalCluster: @unchecked Sendable {
+    struct Node {
+        var id: String
+        var httpPort: Int
+        var raftPort: Int
+        var arguments: [String]
+        var pid: pid_t = 0
+        var paused = false
+    }
+
+    let binary: String
+    let directory: String
+    private(set) var nodes: [Node] = []
+
+    init(binary: String, directory: String, size: Int) {
+        self.binary = binary
+        self.directory = directory
+        let ports = Self.freePorts(size * 2)
+        for index in 0..<size {
+            let id = "node\(index + 1)"
+            var arguments = [
+                "--data-dir", "\(directory)/\(id)", "--node-id", id, "--http-addr", "127.0.0.1:\(ports[index])",
+                "--enable-raft", "--raft-addr", "127.0.0.1:\(ports[size + index])", "--enable-fault-injection",
+                "--tick-interval", "50ms", "--election-timeout", "500ms", "--heartbeat-interval", "50ms",
+                "--request-timeout", "2s", "--snapshot-entries", "500", "--log-level", "notice",
+            ]
+            if index > 0 { arguments += ["--join", "http://127.0.0.1:\(ports[0])"] }
+            nodes.append(Node(id: id, httpPort: ports[index], raftPort: ports[size + index], arguments: arguments))
+        }
+    }
+
+    var endpoints: [String] { nodes.map { "http://127.0.0.1:\($0.httpPort)" } }
+
+    func start(_ index: Int) throws {
+        let log = "\(directory)/\(nodes[index].id).log"
+        let pid = try Self.spawn(binary, arguments: nodes[index].arguments, logPath: log)
+        nodes[index].pid = pid
+        nodes[index].paused = false
+    }
+
+    func kill(_ index: Int) {
+        guard nodes[index].pid > 0 else { return }
+        Glibc.kill(nodes[index].pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(nodes[index].pid, &status, 0)
+        nodes[index].pid = 0
+    }
+
+    func pause(_ index: Int) {
+        guard nodes[index].pid > 0 else { return }
+        Glibc.kill(nodes[index].pid, SIGSTOP)
+        nodes[index].paused = true
+    }
+
+    func resume(_ index: Int) {
+        guard nodes[index].pid > 0 else { return }
+        Glibc.kill(nodes[index].pid, SIGCONT)
+        nodes[index].paused = false
+    }
+
+    /// Stops every process this cluster started (a paused one is resumed so it can die).
+    func stopAll() {
+        for index in nodes.indices where nodes[index].pid > 0 {
+            if nodes[index].paused { resume(index) }
+            kill(index)
+        }
+    }
+
+    // MARK: Processes
+
+    static func spawn(_ path: String, arguments: [String], logPath: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        guard rc == 0 else { throw VerifyError("cannot start \(path): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
+    /// Ports free right now (bound to 0 and released); a small race remains until the nodes bind.
+    static func freePorts(_ count: Int) -> [Int] {
+        var sockets: [Int32] = []
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                    _ = bind(fd, raw, length)
+                    _ = getsockname(fd, raw, &length)
+                }
+            }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+            sockets.append(fd)
+        }
+        for fd in sockets { close(fd) }
+        return ports
+    }
+}
+
+public struct VerifyError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,378 @@
+import FoundationEssentials
+import KeyperClient
+import KeyperRaft
+import KeyperSimulation
+import NIOHTTP1
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The faults the nemesis can inflict on a local cluster.
+public enum Fault: String, CaseIterable, Sendable {
+    /// `kill -9` a node (the leader half the time), then restart it.
+    case kill
+    /// SIGSTOP a node (the leader half the time) for longer than an election timeout, then SIGCONT.
+    case pause
+    /// Cut the leader off from every other node (both directions) while clients still reach it.
+    case partition
+}
+
+/// What `keyper verify` runs.
+public struct VerifyOptions: Sendable {
+    /// HTTP URLs of the nodes to test; empty with ``localCluster``.
+    public var endpoints: [String] = []
+    /// Start this many nodes of `binary` in a temporary directory and break them.
+    public var localCluster: Int?
+    public var binary: String = "/proc/self/exe"
+    public var duration: Duration = .seconds(30)
+    public var clients = 6
+    public var keys = 4
+    /// Every key the workload touches starts with this; nothing else is read or written.
+    public var prefix = "keyper-verify/"
+    public var faults: Set<Fault> = Set(Fault.allCases)
+    public var historyPath: String?
+    public var seed: UInt64 = UInt64.random(in: 0...UInt64.max)
+
+    public init() {}
+}
+
+/// What a run found.
+public struct VerifySummary: Sendable, CustomStringConvertible {
+    public var operations = 0
+    public var ok = 0
+    public var failed = 0
+    public var indeterminate = 0
+    public var faults: [Fault: Int] = [:]
+    public var linearizable = true
+    public var failingKey: String?
+    public var lostWrites: [String] = []
+    public var historyPath: String?
+    public var seed: UInt64 = 0
+
+    public var passed: Bool { linearizable && lostWrites.isEmpty }
+
+    public var description: String {
+        var lines = [
+            "operations: \(operations) (ok \(ok), failed \(failed), indeterminate \(indeterminate))",
+            "faults: " + (faults.isEmpty ? "none" : Fault.allCases.compactMap { fault in
+                faults[fault].map { "\(fault.rawValue) \($0)" }
+            }.joined(separator: ", ")),
+            "linearizable: " + (linearizable ? "yes" : "NO (key \(failingKey ?? "?"))"),
+            "lost acknowledged writes: " + (lostWrites.isEmpty ? "none" : lostWrites.prefix(5).joined(separator: "; ")),
+            "seed: \(seed)",
+        ]
+        if let historyPath { lines.append("history: \(historyPath)") }
+        lines.append("verdict: " + (passed ? "PASS" : "FAIL"))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Records every client operation: a workload of reads, writes of unique values and deletes
+/// on a few keys, sent to random nodes; a nemesis breaking a local cluster meanwhile; then a
+/// linearizability check per key (Wing & Gong, as in the simulator) and a lost-write check.
+public final class Verifier: Sendable {
+    let options: VerifyOptions
+    private let started = ContinuousClock.now
+    private let history = Mutex<[KVOperation]>([])
+    private let log: @Sendable (String) -> Void
+
+    public init(options: VerifyOptions, log: @escaping @Sendable (String) -> Void = { print($0) }) {
+        self.options = options
+        self.log = log
+    }
+
+    var now: UInt64 { UInt64((ContinuousClock.now - started).nanoseconds) }
+
+    public func run() async throws -> VerifySummary {
+        var summary = VerifySummary()
+        summary.seed = options.seed
+        var cluster: LocalCluster?
+        var endpoints = options.endpoints
+        var temporary: String?
+        if let size = options.localCluster {
+            let directory = try Self.makeTemporaryDirectory()
+            temporary = directory
+            let local = LocalCluster(binary: options.binary, directory: directory, size: size)
+            cluster = local
+            log("starting a local cluster of \(size) in \(directory)")
+            do {
+                try await startCluster(local)
+            } catch {
+                local.stopAll()
+                throw error
+            }
+            endpoints = local.endpoints
+        }
+        guard !endpoints.isEmpty else { throw VerifyError("no endpoints: give --endpoints or --local-cluster") }
+        defer { cluster?.stopAll() }
+
+        let deadline = ContinuousClock.now + options.duration
+        let endpointsFixed = endpoints
+        try await withThrowingTaskGroup(of: [Fault: Int].self) { group in
+            for client in 0..<options.clients {
+                group.addTask { await self.client(client, endpoints: endpointsFixed, until: deadline); return [:] }
+            }
+            if let cluster, !options.faults.isEmpty {
+                group.addTask { try await self.nemesis(cluster, until: deadline) }
+            }
+            for try await counts in group { summary.faults.merge(counts, uniquingKeysWith: +) }
+        }
+        if let cluster { try await heal(cluster) }
+        try await finalReads(endpoints: endpoints)
+
+        let operations = history.withLock { $0 }
+        summary.operations = operations.count
+        summary.ok = operations.filter { $0.outcome == .ok }.count
+        summary.failed = operations.filter { $0.outcome == .failed }.count
+        summary.indeterminate = operations.filter { $0.outcome == .indeterminate }.count
+        log("checking \(operations.count) operations")
+        let result = LinearizabilityChecker.check(operations)
+        summary.linearizable = result.isLinearizable
+        summary.failingKey = result.failingKey
+        summary.lostWrites = Self.lostWrites(operations)
+        let path = options.historyPath ?? (temporary ?? "/tmp") + "/history.jsonl"
+        try Self.write(operations, to: path)
+        summary.historyPath = path
+        return summary
+    }
+
+    // MARK: Workload
+
+    private func client(_ number: Int, endpoints: [String], until deadline: ContinuousClock.Instant) async {
+        var random = SplitMix64(seed: options.seed &+ UInt64(number) &* 0x9E37_79B9)
+        var sequence = 0
+        while ContinuousClock.now < deadline {
+            let key = options.prefix + "k\(random.next(below: options.keys))"
+            let endpoint = endpoints[random.next(below: endpoints.count)]
+            let roll = random.next(below: 10)
+            if roll < 5 {
+                await read(key, at: endpoint)
+            } else if roll < 9 {
+                sequence += 1
+                await mutate(key, value: "c\(number)-\(sequence)", at: endpoint)
+            } else {
+                await mutate(key, value: nil, at: endpoint)
+            }
+        }
+    }
+
+    private func url(_ endpoint: String, _ key: String) -> String {
+        endpoint + "/v1/keys/" + KeyPath.encode(Array(key.utf8))
+    }
+
+    private func read(_ key: String, at endpoint: String) async {
+        let call = now
+        var operation = KVOperation(key: key, kind: .read, value: nil, callTime: call, returnTime: 0, outcome: .indeterminate)
+        if let result = try? await HTTPRequester.send(.GET, url(endpoint, key), timeout: .seconds(4)) {
+            if result.status == 200 {
+                operation.outcome = .ok
+                operation.value = result.text
+            } else if result.status == 404 {
+                operation.outcome = .ok
+            }
+        }
+        operation.returnTime = now
+        record(operation)
+    }
+
+    private func mutate(_ key: String, value: String?, at endpoint: String) async {
+        let call = now
+        var operation = KVOperation(key: key, kind: value == nil ? .delete : .write, value: value, callTime: call,
+                                    returnTime: 0, outcome: .indeterminate)
+        do {
+            let result = try await HTTPRequester.send(value == nil ? .DELETE : .PUT, url(endpoint, key),
+                                                      body: value.map { Array($0.utf8) }, timeout: .seconds(4))
+            // 2xx: applied. 4xx: refused before it was proposed. 5xx: unknown.
+            if (200..<300).contains(result.status) { operation.outcome = .ok }
+            else if (400..<500).contains(result.status) { operation.outcome = .failed }
+        } catch {
+            // No answer: unknown, the write may have been applied.
+        }
+        operation.returnTime = now
+        record(operation)
+    }
+
+    private func record(_ operation: KVOperation) {
+        history.withLock { $0.append(operation) }
+    }
+
+    /// After the faults: every key read once more, linearizably, so a lost write shows.
+    private func finalReads(endpoints: [String]) async throws {
+        for index in 0..<options.keys {
+            let key = options.prefix + "k\(index)"
+            var done = false
+            for attempt in 0..<40 where !done {
+                let endpoint = endpoints[attempt % endpoints.count]
+                let call = now
+                if let result = try? await HTTPRequester.send(.GET, url(endpoint, key), timeout: .seconds(4)),
+                   result.status == 200 || result.status == 404 {
+                    record(KVOperation(key: key, kind: .read, value: result.status == 200 ? result.text : nil,
+                                       callTime: call, returnTime: now, outcome: .ok))
+                    done = true
+                } else {
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+            }
+            guard done else { throw VerifyError("no node answered a final read of \(key)") }
+        }
+    }
+
+    // MARK: Nemesis
+
+    private func startCluster(_ cluster: LocalCluster) async throws {
+        try cluster.start(0)
+        try await waitFor("node1 to lead") { await self.leader(of: cluster) == 0 }
+        for index in 1..<cluster.nodes.count {
+            try cluster.start(index)
+            try await waitFor("node\(index + 1) to join") { await self.voters(of: cluster) == index + 1 }
+        }
+        log("cluster up: \(cluster.endpoints.joined(separator: " "))")
+    }
+
+    private func nemesis(_ cluster: LocalCluster, until deadline: ContinuousClock.Instant) async throws -> [Fault: Int] {
+        var random = SplitMix64(seed: options.seed ^ 0xFA17)
+        var counts: [Fault: Int] = [:]
+        let faults = Fault.allCases.filter { options.faults.contains($0) }
+        while ContinuousClock.now + .seconds(4) < deadline {
+            try await Task.sleep(for: .milliseconds(500 + random.next(below: 1_500)))
+            let leader = await self.leader(of: cluster)
+            let victim = (random.next(below: 2) == 0 ? leader : nil) ?? random.next(below: cluster.nodes.count)
+            let fault = faults[random.next(below: faults.count)]
+            log("nemesis: \(fault.rawValue) \(cluster.nodes[victim].id)\(victim == leader ? " (leader)" : "")")
+            switch fault {
+            case .kill:
+                cluster.kill(victim)
+                try await Task.sleep(for: .milliseconds(500 + random.next(below: 1_500)))
+                try cluster.start(victim)
+            case .pause:
+                cluster.pause(victim)
+                // Longer than an election timeout (500 ms): a paused leader is replaced, and
+                // when it wakes it must not serve a stale read.
+                try await Task.sleep(for: .milliseconds(1_200 + random.next(below: 1_000)))
+                cluster.resume(victim)
+            case .partition:
+                try await isolate(victim, in: cluster)
+                try await Task.sleep(for: .milliseconds(1_500 + random.next(below: 1_500)))
+                try await healNetwork(cluster)
+            }
+            counts[fault, default: 0] += 1
+            try await waitFor("a leader after \(fault.rawValue)") { await self.leader(of: cluster) != nil }
+        }
+        return counts
+    }
+
+    private func isolate(_ victim: Int, in cluster: LocalCluster) async throws {
+        let others = cluster.nodes.indices.filter { $0 != victim }.map { cluster.nodes[$0].id }
+        try await setFaults(cluster, victim, drop: others)
+        for index in cluster.nodes.indices where index != victim {
+            try await setFaults(cluster, index, drop: [cluster.nodes[victim].id])
+        }
+    }
+
+    private func setFaults(_ cluster: LocalCluster, _ index: Int, drop: [String]) async throws {
+        let list = drop.map { "\"\($0)\"" }.joined(separator: ",")
+        let body = Array(#"{"drop_to":[\#(list)],"drop_from":[\#(list)]}"#.utf8)
+        _ = try? await HTTPRequester.send(.POST, cluster.endpoints[index] + "/v1/debug/faults", body: body,
+                                          headers: [("Content-Type", "application/json")], timeout: .seconds(2))
+    }
+
+    private func healNetwork(_ cluster: LocalCluster) async throws {
+        for endpoint in cluster.endpoints {
+            _ = try? await HTTPRequester.send(.DELETE, endpoint + "/v1/debug/faults", timeout: .seconds(2))
+        }
+    }
+
+    /// Ends every fault: processes running and resumed, the network whole, a leader elected.
+    private func heal(_ cluster: LocalCluster) async throws {
+        for index in cluster.nodes.indices {
+            if cluster.nodes[index].pid == 0 { try cluster.start(index) }
+            if cluster.nodes[index].paused { cluster.resume(index) }
+        }
+        try await healNetwork(cluster)
+        try await waitFor("a leader once healed") { await self.leader(of: cluster) != nil }
+    }
+
+    private struct StatusBody: Decodable {
+        var is_leader: Bool?
+        var leader_id: String?
+        var members: [Member]?
+        struct Member: Decodable { var role: String }
+    }
+
+    private func status(_ endpoint: String) async -> StatusBody? {
+        guard let result = try? await HTTPRequester.send(.GET, endpoint + "/v1/status", timeout: .seconds(1)),
+              result.status == 200 else { return nil }
+        return try? JSONDecoder().decode(StatusBody.self, from: Data(result.body))
+    }
+
+    /// The index of the node that says it leads (and that a follower agrees with), if any.
+    private func leader(of cluster: LocalCluster) async -> Int? {
+        for (index, node) in cluster.nodes.enumerated() where node.pid > 0 && !node.paused {
+            if await status(cluster.endpoints[index])?.is_leader == true { return index }
+        }
+        return nil
+    }
+
+    private func voters(of cluster: LocalCluster) async -> Int {
+        guard let leader = await leader(of: cluster), let status = await status(cluster.endpoints[leader]) else { return 0 }
+        return status.members?.filter { $0.role == "voter" }.count ?? 0
+    }
+
+    /// Polls `condition` until it holds; gives up after a generous timeout that only bounds a failure.
+    private func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () async -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw VerifyError("timed out waiting for \(what)")
+    }
+
+    // MARK: Checks
+
+    /// Acknowledged writes that nothing could have overwritten, yet the final read does not show:
+    /// the write was the last change to its key, so the final value must be its value.
+    static func lostWrites(_ operations: [KVOperation]) -> [String] {
+        var lost: [String] = []
+        let byKey = Dictionary(grouping: operations, by: \.key)
+        for (key, operations) in byKey {
+            guard let final = operations.filter({ $0.kind == .read && $0.outcome == .ok }).max(by: { $0.callTime < $1.callTime })
+            else { continue }
+            let mutations = operations.filter { $0.kind != .read && $0.outcome != .failed }
+            for write in mutations where write.kind == .write && write.outcome == .ok && write.returnTime < final.callTime {
+                // Could anything else be ordered after it? Only a mutation that had not returned
+                // before this write was called (an indeterminate one may land any time later).
+                let overwritable = mutations.contains { other in
+                    other.callTime != write.callTime && (other.outcome == .indeterminate || other.returnTime > write.callTime)
+                        && !(other.kind == write.kind && other.value == write.value)
+                }
+                if !overwritable && final.value != write.value {
+                    lost.append("\(key)=\(write.value ?? "") (final read: \(final.value ?? "absent"))")
+                }
+            }
+        }
+        return lost
+    }
+
+    static func write(_ operations: [KVOperation], to path: String) throws {
+        var text = ""
+        for operation in operations.sorted(by: { $0.callTime < $1.callTime }) {
+            let value = operation.value.map { "\"\($0)\"" } ?? "null"
+            text += #"{"key":"\#(operation.key)","kind":"\#(operation.kind)","value":\#(value),"call_ns":\#(operation.callTime),"return_ns":\#(operation.returnTime),"outcome":"\#(operation.outcome)"}"# + "\n"
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw VerifyError("cannot write the history to \(path)") }
+        defer { close(fd) }
+        _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+    }
+
+    static func makeTemporaryDirectory() throws -> String {
+        var template = Array("/tmp/keyper-verify-XXXXXX".utf8CString)
+        return try template.withUnsafeMutableBufferPointer { buffer in
+            guard let result = mkdtemp(buffer.baseAddress!) else { throw VerifyError("cannot create a temporary directory") }
+            return String(cString: result)
+        }
+    }
+}
