@@ -100,6 +100,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(
             name: "KeyperTestSupport",
+            dependencies: ["KeyperVerify"],
             path: "Tests/KeyperTestSupport",
             swiftSettings: strictSettings
         ),
@@ -123,6 +124,7 @@ let package = Package(
             name: "KeyperTransportTests",
             dependencies: [
                 "KeyperTransport",
+                "KeyperTestSupport",
                 "KeyperRaft",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

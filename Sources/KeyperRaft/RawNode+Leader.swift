@@ -74,6 +74,20 @@ extension RawNode {
         }
     }
 
+    // MARK: Snapshots
+
+    /// The transport's verdict on a snapshot it streamed to `node` (etcd's ReportSnapshot).
+    /// A failure sends the follower back to probing at once, which resends what it still needs;
+    /// a success waits for the follower's own answer. Without any report, a follower stuck in the
+    /// snapshot state is probed again after an election timeout.
+    public mutating func reportSnapshot(to node: NodeID, succeeded: Bool) {
+        guard role == .leader, progress[node]?.state == .snapshot else { return }
+        if !succeeded {
+            progress[node]!.becomeProbe()
+            sendAppend(to: node, sendIfEmpty: true)
+        }
+    }
+
     // MARK: Replication
 
     /// Sends `to` the next batch of entries, or a snapshot if they are compacted. Returns
@@ -123,8 +137,6 @@ extension RawNode {
             send(to: node, .heartbeat(Heartbeat(commit: commit, readRound: round)))
         }
     }
-
-    func stepLeaderIgnores(_ message: Message) -> Bool { progress[message.from] == nil }
 
     mutating func stepLeader(_ message: Message) {
         switch message.kind {
@@ -207,7 +219,7 @@ extension RawNode {
         var matches: [LogIndex] = []
         matches.reserveCapacity(current.voters.count)
         for voter in current.voters {
-            matches.append(voter == id ? log.lastIndex : progress[voter]?.match ?? .zero)
+            matches.append(voter == id ? log.stableLastIndex : progress[voter]?.match ?? .zero)
         }
         matches.sort(by: >)
         return matches[current.quorum - 1]

@@ -17,6 +17,13 @@ extension Simulation {
             checkLeaderCompleteness(index, cell.node.status)
         }
         if Int(cell.node.commitIndex.rawValue) > committedTerms.count { recordCommits(index, cell.node.status) }
+        // Nemesis: a leader whose commit runs ahead of its own disk sometimes dies before the write
+        // lands; only followers' copies may then carry the commit (thesis §10.2.1).
+        if faultsActive, options.crashes, crashOdds <= 100, nodes[index].persisting != nil,
+           nodes[index].crashArmed == 0, cell.node.commitIndex > nodes[index].storage.lastIndex,
+           random.chance(1, in: 3) {
+            nodes[index].crashArmed = 1
+        }
     }
 
     func traceStatus(_ status: Status) {

@@ -18,7 +18,8 @@ public final class Simulation {
         /// Removed from the cluster and shut down for good.
         var retired = false
         var retireTick: Int?
-        /// Crash at the next Ready: 1 before persisting, 2 after persisting but before replying.
+        /// Crash at the next Ready: 1 before persisting, 2 after persisting but before replying,
+        /// 3 once the Ready is fully handled.
         var crashArmed = 0
         var readStates: [ReadState] = []
         /// Index → (client, term) of writes proposed here.
@@ -106,17 +107,18 @@ public final class Simulation {
         duplicatePercent = options.dropsAndDelays ? random.next(below: 6) : 0
         delayTicksMax = options.dropsAndDelays ? 1 + random.next(below: 4) : 1
         snapshotInterval = UInt64(10 + random.next(below: 50))
-        inflightAppendsMax = [1, 2, 4, 8, 64][random.next(below: 5)]
-        appendBytesMax = [16, 64, 256, 1 << 20][random.next(below: 4)]
-        uncommittedBytesMax = [256, 1024, 1 << 20][random.next(below: 3)]
-        applyBytesMax = [16, 128, 1 << 20][random.next(below: 3)]
+        let limits = options.randomLimits
+        inflightAppendsMax = limits ? [1, 2, 4, 8, 64][random.next(below: 5)] : 256
+        appendBytesMax = limits ? [16, 64, 256, 1 << 20][random.next(below: 4)] : 1 << 20
+        uncommittedBytesMax = limits ? [256, 1024, 1 << 20][random.next(below: 3)] : 64 << 20
+        applyBytesMax = limits ? [16, 128, 1 << 20][random.next(below: 3)] : 64 << 20
         // Profiles vary per seed, so some seeds churn leaders hard and some crash often.
         preVote = random.chance(3, in: 4)
         checkQuorum = random.chance(3, in: 4)
         crashOdds = [400, 100, 30][random.next(below: 3)]
         restartTicksMax = [5, 60][random.next(below: 2)]
         partitionOdds = [200, 60, 20][random.next(below: 3)]
-        membershipOdds = [100, 30, 10][random.next(below: 3)]
+        membershipOdds = [100, 30, 5][random.next(below: 3)]
         asyncPersist = random.chance(1, in: 2)
         pending = Array(repeating: nil, count: options.clients)
         report.seed = seed
@@ -238,7 +240,7 @@ public final class Simulation {
         config.heartbeatTicks = options.heartbeatTicks
         config.inflightAppendsMax = inflightAppendsMax
         config.appendBytesMax = appendBytesMax
-        config.entryBytesMax = min(128, uncommittedBytesMax)
+        config.entryBytesMax = options.randomLimits ? min(128, uncommittedBytesMax) : 1 << 20
         config.uncommittedBytesMax = uncommittedBytesMax
         config.applyBytesMax = applyBytesMax
         config.applied = nodes[index].storage.snapshotMetadata.index
@@ -318,6 +320,11 @@ public final class Simulation {
             return
         }
         for message in ready.messagesAfterPersist { send(message) }
+        if nodes[index].crashArmed == 3 {
+            crash(index)
+            return
+        }
+        if crashAfterVote(index, ready) || crashAfterCommit(index, ready) { return }
         if let snapshot = ready.snapshot { installSnapshot(index, snapshot) }
         apply(index, ready.committedEntries)
         nodes[index].readStates.append(contentsOf: ready.readStates)
@@ -328,6 +335,30 @@ public final class Simulation {
         releaseReads(index)
         maybeTakeSnapshot(index)
         observe(index)
+    }
+
+    /// Nemesis: a node that just granted a vote sometimes crashes and restarts at once, which is
+    /// when a vote that was not made durable would be cast twice (Raft Figure 2).
+    func crashAfterVote(_ index: Int, _ ready: Ready) -> Bool {
+        guard faultsActive, options.crashes, crashOdds <= 100 else { return false }
+        let granted = ready.messagesAfterPersist.contains { message in
+            if case .voteResponse(let response) = message.kind { return response.granted }
+            return false
+        }
+        guard granted && random.chance(1, in: 3) else { return false }
+        crash(index)
+        nodes[index].restartTick = tick + random.next(below: 3)
+        return true
+    }
+
+    /// Nemesis: a leader whose commit index just moved sometimes crashes before telling anyone,
+    /// the moment at which a commit that was not safe to make gets lost (Raft §5.4.2, Figure 8).
+    func crashAfterCommit(_ index: Int, _ ready: Ready) -> Bool {
+        guard faultsActive, options.crashes, crashOdds <= 100, ready.hardState != nil,
+              nodes[index].cell?.node.role == .leader, random.chance(1, in: 8) else { return false }
+        crash(index)
+        nodes[index].restartTick = tick + 1 + random.next(below: 20)
+        return true
     }
 
     func persist(_ index: Int, _ ready: Ready) {
@@ -394,8 +425,17 @@ public final class Simulation {
         let storage = nodes[index].storage
         let applied = nodes[index].applied
         guard applied.rawValue >= storage.snapshotMetadata.index.rawValue + snapshotInterval else { return }
+        let metadata: SnapshotMetadata
         do {
-            let metadata = try cell.node.snapshotMetadata(at: applied)
+            metadata = try cell.node.snapshotMetadata(at: applied)
+        } catch .compacted {
+            // A snapshot from the leader arrived while this Ready was in flight: it supersedes ours.
+            return
+        } catch {
+            fail("snapshot metadata at \(applied) on \(nodes[index].id): \(error)")
+            return
+        }
+        do {
             let data = KVSnapshot.encode(nodes[index].store)
             if let existing = snapshotData[applied], existing != data {
                 fail("state at \(applied) differs between snapshots")
@@ -468,8 +508,11 @@ public final class Simulation {
         }
         if options.crashes && random.chance(1, in: crashOdds) {
             let live = nodes.indices.filter { nodes[$0].cell != nil }
-            if let victim = live.randomElement(using: &random) {
-                nodes[victim].crashArmed = 1 + random.next(below: 2)
+            let leaders = live.filter { nodes[$0].cell!.node.role == .leader }
+            // Half the crashes hit a leader: leader churn with partly replicated logs (Figure 8).
+            let pool = !leaders.isEmpty && random.chance(1, in: 2) ? leaders : live
+            if let victim = pool.randomElement(using: &random) {
+                nodes[victim].crashArmed = 1 + random.next(below: 3)
             }
         }
         if options.membershipChanges && random.chance(1, in: membershipOdds) { changeMembership() }

@@ -22,6 +22,8 @@ public struct SimulationOptions: Sendable {
     public var keys = ["a", "b", "c"]
     /// Check the client history for linearizability at the end.
     public var checkLinearizability = true
+    /// Draw byte and in-flight limits per seed (small ones exercise batching and back-pressure).
+    public var randomLimits = true
 
     public init(nodeCount: Int = 3) { self.nodeCount = nodeCount }
 
@@ -35,6 +37,7 @@ public struct SimulationOptions: Sendable {
         options.membershipChanges = false
         options.transfers = false
         options.clients = 0
+        options.randomLimits = false
         return options
     }
 }

@@ -6,7 +6,7 @@ import Glibc
 
 /// Real `keyper` processes on loopback for `keyper verify --local-cluster N`: started, killed,
 /// paused and restarted by the nemesis. Every process it starts, it stops.
-final class LocalCluster: @unchecked Sendable {
+public final class LocalCluster: @unchecked Sendable {
     struct Node {
         var id: String
         var httpPort: Int
@@ -91,26 +91,31 @@ final class LocalCluster: @unchecked Sendable {
         return pid
     }
 
-    /// Ports free right now (bound to 0 and released); a small race remains until the nodes bind.
-    static func freePorts(_ count: Int) -> [Int] {
-        var sockets: [Int32] = []
+    /// Ports free right now, picked at random from 20000..<30000 and checked by binding them.
+    ///
+    /// Not from the kernel's ephemeral range (where port 0 binds and outgoing connections get
+    /// their ports): a node in another test that stopped and restarts on its port-0 port must
+    /// never find it taken by one of these. A small race remains until the nodes bind.
+    public static func freePorts(_ count: Int) -> [Int] {
         var ports: [Int] = []
-        for _ in 0..<count {
+        var attempts = 0
+        while ports.count < count && attempts < 10_000 {
+            attempts += 1
+            let port = Int.random(in: 20_000..<30_000)
+            guard !ports.contains(port) else { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            withUnsafeMutablePointer(to: &address) { pointer in
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            let bound = withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                    _ = bind(fd, raw, length)
-                    _ = getsockname(fd, raw, &length)
+                    bind(fd, raw, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
                 }
             }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
-            sockets.append(fd)
+            close(fd)
+            if bound { ports.append(port) }
         }
-        for fd in sockets { close(fd) }
         return ports
     }
 }

@@ -8,14 +8,15 @@ import KeyperSimulation
 
 /// Long simulation runs and the core micro-benchmark, outside `swift test`:
 ///   swift run -c release raft-sim --seeds 100000 [--start 0] [--nodes 3|5|mixed]
-///   swift run -c release raft-sim bench --batch 64 [--ticks 2000]
+///   swift run -c release raft-sim bench --batch 64 [--entries 200000] [--bytes 16]   (core alone)
+///   swift run -c release raft-sim bench --simulation --batch 64 [--ticks 2000]       (whole simulator)
 @main
 struct RaftSim {
     static func main() {
         var arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "bench" {
             arguments.removeFirst()
-            bench(arguments)
+            if arguments.contains("--simulation") { bench(arguments) } else { benchCore(arguments) }
             return
         }
         let seeds = UInt64(value(of: "--seeds", in: arguments) ?? "1000") ?? 1000
@@ -80,6 +81,72 @@ struct RaftSim {
         let committed = simulation.committedEntryCount
         print("batch=\(batch) ticks=\(ticks) committed=\(committed) seconds=\(format(elapsed)) "
               + "entriesPerSecond=\(Int(Double(committed) / elapsed))")
+    }
+
+    /// The core alone: three RawNodes on MemoryStorage and a perfect in-memory network, no
+    /// simulator and no checks. Each round the leader takes `batch` proposals, then every message
+    /// is delivered and every Ready handled until the cluster is quiet.
+    static func benchCore(_ arguments: [String]) {
+        let batch = Int(value(of: "--batch", in: arguments) ?? "1") ?? 1
+        let entriesTarget = Int(value(of: "--entries", in: arguments) ?? "200000") ?? 200_000
+        let payload = [UInt8](repeating: 0x61, count: Int(value(of: "--bytes", in: arguments) ?? "16") ?? 16)
+        let ids = [NodeID("n1"), NodeID("n2"), NodeID("n3")]
+        let configuration = Configuration(voters: Set(ids))
+        var storages: [MemoryStorage] = []
+        var nodes: [RawNode] = []
+        for (position, id) in ids.enumerated() {
+            let storage = MemoryStorage(bootstrapping: configuration)
+            storages.append(storage)
+            nodes.append(try! RawNode(config: Config(id: id, randomSeed: UInt64(position + 1)), storage: storage))
+        }
+        var queue: [Message] = []
+        var applied = 0
+        func handleAll() {
+            var busy = true
+            while busy {
+                busy = false
+                for position in nodes.indices where nodes[position].hasReady {
+                    busy = true
+                    let ready = nodes[position].ready()
+                    queue.append(contentsOf: ready.messages)
+                    storages[position].append(ready.entries)
+                    if let hardState = ready.hardState { storages[position].setHardState(hardState) }
+                    queue.append(contentsOf: ready.messagesAfterPersist)
+                    if position == 0 { applied += ready.committedEntries.count }
+                    nodes[position].advance(ready)
+                }
+                let messages = queue
+                queue.removeAll(keepingCapacity: true)
+                for message in messages {
+                    busy = true
+                    let position = ids.firstIndex(of: message.to)!
+                    try! nodes[position].step(message)
+                }
+            }
+        }
+        // n1 campaigns and wins.
+        while nodes[0].role != .leader {
+            nodes[0].tick()
+            handleAll()
+        }
+        applied = 0
+        let began = now()
+        var proposed = 0
+        var rounds = 0
+        while applied < entriesTarget {
+            for _ in 0..<batch {
+                if (try? nodes[0].propose(payload)) != nil { proposed += 1 }
+            }
+            handleAll()
+            rounds += 1
+            if rounds % 16 == 0 {
+                for position in nodes.indices { nodes[position].tick() }
+                handleAll()
+            }
+        }
+        let elapsed = now() - began
+        print("core batch=\(batch) bytes=\(payload.count) committed=\(applied) seconds=\(format(elapsed)) "
+              + "entriesPerSecond=\(Int(Double(applied) / elapsed)) readyRoundsPerSecond=\(Int(Double(rounds) / elapsed))")
     }
 
     static func value(of flag: String, in arguments: [String]) -> String? {

@@ -87,6 +87,25 @@ struct Cluster {
         preconditionFailure("cluster did not stabilize")
     }
 
+    /// One round: collects every node's messages and delivers them, except those `drop` selects.
+    /// Returns how many were dropped.
+    @discardableResult
+    mutating func deliverOnce(dropping drop: (Message) -> Bool) -> Int {
+        for id in nodes.keys.sorted() { collect(id) }
+        let batch = inFlight
+        inFlight = []
+        var dropped = 0
+        for message in batch where !isolated.contains(message.from) && !isolated.contains(message.to) {
+            if drop(message) {
+                dropped += 1
+                continue
+            }
+            try! nodes[message.to]!.raft.step(message)
+            delivered.append(message)
+        }
+        return dropped
+    }
+
     mutating func tick(_ id: NodeID, times: Int = 1) {
         for _ in 0..<times { nodes[id]!.raft.tick() }
     }

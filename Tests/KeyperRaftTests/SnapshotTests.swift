@@ -21,6 +21,33 @@ struct SnapshotTests {
         #expect(cluster.appliedData(n3).last == [6])
     }
 
+    @Test("A failed snapshot transfer sends the follower back to probing, which resends it (§7)")
+    func reportSnapshotFailure() throws {
+        var cluster = Cluster(voters: ids("n1", "n2", "n3"))
+        cluster.elect(n1)
+        cluster.isolated = [n3]
+        for value in UInt8(1)...5 { try cluster.propose([value], on: n1) }
+        let metadata = try cluster[n1].snapshotMetadata(at: cluster[n1].status.applied)
+        try cluster.nodes[n1]!.storage.createSnapshot(metadata, data: [])
+        cluster.isolated = []
+        let isSnapshotToN3: (Message) -> Bool = { message in
+            if case .snapshot = message.kind { return message.to == n3 }
+            return false
+        }
+        var dropped = 0
+        for _ in 0..<20 where dropped == 0 {
+            cluster.tick(n1)
+            dropped = cluster.deliverOnce(dropping: isSnapshotToN3)
+        }
+        #expect(dropped == 1)
+        #expect(cluster[n1].status.followers[n3]?.state == .snapshot)
+        cluster.nodes[n1]!.raft.reportSnapshot(to: n3, succeeded: false)
+        cluster.collect(n1)
+        #expect(cluster.inFlight.contains(where: isSnapshotToN3))
+        cluster.stabilize()
+        #expect(cluster.nodes[n3]!.storage.snapshotMetadata == metadata)
+    }
+
     @Test("A follower installs a snapshot and takes its configuration (§7)")
     func followerInstalls() {
         var solo = Solo(n2)

@@ -46,7 +46,9 @@ final class TestCluster: @unchecked Sendable {
         configuration.nodeID = name
         configuration.dataDirectory = root + "/" + name
         configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
-        var cluster = ClusterConfiguration(raftAddress: ListenAddress(host: "127.0.0.1", port: ports[name] ?? 0),
+        // A port outside the ephemeral range: the node may be stopped and restarted on it.
+        if ports[name] == nil { ports[name] = freePorts(1)[0] }
+        var cluster = ClusterConfiguration(raftAddress: ListenAddress(host: "127.0.0.1", port: ports[name]!),
                                            advertisedHTTPAddress: "127.0.0.1:0")
         cluster.tickMs = tickMs
         cluster.electionTicks = 10
@@ -63,7 +65,19 @@ final class TestCluster: @unchecked Sendable {
     func start(_ name: String, joining: Bool = false) async throws -> RaftNode {
         var logger = Logger(label: "test.\(name)")
         logger.logLevel = ProcessInfoLevel.level
-        let node = try await RaftNode.open(configuration: configuration(name, joining: joining), logger: logger)
+        var attempts = 0
+        var opened: RaftNode?
+        while opened == nil {
+            do {
+                opened = try await RaftNode.open(configuration: configuration(name, joining: joining), logger: logger)
+            } catch let error as ConfigurationError where ports[name] != nil && attempts < 50 {
+                // A restarted node's port may briefly be another test's ephemeral source port.
+                attempts += 1
+                _ = error
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let node = opened!
         nodes[name] = node
         ports[name] = node.raftPort
         return node

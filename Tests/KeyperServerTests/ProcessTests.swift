@@ -3,6 +3,7 @@ import HummingbirdTesting
 import KeyperTestSupport
 import NIOCore
 import NIOPosix
+import KeyperVerify
 import Testing
 
 /// A `keyper` process started from the binary `swift build` put next to the test bundle.
@@ -186,31 +187,6 @@ struct ProcessTests {
             #expect(process.log.contains("MANIFEST"))
         }
     }
-}
-
-/// Ports the kernel says are free now (bound to port 0, read back, released). A small race
-/// remains until the process binds them; the tests that use them start right away.
-func freePorts(_ count: Int) -> [Int] {
-    var sockets: [Int32] = []
-    var ports: [Int] = []
-    for _ in 0..<count {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                _ = bind(fd, raw, length)
-                _ = getsockname(fd, raw, &length)
-            }
-        }
-        ports.append(Int(UInt16(bigEndian: address.sin_port)))
-        sockets.append(fd)
-    }
-    for fd in sockets { close(fd) }
-    return ports
 }
 
 /// Reads `/v1/status` of a process as a dictionary.

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import KeyperTestSupport
 import Testing
 @testable import KeyperTransport
 
@@ -61,7 +62,8 @@ struct PeerTransportTests {
     func reconnect() async throws {
         let inboxA = Inbox(), inboxB = Inbox()
         let a = makeTransport("a", inbox: inboxA)
-        var b = makeTransport("b", inbox: inboxB)
+        // A port outside the ephemeral range, so nothing else takes it while b is down.
+        var b = makeTransport("b", port: freePorts(1)[0], inbox: inboxB)
         let portB = try await b.start()
         a.send(ByteBuffer(bytes: [1]), to: "b", address: "127.0.0.1:\(portB)")
         #expect(try await inboxB.wait { inboxB.count == 1 })
@@ -71,8 +73,20 @@ struct PeerTransportTests {
         for _ in 0..<1_000 { a.send(ByteBuffer(bytes: [2]), to: "b", address: "127.0.0.1:\(portB)") }
 
         let inboxB2 = Inbox()
-        b = makeTransport("b", port: portB, inbox: inboxB2)
-        try await b.start()
+        // The freed port may briefly serve as another test's ephemeral source port: retry.
+        var attempts = 0
+        while true {
+            b = makeTransport("b", port: portB, inbox: inboxB2)
+            do {
+                try await b.start()
+                break
+            } catch {
+                attempts += 1
+                if attempts >= 100 { throw error }
+                await b.stop()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
         let b2 = b
         // Keep sending, as Raft would (heartbeats), until one arrives on the new listener.
         let arrived = try await inboxB2.wait {
