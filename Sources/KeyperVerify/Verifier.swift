@@ -132,7 +132,8 @@ public final class Verifier: Sendable {
         summary.linearizable = result.isLinearizable
         summary.failingKey = result.failingKey
         summary.lostWrites = Self.lostWrites(operations)
-        let path = options.historyPath ?? (temporary ?? "/tmp") + "/history.jsonl"
+        let path = options.historyPath
+            ?? (temporary.map { $0 + "/history.jsonl" } ?? "/tmp/keyper-verify-history-\(options.seed).jsonl")
         try Self.write(operations, to: path)
         summary.historyPath = path
         return summary
