@@ -69,7 +69,11 @@ struct Verify: AsyncParsableCommand {
         options.faults = Set(nemesis.split(separator: ",").compactMap { Fault(rawValue: String($0)) })
         if let seed { options.seed = seed }
         options.binary = Self.executablePath()
-        let summary = try await Verifier(options: options).run()
+        // Progress lines show as they happen, also when output goes to a file or a pipe.
+        let summary = try await Verifier(options: options, log: { line in
+            print(line)
+            fflush(nil)
+        }).run()
         print(summary)
         if !summary.passed { throw ExitCode(1) }
     }

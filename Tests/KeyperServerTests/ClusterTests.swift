@@ -362,7 +362,7 @@ extension ClusterTests {
 /// `KEYPER_TEST_LOG=info swift test ...` shows the in-process nodes' logs.
 enum ProcessInfoLevel {
     static var level: Logger.Level {
-        getenv("KEYPER_TEST_LOG").flatMap { Logger.Level(rawValue: String(cString: $0)) } ?? .warning
+        getenv("KEYPER_TEST_LOG").flatMap { Logger.Level(rawValue: String(cString: $0)) } ?? .error
     }
 }
 
