@@ -1,3 +1,4 @@
+import KeyperStorage
 import KeyperTransport
 import Logging
 
@@ -102,6 +103,8 @@ public struct ClusterConfiguration: Sendable {
     /// `--wal-truncate-corrupt`: on a checksum failure inside the Raft log, cut the log there
     /// (losing what follows) instead of refusing to start.
     public var walTruncateCorrupt = false
+    /// Tests only: the file layer under the Raft log (a simulated disk that can fill up).
+    public var walFileSystem: (@Sendable () -> any WALFileSystem)?
     /// `--enable-fault-injection`: accept `POST /v1/debug/faults` (tests only).
     public var faultInjection = false
     /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.

@@ -480,3 +480,50 @@ extension ClusterTests {
         }
     }
 }
+
+/// Hands a simulated disk to the node and to the test (the test changes it only on the node's loop).
+final class DiskBox: @unchecked Sendable {
+    let disk = SimulatedFileSystem()
+}
+
+extension ClusterTests {
+    @Test("a full disk refuses writes with 507 and changes nothing; writes resume when space returns")
+    func diskFull() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = TestCluster(root: root)
+            var configuration = cluster.configuration("node1")
+            let box = DiskBox()
+            configuration.cluster?.walFileSystem = { box.disk }
+            // The simulated disk has only the directories it is told about.
+            var prefix = ""
+            for component in (root + "/node1").split(separator: "/") {
+                prefix += "/" + component
+                try box.disk.createDirectory(prefix)
+            }
+            let node = try await RaftNode.open(configuration: configuration, logger: Logger(label: "test.disk"))
+            try await cluster.waitUntil("a leader") { _ in node.published.state.withLock { $0.status.role == .leader } }
+            try await node.put(bytes("before"), value: bytes("1"))
+
+            // The disk fills up: the next batch cannot be written.
+            try await node.engine.loop.submit { box.disk.capacityBytes = box.disk.usedBytes + 16 }.get()
+            let first = Task { try await node.put(bytes("during"), value: bytes("2")) }
+            try await cluster.waitUntil("the node to report a full disk") { _ in !(await node.health().healthy) }
+            await #expect {
+                try await node.put(bytes("refused"), value: bytes("3"))
+            } throws: { error in
+                (error as? APIError)?.status.code == 507 && (error as? APIError)?.code == "disk_full"
+            }
+            #expect(try await node.status().warnings?.contains { $0.contains("disk is full") } == true)
+
+            // Space returns: the stalled batch is written and writes go through again.
+            try await node.engine.loop.submit { box.disk.capacityBytes = nil }.get()
+            try await cluster.waitUntil("the node to recover") { _ in await node.health().healthy }
+            try await node.put(bytes("after"), value: bytes("4"))
+            _ = try? await first.value  // acknowledged or timed out: either is allowed for the write in flight
+            #expect(try await node.get(bytes("before"), consistency: .linearizable) == bytes("1"))
+            #expect(try await node.get(bytes("after"), consistency: .linearizable) == bytes("4"))
+            #expect(try await node.get(bytes("refused"), consistency: .linearizable) == nil, "a refused write must change nothing")
+            await node.close()
+        }
+    }
+}

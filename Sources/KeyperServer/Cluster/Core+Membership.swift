@@ -235,7 +235,7 @@ extension Core {
         storage.close()
         do {
             try RaftNode.removeLog(at: directory.walPath)
-            let wal = try WriteAheadLog(directory: directory.walPath)
+            let wal = try WriteAheadLog(directory: directory.walPath, fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
             storage = RaftLogStorage(wal: wal)
             identity.clusterID = clusterID
             identity.adopted = true

@@ -63,7 +63,8 @@ public final class RaftNode: KeyValueNode {
         let identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
         let wal: WriteAheadLog
         do {
-            wal = try WriteAheadLog(directory: directory.walPath, options: WALOptions(truncateCorruptTail: cluster.walTruncateCorrupt))
+            wal = try WriteAheadLog(directory: directory.walPath, options: WALOptions(truncateCorruptTail: cluster.walTruncateCorrupt),
+                                    fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
         } catch {
             throw DataDirectoryError(path: directory.walPath, message: "\(error)")
         }
