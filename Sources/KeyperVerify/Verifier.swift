@@ -17,6 +17,10 @@ public enum Fault: String, CaseIterable, Sendable {
     case pause
     /// Cut the leader off from every other node (both directions) while clients still reach it.
     case partition
+    /// Move leadership to another node (`POST /v1/leader/transfer`).
+    case transfer
+    /// Remove a member (`DELETE /v1/members/{id}`) and add it back (`POST /v1/join`).
+    case membership
 }
 
 /// What `keyper verify` runs.
@@ -257,11 +261,33 @@ public final class Verifier: Sendable {
                 try await isolate(victim, in: cluster)
                 try await Task.sleep(for: .milliseconds(1_500 + random.next(below: 1_500)))
                 try await healNetwork(cluster)
+            case .transfer:
+                if let leader {
+                    _ = try? await HTTPRequester.send(.POST, cluster.endpoints[leader] + "/v1/leader/transfer", timeout: .seconds(5))
+                }
+            case .membership:
+                try await removeAndReadd(victim, in: cluster)
             }
             counts[fault, default: 0] += 1
             try await waitFor("a leader after \(fault.rawValue)") { await self.leader(of: cluster) != nil }
         }
         return counts
+    }
+
+    /// Removes a member through any node (followers forward to the leader), waits, and joins
+    /// it back with the same addresses; the node keeps running throughout.
+    private func removeAndReadd(_ victim: Int, in cluster: LocalCluster) async throws {
+        let node = cluster.nodes[victim]
+        let via = cluster.endpoints[(victim + 1) % cluster.nodes.count]
+        _ = try? await HTTPRequester.send(.DELETE, via + "/v1/members/\(node.id)", timeout: .seconds(5))
+        try await Task.sleep(for: .milliseconds(500))
+        let body = Array(#"{"node_id":"\#(node.id)","raft_addr":"127.0.0.1:\#(node.raftPort)","http_addr":"127.0.0.1:\#(node.httpPort)"}"#.utf8)
+        try await waitFor("\(node.id) to be added back") {
+            guard let result = try? await HTTPRequester.send(.POST, via + "/v1/join", body: body,
+                                                             headers: [("Content-Type", "application/json")], timeout: .seconds(5))
+            else { return false }
+            return result.status == 204
+        }
     }
 
     private func isolate(_ victim: Int, in cluster: LocalCluster) async throws {

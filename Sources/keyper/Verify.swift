@@ -14,7 +14,7 @@ struct Verify: AsyncParsableCommand {
             Against your cluster (only keys under --prefix are touched):
               keyper verify --endpoints http://127.0.0.1:8080,http://127.0.0.1:8081 --duration 60s
             Against a local cluster it starts in a temporary directory and breaks:
-              keyper verify --local-cluster 3 --nemesis kill,pause,partition --duration 10m
+              keyper verify --local-cluster 3 --nemesis kill,pause,partition,transfer,membership --duration 10m
             Exits 0 when the history is linearizable and no acknowledged write was lost, 1 otherwise.
             """)
 
@@ -24,8 +24,8 @@ struct Verify: AsyncParsableCommand {
     @Option(name: .customLong("local-cluster"), help: "Start this many nodes locally (fault injection enabled) instead.")
     var localCluster: Int?
 
-    @Option(help: "Faults for a local cluster: kill, pause, partition (comma-separated), or none.")
-    var nemesis = "kill,pause,partition"
+    @Option(help: "Faults for a local cluster: kill, pause, partition, transfer, membership (comma-separated), or none.")
+    var nemesis = "kill,pause,partition,transfer,membership"
 
     @Option(help: "How long the workload runs, e.g. 60s or 10m.")
     var duration = "30s"
@@ -52,7 +52,7 @@ struct Verify: AsyncParsableCommand {
         if let localCluster, !(1...7).contains(localCluster) { throw ValidationError("--local-cluster takes 1 to 7") }
         guard Keyper.milliseconds(duration) != nil else { throw ValidationError("--duration must look like 30s or 10m") }
         for fault in nemesis.split(separator: ",") where fault != "none" && Fault(rawValue: String(fault)) == nil {
-            throw ValidationError("unknown fault '\(fault)': use kill, pause, partition or none")
+            throw ValidationError("unknown fault '\(fault)': use kill, pause, partition, transfer, membership or none")
         }
         guard clients >= 1, keys >= 1 else { throw ValidationError("--clients and --keys must be positive") }
     }

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("keyper verify", .serialized)
 struct VerifyTests {
-    @Test("a local 3-node cluster under kill, pause and partition stays linearizable and loses no acknowledged write")
+    @Test("a local 3-node cluster under kill, pause, partition, transfer and membership faults stays linearizable and loses no acknowledged write")
     func shortRun() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         var options = VerifyOptions()
