@@ -1,4 +1,7 @@
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -173,7 +176,12 @@ public final class PeerTransport: Sendable {
             return (state.server, Array(state.peers.values), Array(state.inbound.values))
         }
         for peer in peers { peer.close() }
-        for channel in inbound { try? await channel.close() }
+        for channel in inbound {
+            // Reset rather than close gracefully: an actively closed connection would sit in
+            // TIME_WAIT on our listening port and stop a restarted node from binding it.
+            try? await (channel as? any SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+            try? await channel.close()
+        }
         try? await server?.close()
     }
 

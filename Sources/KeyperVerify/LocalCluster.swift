@@ -91,17 +91,18 @@ public final class LocalCluster: @unchecked Sendable {
         return pid
     }
 
-    /// Ports free right now, picked at random from 20000..<30000 and checked by binding them.
+    /// Ports free right now, picked at random from `range` (20000..<30000 unless a caller keeps
+    /// its own) and checked by binding them.
     ///
     /// Not from the kernel's ephemeral range (where port 0 binds and outgoing connections get
     /// their ports): a node in another test that stopped and restarts on its port-0 port must
     /// never find it taken by one of these. A small race remains until the nodes bind.
-    public static func freePorts(_ count: Int) -> [Int] {
+    public static func freePorts(_ count: Int, in range: Range<Int> = 20_000..<30_000) -> [Int] {
         var ports: [Int] = []
         var attempts = 0
         while ports.count < count && attempts < 10_000 {
             attempts += 1
-            let port = Int.random(in: 20_000..<30_000)
+            let port = Int.random(in: range)
             guard !ports.contains(port) else { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()

@@ -47,7 +47,7 @@ final class TestCluster: @unchecked Sendable {
         configuration.dataDirectory = root + "/" + name
         configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
         // A port outside the ephemeral range: the node may be stopped and restarted on it.
-        if ports[name] == nil { ports[name] = freePorts(1)[0] }
+        if ports[name] == nil { ports[name] = freePorts(1, in: TestPorts.inProcessNodes)[0] }
         var cluster = ClusterConfiguration(raftAddress: ListenAddress(host: "127.0.0.1", port: ports[name]!),
                                            advertisedHTTPAddress: "127.0.0.1:0")
         cluster.tickMs = tickMs
@@ -70,8 +70,9 @@ final class TestCluster: @unchecked Sendable {
         while opened == nil {
             do {
                 opened = try await RaftNode.open(configuration: configuration(name, joining: joining), logger: logger)
-            } catch let error as ConfigurationError where ports[name] != nil && attempts < 50 {
-                // A restarted node's port may briefly be another test's ephemeral source port.
+            } catch let error as ConfigurationError where ports[name] != nil && attempts < 700 {
+                // A restarted node's port can be held for a while by connections of its previous
+                // incarnation (TIME_WAIT lasts 60 s): retry for up to 70 s.
                 attempts += 1
                 _ = error
                 try await Task.sleep(for: .milliseconds(100))

@@ -1,7 +1,19 @@
 import KeyperVerify
 
-/// Ports for servers a test stops and restarts on the same port: outside the kernel's
-/// ephemeral range, so no outgoing connection (nor its TIME_WAIT) can hold one meanwhile.
-public func freePorts(_ count: Int) -> [Int] {
-    LocalCluster.freePorts(count)
+/// Ports for servers a test stops and restarts on the same port, outside the kernel's
+/// ephemeral range so no outgoing connection (nor its TIME_WAIT) can hold one meanwhile.
+/// Tests that restart servers draw from a range of their own, so that processes started
+/// by other tests running in parallel (which use 20000..<30000) never take a port while
+/// its owner is down.
+public enum TestPorts {
+    /// Real processes (process tests, `keyper verify`'s local clusters).
+    public static let processes = 20_000..<30_000
+    /// In-process Raft nodes.
+    public static let inProcessNodes = 10_000..<15_000
+    /// Transport tests.
+    public static let transport = 15_000..<20_000
+}
+
+public func freePorts(_ count: Int, in range: Range<Int> = TestPorts.processes) -> [Int] {
+    LocalCluster.freePorts(count, in: range)
 }
