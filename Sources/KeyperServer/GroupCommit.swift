@@ -105,12 +105,25 @@ extension HTTPResponse.Status {
 /// Turns a storage error into what the client is told.
 enum StorageFailure {
     static func map(_ error: any Error) -> APIError {
-        if let error = error as? SQLiteError, error.isDiskFull {
-            return APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied")
+        error.isDiskFull ? .diskFull() : APIError(.internalServerError, code: "storage_error", "storage failed: \(error)")
+    }
+}
+
+extension APIError {
+    static func diskFull() -> APIError {
+        APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied")
+    }
+}
+
+extension Error {
+    /// ENOSPC/EDQUOT (or SQLITE_FULL) from any storage layer: a condition that clears.
+    var isDiskFull: Bool {
+        switch self {
+        case let error as SQLiteError: error.isDiskFull
+        case let error as FileIOError: error.isDiskFull
+        case let error as WALError:
+            if case .diskFull = error { true } else { false }
+        default: false
         }
-        if let error = error as? FileIOError, error.isDiskFull {
-            return APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied")
-        }
-        return APIError(.internalServerError, code: "storage_error", "storage failed: \(error)")
     }
 }

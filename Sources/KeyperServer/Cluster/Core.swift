@@ -222,7 +222,7 @@ final class Core: @unchecked Sendable {
     private func propose(_ proposal: PendingProposal) {
         guard !closing else { return proposal.waiter.fail(.shuttingDown()) }
         guard !diskFull else {
-            return proposal.waiter.fail(APIError(.insufficientStorage, code: "disk_full", "the disk is full; the write was not applied"))
+            return proposal.waiter.fail(.diskFull())
         }
         if raw.role == .leader {
             do {
@@ -583,10 +583,3 @@ extension Array {
     }
 }
 
-extension Error {
-    var isDiskFull: Bool {
-        if let error = self as? SQLiteError { return error.isDiskFull }
-        if let error = self as? WALError, case .diskFull = error { return true }
-        return false
-    }
-}
