@@ -32,6 +32,7 @@ let package = Package(
             dependencies: [
                 "KeyperServer",
                 "KeyperVerify",
+                "KeyperBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,6 +78,14 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "KeyperBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings),
         .target(
             name: "KeyperVerify",
             dependencies: [
@@ -137,6 +146,7 @@ let package = Package(
                 "KeyperServer",
                 "KeyperTestSupport",
                 "KeyperVerify",
+                "KeyperBench",
                 "KeyperSimulation",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -15,7 +15,9 @@ public enum Fault: String, CaseIterable, Sendable {
     case kill
     /// SIGSTOP a node (the leader half the time) for longer than an election timeout, then SIGCONT.
     case pause
-    /// Cut the leader off from every other node (both directions) while clients still reach it.
+    /// Cut the network between nodes while clients still reach every node: one node (the leader
+    /// half the time) isolated both ways, one way only (it can send but not hear, or hear but
+    /// not send), or a random minority (with the leader half the time) split from the majority.
     case partition
     /// Move leadership to another node (`POST /v1/leader/transfer`).
     case transfer
@@ -258,7 +260,7 @@ public final class Verifier: Sendable {
                 try await Task.sleep(for: .milliseconds(1_200 + random.next(below: 1_000)))
                 cluster.resume(victim)
             case .partition:
-                try await isolate(victim, in: cluster)
+                try await partition(around: victim, leader: leader, in: cluster, random: &random)
                 try await Task.sleep(for: .milliseconds(1_500 + random.next(below: 1_500)))
                 try await healNetwork(cluster)
             case .transfer:
@@ -290,19 +292,52 @@ public final class Verifier: Sendable {
         }
     }
 
-    private func isolate(_ victim: Int, in cluster: LocalCluster) async throws {
-        let others = cluster.nodes.indices.filter { $0 != victim }.map { cluster.nodes[$0].id }
-        try await setFaults(cluster, victim, drop: others)
-        for index in cluster.nodes.indices where index != victim {
-            try await setFaults(cluster, index, drop: [cluster.nodes[victim].id])
+    /// One of four partitions around `victim`, chosen at random; clients still reach every node.
+    private func partition(around victim: Int, leader: Int?, in cluster: LocalCluster,
+                           random: inout SplitMix64) async throws {
+        let ids = cluster.nodes.map(\.id)
+        let others = ids.indices.filter { $0 != victim }
+        switch random.next(below: 4) {
+        case 0:
+            log("nemesis: \(ids[victim]) isolated both ways")
+            try await setFaults(cluster, victim, dropTo: others.map { ids[$0] }, dropFrom: others.map { ids[$0] })
+            for index in others { try await setFaults(cluster, index, dropTo: [ids[victim]], dropFrom: [ids[victim]]) }
+        case 1:
+            // It hears everyone, nobody hears it: a leader keeps believing it leads until
+            // check-quorum; a follower keeps campaigning into the void.
+            log("nemesis: \(ids[victim]) can receive but not send")
+            try await setFaults(cluster, victim, dropTo: others.map { ids[$0] }, dropFrom: [])
+        case 2:
+            log("nemesis: \(ids[victim]) can send but not receive")
+            try await setFaults(cluster, victim, dropTo: [], dropFrom: others.map { ids[$0] })
+        default:
+            // A minority (at most (n-1)/2 nodes, the leader among them half the time) split from the rest.
+            var minority: Set<Int> = [victim]
+            var candidates = others
+            if let leader, leader != victim, random.next(below: 2) == 0, minority.count < (ids.count - 1) / 2 {
+                minority.insert(leader)
+            }
+            while minority.count < max(1, (ids.count - 1) / 2), !candidates.isEmpty {
+                minority.insert(candidates.remove(at: random.next(below: candidates.count)))
+            }
+            let majority = ids.indices.filter { !minority.contains($0) }
+            log("nemesis: split \(minority.sorted().map { ids[$0] }) | \(majority.map { ids[$0] })")
+            for index in ids.indices {
+                let far = (minority.contains(index) ? majority : minority.sorted()).map { ids[$0] }
+                try await setFaults(cluster, index, dropTo: far, dropFrom: far)
+            }
         }
     }
 
-    private func setFaults(_ cluster: LocalCluster, _ index: Int, drop: [String]) async throws {
-        let list = drop.map { "\"\($0)\"" }.joined(separator: ",")
-        let body = Array(#"{"drop_to":[\#(list)],"drop_from":[\#(list)]}"#.utf8)
-        _ = try? await HTTPRequester.send(.POST, cluster.endpoints[index] + "/v1/debug/faults", body: body,
-                                          headers: [("Content-Type", "application/json")], timeout: .seconds(2))
+    private func setFaults(_ cluster: LocalCluster, _ index: Int, dropTo: [String], dropFrom: [String]) async throws {
+        func list(_ ids: [String]) -> String { ids.map { "\"\($0)\"" }.joined(separator: ",") }
+        let body = Array(#"{"drop_to":[\#(list(dropTo))],"drop_from":[\#(list(dropFrom))]}"#.utf8)
+        try await waitFor("node \(cluster.nodes[index].id) to take the fault") {
+            guard let result = try? await HTTPRequester.send(.POST, cluster.endpoints[index] + "/v1/debug/faults", body: body,
+                                                             headers: [("Content-Type", "application/json")], timeout: .seconds(2))
+            else { return cluster.nodes[index].pid == 0 }
+            return result.status == 204 || result.status == 200
+        }
     }
 
     private func healNetwork(_ cluster: LocalCluster) async throws {

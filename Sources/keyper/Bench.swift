@@ -1,0 +1,175 @@
+import ArgumentParser
+import KeyperBench
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `keyper bench`: a closed-loop HTTP load generator with kept-alive connections.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure a Keyper node or cluster: throughput and latency percentiles.",
+        discussion: """
+            Writes to the leader, 64 connections, 256-byte values:
+              keyper bench --endpoints http://127.0.0.1:8080 --connections 64 --duration 10s
+            A 90/10 read/write mix spread over three nodes:
+              keyper bench --endpoints http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082 --read-ratio 0.9
+            Keys are --prefix followed by a number below --keys; with reads, every key is written once first.
+            """)
+
+    @Option(help: "Comma-separated HTTP URLs; connections are spread over them.")
+    var endpoints = "http://127.0.0.1:8080"
+
+    @Option(help: "Concurrent kept-alive connections, each with one request in flight.")
+    var connections = 64
+
+    @Option(help: "How long to run, e.g. 10s or 1m.")
+    var duration = "10s"
+
+    @Option(name: .customLong("value-bytes"), help: "Size of each written value.")
+    var valueBytes = 256
+
+    @Option(help: "Number of distinct keys.")
+    var keys = 1_000
+
+    @Option(help: "Key prefix.")
+    var prefix = "bench/"
+
+    @Option(name: .customLong("read-ratio"), help: "Fraction of operations that are reads, 0 to 1.")
+    var readRatio = 0.0
+
+    @Option(help: "Read consistency: linearizable or stale.")
+    var consistency = "linearizable"
+
+    @Flag(name: .customLong("no-preload"), help: "Do not write every key before a run with reads.")
+    var noPreload = false
+
+    @Flag(help: "Print the result as one JSON object.")
+    var json = false
+
+    @Option(help: "Seed for key and operation choice.")
+    var seed: UInt64?
+
+    func validate() throws {
+        guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+        guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
+        guard valueBytes >= 0 else { throw ValidationError("--value-bytes must not be negative") }
+        guard (0...1).contains(readRatio) else { throw ValidationError("--read-ratio must be between 0 and 1") }
+        guard BenchOptions.Consistency(rawValue: consistency) != nil else {
+            throw ValidationError("--consistency must be linearizable or stale")
+        }
+        guard Keyper.milliseconds(duration) != nil else { throw ValidationError("--duration must look like 10s or 1m") }
+        _ = try parsedEndpoints()
+    }
+
+    func parsedEndpoints() throws -> [(host: String, port: Int)] {
+        try endpoints.split(separator: ",").map { url in
+            guard url.hasPrefix("http://") else { throw ValidationError("not an http:// URL: \(url)") }
+            let authority = url.dropFirst("http://".count).prefix { $0 != "/" }
+            guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
+                  (1...65_535).contains(port), colon > authority.startIndex
+            else { throw ValidationError("expected http://host:port, got \(url)") }
+            var host = String(authority[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return (host, port)
+        }
+    }
+
+    func run() async throws {
+        var options = BenchOptions()
+        options.endpoints = try parsedEndpoints()
+        options.connections = connections
+        options.duration = .milliseconds(Keyper.milliseconds(duration)!)
+        options.valueBytes = valueBytes
+        options.keys = keys
+        options.prefix = prefix
+        options.readRatio = readRatio
+        options.consistency = BenchOptions.Consistency(rawValue: consistency)!
+        options.preload = !noPreload
+        if let seed { options.seed = seed }
+
+        let interactive = isatty(STDERR_FILENO) == 1
+        let result = try await LoadGenerator.run(options) { progress in
+            let line = "\(Int(progress.elapsed.seconds))s  \(progress.requests) requests  \(progress.lastSecond)/s  errors \(progress.errors)"
+            writeError(interactive ? "\r\u{1B}[K" + line : line + "\n")
+        }
+        if interactive { writeError("\r\u{1B}[K") }
+        print(json ? BenchReport.json(result) : BenchReport.text(result))
+        if result.requests == 0 { throw ExitCode(1) }
+    }
+}
+
+/// Progress goes to standard error, so `--json` output on standard output stays clean.
+private func writeError(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// How `keyper bench` prints a result.
+enum BenchReport {
+    static let percentiles: [(label: String, value: Double)] = [("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9)]
+
+    static func text(_ result: BenchResult) -> String {
+        let options = result.options
+        var lines = [
+            "keyper bench: \(options.connections) connections to \(options.endpoints.count) endpoint(s), "
+                + "\(format(result.elapsed.seconds, 1)) s, \(options.valueBytes)-byte values, \(options.keys) keys, "
+                + "read ratio \(format(options.readRatio, 2))\(options.readRatio > 0 ? " (\(options.consistency.rawValue))" : "")",
+            "requests: \(result.requests) in \(format(result.elapsed.seconds, 2)) s = \(format(result.throughput, 1)) req/s",
+            "errors: \(result.errors)" + (result.errors == 0 ? "" : " (connection \(result.connectionErrors)"
+                + (result.all.unexpected.isEmpty ? "" : ", status " + LoadGenerator.describe(result.all.unexpected)) + ")"),
+            "",
+            "latency        " + percentiles.map { pad($0.label, 9) }.joined() + pad("max", 9) + pad("mean", 9),
+        ]
+        func row(_ name: String, _ stats: OperationStats) -> String {
+            pad(name, 9, left: true) + pad(String(stats.latency.count), 6)
+                + percentiles.map { pad(milliseconds(stats.latency.value(atPercentile: $0.value)), 9) }.joined()
+                + pad(milliseconds(stats.latency.max), 9) + pad(milliseconds(UInt64(stats.latency.mean)), 9)
+        }
+        if result.reads.latency.count > 0 && result.writes.latency.count > 0 {
+            lines.append(row("all", result.all))
+        }
+        if result.reads.latency.count > 0 { lines.append(row("reads", result.reads)) }
+        if result.writes.latency.count > 0 { lines.append(row("writes", result.writes)) }
+        lines.append("(milliseconds; count after the name)")
+        if result.reads.notFound > 0 { lines.append("reads that found no value: \(result.reads.notFound)") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ result: BenchResult) -> String {
+        func stats(_ stats: OperationStats) -> String {
+            let latency = (percentiles.map { ($0.label, stats.latency.value(atPercentile: $0.value)) } + [("max", stats.latency.max)])
+                .map { "\"\($0.0)\":\(format(Double($0.1) / 1_000, 1))" }.joined(separator: ",")
+            let unexpected = stats.unexpected.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",")
+            return #"{"requests":\#(stats.latency.count),"ok":\#(stats.ok),"not_found":\#(stats.notFound),"unexpected_status":{\#(unexpected)},"latency_us":{\#(latency),"mean":\#(format(stats.latency.mean / 1_000, 1))}}"#
+        }
+        let options = result.options
+        let endpoints = options.endpoints.map { "\"http://\($0.host):\($0.port)\"" }.joined(separator: ",")
+        return #"{"endpoints":[\#(endpoints)],"connections":\#(options.connections),"value_bytes":\#(options.valueBytes),"keys":\#(options.keys),"read_ratio":\#(options.readRatio),"consistency":"\#(options.consistency.rawValue)","elapsed_s":\#(format(result.elapsed.seconds, 3)),"requests":\#(result.requests),"throughput":\#(format(result.throughput, 1)),"errors":\#(result.errors),"connection_errors":\#(result.connectionErrors),"all":\#(stats(result.all)),"reads":\#(stats(result.reads)),"writes":\#(stats(result.writes))}"#
+    }
+
+    static func milliseconds(_ nanoseconds: UInt64) -> String { format(Double(nanoseconds) / 1e6, 3) }
+
+    static func format(_ value: Double, _ decimals: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        var text = String(rounded)
+        if let dot = text.firstIndex(of: ".") {
+            let have = text.distance(from: dot, to: text.endIndex) - 1
+            if decimals == 0 { text = String(text[..<dot]) } else if have < decimals { text += String(repeating: "0", count: decimals - have) }
+        } else if decimals > 0 {
+            text += "." + String(repeating: "0", count: decimals)
+        }
+        return text
+    }
+
+    static func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: Swift.max(0, width - text.count))
+        return left ? text + fill : fill + text
+    }
+}

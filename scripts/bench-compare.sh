@@ -1,0 +1,732 @@
+#!/usr/bin/env bash
+# Benchmarks a local 3-node Keyper cluster against a local 3-node etcd cluster, with the same
+# client (wrk) and the same workloads, and prints a markdown table with the ratio targets.
+#
+#   scripts/bench-compare.sh                       # release build, 3 runs of 10 s per workload
+#   DURATION=5s RUNS=1 scripts/bench-compare.sh     # quick
+#   KEYPER_BIN=.build/release/keyper scripts/bench-compare.sh   # skip the build
+#
+# Environment:
+#   DURATION     wrk -d per workload and system (default 10s)
+#   RUNS         rounds over all workloads (default 3); the table shows medians over the rounds
+#   KEYPER_BIN   use this keyper binary instead of building (a copy of it is run)
+#   KEEP=1       keep the temporary directory (data dirs, logs) instead of removing it
+#   RESULTS_DIR  where the per-run numbers and raw wrk output go
+#                (default ${TMPDIR:-/tmp}/keyper-bench-compare-<date>-<time>)
+#   WRK_TIMEOUT  wrk --timeout (default 10s): a slower response counts as an error
+#
+# What runs: both clusters on 127.0.0.1 at the same time for the whole comparison, data dirs
+# in one temporary directory (the same filesystem for both), default durability for both
+# (Keyper fsyncs each batch; etcd runs with its defaults, nothing unsafe). Every workload goes
+# to the current leader of each system, found again before every wrk run. Within a round the
+# systems alternate (odd rounds Keyper first, even rounds etcd first) so drift on the machine
+# affects both alike.
+#
+# The workloads (wrk scripts in scripts/bench/, every request pre-formatted in init()):
+#   write   64 connections, PUT of a 256-byte value to a random key of 1000
+#           (etcd: POST /v3/kv/put through the v3 JSON gateway, key and value base64)
+#   read    64 connections, linearizable GET of a random key of those 1000 (preloaded)
+#           (etcd: POST /v3/kv/range; linearizable is the v3 default)
+#   mix     64 connections, 90% reads / 10% writes
+#   single  1 connection, sequential writes: the latency of one write
+#   noop    64 connections on the cheapest route: Keyper GET /v1/health (a local check);
+#           etcd GET /version. etcd 3.4's GET /health is not a no-op: it proposes a v2 QGET
+#           through Raft, so each call is a log entry appended and fsynced on a quorum (checked
+#           by hand: N calls of /health raise raftIndex by N). It is measured separately:
+#   health  etcd only, 64 connections, GET /health, for reference.
+#
+# Needs: swift (unless KEYPER_BIN), curl, python3; installs etcd-server, etcd-client, wrk and
+# fio from Debian's packages when missing (fio only for the fdatasync line of the machine
+# description; the script goes on without it).
+set -euo pipefail
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LUA_DIR=$REPO_DIR/scripts/bench
+BUILD_LOCK=/tmp/keyper-build.lock
+
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+KEEP=${KEEP:-0}
+WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
+RESULTS_DIR=${RESULTS_DIR:-${TMPDIR:-/tmp}/keyper-bench-compare-$(date +%Y%m%d-%H%M%S)}
+KEYSPACE=1000
+VALUE_BYTES=256
+CONNS=64
+THREADS=2
+READ_PERCENT=90
+WAIT_TIMEOUT=60          # seconds to wait for a cluster to form
+
+WORKLOADS=(write read mix single noop health)
+
+# Never let an inherited ETCD_* / ETCDCTL_* variable change how our etcd or etcdctl behave.
+for var in $(compgen -e | grep -E '^ETCD(CTL)?_' || true); do unset "$var"; done
+export ETCDCTL_API=3
+
+# ---------------------------------------------------------------------------------------------
+# output, failure, clean-up
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+TMP_DIR=""
+WRK_PID=""
+declare -A PID=()        # name -> pid of every server this script started
+
+# Prints the end of every server log, for a run that failed.
+dump_logs() {
+    local f
+    [ -n "$TMP_DIR" ] && [ -d "$TMP_DIR/logs" ] || return 0
+    for f in "$TMP_DIR"/logs/*.log; do
+        [ -s "$f" ] || continue
+        log "--- last lines of $f"
+        tail -n 15 "$f" >&2 || true
+    done
+}
+
+# Stops everything this script started: wrk first, then every server (SIGTERM, then SIGKILL
+# after 15 s: an etcd leader whose peers are already gone can hang in its shutdown), reaps them,
+# and removes the temporary directory unless KEEP=1.
+cleanup() {
+    local rc=$? name pid deadline alive
+    set +e
+    trap - EXIT INT TERM
+    if [ -n "$WRK_PID" ]; then
+        kill -TERM "$WRK_PID" 2>/dev/null
+        wait "$WRK_PID" 2>/dev/null
+    fi
+    if [ "${#PID[@]}" -gt 0 ]; then
+        [ "$rc" -ne 0 ] && dump_logs
+        log "stopping ${#PID[@]} server processes: ${PID[*]}"
+        for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null; done
+        deadline=$((SECONDS + 15))
+        while :; do
+            alive=0
+            for name in "${!PID[@]}"; do kill -0 "${PID[$name]}" 2>/dev/null && alive=1; done
+            [ "$alive" = 0 ] || [ "$SECONDS" -ge "$deadline" ] && break
+            sleep 0.2
+        done
+        for name in "${!PID[@]}"; do
+            pid=${PID[$name]}
+            if kill -0 "$pid" 2>/dev/null; then
+                log "$name (pid $pid) did not stop on SIGTERM within 15 s: SIGKILL"
+                kill -KILL "$pid" 2>/dev/null
+            fi
+            wait "$pid" 2>/dev/null
+        done
+    fi
+    if [ -n "$TMP_DIR" ] && [ -d "$TMP_DIR" ]; then
+        if [ "$KEEP" = 1 ]; then
+            log "kept the temporary directory (KEEP=1): $TMP_DIR"
+        else
+            rm -rf "$TMP_DIR"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Fails when a server this script started has exited.
+check_alive() {
+    local name
+    for name in "${!PID[@]}"; do
+        kill -0 "${PID[$name]}" 2>/dev/null || die "$name (pid ${PID[$name]}) exited unexpectedly; its log: $TMP_DIR/logs/$name.log"
+    done
+}
+
+# wait_until DESCRIPTION COMMAND...: runs COMMAND every 0.2 s until it succeeds, failing after
+# WAIT_TIMEOUT seconds or as soon as one of our servers dies.
+wait_until() {
+    local what=$1; shift
+    local deadline=$((SECONDS + WAIT_TIMEOUT))
+    until "$@"; do
+        check_alive
+        [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${WAIT_TIMEOUT}s waiting for $what"
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# set-up: arguments, packages, build, ports
+
+check_settings() {
+    [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
+    [[ "$DURATION" =~ ^[1-9][0-9]*[smh]?$ ]] || die "DURATION must look like 10s, 1m (got '$DURATION')"
+    [[ "$WRK_TIMEOUT" =~ ^[1-9][0-9]*[smh]?$ ]] || die "WRK_TIMEOUT must look like 10s (got '$WRK_TIMEOUT')"
+    local f
+    for f in common.lua keyper.lua etcd.lua; do
+        [ -f "$LUA_DIR/$f" ] || die "missing wrk script $LUA_DIR/$f"
+    done
+    command -v curl >/dev/null || die "curl is required"
+    command -v python3 >/dev/null || die "python3 is required"
+}
+
+# Runs a command as root: directly when we are root, otherwise through sudo.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Debian's etcd-server enables a system etcd on 2379/2380, started by the package's postinst
+# where an init system lets it (systemd, or /etc/init.d/etcd under sysvinit; in a container
+# policy-rc.d usually forbids it). When this script has just installed the package, stop and
+# disable that service: it would compete for the two cores. Our clusters use free ephemeral
+# ports, so a port collision is impossible either way. An etcd that was already running before
+# (someone else's) is reported, never stopped.
+quiet_system_etcd() {
+    local just_installed=$1
+    if [ "$just_installed" = 1 ]; then
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+            if systemctl is-active --quiet etcd 2>/dev/null || systemctl is-enabled --quiet etcd 2>/dev/null; then
+                log "stopping and disabling the etcd service the package installed (systemd)"
+                as_root systemctl disable --now etcd || log "WARNING: could not stop the etcd service"
+            fi
+        elif [ -x /etc/init.d/etcd ] && as_root /etc/init.d/etcd status >/dev/null 2>&1; then
+            log "stopping the etcd service the package started (/etc/init.d/etcd)"
+            as_root /etc/init.d/etcd stop || log "WARNING: could not stop the etcd service"
+            command -v update-rc.d >/dev/null && as_root update-rc.d etcd disable >/dev/null 2>&1 || true
+        fi
+    fi
+    if pgrep -x etcd >/dev/null 2>&1; then
+        log "WARNING: an etcd not started by this script is running (pids $(pgrep -x etcd | tr '\n' ' ')): it competes for CPU"
+    fi
+    return 0
+}
+
+install_tools() {
+    local need=() just_installed_etcd=0
+    command -v etcd >/dev/null || { need+=(etcd-server); just_installed_etcd=1; }
+    command -v etcdctl >/dev/null || need+=(etcd-client)
+    command -v wrk >/dev/null || need+=(wrk)
+    if [ "${#need[@]}" -gt 0 ]; then
+        apt_install "${need[@]}" || die "could not install ${need[*]}"
+    fi
+    quiet_system_etcd "$just_installed_etcd"
+    if ! command -v fio >/dev/null; then
+        apt_install fio || log "fio could not be installed: no fdatasync figure in the machine description"
+    fi
+    command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v wrk >/dev/null ||
+        die "etcd, etcdctl and wrk are required"
+}
+
+# Builds (or takes KEYPER_BIN) and copies the binary into the temporary directory, so a rebuild
+# by someone else during the benchmark cannot replace it under the running nodes. The build and
+# the copy both happen under the shared build lock: only one Swift build runs on the machine at
+# a time, and nobody can relink the binary between our build and our copy.
+prepare_keyper() {
+    KEYPER=$TMP_DIR/bin/keyper
+    mkdir -p "$TMP_DIR/bin"
+    if [ -n "${KEYPER_BIN:-}" ]; then
+        [ -x "$KEYPER_BIN" ] || die "KEYPER_BIN=$KEYPER_BIN is not an executable file"
+        cp "$KEYPER_BIN" "$KEYPER"
+        KEYPER_SOURCE="$KEYPER_BIN (KEYPER_BIN)"
+    else
+        if ! flock -n "$BUILD_LOCK" true; then
+            log "the build lock $BUILD_LOCK is held by another build: waiting for it"
+        fi
+        log "building: flock $BUILD_LOCK swift build -c release --product keyper"
+        (cd "$REPO_DIR" && flock "$BUILD_LOCK" bash -c '
+            set -e
+            swift build -c release --product keyper
+            cp "$(swift build -c release --show-bin-path)/keyper" "$1"' _ "$KEYPER") ||
+            die "swift build -c release failed"
+        KEYPER_SOURCE="release build of $REPO_DIR"
+    fi
+    "$KEYPER" --help >/dev/null 2>&1 || die "$KEYPER --help failed"
+    log "keyper binary: $KEYPER_SOURCE, running a copy at $KEYPER"
+}
+
+# Twelve distinct free ports on 127.0.0.1: hold every socket open while choosing so none repeats.
+pick_ports() {
+    PORTS=($(python3 -c '
+import socket
+socks = []
+for _ in range(12):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+')) || die "could not find free ports"
+    [ "${#PORTS[@]}" = 12 ] || die "expected 12 free ports, got: ${PORTS[*]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# machine description
+
+describe_machine() {
+    local out=$RESULTS_DIR/machine.txt model mem fs
+    model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || model=unknown
+    mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    fs=$(df -PT "$TMP_DIR" | awk 'NR == 2 { print $2 " on " $1 }')
+    {
+        echo "- cpus: $(nproc) ($model)"
+        echo "- memory: $mem"
+        echo "- kernel: $(uname -r)"
+        echo "- data dirs: $TMP_DIR ($fs)"
+        echo "- keyper: $KEYPER_SOURCE, commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO_DIR" diff --quiet HEAD -- Sources Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/')"
+        echo "- etcd: $(etcd --version 2>/dev/null | head -1 | sed 's/etcd Version: //') (defaults: fsync on, snapshot-count 100000)"
+        echo "- client: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), on the same machine"
+        fio_line
+    } >"$out"
+    log "machine:"
+    sed 's/^/    /' "$out" >&2
+}
+
+# One line with the fdatasync rate of the data dirs' filesystem: 4 KiB writes, each followed by
+# fdatasync, which is the floor under any durable write on this disk.
+fio_line() {
+    command -v fio >/dev/null || { echo "- fdatasync: (fio not installed)"; return 0; }
+    mkdir -p "$TMP_DIR/fio"
+    if fio --name=fsync --rw=write --bs=4k --size=16m --fdatasync=1 --runtime=20 \
+           --directory="$TMP_DIR/fio" --output-format=json >"$TMP_DIR/fio.json" 2>"$TMP_DIR/fio.err"; then
+        python3 - "$TMP_DIR/fio.json" <<'PY' || echo "- fdatasync: (could not parse fio output)"
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+iops = job["write"]["iops"]
+pct = job.get("sync", {}).get("lat_ns", {}).get("percentile", {})
+def ms(key):
+    return "%.2f ms" % (pct[key] / 1e6) if key in pct else "?"
+print("- fdatasync (fio, 4 KiB write + fdatasync each): %.0f/s; fdatasync p50 %s, p99 %s"
+      % (iops, ms("50.000000"), ms("99.000000")))
+PY
+    else
+        echo "- fdatasync: (fio failed: $(head -c 200 "$TMP_DIR/fio.err"))"
+    fi
+    rm -rf "$TMP_DIR/fio"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Keyper cluster
+
+declare -A KHTTP=() KRAFT=()
+
+start_keyper_node() {
+    local node=$1; shift
+    "$KEYPER" --data-dir "$TMP_DIR/keyper/$node" --http-addr "127.0.0.1:${KHTTP[$node]}" \
+        --node-id "$node" --enable-raft --raft-addr "127.0.0.1:${KRAFT[$node]}" \
+        --log-level warning "$@" >"$TMP_DIR/logs/$node.log" 2>&1 &
+    PID[$node]=$!
+    log "started keyper $node (pid ${PID[$node]}): http 127.0.0.1:${KHTTP[$node]}, raft 127.0.0.1:${KRAFT[$node]}"
+}
+
+# keyper_status NODE: the node's /v1/status JSON on stdout.
+keyper_status() {
+    curl -sf --max-time 2 "http://127.0.0.1:${KHTTP[$1]}/v1/status"
+}
+
+keyper_is_leader() {
+    local s
+    s=$(keyper_status "$1") || return 1
+    python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("is_leader") else 1)' "$s"
+}
+
+keyper_three_voters() {
+    local s
+    s=$(keyper_status "$1") || return 1
+    python3 -c '
+import json, sys
+members = json.loads(sys.argv[1]).get("members") or []
+voters = sorted(m["id"] for m in members if m.get("role") == "voter")
+sys.exit(0 if voters == ["node1", "node2", "node3"] else 1)' "$s"
+}
+
+# node1 bootstraps; node2 and node3 start with --join node1, which retries until they are in.
+start_keyper() {
+    local i node
+    for i in 1 2 3; do
+        KHTTP[node$i]=${PORTS[$((i - 1))]}
+        KRAFT[node$i]=${PORTS[$((i + 2))]}
+    done
+    mkdir -p "$TMP_DIR/keyper"
+    start_keyper_node node1
+    wait_until "keyper node1 to become leader" keyper_is_leader node1
+    for node in node2 node3; do
+        start_keyper_node "$node" --join "http://127.0.0.1:${KHTTP[node1]}"
+    done
+    wait_until "keyper node1 to list node1..node3 as voters" keyper_three_voters node1
+    log "keyper: 3 voters, leader node1"
+}
+
+# Prints "NODE URL" of the node whose /v1/status says is_leader.
+keyper_leader() {
+    local node
+    for node in node1 node2 node3; do
+        if keyper_is_leader "$node"; then
+            echo "$node http://127.0.0.1:${KHTTP[$node]}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# etcd cluster
+
+declare -A ECLIENT=() EPEER=()
+ETCD_ENDPOINTS=""
+
+start_etcd() {
+    local i name cluster="" token="keyper-bench-$$-$RANDOM"
+    for i in 1 2 3; do
+        ECLIENT[etcd$i]=${PORTS[$((i + 5))]}
+        EPEER[etcd$i]=${PORTS[$((i + 8))]}
+        cluster+="${cluster:+,}etcd$i=http://127.0.0.1:${EPEER[etcd$i]}"
+        ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}http://127.0.0.1:${ECLIENT[etcd$i]}"
+    done
+    mkdir -p "$TMP_DIR/etcd"
+    for i in 1 2 3; do
+        name=etcd$i
+        # Static bootstrap; a unique cluster token so these members can never talk to another
+        # cluster's. Durability settings are etcd's defaults.
+        etcd --name "$name" --data-dir "$TMP_DIR/etcd/$name" \
+            --listen-client-urls "http://127.0.0.1:${ECLIENT[$name]}" \
+            --advertise-client-urls "http://127.0.0.1:${ECLIENT[$name]}" \
+            --listen-peer-urls "http://127.0.0.1:${EPEER[$name]}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${EPEER[$name]}" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token "$token" \
+            --logger zap --log-level warn >"$TMP_DIR/logs/$name.log" 2>&1 &
+        PID[$name]=$!
+        log "started $name (pid ${PID[$name]}): client 127.0.0.1:${ECLIENT[$name]}, peer 127.0.0.1:${EPEER[$name]}"
+    done
+    wait_until "etcdctl endpoint health --cluster" etcd_healthy
+    log "etcd: 3 members healthy, leader $(etcd_leader | cut -d' ' -f1)"
+}
+
+etcdctl_() {
+    etcdctl --endpoints="$ETCD_ENDPOINTS" --dial-timeout=2s --command-timeout=5s "$@"
+}
+
+etcd_healthy() {
+    etcdctl_ endpoint health --cluster >/dev/null 2>&1
+}
+
+# Prints "NAME URL" of the member that `endpoint status` names as the leader.
+etcd_leader() {
+    local url
+    url=$(etcdctl_ endpoint status --cluster -w json 2>/dev/null | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    s = e["Status"]
+    if s["header"]["member_id"] == s["leader"]:
+        print(e["Endpoint"]); break') || return 1
+    [ -n "$url" ] || return 1
+    local name
+    for name in etcd1 etcd2 etcd3; do
+        [ "$url" = "http://127.0.0.1:${ECLIENT[$name]}" ] && { echo "$name $url"; return 0; }
+    done
+    echo "? $url"
+}
+
+# ---------------------------------------------------------------------------------------------
+# preload: every key of the key space written once, then counted, so the read workloads read
+# existing keys on both systems (etcd answers a missing key with 200 and no kvs, which wrk could
+# not tell apart from a hit).
+
+preload() {
+    local system=$1 url=$2
+    python3 - "$system" "$url" "$KEYSPACE" "$VALUE_BYTES" <<'PY' || die "preloading $1 failed"
+import base64, http.client, json, sys, threading, time, urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+system, url, keys, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+u = urllib.parse.urlsplit(url)
+local = threading.local()
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+def value(i):  # the same bytes scripts/bench/common.lua writes
+    pattern = "value-of-bench/%d-" % i
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+def call(method, path, body=None, ctype=None):
+    if getattr(local, "conn", None) is None:
+        local.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        local.conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
+        r = local.conn.getresponse()
+        return r.status, r.read()
+    except Exception:
+        local.conn = None
+        raise
+
+def put(i):
+    last = None
+    for _ in range(50):
+        try:
+            if system == "keyper":
+                st, body = call("PUT", "/v1/keys/bench/%d" % i, value(i).encode(), "application/octet-stream")
+            else:
+                st, body = call("POST", "/v3/kv/put",
+                                json.dumps({"key": b64("bench/%d" % i), "value": b64(value(i))}),
+                                "application/json")
+            if 200 <= st < 300:
+                return
+            last = "%d %r" % (st, body[:200])
+        except Exception as e:
+            last = repr(e)
+        time.sleep(0.1)
+    raise SystemExit("put bench/%d failed: %s" % (i, last))
+
+t0 = time.monotonic()
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(put, range(keys)))
+elapsed = time.monotonic() - t0
+
+# Count what is there and read one key back through the route the read workload uses.
+if system == "keyper":
+    st, body = call("GET", "/v1/keys?prefix=bench/&limit=1000")
+    listing = json.loads(body)
+    count = len(listing["keys"]) + (1 if listing.get("more") else 0)
+    st, got = call("GET", "/v1/keys/bench/7")
+    ok = st == 200 and got.decode() == value(7)
+else:
+    st, body = call("POST", "/v3/kv/range",
+                    json.dumps({"key": b64("bench/"), "range_end": b64("bench0"), "count_only": True}),
+                    "application/json")
+    count = int(json.loads(body).get("count", 0))
+    st, got = call("POST", "/v3/kv/range", json.dumps({"key": b64("bench/7")}), "application/json")
+    kvs = json.loads(got).get("kvs") or []
+    ok = st == 200 and len(kvs) == 1 and base64.b64decode(kvs[0]["value"]).decode() == value(7)
+if count != keys or not ok:
+    raise SystemExit("after preload %s has %d bench/ keys (want %d), read-back ok: %s" % (system, count, keys, ok))
+print("%s: preloaded %d keys in %.1f s (8 clients), counted %d, read-back ok" % (system, keys, elapsed, count))
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# one wrk run
+
+# The route a workload exercises, for the results file.
+route_of() {
+    case "$1:$2" in
+        keyper:write|keyper:single) echo "PUT /v1/keys/bench/N" ;;
+        keyper:read) echo "GET /v1/keys/bench/N" ;;
+        keyper:mix) echo "GET|PUT /v1/keys/bench/N" ;;
+        keyper:noop|keyper:health) echo "GET /v1/health" ;;
+        etcd:write|etcd:single) echo "POST /v3/kv/put" ;;
+        etcd:read) echo "POST /v3/kv/range" ;;
+        etcd:mix) echo "POST /v3/kv/range|put" ;;
+        etcd:noop) echo "GET /version" ;;
+        etcd:health) echo "GET /health" ;;
+    esac
+}
+
+leader_of() {
+    case "$1" in
+        keyper) keyper_leader ;;
+        etcd) etcd_leader ;;
+    esac
+}
+
+RESULTS_TSV=""
+
+# run_wrk SYSTEM WORKLOAD RUN: one wrk run against SYSTEM's leader; appends a line to the
+# results file.
+run_wrk() {
+    local system=$1 workload=$2 run=$3
+    local threads=$THREADS conns=$CONNS script_workload=$workload leader url after out line
+    [ "$workload" = single ] && { threads=1; conns=1; script_workload=write; }
+    check_alive
+    leader=$(leader_of "$system") || die "$system: no leader found"
+    url=${leader#* }; leader=${leader%% *}
+    out=$RESULTS_DIR/wrk/run$run-$workload-$system.txt
+    # In the background and waited for, so an interrupt reaches the trap at once and the trap
+    # can stop wrk.
+    wrk -t"$threads" -c"$conns" -d"$DURATION" --latency --timeout "$WRK_TIMEOUT" \
+        -s "$LUA_DIR/$system.lua" "$url" -- "$script_workload" "$KEYSPACE" "$VALUE_BYTES" "$READ_PERCENT" \
+        >"$out" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then
+        WRK_PID=""
+        cat "$out" >&2
+        die "wrk failed ($system $workload)"
+    fi
+    WRK_PID=""
+    line=$(grep '^BENCH_RESULT ' "$out" | tail -n 1) || { cat "$out" >&2; die "no BENCH_RESULT line from wrk ($system $workload)"; }
+    after=$(leader_of "$system" | cut -d' ' -f1) || after=none
+    local -A r=()
+    local kv
+    for kv in ${line#BENCH_RESULT }; do r[${kv%%=*}]=${kv#*=}; done
+    local errors=$(( ${r[status_errors]} + ${r[connect_errors]} + ${r[read_errors]} + ${r[write_errors]} + ${r[timeouts]} ))
+    printf '%s\t' "$run" "$system" "$workload" "$(route_of "$system" "$workload")" "$leader" "$after" \
+        "$threads" "$conns" "$DURATION" "${r[requests]}" "${r[rps]}" "${r[p50_us]}" "${r[p90_us]}" \
+        "${r[p99_us]}" "${r[p999_us]}" "${r[max_us]}" "${r[status_errors]}" "${r[connect_errors]}" \
+        "${r[read_errors]}" "${r[write_errors]}" >>"$RESULTS_TSV"
+    printf '%s\n' "${r[timeouts]}" >>"$RESULTS_TSV"
+    log "$(printf 'run %s %-6s %-6s %10s req/s  p50 %6.2f ms  p99 %7.2f ms  errors %s%s' "$run" "$workload" \
+        "$system" "${r[rps]}" "$(echo "${r[p50_us]}" | awk '{ print $1 / 1000 }')" \
+        "$(echo "${r[p99_us]}" | awk '{ print $1 / 1000 }')" "$errors" \
+        "$([ "$leader" = "$after" ] || echo "  LEADER CHANGED $leader -> $after")")"
+    sleep 1   # let the previous run's connections close before the next one starts
+}
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+summarize() {
+    python3 - "$RESULTS_TSV" "$RUNS" "$DURATION" <<'PY'
+import csv, statistics, sys
+
+path, runs, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = list(csv.DictReader(open(path), delimiter="\t"))
+ERR = ["status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"]
+
+def group(system, workload):
+    return [r for r in rows if r["system"] == system and r["workload"] == workload]
+
+def med(rs, field):
+    return statistics.median(float(r[field]) for r in rs) if rs else None
+
+def errors(rs):
+    return sum(int(r[f]) for r in rs for f in ERR)
+
+def leader_changes(rs):
+    return sum(1 for r in rs if r["leader"] != r["leader_after"])
+
+def fmt_rps(rs):
+    if not rs:
+        return "—"
+    s = "%.0f" % med(rs, "rps")
+    if len(rs) > 1:
+        s += " (%.0f–%.0f)" % (min(float(r["rps"]) for r in rs), max(float(r["rps"]) for r in rs))
+    return s
+
+def fmt_ms(rs, field):
+    return "%.2f" % (med(rs, field) / 1000) if rs else "—"
+
+LABELS = {
+    "write": "writes: PUT 256 B, random of 1000 keys, 64 conns",
+    "read": "linearizable reads, 64 conns",
+    "mix": "90% reads / 10% writes, 64 conns",
+    "single": "sequential writes, 1 conn",
+    "noop": "no-op route, 64 conns (Keyper GET /v1/health, etcd GET /version)",
+    "health": "etcd GET /health, 64 conns (a Raft proposal in etcd 3.4, not a no-op)",
+}
+
+print("Medians over %d run(s) of %s each; req/s shows (min–max) over the runs; latencies in ms." % (runs, duration))
+print()
+print("| workload | Keyper req/s | etcd req/s | Keyper ÷ etcd | Keyper p50 | Keyper p99 | etcd p50 | etcd p99 | valid |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+invalid = {}
+for w in ["write", "read", "mix", "single", "noop", "health"]:
+    k, e = group("keyper", w), group("etcd", w)
+    if w == "health":
+        k = []   # Keyper's /v1/health is the no-op row above
+    if not k and not e:
+        continue
+    ratio = "%.2f×" % (med(k, "rps") / med(e, "rps")) if k and e and med(e, "rps") > 0 else "—"
+    notes = []
+    for name, rs in (("Keyper", k), ("etcd", e)):
+        if errors(rs):
+            notes.append("%s: %d non-2xx/socket errors" % (name, errors(rs)))
+        if leader_changes(rs):
+            notes.append("%s: leader changed in %d run(s)" % (name, leader_changes(rs)))
+    if any("errors" in n for n in notes):
+        invalid[w] = True
+    valid = "ok" if not notes else ("INVALID — " if w in invalid else "note — ") + "; ".join(notes)
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        LABELS[w], fmt_rps(k), fmt_rps(e), ratio, fmt_ms(k, "p50_us"), fmt_ms(k, "p99_us"),
+        fmt_ms(e, "p50_us"), fmt_ms(e, "p99_us"), valid))
+
+def target(name, needs, check):
+    """needs: the (system, workload) groups the target is computed from."""
+    if any(not group(s, w) for s, w in needs):
+        print("| %s | (not measured) | — |" % name)
+        return
+    value, ok = check()
+    verdict = "met" if ok else "not met"
+    if any(errors(group(s, w)) for s, w in needs):
+        verdict = "invalid (non-2xx or socket errors in a run)"
+    print("| %s | %s | %s |" % (name, value, verdict))
+
+K = lambda w, f: med(group("keyper", w), f)
+E = lambda w, f: med(group("etcd", w), f)
+
+print()
+print("| target | measured | verdict |")
+print("| --- | --- | --- |")
+target("writes ≥ 2× etcd req/s, with p99 ≤ etcd's", [("keyper", "write"), ("etcd", "write")], lambda: (
+    "%.2f×, p99 %.2f vs %.2f ms" % (K("write", "rps") / E("write", "rps"), K("write", "p99_us") / 1000, E("write", "p99_us") / 1000),
+    K("write", "rps") >= 2 * E("write", "rps") and K("write", "p99_us") <= E("write", "p99_us")))
+target("linearizable reads ≥ 2× etcd req/s", [("keyper", "read"), ("etcd", "read")], lambda: (
+    "%.2f×" % (K("read", "rps") / E("read", "rps")), K("read", "rps") >= 2 * E("read", "rps")))
+target("single-client write p50 ≤ etcd's", [("keyper", "single"), ("etcd", "single")], lambda: (
+    "%.2f vs %.2f ms" % (K("single", "p50_us") / 1000, E("single", "p50_us") / 1000),
+    K("single", "p50_us") <= E("single", "p50_us")))
+target("Keyper writes ≥ 40% of Keyper's no-op route req/s", [("keyper", "write"), ("keyper", "noop")], lambda: (
+    "%.0f%% (%.0f of %.0f req/s)" % (100 * K("write", "rps") / K("noop", "rps"), K("write", "rps"), K("noop", "rps")),
+    K("write", "rps") >= 0.4 * K("noop", "rps")))
+PY
+}
+
+# =============================================================================================
+
+main() {
+    check_settings
+    install_tools
+
+    TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyper-bench.XXXXXX")
+    mkdir -p "$TMP_DIR/logs" "$RESULTS_DIR/wrk"
+    RESULTS_TSV=$RESULTS_DIR/results.tsv
+    printf '%s\t' run system workload route leader leader_after threads conns duration requests rps \
+        p50_us p90_us p99_us p999_us max_us status_errors connect_errors read_errors write_errors >"$RESULTS_TSV"
+    printf 'timeouts\n' >>"$RESULTS_TSV"
+    log "temporary directory: $TMP_DIR; results: $RESULTS_DIR"
+
+    prepare_keyper
+    # Measured before the clusters start, so nothing else touches the disk meanwhile.
+    describe_machine
+    pick_ports
+    start_keyper
+    start_etcd
+
+    local k e
+    k=$(keyper_leader) || die "keyper: no leader"
+    e=$(etcd_leader) || die "etcd: no leader"
+    preload keyper "${k#* }"
+    preload etcd "${e#* }"
+
+    local per_run=$(( ${#WORKLOADS[@]} * 2 - 1 ))
+    log "running $RUNS round(s) of ${#WORKLOADS[@]} workloads ($per_run wrk runs of $DURATION per round)"
+    local run workload first second
+    for run in $(seq 1 "$RUNS"); do
+        if [ $((run % 2)) = 1 ]; then first=keyper; second=etcd; else first=etcd; second=keyper; fi
+        for workload in "${WORKLOADS[@]}"; do
+            for system in "$first" "$second"; do
+                # etcd's /health is measured for reference only; Keyper's health route is the no-op.
+                [ "$workload" = health ] && [ "$system" = keyper ] && continue
+                run_wrk "$system" "$workload" "$run"
+            done
+        done
+    done
+
+    {
+        echo "## Keyper vs etcd, 3 nodes each on one machine"
+        echo
+        cat "$RESULTS_DIR/machine.txt"
+        echo
+        summarize
+        echo
+        echo "Both clusters ran on 127.0.0.1 at the same time; the client (wrk, -t$THREADS, --latency) ran on the same machine."
+        echo "Raw per-run numbers: $RESULTS_TSV; wrk output: $RESULTS_DIR/wrk/."
+    } >"$RESULTS_DIR/summary.md"
+    echo
+    cat "$RESULTS_DIR/summary.md"
+    echo
+    log "results: $RESULTS_DIR (summary.md, results.tsv, machine.txt, wrk/)"
+}
+
+main "$@"
