@@ -278,6 +278,7 @@ describe_machine() {
         echo "- etcd: $(etcd --version 2>/dev/null | head -1 | sed 's/etcd Version: //') (defaults: fsync on, snapshot-count 100000)"
         echo "- client: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), on the same machine"
         fio_line
+        busy_line
     } >"$out"
     log "machine:"
     sed 's/^/    /' "$out" >&2
@@ -304,6 +305,26 @@ PY
         echo "- fdatasync: (fio failed: $(head -c 200 "$TMP_DIR/fio.err"))"
     fi
     rm -rf "$TMP_DIR/fio"
+}
+
+# One line with how busy the CPUs were over the last second, before our clusters start: the
+# results are only comparable between quiet machines. A busy machine (another benchmark, a
+# build, a test cluster) is reported with its top processes, not stopped.
+busy_line() {
+    local busy
+    busy=$(python3 -c '
+import time
+def sample():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f), f[3] + f[4]          # total, idle + iowait
+t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
+print(round(100 * (1 - (i1 - i0) / max(1, t1 - t0))))')
+    echo "- CPU busy before the clusters started: ${busy}% of $(nproc) cpus over 1 s"
+    if [ "$busy" -gt 15 ]; then
+        echo "- WARNING: the machine was not quiet; biggest CPU users (lifetime average):"
+        ps -e -o pid=,pcpu=,etime=,args= --sort=-pcpu | grep -v " ps -e" | head -n 4 | cut -c1-160 | sed 's/^/  - /'
+        log "WARNING: the machine is busy (${busy}% CPU) before the benchmark: results will be noisy"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
     public var lostWrites: [String] = []
     public var historyPath: String?
     public var seed: UInt64 = 0
+    /// Why the nemesis gave up: the cluster did not recover from a fault within its timeout.
+    public var nemesisFailure: String?
 
-    public var passed: Bool { linearizable && lostWrites.isEmpty }
+    public var passed: Bool { linearizable && lostWrites.isEmpty && nemesisFailure == nil }
 
     public var description: String {
         var lines = [
@@ -69,6 +71,7 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
             "lost acknowledged writes: " + (lostWrites.isEmpty ? "none" : lostWrites.prefix(5).joined(separator: "; ")),
             "seed: \(seed)",
         ]
+        if let nemesisFailure { lines.append("liveness: FAILED (\(nemesisFailure))") }
         if let historyPath { lines.append("history: \(historyPath)") }
         lines.append("verdict: " + (passed ? "PASS" : "FAIL"))
         return lines.joined(separator: "\n")
@@ -82,6 +85,7 @@ public final class Verifier: Sendable {
     let options: VerifyOptions
     private let started = ContinuousClock.now
     private let history = Mutex<[KVOperation]>([])
+    private let nemesisFailure = Mutex<String?>(nil)
     private let log: @Sendable (String) -> Void
 
     public init(options: VerifyOptions, log: @escaping @Sendable (String) -> Void = { print($0) }) {
@@ -116,15 +120,27 @@ public final class Verifier: Sendable {
 
         let deadline = ContinuousClock.now + options.duration
         let endpointsFixed = endpoints
-        try await withThrowingTaskGroup(of: [Fault: Int].self) { group in
+        await withTaskGroup(of: [Fault: Int].self) { group in
             for client in 0..<options.clients {
                 group.addTask { await self.client(client, endpoints: endpointsFixed, until: deadline); return [:] }
             }
             if let cluster, !options.faults.isEmpty {
-                group.addTask { try await self.nemesis(cluster, until: deadline) }
+                group.addTask {
+                    var counts: [Fault: Int] = [:]
+                    do {
+                        try await self.nemesis(cluster, until: deadline, counts: &counts)
+                    } catch {
+                        // The cluster did not recover in time: a liveness failure. Stop the
+                        // workload, but still check what was recorded.
+                        self.log("nemesis: \(error); stopping the workload")
+                        self.nemesisFailure.withLock { $0 = "\(error)" }
+                    }
+                    return counts
+                }
             }
-            for try await counts in group { summary.faults.merge(counts, uniquingKeysWith: +) }
+            for await counts in group { summary.faults.merge(counts, uniquingKeysWith: +) }
         }
+        summary.nemesisFailure = nemesisFailure.withLock { $0 }
         if let cluster { try await heal(cluster) }
         try await finalReads(endpoints: endpoints)
 
@@ -150,7 +166,7 @@ public final class Verifier: Sendable {
     private func client(_ number: Int, endpoints: [String], until deadline: ContinuousClock.Instant) async {
         var random = SplitMix64(seed: options.seed &+ UInt64(number) &* 0x9E37_79B9)
         var sequence = 0
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline, nemesisFailure.withLock({ $0 == nil }) {
             let key = options.prefix + "k\(random.next(below: options.keys))"
             let endpoint = endpoints[random.next(below: endpoints.count)]
             let roll = random.next(below: 10)
@@ -238,9 +254,8 @@ public final class Verifier: Sendable {
         log("cluster up: \(cluster.endpoints.joined(separator: " "))")
     }
 
-    private func nemesis(_ cluster: LocalCluster, until deadline: ContinuousClock.Instant) async throws -> [Fault: Int] {
+    private func nemesis(_ cluster: LocalCluster, until deadline: ContinuousClock.Instant, counts: inout [Fault: Int]) async throws {
         var random = SplitMix64(seed: options.seed ^ 0xFA17)
-        var counts: [Fault: Int] = [:]
         let faults = Fault.allCases.filter { options.faults.contains($0) }
         while ContinuousClock.now + .seconds(4) < deadline {
             try await Task.sleep(for: .milliseconds(500 + random.next(below: 1_500)))
@@ -273,7 +288,6 @@ public final class Verifier: Sendable {
             counts[fault, default: 0] += 1
             try await waitFor("a leader after \(fault.rawValue)") { await self.leader(of: cluster) != nil }
         }
-        return counts
     }
 
     /// Removes a member through any node (followers forward to the leader), waits, and joins
@@ -281,7 +295,13 @@ public final class Verifier: Sendable {
     private func removeAndReadd(_ victim: Int, in cluster: LocalCluster) async throws {
         let node = cluster.nodes[victim]
         let via = cluster.endpoints[(victim + 1) % cluster.nodes.count]
-        _ = try? await HTTPRequester.send(.DELETE, via + "/v1/members/\(node.id)", timeout: .seconds(5))
+        // As an operator would: removing the leader first moves leadership (503 leader_transfer),
+        // so retry until the member is gone.
+        try await waitFor("\(node.id) to be removed") {
+            guard let result = try? await HTTPRequester.send(.DELETE, via + "/v1/members/\(node.id)", timeout: .seconds(5))
+            else { return false }
+            return result.status == 204 || result.status == 404
+        }
         try await Task.sleep(for: .milliseconds(500))
         let body = Array(#"{"node_id":"\#(node.id)","raft_addr":"127.0.0.1:\#(node.raftPort)","http_addr":"127.0.0.1:\#(node.httpPort)"}"#.utf8)
         try await waitFor("\(node.id) to be added back") {

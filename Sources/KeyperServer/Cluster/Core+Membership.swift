@@ -100,6 +100,9 @@ extension Core {
                 return waiter.fail(APIError(.conflict, code: "member_exists",
                                             "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
             }
+            // This leader itself is a member by definition; asking itself over the peer
+            // transport would never be answered.
+            if node == id { return waiter.succeed() }
             // The same node joining again: still ask it, so that success means it really is
             // part of this cluster (it may have lost its data and bootstrapped alone).
         }
