@@ -95,7 +95,8 @@ cleanup() {
         wait "$WRK_PID" 2>/dev/null
     fi
     if [ "${#PID[@]}" -gt 0 ]; then
-        [ "$rc" -ne 0 ] && dump_logs
+        # A failure shows the servers' last words; an interrupt (130, 143) does not need them.
+        case "$rc" in 0|130|143) ;; *) dump_logs ;; esac
         log "stopping ${#PID[@]} server processes: ${PID[*]}"
         for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null; done
         deadline=$((SECONDS + 15))
