@@ -152,6 +152,7 @@ final class Core: @unchecked Sendable {
             queue(ready.messages)
             flush()
             learnAddresses(from: ready.entries)
+            answerBeforePersist(ready)
             guard persist(ready) else {
                 stalledReady = ready
                 break
@@ -196,12 +197,21 @@ final class Core: @unchecked Sendable {
         return true
     }
 
-    private func finish(_ ready: Ready) {
-        queue(ready.messagesAfterPersist)
-        // Apply Ready by Ready, so a long catch-up never holds more than one batch
-        // (Config.applyBytesMax) in memory or keeps the loop from ticking for long.
-        applyQueue += ready.committedEntries
-        applyCommitted()
+    /// What of a `Ready` does not wait for its fsync: committed entries this node already holds
+    /// durably (on a leader, all of them: it counts itself towards a commit only once its own
+    /// copy is synced) are applied, and confirmed reads released, before this Ready's sync
+    /// rather than after it. Clients are answered one fsync sooner, and in a closed loop that
+    /// is throughput as well as latency. Entries the Ready itself writes (a follower's
+    /// appends, which may replace an unsynced or conflicting suffix) still wait.
+    private func answerBeforePersist(_ ready: Ready) {
+        guard ready.snapshot == nil else { return }
+        var durable = storage.lastIndex
+        if let first = ready.entries.first, first.index <= durable { durable = first.index.previous() }
+        let early = ready.committedEntries.prefix { $0.index <= durable }
+        if !early.isEmpty {
+            enqueueForApply(early)
+            applyCommitted()
+        }
         for state in ready.readStates { readIndexReady(state) }
         for context in ready.droppedReads {
             // Leadership moved before the round finished: the reads try again with the next leader.
@@ -209,7 +219,31 @@ final class Core: @unchecked Sendable {
                 readsWaitingForRound += waiters
             }
         }
+    }
+
+    private func finish(_ ready: Ready) {
+        queue(ready.messagesAfterPersist)
+        // Apply Ready by Ready, so a long catch-up never holds more than one batch
+        // (Config.applyBytesMax) in memory or keeps the loop from ticking for long.
+        enqueueForApply(ready.committedEntries)
+        applyCommitted()
+        if ready.snapshot != nil {
+            // answerBeforePersist left these for after the snapshot was installed.
+            for state in ready.readStates { readIndexReady(state) }
+            for context in ready.droppedReads {
+                if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
+                    readsWaitingForRound += waiters
+                }
+            }
+        }
         raw.advance(ready)
+    }
+
+    /// Queues entries not yet applied or queued; a Ready's entries may have been queued
+    /// (and perhaps applied) already before its sync.
+    private func enqueueForApply<Entries: Collection<Entry>>(_ entries: Entries) {
+        let after = applyQueue.last?.index ?? appliedIndex
+        applyQueue += entries.filter { $0.index > after }
     }
 
     private func flushAndPublish() {
@@ -291,6 +325,9 @@ final class Core: @unchecked Sendable {
             applyQueue = []
             return
         }
+        // Never apply what this node's own log does not hold durably: after a crash the state
+        // machine would be ahead of the log it is replayed from.
+        precondition(last.index <= storage.lastIndex, "applying \(last.index) beyond the durable log (\(storage.lastIndex))")
         var operations: [KVOperation] = []
         var mine: [UInt64] = []
         var removed: [NodeID] = []
