@@ -139,14 +139,15 @@ public enum LoadGenerator {
                 tasks.addTask {
                     var total = ConnectionReport()
                     var attempt = 0
-                    while NIODeadline.now() < stop {
+                    // At least one attempt, however late this task starts on a busy machine.
+                    repeat {
                         let report = await runConnection(connection, attempt: attempt, workload: workload, group: group, until: stop)
                         total.merge(report)
                         if report.finished { break }
                         attempt += 1
                         // A refused or broken connection: back off a little so a dead node is not hammered.
                         try await Task.sleep(for: .milliseconds(100))
-                    }
+                    } while NIODeadline.now() < stop
                     return total
                 }
             }

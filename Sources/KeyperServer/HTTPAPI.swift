@@ -28,13 +28,19 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         self.configuration = configuration
     }
 
-    /// A router with every route and the JSON error middleware installed.
-    public func makeRouter() -> Router<BasicRequestContext> {
+    /// Every route, the JSON error middleware on each, and `/v1/keys/{key}` served ahead of
+    /// the route table (see ``KeyperRouter``).
+    public func makeRouter() -> KeyperRouter<Node> {
+        KeyperRouter(api: self, routes: makeRouteTable())
+    }
+
+    /// The route table: every route with the JSON error middleware installed.
+    func makeRouteTable() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: APIMiddleware(node: node))
         for path in [RouterPath(stringLiteral: Self.keysPath), "/v1/keys/**"] {
             for method in [HTTPRequest.Method.get, .put, .delete] {
-                router.on(path, method: method) { request, _ in try await handleKeys(request) }
+                router.on(path, method: method) { request, _ in try await handleKeys(request, path: request.uri.path) }
             }
         }
         router.get("/v1/status") { _, _ in try await status() }
@@ -60,8 +66,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
 
     // MARK: Keys
 
-    private func handleKeys(_ request: Request) async throws -> Response {
-        let path = request.uri.path
+    func handleKeys(_ request: Request, path: String) async throws -> Response {
         if path == Self.keysPath {
             guard request.method == .get || request.method == .head else {
                 throw APIError.methodNotAllowed(request.method, allowed: [.get])
@@ -143,7 +148,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     }
 
     static func consistency(_ request: Request) throws(APIError) -> ReadConsistency {
-        guard let text = request.uri.queryParameters["consistency"] else { return .linearizable }
+        // Most requests carry no query string: skip parsing one.
+        guard request.uri.query != nil, let text = request.uri.queryParameters["consistency"] else { return .linearizable }
         guard let consistency = ReadConsistency(rawValue: String(text)) else {
             throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
         }
@@ -263,6 +269,11 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
     let node: Node
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try await handle(request, path: request.uri.path, context: context, next: next)
+    }
+
+    func handle(_ request: Request, path: String, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         var response: Response
         do {
@@ -273,7 +284,7 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         if let leader = node.leaderHint {
             response.headers[.keyperLeader] = leader
         }
-        node.metrics.recordRequest(route: Self.routeLabel(path: request.uri.path), method: request.method.rawValue,
+        node.metrics.recordRequest(route: Self.routeLabel(path: path), method: request.method.rawValue,
                                    status: response.status.code, duration: ContinuousClock.now - started)
         return response
     }
@@ -332,5 +343,32 @@ enum PeerAddressCheck {
     static func valid(_ address: String) -> Bool {
         guard let parsed = ListenAddress(parsing: address) else { return false }
         return parsed.port > 0 && !address.hasPrefix(":")
+    }
+}
+
+/// Builds the responder: `/v1/keys/{key}` (the hot path) goes straight to its handler through
+/// the same middleware; everything else through the route table. Matching a catch-all route
+/// in the trie cost every key request a path split and a few allocations for nothing: the
+/// key handler reads the raw path itself.
+public struct KeyperRouter<Node: KeyValueNode>: HTTPResponderBuilder {
+    let api: KeyperAPI<Node>
+    let routes: Router<BasicRequestContext>
+
+    public func buildResponder() -> KeyperResponder<Node> {
+        KeyperResponder(api: api, routes: routes.buildResponder(), middleware: APIMiddleware(node: api.node))
+    }
+}
+
+public struct KeyperResponder<Node: KeyValueNode>: HTTPResponder {
+    let api: KeyperAPI<Node>
+    let routes: RouterResponder<BasicRequestContext>
+    let middleware: APIMiddleware<BasicRequestContext, Node>
+
+    public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        let path = request.uri.path
+        guard path.hasPrefix(KeyperAPI<Node>.keyPrefix) else { return try await routes.respond(to: request, context: context) }
+        return try await middleware.handle(request, path: path, context: context) { request, _ in
+            try await api.handleKeys(request, path: path)
+        }
     }
 }

@@ -180,6 +180,26 @@ struct ClusterTests {
         }
     }
 
+    @Test("followers apply lazily but within a tick unasked, and at once for a linearizable read")
+    func followerApply() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            let leader = try await cluster.waitForLeader()
+            let followers = cluster.nodes.values.filter { $0 !== leader }
+            for i in 0..<30 { try await leader.put(bytes("lazy\(i)"), value: bytes("v\(i)")) }
+            // A linearizable read on a follower waits for its apply, which it then does at once.
+            #expect(try await followers[0].get(bytes("lazy29"), consistency: .linearizable) == bytes("v29"))
+            // Nobody asks the other follower anything: its ticks still apply what it holds.
+            let commit = try #require(try await leader.status().commitIndex)
+            try await cluster.waitUntil("the idle follower to apply everything") { _ in
+                let applied = (try? await followers[1].status().appliedIndex) ?? nil
+                return (applied ?? 0) >= commit
+            }
+            #expect(try await followers[1].get(bytes("lazy29"), consistency: .stale) == bytes("v29"))
+            await cluster.stopAll()
+        }
+    }
+
     @Test("without a quorum, writes and linearizable reads fail with 503 after the timeout; stale reads still work")
     func noQuorum() async throws {
         try await withTemporaryDirectory { root in
