@@ -275,7 +275,12 @@ describe_machine() {
         echo "- memory: $mem"
         echo "- kernel: $(uname -r)"
         echo "- data dirs: $TMP_DIR ($fs)"
-        echo "- keyper: $KEYPER_SOURCE, commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO_DIR" diff --quiet HEAD -- Sources Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/')"
+        if [ -n "${KEYPER_BIN:-}" ]; then
+            # A given binary may come from any commit: say so rather than name the checkout's.
+            echo "- keyper: $KEYPER_SOURCE (the checkout is at $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown); the binary may be from another commit)"
+        else
+            echo "- keyper: $KEYPER_SOURCE, commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO_DIR" diff --quiet HEAD -- Sources Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/')"
+        fi
         echo "- etcd: $(etcd --version 2>/dev/null | head -1 | sed 's/etcd Version: //') (defaults: fsync on, snapshot-count 100000)"
         echo "- client: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), on the same machine"
         fio_line

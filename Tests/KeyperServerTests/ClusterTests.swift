@@ -477,6 +477,24 @@ extension ClusterTests {
 }
 
 extension ClusterTests {
+    @Test("a follower's ReadIndex round lost on the way to the leader is given up and retried: the read still succeeds")
+    func lostReadRound() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root, faultInjection: true)
+            let leader = try await cluster.waitForLeader()
+            try await leader.put(bytes("r"), value: bytes("1"))
+            let follower = cluster.nodes.values.first { $0 !== leader }!
+            // Everything the follower sends the leader is lost for a while, its read request too.
+            try follower.setFaults(dropTo: [leader.configuration.nodeID], dropFrom: [])
+            let read = Task { try await follower.get(bytes("r"), consistency: .linearizable) }
+            try await Task.sleep(for: .milliseconds(200))
+            try follower.setFaults(dropTo: [], dropFrom: [])
+            // Only a retried round can answer it: the first one's request never arrived.
+            #expect(try await read.value == bytes("1"))
+            await cluster.stopAll()
+        }
+    }
+
     @Test("an isolated leader steps down and serves no linearizable read; the majority elects a new one; healing rejoins it")
     func partitionedLeader() async throws {
         try await withTemporaryDirectory { root in

@@ -55,8 +55,15 @@ final class Core: @unchecked Sendable {
     var waitingForLeader: [PendingProposal] = []
     /// Linearizable reads not yet in a ReadIndex round.
     var readsWaitingForRound: [Waiter] = []
+    /// The ReadIndex round in flight (one at a time, as etcd does: every read arriving
+    /// meanwhile joins the next round, so under load one heartbeat round confirms many reads
+    /// and followers answer far fewer heartbeats). A dictionary so that late or dropped
+    /// answers are matched by round number.
     var readRounds: [UInt64: [Waiter]] = [:]
     var readRoundNext: UInt64 = 1
+    /// Ticks since the round in flight started; a round unanswered for long (a lost message
+    /// on the way to or from the leader) is given up and its reads join a new one.
+    var readRoundAge = 0
     /// Reads whose read index is known, waiting for the state machine to reach it.
     var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
     /// Membership changes proposed by this leader, by log position, until applied.
@@ -126,6 +133,14 @@ final class Core: @unchecked Sendable {
         proposeWaitingMemberChanges()
         promoteCaughtUpLearners()
         applyIfDue(force: true)  // what a follower let gather is applied within a tick
+        if !readRounds.isEmpty {
+            readRoundAge += 1
+            if readRoundAge > max(2, cluster.electionTicks / 2) {
+                for (_, waiters) in readRounds { readsWaitingForRound += waiters }
+                readRounds = [:]
+                startReadRound()
+            }
+        }
         processReady()
     }
 
@@ -146,7 +161,7 @@ final class Core: @unchecked Sendable {
             stalledReady = nil
             finish(stalled)
         }
-        while raw.hasReady {
+        while raw.hasReady || startReadRoundIfIdle() {
             let ready = raw.ready()
             if let soft = ready.softState { leadershipChanged(soft) }
             // Thesis §10.2.1: the leader's appends leave before its own fsync.
@@ -419,8 +434,16 @@ final class Core: @unchecked Sendable {
 
     // MARK: Reads
 
+    /// Starts a round for the reads that waited while the previous one was out; true when
+    /// that gave the core something to send.
+    private func startReadRoundIfIdle() -> Bool {
+        guard readRounds.isEmpty, !readsWaitingForRound.isEmpty else { return false }
+        startReadRound()
+        return raw.hasReady
+    }
+
     func startReadRound() {
-        guard !readsWaitingForRound.isEmpty, raw.leader != nil else { return }
+        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }
         let round = readRoundNext
         do {
             try raw.readIndex(context: Self.context(round: round))
@@ -433,6 +456,7 @@ final class Core: @unchecked Sendable {
             return  // not ready yet (e.g. a new leader without a commit in its term): next tick
         }
         readRoundNext += 1
+        readRoundAge = 0
         readRounds[round] = readsWaitingForRound
         readsWaitingForRound = []
     }
@@ -471,12 +495,13 @@ final class Core: @unchecked Sendable {
     // MARK: Deadlines
 
     private func expireWaiters(now: ContinuousClock.Instant) {
-        func failure() -> APIError {
+        func failure(_ consequence: String = "a write may still be applied") -> APIError {
             raw.leader == nil
                 ? .noLeader("no leader was available within the request timeout (\(cluster.requestTimeoutMs) ms)")
                 : APIError(.serviceUnavailable, code: "timeout",
-                           "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms); a write may still be applied")
+                           "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms); \(consequence)")
         }
+        let readFailure = failure("the read was not served; retry")
         for (sequence, waiter) in proposalWaiters where waiter.deadline <= now {
             // Proposed or forwarded: it may still commit, whatever happens to the leader.
             proposalWaiters.removeValue(forKey: sequence)
@@ -492,17 +517,17 @@ final class Core: @unchecked Sendable {
         }
         readsWaitingForRound.removeAll { waiter in
             guard waiter.deadline <= now else { return false }
-            waiter.fail(failure())
+            waiter.fail(readFailure)
             return true
         }
         for (round, waiters) in readRounds {
             let (expired, live) = waiters.partitioned { $0.deadline <= now }
-            for waiter in expired { waiter.fail(failure()) }
+            for waiter in expired { waiter.fail(readFailure) }
             readRounds[round] = live.isEmpty ? nil : live
         }
         readsWaitingForApply = readsWaitingForApply.compactMap { pending in
             let (expired, live) = pending.waiters.partitioned { $0.deadline <= now }
-            for waiter in expired { waiter.fail(failure()) }
+            for waiter in expired { waiter.fail(readFailure) }
             return live.isEmpty ? nil : (pending.index, live)
         }
         for (index, pending) in memberChangeWaiters where pending.waiter.deadline <= now {
