@@ -14,6 +14,7 @@
 #   RESULTS_DIR  where the per-run numbers and raw wrk output go
 #                (default ${TMPDIR:-/tmp}/keyper-bench-compare-<date>-<time>)
 #   WRK_TIMEOUT  wrk --timeout (default 10s): a slower response counts as an error
+#   WORKLOADS    the workloads to run, of: write read mix single noop health (default all)
 #
 # What runs: both clusters on 127.0.0.1 at the same time for the whole comparison, data dirs
 # in one temporary directory (the same filesystem for both), default durability for both
@@ -56,7 +57,8 @@ THREADS=2
 READ_PERCENT=90
 WAIT_TIMEOUT=60          # seconds to wait for a cluster to form
 
-WORKLOADS=(write read mix single noop health)
+# WORKLOADS="read noop" runs a subset (the targets table then lists only what it can judge).
+read -r -a WORKLOADS <<< "${WORKLOADS:-write read mix single noop health}"
 
 # Never let an inherited ETCD_* / ETCDCTL_* variable change how our etcd or etcdctl behave.
 for var in $(compgen -e | grep -E '^ETCD(CTL)?_' || true); do unset "$var"; done

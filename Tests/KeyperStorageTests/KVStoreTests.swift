@@ -67,6 +67,72 @@ struct KVStoreTests {
         }
     }
 
+    @Test("reads through the cache agree with a model across puts, deletes, evictions, replace and reset")
+    func cacheModel() throws {
+        try withTemporaryDirectory { dir in
+            // A cache of 2 KiB holds a handful of entries: evictions happen all the time.
+            let store = try KVStore(path: dir + "/state.db", durability: .normal, cacheBytes: 2_048)
+            var model: [[UInt8]: [UInt8]] = [:]
+            var random = SplitMix64(seed: 41)
+            var snapshot: (path: String, model: [[UInt8]: [UInt8]])?
+            for step in 0..<3_000 {
+                let key: [UInt8] = [UInt8(random.next(below: 40))]
+                switch random.next(below: 100) {
+                case 0..<35:
+                    let value = (0..<random.next(below: 300)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+                    try store.apply([.put(key: key, value: value)], appliedIndex: UInt64(step + 1))
+                    model[key] = value
+                case 35..<45:
+                    try store.apply([.delete(key: key), .put(key: key + [1], value: [UInt8(step % 256)])], appliedIndex: UInt64(step + 1))
+                    model[key] = nil
+                    model[key + [1]] = [UInt8(step % 256)]
+                case 45..<46 where snapshot == nil:
+                    let path = dir + "/snap-\(step).db"
+                    _ = try store.copy(to: path)
+                    snapshot = (path, model)
+                case 46..<47:
+                    if let taken = snapshot {
+                        try store.replace(with: taken.path, durability: .normal)
+                        model = taken.model
+                        snapshot = nil
+                    }
+                case 47..<48:
+                    try store.reset()
+                    model = [:]
+                default:
+                    #expect(try store.get(key) == model[key], "step \(step), key \(key)")
+                }
+            }
+            for (key, value) in model { #expect(try store.get(key) == value) }
+        }
+    }
+
+    @Test("a cache fill read before an apply is dropped, so a stale value never comes back")
+    func cacheFillAfterApply() {
+        var cache = ReadCache(bytesMax: 1 << 20)
+        let readAt = cache.version
+        // A reader missed, read the old value from SQLite; meanwhile a batch changed the key.
+        cache.applied([(key: [1], value: [2])])
+        cache.fill([1], .value([1]), readAt: readAt)
+        #expect(cache.lookup([1]) == .value([2]))
+        // Filling at the current version works; an absent key is remembered as absent.
+        cache.fill([9], .absent, readAt: cache.version)
+        #expect(cache.lookup([9]) == .absent)
+        cache.invalidate()
+        #expect(cache.lookup([1]) == nil && cache.bytes == 0)
+    }
+
+    @Test("a closed store does not answer from its cache")
+    func closedStoreHasNoCache() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state.db", durability: .full)
+            try store.apply([.put(key: [1], value: [1])])
+            #expect(try store.get([1]) == [1])
+            store.close()
+            #expect(throws: SQLiteError.self) { try store.get([1]) }
+        }
+    }
+
     @Test("listing is ordered, prefix-bounded and paginated")
     func listing() throws {
         try withTemporaryDirectory { dir in

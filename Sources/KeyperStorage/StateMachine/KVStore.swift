@@ -57,9 +57,12 @@ public final class KVStore: Sendable {
     public let path: String
     private let writer: Mutex<Writer?>
     private let reader: Mutex<Reader?>
+    private let cache: Mutex<ReadCache>
 
-    public init(path: String, durability: KVDurability) throws(SQLiteError) {
+    /// `cacheBytes`: how much memory recently read or written values may hold (``ReadCache``).
+    public init(path: String, durability: KVDurability, cacheBytes: Int = 64 << 20) throws(SQLiteError) {
         self.path = path
+        cache = Mutex(ReadCache(bytesMax: cacheBytes))
         let writeConnection = try SQLiteConnection(path: path)
         try Self.prepareSchema(writeConnection, path: path, durability: durability)
         writer = Mutex(try Writer(connection: writeConnection))
@@ -95,14 +98,23 @@ public final class KVStore: Sendable {
     public func close() {
         writer.withLock { $0 = nil }
         reader.withLock { $0 = nil }
+        cache.withLock { $0.invalidate() }
     }
 
     // MARK: Reads
 
     public func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
-        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [UInt8]? in
+        let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
+        switch cached {
+        case .value(let value): return value
+        case .absent: return nil
+        case nil: break
+        }
+        let value = try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [UInt8]? in
             try Self.open(reader, path: path).get(key)
         }
+        cache.withLock { $0.fill(key, value.map(ReadCache.Cached.value) ?? .absent, readAt: version) }
+        return value
     }
 
     /// Keys in byte order that start with `prefix` and sort after `after`, at most `limit`.
@@ -161,6 +173,7 @@ public final class KVStore: Sendable {
                 try Self.prepareSchema(connection, path: path, durability: durability)
                 writer = try Writer(connection: connection)
                 reader = try Reader(connection: SQLiteConnection(path: path))
+                cache.withLock { $0.invalidate() }
             }
         }
     }
@@ -172,6 +185,7 @@ public final class KVStore: Sendable {
             // A full checkpoint makes the reset durable even with synchronous=NORMAL.
             try Self.open(writer, path: path).connection.execute(
                 "BEGIN IMMEDIATE; DELETE FROM kv; DELETE FROM members; DELETE FROM meta; COMMIT; PRAGMA wal_checkpoint(FULL);")
+            cache.withLock { $0.invalidate() }
         }
     }
 
@@ -189,6 +203,16 @@ public final class KVStore: Sendable {
     public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws(SQLiteError) {
         try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
             try Self.open(writer, path: path).apply(operations, appliedIndex: appliedIndex)
+            // Committed: now, still holding the write lock, the cache learns the same changes.
+            cache.withLock { cache in
+                cache.applied(operations.compactMap { operation in
+                    switch operation {
+                    case let .put(key, value): (key, value)
+                    case let .delete(key): (key, nil)
+                    case .setMember, .removeMember: nil
+                    }
+                })
+            }
         }
     }
 
