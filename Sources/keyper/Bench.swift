@@ -116,7 +116,8 @@ enum BenchReport {
     static func text(_ result: BenchResult) -> String {
         let options = result.options
         var lines = [
-            "keyper bench: \(options.connections) connections to \(options.endpoints.count) endpoint(s), "
+            "keyper bench: \(options.connections) connection\(options.connections == 1 ? "" : "s") to "
+                + "\(options.endpoints.count) endpoint\(options.endpoints.count == 1 ? "" : "s"), "
                 + "\(format(result.elapsed.seconds, 1)) s, \(options.valueBytes)-byte values, \(options.keys) keys, "
                 + "read ratio \(format(options.readRatio, 2))\(options.readRatio > 0 ? " (\(options.consistency.rawValue))" : "")",
             "requests: \(result.requests) in \(format(result.elapsed.seconds, 2)) s = \(format(result.throughput, 1)) req/s",
