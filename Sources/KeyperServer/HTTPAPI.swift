@@ -67,20 +67,21 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     // MARK: Keys
 
     func handleKeys(_ request: Request, path: String) async throws -> Response {
+        // The method first: a wrong one is 405 whatever the key looks like.
+        let allowed = APIMiddleware<BasicRequestContext, Node>.allowedMethods(path: path) ?? []
+        guard allowed.contains(request.method) else { throw APIError.methodNotAllowed(request.method, allowed: allowed) }
         if path == Self.keysPath {
-            guard request.method == .get || request.method == .head else {
-                throw APIError.methodNotAllowed(request.method, allowed: [.get])
-            }
-            return try await list(request)
+            let listing = try await list(request)
+            return request.method == .head ? listing.createHeadResponse() : listing
         }
         let key = try Self.key(fromPath: path, bytesMax: configuration.keyBytesMax)
         switch request.method {
-        case .get, .head: return try await get(key, request)
+        case .get: return try await get(key, request)
+        case .head: return try await get(key, request).createHeadResponse()
         case .put: return try await put(key, request)
-        case .delete:
+        default:
             try await node.delete(key)
             return Response(status: .noContent)
-        default: throw APIError.methodNotAllowed(request.method, allowed: [.get, .put, .delete])
         }
     }
 

@@ -146,7 +146,16 @@ struct HTTPAPITests {
             try await client.execute(uri: "/v1/keys/foo", method: .post) {
                 #expect($0.status == .methodNotAllowed)
                 #expect($0.errorCode == "method_not_allowed")
-                #expect($0.headers[.allow]?.contains("PUT") == true)
+                #expect($0.headers[.allow] == "GET, HEAD, PUT, DELETE")
+            }
+            // The method is judged before the key: a bad key with a wrong method is still 405.
+            try await client.execute(uri: "/v1/keys/%ZZ", method: .post) { #expect($0.status == .methodNotAllowed) }
+            try await client.execute(uri: "/v1/keys/", method: .post) { #expect($0.status == .methodNotAllowed) }
+            // HEAD answers like GET, without the body.
+            try await client.execute(uri: "/v1/keys/head-me", method: .put, body: ByteBuffer(string: "body")) { _ in }
+            try await client.execute(uri: "/v1/keys/head-me", method: .head) {
+                #expect($0.status == .ok)
+                #expect($0.body.readableBytes == 0)
             }
             try await client.execute(uri: "/v1/status", method: .delete) { #expect($0.status == .methodNotAllowed) }
             try await client.execute(uri: "/v1/keys", method: .put) { #expect($0.status == .methodNotAllowed) }

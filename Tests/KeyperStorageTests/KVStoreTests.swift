@@ -118,8 +118,21 @@ struct KVStoreTests {
         // Filling at the current version works; an absent key is remembered as absent.
         cache.fill([9], .absent, readAt: cache.version)
         #expect(cache.lookup([9]) == .absent)
+        // While a batch is being committed no fill is trusted, even one read at that version:
+        // SQLite may already hold the new value that another reader has seen.
+        cache.beginApply()
+        cache.fill([5], .value([5]), readAt: cache.version)
+        #expect(cache.lookup([5]) == nil)
+        cache.applyFailed()
+        cache.fill([5], .value([5]), readAt: cache.version)
+        #expect(cache.lookup([5]) == .value([5]))
         cache.invalidate()
         #expect(cache.lookup([1]) == nil && cache.bytes == 0)
+        // Over the bound, the cache starts over rather than grow.
+        var small = ReadCache(bytesMax: 1_000)
+        for key in 0..<50 { small.applied([(key: [UInt8(key)], value: [UInt8](repeating: 1, count: 20))]) }
+        #expect(small.bytes <= 1_000 && small.count > 0)
+        #expect(small.lookup([49]) == .value([UInt8](repeating: 1, count: 20)))
     }
 
     @Test("a closed store does not answer from its cache")

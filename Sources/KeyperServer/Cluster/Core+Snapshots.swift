@@ -167,7 +167,7 @@ extension Core {
         guard let snapshot = snapshots.snapshot(at: metadata.index) else {
             fatalError("the core installs snapshot \(metadata.index) but its file is gone")
         }
-        try storage.applySnapshot(metadata)
+        if metadata.index > storage.snapshotMetadata.index { try storage.applySnapshot(metadata) }
         try store.replace(with: snapshot.databasePath, durability: .normal)
         appliedIndex = metadata.index
         applyQueue.removeAll { $0.index <= metadata.index }

@@ -61,9 +61,12 @@ final class Core: @unchecked Sendable {
     /// answers are matched by round number.
     var readRounds: [UInt64: [Waiter]] = [:]
     var readRoundNext: UInt64 = 1
-    /// Ticks since the round in flight started; a round unanswered for long (a lost message
-    /// on the way to or from the leader) is given up and its reads join a new one.
+    /// Ticks since the round in flight started; a round unanswered for an election timeout (a
+    /// lost message on the way to or from the leader) is asked again under a new number.
     var readRoundAge = 0
+    /// Rounds asked again, by their old number: the round now carrying their reads. A slow
+    /// answer to the old round still releases them.
+    var retriedRounds: [UInt64: UInt64] = [:]
     /// Reads whose read index is known, waiting for the state machine to reach it.
     var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
     /// Membership changes proposed by this leader, by log position, until applied.
@@ -135,11 +138,7 @@ final class Core: @unchecked Sendable {
         applyIfDue(force: true)  // what a follower let gather is applied within a tick
         if !readRounds.isEmpty {
             readRoundAge += 1
-            if readRoundAge > max(2, cluster.electionTicks / 2) {
-                for (_, waiters) in readRounds { readsWaitingForRound += waiters }
-                readRounds = [:]
-                startReadRound()
-            }
+            if readRoundAge > cluster.electionTicks { retryReadRound() }
         }
         processReady()
     }
@@ -192,7 +191,9 @@ final class Core: @unchecked Sendable {
         let sync = ready.snapshot != nil || !ready.entries.isEmpty
             || ready.hardState.map { $0.term != persisted.term || $0.vote != persisted.vote } ?? false
         do {
-            if let snapshot = ready.snapshot, snapshot.index > storage.snapshotMetadata.index {
+            // Also when the log already records it but the state machine was not replaced yet
+            // (a disk that filled up in between): the retried Ready finishes the install.
+            if let snapshot = ready.snapshot, snapshot.index > storage.snapshotMetadata.index || snapshot.index > appliedIndex {
                 try installSnapshot(snapshot)
             }
             try storage.save(ready.entries, hardState: ready.hardState, sync: sync)
@@ -332,6 +333,7 @@ final class Core: @unchecked Sendable {
             // Rounds sent to the old leader may never be answered: ask the new one.
             for (_, waiters) in readRounds { readsWaitingForRound += waiters }
             readRounds = [:]
+            retriedRounds = [:]
             logger.notice("leader changed", metadata: [
                 "leader": "\(soft.leader.map(\.rawValue) ?? "none")", "term": "\(raw.term.rawValue)", "role": "\(soft.role)",
             ])
@@ -461,8 +463,27 @@ final class Core: @unchecked Sendable {
         readsWaitingForRound = []
     }
 
+    /// Asks again for the round in flight, with exactly its reads (a read that arrived later
+    /// must not be answered by the old round's index), remembering the old number.
+    private func retryReadRound() {
+        let abandoned = Set(readRounds.keys)
+        let later = readsWaitingForRound
+        readsWaitingForRound = readRounds.values.flatMap { $0 }
+        readRounds = [:]
+        startReadRound()
+        if let retry = readRounds.keys.first {
+            for (old, current) in retriedRounds where abandoned.contains(current) { retriedRounds[old] = retry }
+            for old in abandoned { retriedRounds[old] = retry }
+        }
+        readsWaitingForRound += later
+    }
+
     private func readIndexReady(_ state: ReadState) {
-        guard let round = Self.round(from: state.context), let waiters = readRounds.removeValue(forKey: round) else { return }
+        guard let answered = Self.round(from: state.context),
+              let round = readRounds[answered] != nil ? answered : retriedRounds[answered],
+              let waiters = readRounds.removeValue(forKey: round)
+        else { return }
+        retriedRounds = retriedRounds.filter { $0.value != round }
         if appliedIndex >= state.index {
             for waiter in waiters { waiter.succeed() }
         } else {

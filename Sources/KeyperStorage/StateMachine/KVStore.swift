@@ -165,15 +165,17 @@ public final class KVStore: Sendable {
             try reader.withLock { (reader: inout Reader?) throws in
                 writer = nil
                 reader = nil
+                cache.withLock { $0.invalidate() }
                 // The old database's WAL must not be replayed onto the new one.
                 unlink(path + "-wal")
                 unlink(path + "-shm")
+                // If this fails (a full disk), the store stays closed: reads and applies fail
+                // rather than serve the old database without its WAL, and the caller retries.
                 try FileIO.copyFileAtomically(from: snapshotPath, to: path)
                 let connection = try SQLiteConnection(path: path)
                 try Self.prepareSchema(connection, path: path, durability: durability)
                 writer = try Writer(connection: connection)
                 reader = try Reader(connection: SQLiteConnection(path: path))
-                cache.withLock { $0.invalidate() }
             }
         }
     }
@@ -202,7 +204,14 @@ public final class KVStore: Sendable {
     /// so the data and the index that covers it are durable together or not at all.
     public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws(SQLiteError) {
         try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
-            try Self.open(writer, path: path).apply(operations, appliedIndex: appliedIndex)
+            let writer = try Self.open(writer, path: path)
+            cache.withLock { $0.beginApply() }
+            do throws(SQLiteError) {
+                try writer.apply(operations, appliedIndex: appliedIndex)
+            } catch {
+                cache.withLock { $0.applyFailed() }
+                throw error
+            }
             // Committed: now, still holding the write lock, the cache learns the same changes.
             cache.withLock { cache in
                 cache.applied(operations.compactMap { operation in

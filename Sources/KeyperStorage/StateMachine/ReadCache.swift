@@ -4,9 +4,11 @@
 /// lock, after the transaction commits and before the caller learns it applied, so a read that
 /// waits for an applied index always sees the cache at or past it.
 ///
-/// A miss is filled from SQLite only if no batch was applied between the lookup and the fill
-/// (``version`` is unchanged): a fill can never put back a value older than one applied.
-/// Bounded by bytes; when full, arbitrary entries are dropped (hash order).
+/// A miss is filled from SQLite only if no batch was applied, or was being applied, between
+/// the lookup and the fill (``version`` unchanged, no apply in progress): a fill can never put
+/// back a value older than one a reader may already have seen, not even in the moment between
+/// SQLite's commit and the cache's update. Bounded by bytes; when a new entry would not fit,
+/// the cache starts over empty (cheap, and only a working set larger than the bound pays).
 struct ReadCache {
     /// A key's cached state: its value, or known to be absent.
     enum Cached: Equatable {
@@ -17,6 +19,9 @@ struct ReadCache {
     let bytesMax: Int
     private(set) var version: UInt64 = 0
     private(set) var bytes = 0
+    /// Between ``beginApply()`` and ``applied(_:)`` or ``applyFailed()``: SQLite may already
+    /// hold the batch while the cache does not, so no fill is trusted.
+    private(set) var applying = false
     private var entries: [[UInt8]: Cached] = [:]
 
     init(bytesMax: Int) {
@@ -29,12 +34,25 @@ struct ReadCache {
 
     /// Fills a miss read at `version`; ignored when a batch was applied since.
     mutating func fill(_ key: [UInt8], _ cached: Cached, readAt version: UInt64) {
-        guard version == self.version else { return }
+        guard version == self.version, !applying else { return }
         store(key, cached)
     }
 
-    /// Records what an applied batch did, in order.
+    /// A batch is about to be committed.
+    mutating func beginApply() {
+        applying = true
+        version &+= 1
+    }
+
+    /// The batch was rolled back: nothing changed, but fills read meanwhile are not trusted.
+    mutating func applyFailed() {
+        applying = false
+        version &+= 1
+    }
+
+    /// Records what a committed batch did, in order.
     mutating func applied(_ changes: [(key: [UInt8], value: [UInt8]?)]) {
+        applying = false
         version &+= 1
         for change in changes { store(change.key, change.value.map(Cached.value) ?? .absent) }
     }
@@ -53,12 +71,13 @@ struct ReadCache {
             if let old = entries.removeValue(forKey: key) { bytes -= Self.size(key, old) }
             return
         }
-        if let old = entries.updateValue(cached, forKey: key) { bytes -= Self.size(key, old) }
-        bytes += size
-        while bytes > bytesMax, let victim = entries.first {
-            entries.remove(at: entries.startIndex)
-            bytes -= Self.size(victim.key, victim.value)
+        if let old = entries.removeValue(forKey: key) { bytes -= Self.size(key, old) }
+        if bytes + size > bytesMax {
+            entries.removeAll(keepingCapacity: true)
+            bytes = 0
         }
+        entries[key] = cached
+        bytes += size
     }
 
     /// Bytes held for an entry, with a rough allowance for the dictionary and array headers.
