@@ -162,21 +162,45 @@ final class Core: @unchecked Sendable {
         }
         while raw.hasReady || startReadRoundIfIdle() {
             let ready = raw.ready()
+            let started = ContinuousClock.now
             if let soft = ready.softState { leadershipChanged(soft) }
             // Thesis §10.2.1: the leader's appends leave before its own fsync.
             queue(ready.messages)
             flush()
             learnAddresses(from: ready.entries)
             answerBeforePersist(ready)
+            let persisting = ContinuousClock.now
             guard persist(ready) else {
                 stalledReady = ready
                 break
             }
+            let persisted = ContinuousClock.now
             finish(ready)
+            reportIfSlow(ready, started: started, persisting: persisting, persisted: persisted)
         }
         applyIfDue()  // a failed apply is retried here
         flushAndPublish()
     }
+
+    /// A Ready that held the loop for long says where the time went (as etcd warns of slow
+    /// fdatasyncs and applies): everything else on this node waited meanwhile.
+    private func reportIfSlow(_ ready: Ready, started: ContinuousClock.Instant, persisting: ContinuousClock.Instant,
+                              persisted: ContinuousClock.Instant) {
+        let finished = ContinuousClock.now
+        guard finished - started >= Self.slowReady else { return }
+        func ms(_ duration: Duration) -> String { String((duration.nanoseconds + 500_000) / 1_000_000) }
+        logger.warning("a Raft step held the loop for long", metadata: [
+            "total_ms": "\(ms(finished - started))",
+            "before_persist_ms": "\(ms(persisting - started))",
+            "persist_ms": "\(ms(persisted - persisting))",
+            "after_persist_ms": "\(ms(finished - persisted))",
+            "entries": "\(ready.entries.count)",
+            "committed": "\(ready.committedEntries.count)",
+            "messages": "\(ready.messages.count + ready.messagesAfterPersist.count)",
+        ])
+    }
+
+    static let slowReady = Duration.milliseconds(100)
 
     /// Writes a `Ready`'s entries and hard state with one sync. False when the disk is full:
     /// the `Ready` is kept and retried on every tick; nothing after it happens meanwhile.
