@@ -33,6 +33,7 @@ let package = Package(
                 "KeyperServer",
                 "KeyperVerify",
                 "KeyperBench",
+                "KeyperClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -250,17 +250,9 @@ prepare_keyper() {
     log "keyper binary: $KEYPER_SOURCE, running a copy at $KEYPER"
 }
 
-# Twelve distinct free ports on 127.0.0.1: hold every socket open while choosing so none repeats.
+# Twelve distinct free ports on 127.0.0.1.
 pick_ports() {
-    PORTS=($(python3 -c '
-import socket
-socks = []
-for _ in range(12):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')) || die "could not find free ports"
+    PORTS=($(python3 "$REPO_DIR/scripts/free_ports.py" 12)) || die "could not find free ports"
     [ "${#PORTS[@]}" = 12 ] || die "expected 12 free ports, got: ${PORTS[*]}"
 }
 

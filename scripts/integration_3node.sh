@@ -341,16 +341,7 @@ if [ -n "${BASE_PORT:-}" ]; then
     case "$BASE_PORT" in ''|*[!0-9]*) fail "BASE_PORT must be a number";; esac
     PORTS=($BASE_PORT $((BASE_PORT + 1)) $((BASE_PORT + 2)) $((BASE_PORT + 3)) $((BASE_PORT + 4)) $((BASE_PORT + 5)))
 else
-    # Six distinct free ports: hold all six sockets open while choosing so none repeats.
-    PORTS=($(python3 -c '
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')) || fail "could not find free ports"
+    PORTS=($(python3 "$REPO_DIR/scripts/free_ports.py" 6)) || fail "could not find free ports"
 fi
 [ "${#PORTS[@]}" = 6 ] || fail "expected 6 ports, got: ${PORTS[*]}"
 for i in 0 1 2; do

@@ -70,12 +70,13 @@ public enum HTTPRequester {
         return try await promise.futureResult.get()
     }
 
-    struct Target {
-        var host: String
-        var port: Int
-        var path: String
+    /// The parts of an `http://host:port/path` URL (an IPv6 host in brackets).
+    public struct Target: Sendable {
+        public var host: String
+        public var port: Int
+        public var path: String
 
-        init?(_ url: String) {
+        public init?(_ url: String) {
             guard url.hasPrefix("http://") else { return nil }
             let rest = url.dropFirst("http://".count)
             let authority = rest.prefix(while: { $0 != "/" })

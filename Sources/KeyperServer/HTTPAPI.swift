@@ -28,21 +28,16 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         self.configuration = configuration
     }
 
-    /// Every route, the JSON error middleware on each, and `/v1/keys/{key}` served ahead of
-    /// the route table (see ``KeyperRouter``).
+    /// Every route, the JSON error middleware on each: `/v1/keys` and `/v1/keys/{key}` served
+    /// ahead of the route table (see ``KeyperRouter``), the rest through it.
     public func makeRouter() -> KeyperRouter<Node> {
         KeyperRouter(api: self, routes: makeRouteTable())
     }
 
-    /// The route table: every route with the JSON error middleware installed.
+    /// The route table for everything but the keys, with the JSON error middleware installed.
     func makeRouteTable() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: APIMiddleware(node: node))
-        for path in [RouterPath(stringLiteral: Self.keysPath), "/v1/keys/**"] {
-            for method in [HTTPRequest.Method.get, .put, .delete] {
-                router.on(path, method: method) { request, _ in try await handleKeys(request, path: request.uri.path) }
-            }
-        }
         router.get("/v1/status") { _, _ in try await status() }
         router.get("/v1/health") { _, _ in await health() }
         router.get("/metrics") { _, _ in
@@ -347,10 +342,10 @@ enum PeerAddressCheck {
     }
 }
 
-/// Builds the responder: `/v1/keys/{key}` (the hot path) goes straight to its handler through
-/// the same middleware; everything else through the route table. Matching a catch-all route
-/// in the trie cost every key request a path split and a few allocations for nothing: the
-/// key handler reads the raw path itself.
+/// Builds the responder: `/v1/keys` and `/v1/keys/{key}` (the hot path) go straight to their
+/// handler through the same middleware; everything else through the route table. Matching a
+/// catch-all route in the trie cost every key request a path split and a few allocations for
+/// nothing: the key handler reads the raw path itself.
 public struct KeyperRouter<Node: KeyValueNode>: HTTPResponderBuilder {
     let api: KeyperAPI<Node>
     let routes: Router<BasicRequestContext>
@@ -367,7 +362,9 @@ public struct KeyperResponder<Node: KeyValueNode>: HTTPResponder {
 
     public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
         let path = request.uri.path
-        guard path.hasPrefix(KeyperAPI<Node>.keyPrefix) else { return try await routes.respond(to: request, context: context) }
+        guard path.hasPrefix(KeyperAPI<Node>.keyPrefix) || path == KeyperAPI<Node>.keysPath else {
+            return try await routes.respond(to: request, context: context)
+        }
         return try await middleware.handle(request, path: path, context: context) { request, _ in
             try await api.handleKeys(request, path: path)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KeyperBench
+import KeyperClient
 
 #if canImport(Glibc)
 import Glibc
@@ -64,14 +65,10 @@ struct Bench: AsyncParsableCommand {
 
     func parsedEndpoints() throws -> [(host: String, port: Int)] {
         try endpoints.split(separator: ",").map { url in
-            guard url.hasPrefix("http://") else { throw ValidationError("not an http:// URL: \(url)") }
-            let authority = url.dropFirst("http://".count).prefix { $0 != "/" }
-            guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
-                  (1...65_535).contains(port), colon > authority.startIndex
-            else { throw ValidationError("expected http://host:port, got \(url)") }
-            var host = String(authority[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            return (host, port)
+            guard let target = HTTPRequester.Target(String(url)), (1...65_535).contains(target.port) else {
+                throw ValidationError("expected http://host:port, got \(url)")
+            }
+            return (target.host, target.port)
         }
     }
 

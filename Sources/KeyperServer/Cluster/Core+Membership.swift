@@ -266,7 +266,6 @@ extension Core {
         readsWaitingForRound = []
         for waiter in readRounds.values.flatMap({ $0 }) { waiter.fail(error) }
         readRounds = [:]
-        retriedRounds = [:]
         for waiter in readsWaitingForApply.flatMap(\.waiters) { waiter.fail(error) }
         readsWaitingForApply = []
         for pending in memberChangeWaiters.values { pending.waiter.fail(error) }

@@ -57,16 +57,13 @@ final class Core: @unchecked Sendable {
     var readsWaitingForRound: [Waiter] = []
     /// The ReadIndex round in flight (one at a time, as etcd does: every read arriving
     /// meanwhile joins the next round, so under load one heartbeat round confirms many reads
-    /// and followers answer far fewer heartbeats). A dictionary so that late or dropped
-    /// answers are matched by round number.
+    /// and followers answer far fewer heartbeats). Keyed by round number, so that late,
+    /// repeated or dropped answers are matched.
     var readRounds: [UInt64: [Waiter]] = [:]
     var readRoundNext: UInt64 = 1
-    /// Ticks since the round in flight started; a round unanswered for an election timeout (a
-    /// lost message on the way to or from the leader) is asked again under a new number.
+    /// Ticks since the round in flight was last asked; one unanswered for an election timeout
+    /// (a lost message on the way to or from the leader) is asked again.
     var readRoundAge = 0
-    /// Rounds asked again, by their old number: the round now carrying their reads. A slow
-    /// answer to the old round still releases them.
-    var retriedRounds: [UInt64: UInt64] = [:]
     /// Reads whose read index is known, waiting for the state machine to reach it.
     var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
     /// Membership changes proposed by this leader, by log position, until applied.
@@ -249,13 +246,7 @@ final class Core: @unchecked Sendable {
         var durable = storage.lastIndex
         if let first = ready.entries.first, first.index <= durable { durable = first.index.previous() }
         // Reads first: one confirmed at an index not yet applied makes the apply below due.
-        for state in ready.readStates { readIndexReady(state) }
-        for context in ready.droppedReads {
-            // Leadership moved before the round finished: the reads try again with the next leader.
-            if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
-                readsWaitingForRound += waiters
-            }
-        }
+        releaseRounds(of: ready)
         enqueueForApply(ready.committedEntries.prefix { $0.index <= durable })
         applyIfDue()
     }
@@ -266,16 +257,19 @@ final class Core: @unchecked Sendable {
         // (Config.applyBytesMax) in memory or keeps the loop from ticking for long.
         enqueueForApply(ready.committedEntries)
         applyIfDue()
-        if ready.snapshot != nil {
-            // answerBeforePersist left these for after the snapshot was installed.
-            for state in ready.readStates { readIndexReady(state) }
-            for context in ready.droppedReads {
-                if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
-                    readsWaitingForRound += waiters
-                }
+        if ready.snapshot != nil { releaseRounds(of: ready) }  // left by answerBeforePersist until installed
+        raw.advance(ready)
+    }
+
+    /// The Ready's finished read rounds: confirmed ones wait for their index to be applied;
+    /// dropped ones (leadership moved before they finished) try again with the next leader.
+    private func releaseRounds(of ready: Ready) {
+        for state in ready.readStates { readIndexReady(state) }
+        for context in ready.droppedReads {
+            if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
+                readsWaitingForRound += waiters
             }
         }
-        raw.advance(ready)
     }
 
     /// Applies the queued committed entries now when somebody waits for them; otherwise, on a
@@ -357,7 +351,6 @@ final class Core: @unchecked Sendable {
             // Rounds sent to the old leader may never be answered: ask the new one.
             for (_, waiters) in readRounds { readsWaitingForRound += waiters }
             readRounds = [:]
-            retriedRounds = [:]
             logger.notice("leader changed", metadata: [
                 "leader": "\(soft.leader.map(\.rawValue) ?? "none")", "term": "\(raw.term.rawValue)", "role": "\(soft.role)",
             ])
@@ -487,27 +480,16 @@ final class Core: @unchecked Sendable {
         readsWaitingForRound = []
     }
 
-    /// Asks again for the round in flight, with exactly its reads (a read that arrived later
-    /// must not be answered by the old round's index), remembering the old number.
+    /// Asks again for the round in flight under the same number: whichever answer comes first
+    /// releases its reads (all of which arrived before either request, so either index serves
+    /// them), and a later one finds nothing left to release.
     private func retryReadRound() {
-        let abandoned = Set(readRounds.keys)
-        let later = readsWaitingForRound
-        readsWaitingForRound = readRounds.values.flatMap { $0 }
-        readRounds = [:]
-        startReadRound()
-        if let retry = readRounds.keys.first {
-            for (old, current) in retriedRounds where abandoned.contains(current) { retriedRounds[old] = retry }
-            for old in abandoned { retriedRounds[old] = retry }
-        }
-        readsWaitingForRound += later
+        for round in readRounds.keys { try? raw.readIndex(context: Self.context(round: round)) }
+        readRoundAge = 0
     }
 
     private func readIndexReady(_ state: ReadState) {
-        guard let answered = Self.round(from: state.context),
-              let round = readRounds[answered] != nil ? answered : retriedRounds[answered],
-              let waiters = readRounds.removeValue(forKey: round)
-        else { return }
-        retriedRounds = retriedRounds.filter { $0.value != round }
+        guard let round = Self.round(from: state.context), let waiters = readRounds.removeValue(forKey: round) else { return }
         if appliedIndex >= state.index {
             for waiter in waiters { waiter.succeed() }
         } else {
