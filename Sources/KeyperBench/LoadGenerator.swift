@@ -168,7 +168,7 @@ public enum LoadGenerator {
         let promise = loop.makePromise(of: ConnectionReport.self)
         do {
             _ = try await ClientBootstrap(group: loop)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(5))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {

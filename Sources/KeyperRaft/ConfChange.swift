@@ -12,18 +12,23 @@ public struct ConfChange: Hashable, Sendable {
 
     public var kind: Kind
     public var node: NodeID
+    /// The incarnation of the node's data directory (see ``Configuration/incarnations``); 0 on
+    /// a promotion or demotion keeps the one recorded, and means "not tracked" otherwise.
+    public var incarnation: UInt64
     /// Opaque to the core: the shell keeps what it needs here (the node's address).
     public var context: [UInt8]
 
-    public init(kind: Kind, node: NodeID, context: [UInt8] = []) {
+    public init(kind: Kind, node: NodeID, incarnation: UInt64 = 0, context: [UInt8] = []) {
         self.kind = kind
         self.node = node
+        self.incarnation = incarnation
         self.context = context
     }
 
-    static let formatVersion: UInt8 = 1
+    static let formatVersion: UInt8 = 2
 
-    /// Layout, big-endian: version u8, kind u8, node length u16, node UTF-8, context length u32, context.
+    /// Layout, big-endian: version u8, kind u8, node length u16, node UTF-8, incarnation u64,
+    /// context length u32, context. (Version 1 had no incarnation; it decodes as 0.)
     public func encoded() -> [UInt8] {
         let nodeBytes = Array(node.rawValue.utf8)
         precondition(nodeBytes.count <= Int(UInt16.max), "node id too long: \(nodeBytes.count) bytes")
@@ -34,6 +39,7 @@ public struct ConfChange: Hashable, Sendable {
         out.append(kind.rawValue)
         appendBigEndian(UInt64(nodeBytes.count), width: 2, to: &out)
         out.append(contentsOf: nodeBytes)
+        appendBigEndian(incarnation, width: 8, to: &out)
         appendBigEndian(UInt64(context.count), width: 4, to: &out)
         out.append(contentsOf: context)
         return out
@@ -41,17 +47,19 @@ public struct ConfChange: Hashable, Sendable {
 
     public init(decoding bytes: [UInt8]) throws(RaftError) {
         var reader = ByteReader(bytes: bytes)
-        guard try reader.read(width: 1) == UInt64(Self.formatVersion) else { throw .malformedConfChange }
+        let version = try reader.read(width: 1)
+        guard version == 1 || version == UInt64(Self.formatVersion) else { throw .malformedConfChange }
         guard let kind = Kind(rawValue: UInt8(try reader.read(width: 1))) else { throw .malformedConfChange }
         let nodeCount = Int(try reader.read(width: 2))
         let nodeBytes = try reader.take(nodeCount)
         guard let name = String(validating: nodeBytes, as: UTF8.self), !name.isEmpty else {
             throw .malformedConfChange
         }
+        let incarnation = version == 1 ? 0 : try reader.read(width: 8)
         let contextCount = Int(try reader.read(width: 4))
         let context = try reader.take(contextCount)
         guard reader.isAtEnd else { throw .malformedConfChange }
-        self.init(kind: kind, node: NodeID(name), context: context)
+        self.init(kind: kind, node: NodeID(name), incarnation: incarnation, context: context)
     }
 }
 

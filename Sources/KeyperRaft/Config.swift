@@ -3,6 +3,11 @@
 public struct Config: Sendable {
     /// This node.
     public var id: NodeID
+    /// The incarnation of this node's data directory (a random id it was created with). A node
+    /// neither votes nor campaigns unless the latest configuration lists it with this one, so
+    /// a member that lost its disk cannot vote as if it remembered. 0 turns the check off
+    /// (the core's own tests), and then a node votes even where no configuration lists it.
+    public var incarnation: UInt64 = 0
     /// Followers wait between `electionTicks` and `2 * electionTicks - 1` ticks without hearing
     /// from a leader before they campaign (Raft §5.2, randomised to split fewer votes).
     public var electionTicks: Int = 10

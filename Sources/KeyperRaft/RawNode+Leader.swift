@@ -22,6 +22,10 @@ extension RawNode {
     }
 
     private func validate(_ change: ConfChange, against current: Configuration) throws(RaftError) {
+        if change.kind != .removeNode, change.incarnation != 0, let recorded = current.incarnations[change.node],
+           recorded != change.incarnation {
+            throw .invalidConfChange(reason: "\(change.node) is a member under another incarnation; remove that one first")
+        }
         switch change.kind {
         case .addLearner:
             if current.learners.contains(change.node) { throw .invalidConfChange(reason: "\(change.node) is already a learner") }

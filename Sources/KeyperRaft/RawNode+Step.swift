@@ -68,11 +68,16 @@ extension RawNode {
     }
 
     /// Raft §5.2 and §5.4.1: one vote per term, only for a log at least as up to date as ours.
+    /// And only from a node the configuration lists as it is (``isListed``): a member that
+    /// lost its disk and came back empty would grant any candidate its vote, and a candidate
+    /// missing a committed entry could win with it. A learner does vote (as in etcd): it may
+    /// be a voter in a configuration it has not received yet.
     private mutating func handleVoteRequest(_ message: Message, _ request: VoteRequest, preVote: Bool) {
         let canVote = vote == message.from
             || (vote == nil && leader == nil)
             || (preVote && message.term > term)
-        let grant = canVote && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)
+        let listed = config.incarnation == 0 || isListed
+        let grant = listed && canVote && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)
         let response = VoteResponse(granted: grant)
         if preVote {
             send(to: message.from, term: grant ? message.term : term, .preVoteResponse(response))

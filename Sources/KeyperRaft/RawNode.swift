@@ -69,8 +69,9 @@ public struct RawNode: Sendable {
     /// Identical on every founder, so their logs match (§5.3).
     public static func bootstrap(_ configuration: Configuration) -> (entries: [Entry], hardState: HardState) {
         precondition(!configuration.voters.isEmpty, "bootstrap needs a voter")
-        var changes = configuration.voters.sorted().map { ConfChange(kind: .addVoter, node: $0) }
-        changes += configuration.learners.sorted().map { ConfChange(kind: .addLearner, node: $0) }
+        let incarnations = configuration.incarnations
+        var changes = configuration.voters.sorted().map { ConfChange(kind: .addVoter, node: $0, incarnation: incarnations[$0] ?? 0) }
+        changes += configuration.learners.sorted().map { ConfChange(kind: .addLearner, node: $0, incarnation: incarnations[$0] ?? 0) }
         let term = Term(1)
         var entries: [Entry] = []
         for (offset, change) in changes.enumerated() {
@@ -146,7 +147,15 @@ public struct RawNode: Sendable {
         electionTimeoutRandomized = config.electionTicks + random.next(below: config.electionTicks)
     }
 
-    var isPromotable: Bool { configurations.current.voters.contains(id) }
+    /// Whether the latest configuration lists this node as it is: its id, and the incarnation
+    /// of its data directory. A node not listed takes no part in elections (it may still
+    /// receive the log): its log may be missing what it once promised.
+    var isListed: Bool { configurations.current.lists(id, incarnation: config.incarnation) }
+
+    var isPromotable: Bool { configurations.current.voters.contains(id) && isListed }
+
+    /// The incarnation the latest configuration records for `node`, nil when it records none.
+    public func incarnation(of node: NodeID) -> UInt64? { configurations.current.incarnations[node] }
 
     private mutating func tickElection() {
         electionElapsed += 1

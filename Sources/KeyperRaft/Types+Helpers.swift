@@ -1,5 +1,4 @@
-// Additions to the contract types (Types.swift is copied verbatim from /work/contract).
-// Only additions live here, so the contract file stays byte-identical.
+// Behaviour of the shared value types declared in Types.swift.
 
 extension Entry {
     /// The bytes an entry counts for against every byte limit: its payload only.
@@ -27,14 +26,24 @@ extension Configuration {
         case .removeNode:
             next.voters.remove(change.node)
             next.learners.remove(change.node)
+            next.incarnations.removeValue(forKey: change.node)
         }
+        // A promotion or demotion without an incarnation keeps the one recorded.
+        if change.kind != .removeNode && change.incarnation != 0 { next.incarnations[change.node] = change.incarnation }
         return next
+    }
+
+    /// Whether `node` running from the data directory `incarnation` is the member listed here.
+    /// Incarnation 0 means "not tracked" (the core's tests and the simulator may run without).
+    public func lists(_ node: NodeID, incarnation: UInt64) -> Bool {
+        members.contains(node) && incarnations[node, default: 0] == incarnation
     }
 }
 
 extension Configuration: CustomStringConvertible {
     public var description: String {
-        "voters=\(voters.sorted().map(\.rawValue)) learners=\(learners.sorted().map(\.rawValue))"
+        let incarnations = incarnations.isEmpty ? "" : " incarnations=\(incarnations.sorted { $0.key < $1.key }.map { "\($0.key)@\($0.value)" })"
+        return "voters=\(voters.sorted().map(\.rawValue)) learners=\(learners.sorted().map(\.rawValue))" + incarnations
     }
 }
 

@@ -77,9 +77,15 @@ public struct HardState: Hashable, Sendable {
 public struct Configuration: Hashable, Sendable {
     public var voters: Set<NodeID>
     public var learners: Set<NodeID>
-    public init(voters: Set<NodeID> = [], learners: Set<NodeID> = []) {
+    /// The incarnation of each member's data directory, where recorded. A member that comes
+    /// back with another incarnation lost its disk: it is not the member listed here, and may
+    /// neither vote nor campaign until it is added again under its new one.
+    /// Invariant: keys are members.
+    public var incarnations: [NodeID: UInt64]
+    public init(voters: Set<NodeID> = [], learners: Set<NodeID> = [], incarnations: [NodeID: UInt64] = [:]) {
         self.voters = voters
         self.learners = learners
+        self.incarnations = incarnations
     }
 }
 

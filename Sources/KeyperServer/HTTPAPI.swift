@@ -97,10 +97,13 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
 
     private func get(_ key: [UInt8], _ request: Request) async throws -> Response {
         let consistency = try Self.consistency(request)
+        // Read before the value: the value then reflects at least every entry up to this index
+        // (the state machine only moves forward). Read after, it would bound nothing.
+        let applied = consistency == .stale ? node.appliedIndex : nil
         guard let value = try await node.get(key, consistency: consistency) else { throw APIError.keyNotFound() }
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
-        if consistency == .stale, let applied = node.appliedIndex { headers[.keyperAppliedIndex] = String(applied) }
+        if let applied { headers[.keyperAppliedIndex] = String(applied) }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value)))
     }
 
@@ -158,8 +161,10 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         var nodeID: String
         var raftAddress: String
         var httpAddress: String?
+        /// Add it as a learner that stays one (etcd's `member add --learner`).
+        var learner: Bool?
         enum CodingKeys: String, CodingKey {
-            case nodeID = "node_id", raftAddress = "raft_addr", httpAddress = "http_addr"
+            case nodeID = "node_id", raftAddress = "raft_addr", httpAddress = "http_addr", learner
         }
     }
 
@@ -169,7 +174,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         do {
             join = try JSONDecoder().decode(JoinRequest.self, from: Data(buffer: body))
         } catch {
-            throw APIError.badRequest("invalid_request", #"expected JSON {"node_id": "...", "raft_addr": "host:port", "http_addr": "host:port"}"#)
+            throw APIError.badRequest("invalid_request",
+                                      #"expected JSON {"node_id": "...", "raft_addr": "host:port", "http_addr": "host:port", "learner": false}"#)
         }
         var probe = configuration
         probe.nodeID = join.nodeID
@@ -180,8 +186,17 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         if let http = join.httpAddress, !http.isEmpty, !PeerAddressCheck.valid(http) {
             throw APIError.badRequest("invalid_http_addr", "http_addr must be host:port (got \"\(http)\")")
         }
-        try await node.join(nodeID: join.nodeID, raftAddress: join.raftAddress, httpAddress: join.httpAddress)
-        return Response(status: .noContent)
+        let learner = join.learner ?? false
+        switch try await node.join(nodeID: join.nodeID, raftAddress: join.raftAddress, httpAddress: join.httpAddress, learner: learner) {
+        case .voter, .learner:
+            return Response(status: .noContent)
+        case .learnerPromoting:
+            // Accepted, not finished: a member, but not yet one that counts for the quorum.
+            let body = #"{"node_id":"# + JSONText.quoted(join.nodeID) + #","role":"learner","promotion":"pending","message":"# +
+                JSONText.quoted("added as a learner; it becomes a voter once it has caught up with the log (see /v1/status)") + "}"
+            return Response(status: .accepted, headers: [.contentType: "application/json"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+        }
     }
 
     private struct TransferRequest: Decodable {

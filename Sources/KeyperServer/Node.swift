@@ -48,11 +48,16 @@ public struct MemberStatus: Codable, Sendable, Equatable {
     public var httpAddress: String
     /// `voter` or `learner`.
     public var role: String
+    /// Learners only: `pending` for one the leader promotes to voter once it has caught up,
+    /// `none` for one that asked to stay a learner.
+    public var promotion: String?
+    /// The incarnation of the member's data directory, as the configuration records it.
+    public var incarnation: String?
     /// Leader only: the highest log index known to be on that member.
     public var matchIndex: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case id, raftAddress = "raft_addr", httpAddress = "http_addr", role, matchIndex = "match_index"
+        case id, raftAddress = "raft_addr", httpAddress = "http_addr", role, promotion, incarnation, matchIndex = "match_index"
     }
 }
 
@@ -73,8 +78,10 @@ public protocol KeyValueNode: Sendable {
     var metrics: NodeMetrics { get }
     /// The applied index a stale read reflects (`X-Keyper-Applied-Index`), when there is one.
     var appliedIndex: UInt64? { get }
-    /// Adds a member (`POST /v1/join`); returns once the change is committed.
-    func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws
+    /// Adds a member (`POST /v1/join`): returns `.voter` once it is a voter (or `.learner`
+    /// once added, when `learner` asked for one), or `.learnerPromoting` when it was added as
+    /// a learner but did not catch up within the request timeout (promotion goes on).
+    func join(nodeID: String, raftAddress: String, httpAddress: String?, learner: Bool) async throws -> JoinOutcome
     /// Removes a member (`DELETE /v1/members/{id}`).
     func removeMember(_ nodeID: String) async throws
     /// Moves leadership (`POST /v1/leader/transfer`); returns the new leader's id.
@@ -86,7 +93,7 @@ public protocol KeyValueNode: Sendable {
 extension KeyValueNode {
     public var appliedIndex: UInt64? { nil }
 
-    public func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws {
+    public func join(nodeID: String, raftAddress: String, httpAddress: String?, learner: Bool) async throws -> JoinOutcome {
         throw APIError.raftDisabled()
     }
 
@@ -112,6 +119,15 @@ extension APIError {
     static func raftDisabled() -> APIError {
         APIError(.conflict, code: "raft_disabled", "this node runs without Raft (start it with --enable-raft to form a cluster)")
     }
+}
+
+/// Where a join left the node.
+public enum JoinOutcome: Sendable, Equatable {
+    case voter
+    /// A learner, as asked (`{"learner": true}`): it stays one.
+    case learner
+    /// A learner still catching up; the leader promotes it to voter once it has.
+    case learnerPromoting
 }
 
 public struct Health: Sendable {

@@ -21,13 +21,19 @@ public struct DataDirectoryError: Error, CustomStringConvertible, Sendable {
 /// A Keyper data directory: created on first use, marked with a format file, and locked so
 /// that two processes never share it.
 ///
-/// Layout (format 1):
+/// Layout (format 2):
 /// - `KEYPER`: the marker, `keyper-data-dir format=<n>`; written atomically on creation.
 /// - `LOCK`: held with `flock` while a process uses the directory.
+/// - `IDENTITY`: mode, node id, cluster id and incarnation (see ``NodeIdentity``).
 /// - `state.db` (+ `-wal`, `-shm`): the SQLite state machine.
+/// - `wal/`, `snapshots/`: the Raft log and snapshots (cluster mode).
+///
+/// Format 2 added incarnations: cluster configurations (in the log and in snapshots) record
+/// the incarnation of each member. A format-1 standalone directory is upgraded in place; a
+/// format-1 cluster directory is refused (its log cannot say who its members were).
 public final class DataDirectory: Sendable {
     /// The newest layout this build reads and writes.
-    public static let formatVersion = 1
+    public static let formatVersion = 2
     static let markerName = "KEYPER"
     static let markerPrefix = "keyper-data-dir format="
     /// Names a fresh filesystem or tooling may leave behind; their presence does not make a
@@ -35,6 +41,8 @@ public final class DataDirectory: Sendable {
     static let ignorableNames: Set<String> = ["lost+found", ".DS_Store"]
 
     public let path: String
+    /// The format the marker named when the directory was opened.
+    public let format: Int
     /// The `flock`ed LOCK file; -1 once released.
     private let lockDescriptor: Atomic<Int32>
 
@@ -54,14 +62,16 @@ public final class DataDirectory: Sendable {
         }
 
         let markerPath = path + "/" + Self.markerName
+        var format = Self.formatVersion
         if let marker = try? FileIO.readFile(markerPath) {
             let text = String(decoding: marker, as: UTF8.self).trimmingWhitespace()
-            guard text.hasPrefix(Self.markerPrefix), let format = Int(text.dropFirst(Self.markerPrefix.count)) else {
+            guard text.hasPrefix(Self.markerPrefix), let found = Int(text.dropFirst(Self.markerPrefix.count)) else {
                 throw fail("\(Self.markerName) does not look like a Keyper marker (found \"\(text.prefix(60))\")")
             }
-            guard format <= Self.formatVersion else {
-                throw fail("written by a newer Keyper (data format \(format); this build reads up to \(Self.formatVersion))")
+            guard found <= Self.formatVersion else {
+                throw fail("written by a newer Keyper (data format \(found); this build reads up to \(Self.formatVersion))")
             }
+            format = found
         } else {
             let names: [String]
             do { names = try FileIO.listDirectory(path) } catch { throw fail(error.description) }
@@ -84,6 +94,7 @@ public final class DataDirectory: Sendable {
             throw fail("in use by another process (LOCK is held)")
         }
         lockDescriptor = Atomic(fd)
+        self.format = format
     }
 
     deinit { release() }
@@ -123,16 +134,31 @@ public struct NodeIdentity: Equatable, Sendable {
     /// True once another cluster's leader adopted this node: its log then comes only from that
     /// cluster, so an empty log after a crash means "wait for the leader", never "bootstrap".
     public var adopted: Bool
+    /// A random id (never 0) this directory was created with, renewed when the node's log lost
+    /// entries it may have acknowledged (`--wal-truncate-corrupt`). Cluster configurations
+    /// record it: a node whose incarnation they do not list is a new member, not the old one.
+    public var incarnation: UInt64
 
-    public init(mode: Mode, nodeID: String, clusterID: String = "", adopted: Bool = false) {
+    public init(mode: Mode, nodeID: String, clusterID: String = "", adopted: Bool = false,
+                incarnation: UInt64 = NodeIdentity.newIncarnation()) {
         self.mode = mode
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.adopted = adopted
+        self.incarnation = incarnation
+    }
+
+    public static func newIncarnation() -> UInt64 { UInt64.random(in: 1...UInt64.max) }
+
+    /// The incarnation as people see it: 16 hex digits.
+    public static func describe(_ incarnation: UInt64) -> String {
+        let digits = String(incarnation, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 
     func encoded() -> [UInt8] {
-        Array("mode=\(mode.rawValue)\nnode_id=\(nodeID)\ncluster_id=\(clusterID)\nadopted=\(adopted)\n".utf8)
+        Array(("mode=\(mode.rawValue)\nnode_id=\(nodeID)\ncluster_id=\(clusterID)\nadopted=\(adopted)\n"
+            + "incarnation=\(Self.describe(incarnation))\n").utf8)
     }
 
     init?(decoding bytes: [UInt8]) {
@@ -142,8 +168,14 @@ public struct NodeIdentity: Equatable, Sendable {
             fields[line[..<equals]] = line[line.index(after: equals)...]
         }
         guard let mode = fields["mode"].flatMap({ Mode(rawValue: String($0)) }), let nodeID = fields["node_id"] else { return nil }
+        // Written before incarnations existed (format 1): 0 until ``DataDirectory/claim`` gives it one.
+        var incarnation: UInt64 = 0
+        if let text = fields["incarnation"] {
+            guard let value = UInt64(text, radix: 16), value != 0 else { return nil }
+            incarnation = value
+        }
         self.init(mode: mode, nodeID: String(nodeID), clusterID: String(fields["cluster_id"] ?? ""),
-                  adopted: fields["adopted"] == "true")
+                  adopted: fields["adopted"] == "true", incarnation: incarnation)
     }
 }
 
@@ -176,8 +208,12 @@ extension DataDirectory {
 
     /// Checks the directory against the mode and node id this process starts with, recording
     /// them on first start. Returns the identity in force.
+    ///
+    /// A format-1 directory is upgraded here (its marker rewritten, its identity given an
+    /// incarnation) unless it holds a cluster node's log, which format 2 cannot read.
     public func claim(mode: NodeIdentity.Mode, nodeID: String) throws(DataDirectoryError) -> NodeIdentity {
-        guard let existing = try identity() else {
+        if format < Self.formatVersion { try upgrade() }
+        guard var existing = try identity() else {
             let identity = NodeIdentity(mode: mode, nodeID: nodeID)
             try saveIdentity(identity)
             return identity
@@ -190,9 +226,48 @@ extension DataDirectory {
         guard mode == .standalone || existing.nodeID == nodeID else {
             throw DataDirectoryError(path: path, message: "belongs to node \(existing.nodeID), not \(nodeID) (check --node-id)")
         }
+        if existing.incarnation == 0 {
+            existing.incarnation = NodeIdentity.newIncarnation()
+            try saveIdentity(existing)
+        }
         return existing
+    }
+
+    private func upgrade() throws(DataDirectoryError) {
+        let existing = try identity()
+        if existing?.mode == .raft || fileExists(walPath) {
+            throw DataDirectoryError(path: path, message:
+                "holds a cluster node's data in format \(format), written by an earlier Keyper whose Raft log does not record "
+                + "incarnations; this build reads format \(Self.formatVersion) only. Copy the keys out with the earlier build, "
+                + "then start this node on an empty --data-dir and add it to a cluster with --join")
+        }
+        do {
+            try FileIO.writeFileAtomically(path + "/" + Self.markerName, Array("\(Self.markerPrefix)\(Self.formatVersion)\n".utf8))
+        } catch {
+            throw DataDirectoryError(path: path, message: error.description)
+        }
+    }
+
+    /// Why this directory cannot be started as the cluster member its identity says it is,
+    /// nil when it can: the identity names a cluster but the Raft log or the state machine
+    /// is gone (a replaced disk, or files removed by hand). Starting anyway would present an
+    /// empty node as the member that held that data; it could vote as if it remembered.
+    public func missingMemberData(_ identity: NodeIdentity) -> String? {
+        guard identity.mode == .raft, !identity.clusterID.isEmpty else { return nil }
+        let segments = ((try? FileIO.listDirectory(walPath)) ?? []).filter { $0.hasSuffix(".wal") }
+        let missing = segments.isEmpty ? "the Raft log (wal/)" : !fileExists(databasePath) ? "the state machine (state.db)" : nil
+        guard let missing else { return nil }
+        return "IDENTITY says this is node \(identity.nodeID) of cluster \(identity.clusterID), but \(missing) is missing: "
+            + "its data is lost. To bring the node back, remove this data directory and start it again with "
+            + "--join http://<any member> (the cluster then replaces the old member with this new one), or restore the whole "
+            + "directory from a backup"
     }
 
     /// The directory of the Raft log.
     public var walPath: String { path + "/wal" }
+}
+
+private func fileExists(_ path: String) -> Bool {
+    var info = stat()
+    return stat(path, &info) == 0
 }

@@ -62,19 +62,29 @@ extension ByteBuffer {
 
 /// The first frame on every connection: who is calling, and in which protocol.
 ///
-/// Layout: `"KYPR"`, a `UInt8` version, a `UInt16` length and the node id's UTF-8 bytes,
-/// then the same for the cluster id (empty while the caller has none).
+/// Layout: `"KYPR"`, a `UInt8` version, a `UInt16` length and the node id's UTF-8 bytes, then
+/// the same for the cluster id (empty while the caller has none), then (little-endian `UInt64`s)
+/// the caller's incarnation and the incarnation it believes the callee has (0: it knows none).
 public struct Handshake: Equatable, Sendable {
     static let magic: [UInt8] = Array("KYPR".utf8)
-    public static let version: UInt8 = 1
+    /// Version 2 added the incarnations.
+    public static let version: UInt8 = 2
     static let idBytesMax = 255
 
     public var nodeID: String
     public var clusterID: String
+    /// The incarnation of the caller's data directory.
+    public var incarnation: UInt64
+    /// The incarnation the caller addresses: what its configuration records for the callee.
+    /// A callee with another incarnation (it lost its disk since) must not take the caller's
+    /// Raft traffic as meant for it.
+    public var peerIncarnation: UInt64
 
-    public init(nodeID: String, clusterID: String = "") {
+    public init(nodeID: String, clusterID: String = "", incarnation: UInt64 = 0, peerIncarnation: UInt64 = 0) {
         self.nodeID = nodeID
         self.clusterID = clusterID
+        self.incarnation = incarnation
+        self.peerIncarnation = peerIncarnation
     }
 
     func encoded() -> [UInt8] {
@@ -86,6 +96,9 @@ public struct Handshake: Equatable, Sendable {
             bytes.append(UInt8(truncatingIfNeeded: utf8.count))
             bytes.append(UInt8(truncatingIfNeeded: utf8.count >> 8))
             bytes += utf8
+        }
+        for value in [incarnation, peerIncarnation] {
+            bytes += (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
         }
         return bytes
     }
@@ -105,8 +118,11 @@ public struct Handshake: Equatable, Sendable {
             else { throw TransportError("malformed handshake") }
             ids.append(text)
         }
+        guard let incarnation = frame.readInteger(endianness: .little, as: UInt64.self),
+              let peerIncarnation = frame.readInteger(endianness: .little, as: UInt64.self)
+        else { throw TransportError("truncated handshake") }
         guard frame.readableBytes == 0 else { throw TransportError("trailing bytes in handshake") }
         guard !ids[0].isEmpty else { throw TransportError("handshake without a node id") }
-        return Handshake(nodeID: ids[0], clusterID: ids[1])
+        return Handshake(nodeID: ids[0], clusterID: ids[1], incarnation: incarnation, peerIncarnation: peerIncarnation)
     }
 }

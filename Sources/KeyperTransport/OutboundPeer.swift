@@ -8,6 +8,8 @@ import Synchronization
 final class OutboundPeer: Sendable {
     let peer: String
     let address: String
+    /// The peer's incarnation as this node's configuration records it, sent in the handshake.
+    let incarnation: UInt64
     private let transport: PeerTransport
     private let state: Mutex<State>
 
@@ -29,9 +31,10 @@ final class OutboundPeer: Sendable {
         var closed = false
     }
 
-    init(peer: String, address: String, transport: PeerTransport) {
+    init(peer: String, address: String, incarnation: UInt64, transport: PeerTransport) {
         self.peer = peer
         self.address = address
+        self.incarnation = incarnation
         self.transport = transport
         self.state = Mutex(State())
     }
@@ -107,9 +110,11 @@ final class OutboundPeer: Sendable {
             return
         }
         let configuration = transport.configuration
-        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: transport.clusterID).encoded()
+        let local = transport.identity
+        let handshake = Handshake(nodeID: configuration.nodeID, clusterID: local.clusterID, incarnation: local.incarnation,
+                                  peerIncarnation: incarnation).encoded()
         ClientBootstrap(group: transport.group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark,
                            value: .init(low: configuration.sendBufferBytesMax / 2, high: configuration.sendBufferBytesMax))
             .connectTimeout(.milliseconds(configuration.connectTimeoutMs))

@@ -36,7 +36,7 @@ public final class PeerTransport: Sendable {
     }
 
     /// Called on an event loop thread for every frame a peer sent, with the handshake it
-    /// opened the connection with (its node id and cluster id). Throwing (a frame whose
+    /// opened the connection with (its node id, cluster id and incarnations). Throwing (a frame whose
     /// content does not decode) closes that connection.
     public typealias Receiver = @Sendable (_ from: Handshake, _ frame: ByteBuffer) throws -> Void
 
@@ -63,17 +63,29 @@ public final class PeerTransport: Sendable {
         set { faultsBox.withLock { $0 = newValue } }
     }
 
-    /// Announced in every new connection's handshake; a node learns it when it joins a cluster.
-    private let clusterIDBox = Mutex("")
+    /// What this node announces in every new connection's handshake.
+    public struct LocalIdentity: Sendable, Equatable {
+        /// Empty until the node belongs to a cluster; a node learns it when it joins one.
+        public var clusterID: String
+        /// The incarnation of this node's data directory.
+        public var incarnation: UInt64
+        public init(clusterID: String, incarnation: UInt64) {
+            self.clusterID = clusterID
+            self.incarnation = incarnation
+        }
+    }
 
-    public var clusterID: String { clusterIDBox.withLock { $0 } }
+    private let identityBox = Mutex(LocalIdentity(clusterID: "", incarnation: 0))
 
-    /// Changes the cluster id announced to peers, and re-opens every outbound connection so
-    /// that peers hear the new one.
-    public func setClusterID(_ clusterID: String) {
-        let changed = clusterIDBox.withLock { current in
-            defer { current = clusterID }
-            return current != clusterID
+    public var identity: LocalIdentity { identityBox.withLock { $0 } }
+    public var clusterID: String { identity.clusterID }
+
+    /// Changes what is announced to peers, and re-opens every outbound connection so that
+    /// peers hear it.
+    public func setIdentity(_ identity: LocalIdentity) {
+        let changed = identityBox.withLock { current in
+            defer { current = identity }
+            return current != identity
         }
         guard changed else { return }
         let peers = state.withLock { state in
@@ -114,7 +126,7 @@ public final class PeerTransport: Sendable {
     public func start() async throws -> Int {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 let accepted = state.withLock { state in
                     guard !state.stopped else { return false }
@@ -141,14 +153,16 @@ public final class PeerTransport: Sendable {
     }
 
     /// Queues `frame` for `peer` at `address`, connecting (or reconnecting) as needed.
-    /// Never blocks; drops (and counts) when the peer's queue is full.
-    public func send(_ frame: ByteBuffer, to peer: String, address: String) {
+    /// `incarnation` is the peer's as this node knows it (0: none known); a connection made
+    /// for another address or incarnation is replaced. Never blocks; drops (and counts) when
+    /// the peer's queue is full.
+    public func send(_ frame: ByteBuffer, to peer: String, address: String, incarnation: UInt64 = 0) {
         if faultsBox.withLock({ $0.dropTo.contains(peer) }) { return count { $0.framesDropped += 1 } }
         let outbound = state.withLock { state -> OutboundPeer? in
             guard !state.stopped else { return nil }
-            if let existing = state.peers[peer], existing.address == address { return existing }
+            if let existing = state.peers[peer], existing.address == address, existing.incarnation == incarnation { return existing }
             state.peers[peer]?.close()
-            let created = OutboundPeer(peer: peer, address: address, transport: self)
+            let created = OutboundPeer(peer: peer, address: address, incarnation: incarnation, transport: self)
             state.peers[peer] = created
             return created
         }

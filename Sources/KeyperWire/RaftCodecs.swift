@@ -73,22 +73,40 @@ extension HardState: WireCodable {
 }
 
 /// Layout: voters then learners, each a varint count followed by node ids in strictly ascending
-/// order of their UTF-8 bytes. Sorting makes the encoding deterministic (a `Set` has no order);
-/// requiring it on decode makes the encoding unique.
+/// order of their UTF-8 bytes; then the incarnations: the members that have one, in the same
+/// order, each followed by its incarnation (u64). Sorting makes the encoding deterministic (a
+/// `Set` has no order); requiring it on decode makes the encoding unique.
 extension Configuration: WireCodable {
     public func encode(to writer: inout ByteWriter) {
         Self.encodeSet(voters, to: &writer)
         Self.encodeSet(learners, to: &writer)
+        let recorded = incarnations.filter { $0.value != 0 }
+        Self.encodeSet(Set(recorded.keys), to: &writer)
+        for node in Self.sorted(Set(recorded.keys)) { writer.writeUInt64(recorded[node]!) }
     }
 
     public init(from reader: inout ByteReader) throws(WireError) {
         let voters = try Self.decodeSet(field: "voters", from: &reader)
         let learners = try Self.decodeSet(field: "learners", from: &reader)
-        self.init(voters: voters, learners: learners)
+        let offset = reader.position
+        let recorded = try Self.decodeSet(field: "incarnations", from: &reader)
+        guard recorded.isSubset(of: voters.union(learners)) else { throw .invalidValue(field: "incarnation of a non-member", offset: offset) }
+        var incarnations: [NodeID: UInt64] = [:]
+        for node in Self.sorted(recorded) {
+            let offset = reader.position
+            let incarnation = try reader.readUInt64()
+            guard incarnation != 0 else { throw .invalidValue(field: "incarnation", offset: offset) }
+            incarnations[node] = incarnation
+        }
+        self.init(voters: voters, learners: learners, incarnations: incarnations)
+    }
+
+    private static func sorted(_ set: Set<NodeID>) -> [NodeID] {
+        set.sorted { $0.rawValue.utf8.lexicographicallyPrecedes($1.rawValue.utf8) }
     }
 
     private static func encodeSet(_ set: Set<NodeID>, to writer: inout ByteWriter) {
-        let sorted = set.sorted { $0.rawValue.utf8.lexicographicallyPrecedes($1.rawValue.utf8) }
+        let sorted = sorted(set)
         writer.writeVarint(UInt64(sorted.count))
         for node in sorted { node.encode(to: &writer) }
     }

@@ -124,8 +124,10 @@ struct MembershipTests {
 
     @Test("A configuration change round-trips through its binary encoding; bad bytes are refused")
     func confChangeEncoding() throws {
-        let change = ConfChange(kind: .addLearner, node: NodeID("nödé-7"), context: [1, 2, 3])
+        let change = ConfChange(kind: .addLearner, node: NodeID("nödé-7"), incarnation: 0xdead_beef_cafe_f00d, context: [1, 2, 3])
         #expect(try ConfChange(decoding: change.encoded()) == change)
+        // Version 1 (before incarnations) still decodes, with none recorded.
+        #expect(try ConfChange(decoding: [1, 1, 0, 1, 65, 0, 0, 0, 1, 7]) == ConfChange(kind: .addLearner, node: NodeID("A"), context: [7]))
         #expect(throws: RaftError.malformedConfChange) { try ConfChange(decoding: Array(change.encoded().dropLast())) }
         #expect(throws: RaftError.malformedConfChange) { try ConfChange(decoding: [1, 9, 0, 1, 65, 0, 0, 0, 0]) }
         #expect(throws: RaftError.malformedConfChange) { try ConfChange(decoding: []) }

@@ -96,7 +96,7 @@ final class TestCluster: @unchecked Sendable {
 
     func join(_ name: String) async throws {
         let leader = try await waitForLeader()
-        try await leader.join(nodeID: name, raftAddress: address(name), httpAddress: nil)
+        try await leader.join(nodeID: name, raftAddress: address(name), httpAddress: nil, learner: false)
     }
 
     var currentLeader: RaftNode? { currentLeader { _ in true } }
@@ -241,7 +241,7 @@ struct ClusterTests {
             _ = try await other.waitForLeader()
             try await node9.put(bytes("mine"), value: bytes("precious"))
             await #expect {
-                try await leader.join(nodeID: "node9", raftAddress: other.address("node9"), httpAddress: nil)
+                try await leader.join(nodeID: "node9", raftAddress: other.address("node9"), httpAddress: nil, learner: false)
             } throws: { error in
                 let error = error as? APIError
                 return error?.status == .conflict && error?.code == "join_refused" && error?.message.contains("client data") == true
@@ -259,16 +259,16 @@ struct ClusterTests {
             let cluster = try await TestCluster.make(2, root: root)
             let leader = try await cluster.waitForLeader()
             let address = cluster.address("node2")
-            try await leader.join(nodeID: "node2", raftAddress: address, httpAddress: nil)
+            try await leader.join(nodeID: "node2", raftAddress: address, httpAddress: nil, learner: false)
             // The leader re-joining itself (as after an operator's remove and re-add raced a
             // leader change) is answered at once, not by asking itself over the network.
             let leaderID = leader.configuration.nodeID
-            try await leader.join(nodeID: leaderID, raftAddress: cluster.address(leaderID), httpAddress: nil)
+            try await leader.join(nodeID: leaderID, raftAddress: cluster.address(leaderID), httpAddress: nil, learner: false)
             await #expect {
-                try await leader.join(nodeID: "node2", raftAddress: "127.0.0.1:1", httpAddress: nil)
+                try await leader.join(nodeID: "node2", raftAddress: "127.0.0.1:1", httpAddress: nil, learner: false)
             } throws: { ($0 as? APIError)?.code == "member_exists" }
             await #expect {
-                try await leader.join(nodeID: "node7", raftAddress: address, httpAddress: nil)
+                try await leader.join(nodeID: "node7", raftAddress: address, httpAddress: nil, learner: false)
             } throws: { ($0 as? APIError)?.code == "address_in_use" }
             #expect(try await leader.status().warnings?.first?.contains("tolerates no failure") == true)
             await cluster.stopAll()

@@ -12,7 +12,7 @@ struct DataDirectoryTests {
             let directory = try DataDirectory(path: path)
             #expect(directory.databasePath == path + "/state.db")
             let marker = try FileIO.readFile(path + "/KEYPER")
-            #expect(String(decoding: marker, as: UTF8.self) == "keyper-data-dir format=1\n")
+            #expect(String(decoding: marker, as: UTF8.self) == "keyper-data-dir format=2\n")
         }
     }
 
@@ -78,6 +78,64 @@ struct DataDirectoryTests {
         try withTemporaryDirectory { dir in
             do { _ = try DataDirectory(path: dir) }
             _ = try DataDirectory(path: dir)
+        }
+    }
+}
+
+@Suite("Data directory identity and incarnation")
+struct DataDirectoryIdentityTests {
+    @Test("a claimed directory gets a non-zero incarnation that survives reopening")
+    func incarnationPersists() throws {
+        try withTemporaryDirectory { dir in
+            let first: NodeIdentity
+            do { first = try DataDirectory(path: dir).claim(mode: .raft, nodeID: "n1") }
+            #expect(first.incarnation != 0)
+            let again = try DataDirectory(path: dir).claim(mode: .raft, nodeID: "n1")
+            #expect(again.incarnation == first.incarnation)
+            // A new directory for the same node id is another incarnation.
+            let other = try DataDirectory(path: dir + "/other").claim(mode: .raft, nodeID: "n1")
+            #expect(other.incarnation != first.incarnation)
+        }
+    }
+
+    @Test("a format-1 standalone directory is upgraded in place and given an incarnation")
+    func upgradesStandalone() throws {
+        try withTemporaryDirectory { dir in
+            writeFile(dir + "/KEYPER", "keyper-data-dir format=1\n")
+            writeFile(dir + "/IDENTITY", "mode=standalone\nnode_id=n1\ncluster_id=\nadopted=false\n")
+            let identity = try DataDirectory(path: dir).claim(mode: .standalone, nodeID: "n1")
+            #expect(identity.incarnation != 0)
+            #expect(String(decoding: try FileIO.readFile(dir + "/KEYPER"), as: UTF8.self) == "keyper-data-dir format=2\n")
+            #expect(try DataDirectory(path: dir).identity()?.incarnation == identity.incarnation)
+        }
+    }
+
+    @Test("a format-1 cluster directory is refused, saying why and what to do")
+    func refusesFormatOneCluster() throws {
+        try withTemporaryDirectory { dir in
+            writeFile(dir + "/KEYPER", "keyper-data-dir format=1\n")
+            writeFile(dir + "/IDENTITY", "mode=raft\nnode_id=n1\ncluster_id=abc\nadopted=false\n")
+            #expect {
+                _ = try DataDirectory(path: dir).claim(mode: .raft, nodeID: "n1")
+            } throws: { error in
+                "\(error)".contains("format 1") && "\(error)".contains("--join") && "\(error)".contains(dir)
+            }
+        }
+    }
+
+    @Test("a member's directory without its log or state is reported, naming what is missing")
+    func missingMemberData() throws {
+        try withTemporaryDirectory { dir in
+            let directory = try DataDirectory(path: dir)
+            var identity = try directory.claim(mode: .raft, nodeID: "n1")
+            #expect(directory.missingMemberData(identity) == nil, "not a member of any cluster yet")
+            identity.clusterID = "c1"
+            #expect(directory.missingMemberData(identity)?.contains("wal/") == true)
+            try FileIO.makeDirectories(directory.walPath)
+            writeFile(directory.walPath + "/0000000000000001.wal", "segment")
+            #expect(directory.missingMemberData(identity)?.contains("state.db") == true)
+            writeFile(directory.databasePath, "db")
+            #expect(directory.missingMemberData(identity) == nil)
         }
     }
 }

@@ -52,17 +52,18 @@ struct FrameTests {
 
     @Test("handshakes round-trip and malformed ones are refused with a reason")
     func handshake() throws {
-        let handshake = Handshake(nodeID: "node-2", clusterID: "cluster-9")
+        let handshake = Handshake(nodeID: "node-2", clusterID: "cluster-9", incarnation: 0xfeed_beef_0000_0001, peerIncarnation: 42)
         #expect(try Handshake.decode(ByteBuffer(bytes: handshake.encoded())) == handshake)
         #expect(throws: TransportError("not a Keyper peer (bad magic)")) {
             try Handshake.decode(ByteBuffer(string: "GET / HTTP/1.1\r\n"))
         }
         var newer = handshake.encoded()
         newer[4] = 9
-        #expect(throws: TransportError("peer speaks protocol version 9; this node speaks 1")) {
+        #expect(throws: TransportError("peer speaks protocol version 9; this node speaks 2")) {
             try Handshake.decode(ByteBuffer(bytes: newer))
         }
         #expect(throws: TransportError.self) { try Handshake.decode(ByteBuffer(bytes: handshake.encoded() + [0])) }
+        #expect(throws: TransportError("truncated handshake")) { try Handshake.decode(ByteBuffer(bytes: handshake.encoded().dropLast(1))) }
         #expect(throws: TransportError.self) { try Handshake.decode(ByteBuffer(bytes: Handshake(nodeID: "").encoded())) }
     }
 

@@ -120,3 +120,26 @@ struct PeerTransportTests {
         await b.stop()
     }
 }
+
+@Suite("Peer transport socket options")
+struct PeerSocketOptionTests {
+    @Test("both ends of a peer connection have TCP_NODELAY and not SO_DEBUG, read back with getsockopt")
+    func socketOptions() async throws {
+        let inboxA = Inbox(), inboxB = Inbox()
+        let a = makeTransport("a", inbox: inboxA)
+        let b = makeTransport("b", inbox: inboxB)
+        try await a.start()
+        let portB = try await b.start()
+        a.send(ByteBuffer(bytes: [1]), to: "b", address: "127.0.0.1:\(portB)")
+        #expect(try await inboxB.wait { inboxB.count == 1 }, "no connection: a socket option may have failed")
+        let sockets = connectedSockets(port: portB)
+        #expect(sockets.contains { $0.peerPort == portB }, "the outbound end: \(sockets)")
+        #expect(sockets.contains { $0.localPort == portB }, "the accepted end: \(sockets)")
+        for socket in sockets {
+            #expect(socket.tcpNoDelay, "\(socket)")
+            #expect(!socket.soDebug, "\(socket)")
+        }
+        await a.stop()
+        await b.stop()
+    }
+}

@@ -83,25 +83,34 @@ extension KVOperation {
 struct MemberAddresses: Hashable, Sendable {
     var raft: String
     var http: String
+    /// For a learner: promote it to voter once it has caught up. False for one that joined
+    /// asking to stay a learner (`{"learner": true}`, as etcd's `member add --learner`).
+    var promote = true
 
+    /// Layout: version u8 (2), raft and http addresses (strings), promote (bool). Version 1
+    /// had no promote flag (every learner was promoted).
     func encoded() -> [UInt8] {
         var writer = ByteWriter()
-        writer.writeUInt8(1)
+        writer.writeUInt8(2)
         writer.writeString(raft)
         writer.writeString(http)
+        writer.writeBool(promote)
         return writer.bytes
     }
 
-    init(raft: String, http: String) {
+    init(raft: String, http: String, promote: Bool = true) {
         self.raft = raft
         self.http = http
+        self.promote = promote
     }
 
     init(decoding bytes: [UInt8]) throws(WireError) {
         var reader = ByteReader(bytes)
-        guard try reader.readUInt8() == 1 else { throw .invalidValue(field: "member addresses version", offset: 0) }
+        let version = try reader.readUInt8()
+        guard version == 1 || version == 2 else { throw .invalidValue(field: "member addresses version", offset: 0) }
         raft = try reader.readString()
         http = try reader.readString()
+        promote = version == 1 ? true : try reader.readBool(field: "promote")
         try reader.expectEnd()
     }
 }

@@ -19,6 +19,7 @@ extension Core {
                 ])
                 return
             }
+            guard incarnationsMatch(peer) else { return }
             if case .snapshot(let metadata) = message.kind, !snapshotReady(for: metadata) {
                 logger.info("snapshot message without its complete data; the leader will resend", metadata: [
                     "index": "\(metadata.index.rawValue)",
@@ -31,7 +32,7 @@ extension Core {
                 logger.debug("message refused by the core", metadata: ["from": "\(message.from)", "error": "\(error)"])
             }
         case .forward(let request, let data):
-            guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID else { return }
+            guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID, incarnationsMatch(peer) else { return }
             forwarded(request: request, data: data)
         case .forwardRefused(let request, let failure):
             guard request.node == id, let waiter = proposalWaiters.removeValue(forKey: request.sequence) else { return }
@@ -41,9 +42,31 @@ extension Core {
         case .adoptResponse(let response):
             adopted(response, from: peer)
         case .snapshotChunk(let chunk):
-            guard peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty else { return }
+            guard peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty, incarnationsMatch(peer) else { return }
             receive(chunk)
         }
+    }
+
+    /// Whether a peer's traffic is meant for this node as it is, from the member the
+    /// configuration lists. The peer must address this incarnation (or none: a new member
+    /// answers the leader before its log tells it the leader's): a leader that still lists
+    /// the incarnation this node had before it lost its disk would otherwise treat it as that
+    /// member (its progress, its commit index: an empty log cannot hold them). And the peer
+    /// must be the incarnation listed for it, if any: a member that lost its disk is a new
+    /// member until it is added again.
+    func incarnationsMatch(_ peer: Handshake) -> Bool {
+        let recorded = raw.incarnation(of: NodeID(peer.nodeID))
+        let addressed = peer.peerIncarnation == identity.incarnation || peer.peerIncarnation == 0
+        guard addressed, recorded.map({ $0 == peer.incarnation }) ?? true else {
+            logger.debug("dropping traffic between other incarnations", metadata: [
+                "peer": "\(peer.nodeID)", "peer_incarnation": "\(NodeIdentity.describe(peer.incarnation))",
+                "listed_for_peer": "\(recorded.map(NodeIdentity.describe) ?? "none")",
+                "addressed_to": "\(NodeIdentity.describe(peer.peerIncarnation))",
+                "incarnation": "\(NodeIdentity.describe(identity.incarnation))",
+            ])
+            return false
+        }
+        return true
     }
 
     /// A follower's client write, proposed here as if it were ours; the follower answers
@@ -126,14 +149,95 @@ extension Core {
             return adoption.waiter.fail(APIError(.conflict, code: "join_refused", "\(adoption.node) refused to join: \(response.reason)"))
         }
         guard requireLeader(adoption.waiter) else { return forgetUnlessMember(adoption.node) }
-        if raw.status.configuration.members.contains(adoption.node) { return adoption.waiter.succeed() }
+        guard peer.incarnation != 0 else {
+            return adoption.waiter.fail(APIError(.badGateway, code: "join_refused", "\(adoption.node) did not say its incarnation"))
+        }
+        guard joins[adoption.node] == nil else {
+            return adoption.waiter.fail(APIError(.serviceUnavailable, code: "join_in_progress",
+                                                 "a join of \(adoption.node) is already in progress; retry"))
+        }
         var addresses = adoption.addresses
         if addresses.http.isEmpty { addresses.http = response.httpAddress }
-        members[adoption.node] = addresses
-        // New members start as learners and are promoted once caught up, so a slow newcomer
-        // never counts towards (and stalls) the quorum (thesis §4.2.1).
-        logger.notice("adding member as a learner", metadata: ["node": "\(adoption.node)", "raft": "\(addresses.raft)"])
-        proposeMemberChange(ConfChange(kind: .addLearner, node: adoption.node, context: addresses.encoded()), waiter: adoption.waiter)
+        let node = adoption.node
+        var join = JoinInProgress(addresses: addresses, incarnation: peer.incarnation, stage: .addingLearner, waiter: adoption.waiter)
+        let configuration = raw.status.configuration
+        if configuration.members.contains(node) {
+            if configuration.incarnations[node] == peer.incarnation {
+                // The member itself, joining again.
+                if configuration.voters.contains(node) || !addresses.promote { return adoption.waiter.succeed() }
+                guard members[node]?.promote != false else {
+                    return adoption.waiter.fail(APIError(.conflict, code: "member_is_learner",
+                        "\(node) joined as a learner on request; remove it and join it again to make it a voter"))
+                }
+                join.stage = .promoting
+                joins[node] = join
+                return
+            }
+            // The same name with another data directory: a new member. The old incarnation's
+            // log is gone; it must neither count as a replica nor vote. Remove it, then add the
+            // new one as a learner (one change at a time).
+            logger.notice("a member came back with a new data directory; replacing it", metadata: [
+                "node": "\(node)", "old_incarnation": "\(configuration.incarnations[node].map(NodeIdentity.describe) ?? "none")",
+                "new_incarnation": "\(NodeIdentity.describe(peer.incarnation))",
+            ])
+            join.stage = .removingOldIncarnation
+            joins[node] = join
+            return proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .join(node))
+        }
+        joins[node] = join
+        addLearner(node, join)
+    }
+
+    /// New members start as learners and are promoted once caught up, so a slow newcomer
+    /// never counts towards (and stalls) the quorum (thesis §4.2.1).
+    private func addLearner(_ node: NodeID, _ join: JoinInProgress) {
+        members[node] = join.addresses
+        logger.notice("adding member as a learner", metadata: [
+            "node": "\(node)", "raft": "\(join.addresses.raft)", "incarnation": "\(NodeIdentity.describe(join.incarnation))",
+            "promote": "\(join.addresses.promote)",
+        ])
+        proposeMemberChange(ConfChange(kind: .addLearner, node: node, incarnation: join.incarnation, context: join.addresses.encoded()),
+                            owner: .join(node))
+    }
+
+    /// A membership change this leader proposed committed.
+    func succeed(_ owner: ChangeOwner) {
+        switch owner {
+        case .client(let waiter):
+            waiter.succeed()
+        case .join(let node):
+            guard var join = joins[node] else { return }
+            switch join.stage {
+            case .removingOldIncarnation:
+                join.stage = .addingLearner
+                joins[node] = join
+                addLearner(node, join)
+            case .addingLearner where !join.addresses.promote:
+                joins.removeValue(forKey: node)
+                join.waiter.succeed()
+            case .addingLearner:
+                join.stage = .promoting
+                joins[node] = join
+            case .promoting:
+                break
+            }
+        }
+    }
+
+    func fail(_ owner: ChangeOwner, _ error: APIError) {
+        switch owner {
+        case .client(let waiter):
+            waiter.fail(error)
+        case .join(let node):
+            joins.removeValue(forKey: node)?.waiter.fail(error)
+        }
+    }
+
+    /// A promotion of `node` committed: its join, if one waits, is done.
+    func joinPromoted(_ node: NodeID) {
+        guard let join = joins[node], join.stage == .promoting else { return }
+        joins.removeValue(forKey: node)
+        join.waiter.succeed()
     }
 
     private func remove(_ node: NodeID, _ waiter: Waiter) {
@@ -151,7 +255,7 @@ extension Core {
             return waiter.fail(APIError(.serviceUnavailable, code: "leader_transfer",
                                         "this node is the leader; leadership is being transferred first, retry the removal on the new leader"))
         }
-        proposeMemberChange(ConfChange(kind: .removeNode, node: node), waiter: waiter)
+        proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .client(waiter))
     }
 
     private func transfer(to target: NodeID?, _ waiter: Waiter) {
@@ -228,12 +332,16 @@ extension Core {
     /// Throws away the bootstrap history and starts as an empty node of `clusterID`.
     ///
     /// Order for crashes: the state machine is emptied durably first (a crash then replays the
-    /// bootstrap log into it: the node is still its pristine self), then the log is removed,
-    /// then the identity records the new cluster (a crash before that bootstraps again into
-    /// the old id). Once the log is closed there is no way back: a failure stops the process
-    /// and the restart finishes from what is on disk.
+    /// bootstrap log into it: the node is still its pristine self); then the identity records
+    /// no cluster (a node of no cluster keeps no log: a crash from here on restarts it empty,
+    /// and it bootstraps anew or waits for its join); then the log is removed and re-created;
+    /// then the identity records the new cluster. Once the log is closed there is no way back:
+    /// a failure stops the process and the restart finishes from what is on disk.
     private func resetForAdoption(clusterID: String) throws {
         try store.reset()
+        identity.clusterID = ""
+        identity.adopted = false
+        try directory.saveIdentity(identity)
         failAllWaiters(APIError(.serviceUnavailable, code: "joining_cluster", "this node is joining another cluster; retry"))
         storage.close()
         do {
@@ -246,7 +354,7 @@ extension Core {
         } catch {
             fatalError("resetting for adoption failed after the log was closed: \(error); restart the node")
         }
-        transport.setClusterID(clusterID)
+        transport.setIdentity(.init(clusterID: clusterID, incarnation: identity.incarnation))
         var config = raftConfig
         config.applied = .zero
         raw = try RawNode(config: config, storage: storage)
@@ -257,6 +365,7 @@ extension Core {
         lastLeader = nil
     }
 
+    /// Answers every waiting client with `error`: every kind of waiter is listed here.
     func failAllWaiters(_ error: APIError) {
         for waiter in proposalWaiters.values { waiter.fail(error) }
         proposalWaiters = [:]
@@ -268,9 +377,13 @@ extension Core {
         readRounds = [:]
         for waiter in readsWaitingForApply.flatMap(\.waiters) { waiter.fail(error) }
         readsWaitingForApply = []
-        for pending in memberChangeWaiters.values { pending.waiter.fail(error) }
+        for pending in memberChangeWaiters.values { fail(pending.owner, error) }
         memberChangeWaiters = [:]
-        for pending in memberChangesWaiting { pending.waiter.fail(error) }
+        for pending in memberChangesWaiting { fail(pending.owner, error) }
         memberChangesWaiting = []
+        for join in joins.values { join.waiter.fail(error) }
+        joins = [:]
+        for adoption in adoptions.values { adoption.waiter.fail(error) }
+        adoptions = [:]
     }
 }

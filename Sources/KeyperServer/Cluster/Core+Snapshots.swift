@@ -110,7 +110,8 @@ extension Core {
                 var records: [PeerRecord] = [.snapshotChunk(chunk)]
                 let last = end == transfer.bytes.count
                 if last { records.append(.raft(transfer.message)) }
-                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address)
+                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address,
+                               incarnation: raw.incarnation(of: node) ?? 0)
                 transfer.offset = end
                 sent += 1
                 if last { break }

@@ -60,19 +60,23 @@ final class Core: @unchecked Sendable {
     /// and followers answer far fewer heartbeats). Keyed by round number, so that late,
     /// repeated or dropped answers are matched.
     var readRounds: [UInt64: [Waiter]] = [:]
-    var readRoundNext: UInt64 = 1
+    /// Starts at a random point on every process start (as request sequences do): an answer to
+    /// a round of this node's previous run must not release a round of this one.
+    var readRoundNext = UInt64.random(in: 1...(UInt64.max >> 1))
     /// Ticks since the round in flight was last asked; one unanswered for an election timeout
     /// (a lost message on the way to or from the leader) is asked again.
     var readRoundAge = 0
     /// Reads whose read index is known, waiting for the state machine to reach it.
     var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
     /// Membership changes proposed by this leader, by log position, until applied.
-    var memberChangeWaiters: [LogIndex: (term: Term, waiter: Waiter)] = [:]
+    var memberChangeWaiters: [LogIndex: (term: Term, owner: ChangeOwner)] = [:]
     /// Membership changes waiting for the one in flight to commit (one at a time, thesis §4.1).
-    var memberChangesWaiting: [(change: ConfChange, waiter: Waiter)] = []
+    var memberChangesWaiting: [(change: ConfChange, owner: ChangeOwner)] = []
     /// Joins waiting for the new node's answer to our adopt request.
     var adoptions: [UInt64: (node: NodeID, addresses: MemberAddresses, waiter: Waiter)] = [:]
     var adoptionTokenNext: UInt64 = 1
+    /// Joins the node agreed to, until it is a voter (or the learner it asked to be).
+    var joins: [NodeID: JoinInProgress] = [:]
 
     /// Records to send at the next flush, batched per peer (one frame each).
     var outgoing: [NodeID: [PeerRecord]] = [:]
@@ -361,14 +365,20 @@ final class Core: @unchecked Sendable {
         if soft.role != .leader {
             // A leader that stepped down can no longer complete membership changes it started.
             for (_, pending) in memberChangeWaiters {
-                pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed",
+                fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed",
                                              "leadership changed before the membership change committed; check /v1/status and retry"))
             }
             memberChangeWaiters = [:]
             for pending in memberChangesWaiting {
-                pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed", "leadership changed; retry on the new leader"))
+                fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed", "leadership changed; retry on the new leader"))
             }
             memberChangesWaiting = []
+            // A learner being promoted stays in the configuration, marked for promotion: the
+            // next leader promotes it.
+            for (node, join) in joins where join.stage == .promoting {
+                joins.removeValue(forKey: node)
+                join.waiter.succeed(.joinedAsLearner)
+            }
         }
         flushWaitingForLeader()
     }
@@ -408,7 +418,8 @@ final class Core: @unchecked Sendable {
                 switch change.kind {
                 case .addLearner, .addVoter:
                     if let addresses = try? MemberAddresses(decoding: change.context) {
-                        operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http))
+                        operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http,
+                                                     promote: addresses.promote))
                         members[change.node] = addresses
                     }
                 case .removeNode:
@@ -437,10 +448,11 @@ final class Core: @unchecked Sendable {
         }
         for entry in entries where entry.kind == .configChange {
             if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
-                if pending.term == entry.term { pending.waiter.succeed() } else {
-                    pending.waiter.fail(APIError(.serviceUnavailable, code: "leader_changed", "the membership change was overwritten; retry"))
+                if pending.term == entry.term { succeed(pending.owner) } else {
+                    fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed", "the membership change was overwritten; retry"))
                 }
             }
+            if let change = try? ConfChange(decoding: entry.data), change.kind == .addVoter { joinPromoted(change.node) }
         }
         // A node removed and already added back (a later entry, appended) keeps its address.
         let current = raw.status.configuration.members
@@ -557,15 +569,24 @@ final class Core: @unchecked Sendable {
             for waiter in expired { waiter.fail(readFailure) }
             return live.isEmpty ? nil : (pending.index, live)
         }
-        for (index, pending) in memberChangeWaiters where pending.waiter.deadline <= now {
+        for (index, pending) in memberChangeWaiters {
+            guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { continue }
             memberChangeWaiters.removeValue(forKey: index)
-            pending.waiter.fail(failure())
+            waiter.fail(failure())
         }
         memberChangesWaiting.removeAll { pending in
-            guard pending.waiter.deadline <= now else { return false }
-            pending.waiter.fail(APIError(.serviceUnavailable, code: "timeout",
-                                         "another membership change did not commit within the request timeout; retry"))
+            guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { return false }
+            waiter.fail(APIError(.serviceUnavailable, code: "timeout",
+                                 "another membership change did not commit within the request timeout; retry"))
             return true
+        }
+        for (node, join) in joins where join.waiter.deadline <= now {
+            joins.removeValue(forKey: node)
+            if join.stage == .promoting {
+                join.waiter.succeed(.joinedAsLearner)
+            } else {
+                join.waiter.fail(failure("the membership change may still be applied"))
+            }
         }
         for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
             adoptions.removeValue(forKey: token)
@@ -595,7 +616,8 @@ final class Core: @unchecked Sendable {
     func flush() {
         if !snapshotSends.isEmpty { pumpSnapshots() }
         for direct in outgoingDirect {
-            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address)
+            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address,
+                           incarnation: raw.incarnation(of: direct.node) ?? 0)
         }
         outgoingDirect = []
         guard !outgoing.isEmpty else { return }
@@ -604,8 +626,9 @@ final class Core: @unchecked Sendable {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue
             }
+            let incarnation = raw.incarnation(of: node) ?? 0
             for frame in PeerRecord.encodeFrames(records, frameBytesTarget: 1 << 20) {
-                transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address)
+                transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
             }
         }
         outgoing = [:]
@@ -624,30 +647,30 @@ final class Core: @unchecked Sendable {
     }
 
     /// Proposes a membership change now, or queues it behind the one in flight.
-    func proposeMemberChange(_ change: ConfChange, waiter: Waiter) {
-        if memberChangesWaiting.isEmpty && tryProposeMemberChange(change, waiter: waiter) { return }
-        memberChangesWaiting.append((change, waiter))
+    func proposeMemberChange(_ change: ConfChange, owner: ChangeOwner) {
+        if memberChangesWaiting.isEmpty && tryProposeMemberChange(change, owner: owner) { return }
+        memberChangesWaiting.append((change, owner))
     }
 
     private func proposeWaitingMemberChanges() {
-        while let next = memberChangesWaiting.first, tryProposeMemberChange(next.change, waiter: next.waiter) {
+        while let next = memberChangesWaiting.first, tryProposeMemberChange(next.change, owner: next.owner) {
             memberChangesWaiting.removeFirst()
         }
     }
 
     /// False when the change must wait (another one in flight, or no commit in this term yet);
-    /// true when it was proposed or refused for good (the waiter is then answered).
-    private func tryProposeMemberChange(_ change: ConfChange, waiter: Waiter) -> Bool {
+    /// true when it was proposed or refused for good (the owner is then answered).
+    private func tryProposeMemberChange(_ change: ConfChange, owner: ChangeOwner) -> Bool {
         do {
             let position = try raw.proposeConfChange(change)
-            memberChangeWaiters[position.index] = (position.term, waiter)
+            memberChangeWaiters[position.index] = (position.term, owner)
             return true
         } catch .configChangeInProgress {
             return false
         } catch .proposalDropped(reason: .leaderNotReady) {
             return false
         } catch {
-            waiter.fail(RaftFailure.map(error))
+            fail(owner, RaftFailure.map(error))
             return true
         }
     }
@@ -655,10 +678,11 @@ final class Core: @unchecked Sendable {
     private func promoteCaughtUpLearners() {
         guard raw.role == .leader, memberChangesWaiting.isEmpty else { return }
         let status = raw.status
-        for learner in status.configuration.learners.sorted() {
+        // Learners that asked to stay learners (`{"learner": true}`) are left as they are.
+        for learner in status.configuration.learners.sorted() where members[learner]?.promote != false {
             guard let follower = status.followers[learner], follower.match >= raw.commitIndex else { continue }
             do {
-                try raw.proposeConfChange(ConfChange(kind: .addVoter, node: learner))
+                try raw.proposeConfChange(ConfChange(kind: .addVoter, node: learner, context: members[learner]?.encoded() ?? []))
                 logger.notice("promoting caught-up learner to voter", metadata: ["node": "\(learner)", "match": "\(follower.match)"])
                 return  // one change at a time
             } catch {
@@ -672,7 +696,7 @@ final class Core: @unchecked Sendable {
         metrics.appliedIndex.record(Int64(appliedIndex.rawValue))
         let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
-                                   diskFull: diskFull)
+                                   incarnation: identity.incarnation, diskFull: diskFull)
         published.state.withLock { $0 = state }
     }
 }

@@ -111,5 +111,7 @@ struct PublishedState: Sendable {
     var appliedIndex: LogIndex
     var snapshotIndex: LogIndex
     var clusterID: String
+    /// This node's incarnation (its data directory's).
+    var incarnation: UInt64
     var diskFull = false
 }

@@ -55,12 +55,21 @@ public final class RaftNode: KeyValueNode {
     public static func open(configuration: NodeConfiguration, logger: Logger) async throws -> RaftNode {
         guard var cluster = configuration.cluster else { preconditionFailure("RaftNode needs a cluster configuration") }
         let directory = try DataDirectory(path: configuration.dataDirectory)
+        if let existing = try directory.identity(), let problem = directory.missingMemberData(existing) {
+            throw DataDirectoryError(path: directory.path, message: problem)
+        }
         let store = try KVStore(path: directory.databasePath, durability: .normal)
         if try directory.identity() == nil, try store.count() > 0 {
             throw DataDirectoryError(path: directory.path,
                                      message: "holds standalone data but no Raft log; use a new --data-dir for Raft mode")
         }
         let identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
+        if identity.clusterID.isEmpty, !((try? FileIO.listDirectory(directory.walPath)) ?? []).isEmpty {
+            // A node of no cluster holds no log worth keeping: at most the bootstrap it was
+            // giving up when an adoption was interrupted (see Core.resetForAdoption).
+            try removeLog(at: directory.walPath)
+            try store.reset()
+        }
         let wal: WriteAheadLog
         do {
             wal = try WriteAheadLog(directory: directory.walPath, options: WALOptions(truncateCorruptTail: cluster.walTruncateCorrupt),
@@ -105,7 +114,11 @@ public final class RaftNode: KeyValueNode {
                 "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.published.state.withLock { $0.clusterID })",
             ])
             if let url = cluster.joinURL {
-                node.joinTask.withLock { $0 = Task { await node.requestJoin(via: url) } }
+                node.joinTask.withLock { $0 = Task { await node.requestJoin(via: [url]) } }
+            } else if let others = node.rejoinTargets() {
+                logger.notice("this node's configuration lists it under another incarnation; asking the cluster to add it again",
+                              metadata: ["via": "\(others)"])
+                node.joinTask.withLock { $0 = Task { await node.requestJoin(via: others) } }
             }
             return node
         } catch {
@@ -123,6 +136,7 @@ public final class RaftNode: KeyValueNode {
                                  engineBox: EngineBox, logger: Logger) throws -> RaftNode {
         let id = NodeID(configuration.nodeID)
         var identity = identity
+        let walWasCut = wal.recoveryReport.corruption != nil
         let selfAddresses = MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
         let fresh = wal.lastIndex == .zero && wal.hardState == HardState() && wal.snapshotMetadata.index == .zero
         if fresh && cluster.joinURL == nil && !identity.adopted {
@@ -132,7 +146,7 @@ public final class RaftNode: KeyValueNode {
                 identity.clusterID = randomClusterID()
                 try directory.saveIdentity(identity)
             }
-            try bootstrap(wal: wal, id: id, addresses: selfAddresses)
+            try bootstrap(wal: wal, id: id, incarnation: identity.incarnation, addresses: selfAddresses)
             logger.notice("bootstrapped a new single-node cluster", metadata: ["cluster": "\(identity.clusterID)"])
         }
         let hardState = wal.hardState
@@ -163,17 +177,31 @@ public final class RaftNode: KeyValueNode {
         members[id] = selfAddresses
 
         var raftConfig = Config(id: id, randomSeed: UInt64.random(in: 0...UInt64.max))
+        raftConfig.incarnation = identity.incarnation
         raftConfig.electionTicks = cluster.electionTicks
         raftConfig.heartbeatTicks = cluster.heartbeatTicks
         raftConfig.applied = min(applied, hardState.commit)
         raftConfig.entryBytesMax = configuration.valueBytesMax + configuration.keyBytesMax + 256
-        let raw = try RawNode(config: raftConfig, storage: storage)
-        transport.setClusterID(identity.clusterID)
+        var raw = try RawNode(config: raftConfig, storage: storage)
+        if walWasCut && raw.status.configuration.voters != [id] {
+            // The cut may have removed entries this node acknowledged: it is no longer the
+            // member that promised them. A new incarnation makes it a new member, which rejoins
+            // as a learner and votes only once promoted. (A single voter has nobody to rejoin;
+            // the operator who cut its log accepted the loss.)
+            identity.incarnation = NodeIdentity.newIncarnation()
+            try directory.saveIdentity(identity)
+            raftConfig.incarnation = identity.incarnation
+            raw = try RawNode(config: raftConfig, storage: storage)
+            logger.critical("the Raft log was cut: this node takes a new incarnation and rejoins the cluster as a learner",
+                            metadata: ["incarnation": "\(NodeIdentity.describe(identity.incarnation))"])
+        }
+        transport.setIdentity(.init(clusterID: identity.clusterID, incarnation: identity.incarnation))
 
         let metrics = NodeMetrics()
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: applied,
-                                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID))
+                                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
+                                                    incarnation: identity.incarnation))
         let core = Core(id: id, loop: loopGroup.next(), raw: raw, storage: storage, store: store, transport: transport,
                         directory: directory, snapshots: snapshots, snapshotEntries: UInt64(cluster.snapshotEntries),
                         identity: identity, raftConfig: raftConfig, cluster: cluster, members: members,
@@ -217,8 +245,8 @@ public final class RaftNode: KeyValueNode {
 
     /// The founding entry of a single-node cluster: this node as the only voter, with its
     /// addresses in the change's context, committed at term 1 (as etcd bootstraps).
-    private static func bootstrap(wal: WriteAheadLog, id: NodeID, addresses: MemberAddresses) throws {
-        let change = ConfChange(kind: .addVoter, node: id, context: addresses.encoded())
+    private static func bootstrap(wal: WriteAheadLog, id: NodeID, incarnation: UInt64, addresses: MemberAddresses) throws {
+        let change = ConfChange(kind: .addVoter, node: id, incarnation: incarnation, context: addresses.encoded())
         let entry = Entry(term: Term(1), index: LogIndex(1), kind: .configChange, data: change.encoded())
         try wal.save([entry], hardState: HardState(term: Term(1), vote: nil, commit: LogIndex(1)))
     }
@@ -247,19 +275,40 @@ public final class RaftNode: KeyValueNode {
         try FileIO.syncDirectory(containing: path + "/x")
     }
 
+    /// The HTTP addresses of the other members, when the configuration this node holds lists
+    /// its id under another incarnation: it lost entries it had (its log was cut) and must be
+    /// added again as a new member. Nil otherwise.
+    func rejoinTargets() -> [String]? {
+        let state = published.state.withLock { $0 }
+        let me = NodeID(configuration.nodeID)
+        let configuration = state.status.configuration
+        guard configuration.members.contains(me), !configuration.lists(me, incarnation: state.incarnation) else { return nil }
+        let others = configuration.members.filter { $0 != me }.sorted().compactMap { state.members[$0]?.http }.filter { !$0.isEmpty }
+        return others.isEmpty ? nil : others.map { "http://" + $0 }
+    }
+
     /// `--join URL`: asks that node (any member: a follower forwards to its leader) to add this
-    /// one, and keeps asking, with back-off, until it says yes, or no for good (a 4xx).
-    private func requestJoin(via url: String) async {
-        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+    /// one, and keeps asking, with back-off, until it says yes, or no for good (a 4xx). With
+    /// several URLs, each attempt asks the next.
+    private func requestJoin(via urls: [String]) async {
         let body = Self.joinBody(nodeID: configuration.nodeID, raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
         var delay = Duration.milliseconds(200)
+        var attempt = 0
         while !Task.isCancelled {
+            let url = urls[attempt % urls.count]
+            attempt += 1
+            let base = url.hasSuffix("/") ? String(url.dropLast()) : url
             do {
                 let result = try await HTTPRequester.send(.POST, base + "/v1/join", body: body,
                                                           headers: [("Content-Type", "application/json")],
                                                           timeout: .milliseconds(cluster.requestTimeoutMs + 1_000))
                 if result.status == 204 {
-                    logger.notice("joined the cluster", metadata: ["via": "\(base)"])
+                    logger.notice("joined the cluster as a voter", metadata: ["via": "\(base)"])
+                    return
+                }
+                if result.status == 202 {
+                    logger.notice("joined the cluster as a learner; the leader promotes it to voter once it has caught up",
+                                  metadata: ["via": "\(base)"])
                     return
                 }
                 if (400..<500).contains(result.status) {
@@ -277,9 +326,10 @@ public final class RaftNode: KeyValueNode {
         }
     }
 
-    static func joinBody(nodeID: String, raft: String, http: String?) -> [UInt8] {
+    static func joinBody(nodeID: String, raft: String, http: String?, learner: Bool = false) -> [UInt8] {
         var body = #"{"node_id":"# + JSONText.quoted(nodeID) + #","raft_addr":"# + JSONText.quoted(raft)
         if let http, !http.isEmpty { body += #","http_addr":"# + JSONText.quoted(http) }
+        if learner { body += #","learner":true"# }
         return Array((body + "}").utf8)
     }
 
@@ -335,7 +385,7 @@ public final class RaftNode: KeyValueNode {
     /// call (ReadIndex, thesis §6.4): reads gathered together share one round.
     private func readBarrier() async throws {
         let deadline = self.deadline
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
             engine.enqueue { $0.reads.append(Waiter(continuation: continuation, deadline: deadline)) }
         }
     }
@@ -343,7 +393,7 @@ public final class RaftNode: KeyValueNode {
     private func write(_ operation: KVOperation) async throws {
         let command = Command(request: engine.nextRequestID(), operation: operation)
         let deadline = self.deadline
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
             let proposal = PendingProposal(request: command.request, data: command.encoded(),
                                            waiter: Waiter(continuation: continuation, deadline: deadline))
             engine.enqueue { $0.proposals.append(proposal) }
@@ -368,19 +418,27 @@ public final class RaftNode: KeyValueNode {
         try await write(.delete(key: key))
     }
 
-    private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async throws {
+    @discardableResult
+    private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async throws -> WaitOutcome {
         let deadline = self.deadline
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
             let request = make(Waiter(continuation: continuation, deadline: deadline))
             engine.enqueue { $0.admin.append(request) }
         }
     }
 
-    public func join(nodeID: String, raftAddress: String, httpAddress: String?) async throws {
-        let body = Self.joinBody(nodeID: nodeID, raft: raftAddress, http: httpAddress)
-        if try await forwardToLeader(.post, "/v1/join", body: body) != nil { return }
-        let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "")
-        try await admin { .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }
+    @discardableResult
+    public func join(nodeID: String, raftAddress: String, httpAddress: String?, learner: Bool = false) async throws -> JoinOutcome {
+        let body = Self.joinBody(nodeID: nodeID, raft: raftAddress, http: httpAddress, learner: learner)
+        if let answer = try await forwardToLeader(.post, "/v1/join", body: body) {
+            guard answer.status == 202 else { return learner ? .learner : .voter }
+            return .learnerPromoting
+        }
+        let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "", promote: !learner)
+        switch try await admin({ .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }) {
+        case .done: return learner ? .learner : .voter
+        case .joinedAsLearner: return .learnerPromoting
+        }
     }
 
     public func removeMember(_ nodeID: String) async throws {
@@ -431,6 +489,8 @@ public final class RaftNode: KeyValueNode {
             MemberStatus(id: node.rawValue, raftAddress: state.members[node]?.raft ?? "",
                          httpAddress: state.members[node]?.http ?? "",
                          role: configuration.voters.contains(node) ? "voter" : "learner",
+                         promotion: configuration.voters.contains(node) ? nil : state.members[node]?.promote == false ? "none" : "pending",
+                         incarnation: configuration.incarnations[node].map(NodeIdentity.describe),
                          matchIndex: state.status.role == .leader
                             ? (node == state.status.id ? state.status.lastIndex.rawValue : state.status.followers[node]?.match.rawValue)
                             : nil)

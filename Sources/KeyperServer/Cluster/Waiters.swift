@@ -1,12 +1,45 @@
 import KeyperRaft
 
+/// How something a client waited for turned out, when it did not fail.
+enum WaitOutcome: Sendable {
+    case done
+    /// A join: the node was added as a learner and is promoted to voter once it has caught
+    /// up, which did not happen within the request timeout (HTTP 202).
+    case joinedAsLearner
+}
+
 /// Something a client waits for, with the time after which it gives up.
 struct Waiter: Sendable {
-    let continuation: CheckedContinuation<Void, any Error>
+    let continuation: CheckedContinuation<WaitOutcome, any Error>
     let deadline: ContinuousClock.Instant
 
-    func succeed() { continuation.resume() }
+    func succeed(_ outcome: WaitOutcome = .done) { continuation.resume(returning: outcome) }
     func fail(_ error: APIError) { continuation.resume(throwing: error) }
+}
+
+/// Who waits for a membership change the leader proposed.
+enum ChangeOwner: Sendable {
+    /// A client's removal.
+    case client(Waiter)
+    /// A step of the join of this node (``JoinInProgress``).
+    case join(NodeID)
+}
+
+/// A join on the leader, from the node's answer to the adopt request until it is a voter (or
+/// a learner, when it asked to be one). A node that comes back with another incarnation (a
+/// new data directory) is a new member: the old incarnation is removed first.
+struct JoinInProgress: Sendable {
+    enum Stage: Sendable {
+        case removingOldIncarnation
+        case addingLearner
+        /// Added as a learner; waiting for the leader to promote it once it has caught up.
+        case promoting
+    }
+
+    var addresses: MemberAddresses
+    var incarnation: UInt64
+    var stage: Stage
+    var waiter: Waiter
 }
 
 /// A client write on its way into the log.
@@ -18,6 +51,7 @@ struct PendingProposal: Sendable {
 
 /// A membership or leadership request from the HTTP API, run on the loop.
 enum AdminRequest: Sendable {
+    /// `addresses.promote` false: the node asked to stay a learner.
     case join(node: NodeID, addresses: MemberAddresses, waiter: Waiter)
     case remove(node: NodeID, waiter: Waiter)
     case transfer(target: NodeID?, waiter: Waiter)
@@ -62,7 +96,10 @@ extension APIError {
         APIError(.serviceUnavailable, code: "no_leader", message)
     }
 
+    /// Whatever was in flight may still take effect: a write or membership change proposed
+    /// before the shutdown can commit after it.
     static func shuttingDown() -> APIError {
-        APIError(.serviceUnavailable, code: "shutting_down", "the node is shutting down; retry on another node")
+        APIError(.serviceUnavailable, code: "shutting_down",
+                 "the node is shutting down; a write or membership change it had accepted may or may not be applied; retry on another node")
     }
 }

@@ -10,8 +10,10 @@ public enum KVOperation: Hashable, Sendable {
     case put(key: [UInt8], value: [UInt8])
     case delete(key: [UInt8])
     /// Records where a member is reached (from its configuration change), so a restarted node or
-    /// one installed from a snapshot knows every member's addresses.
-    case setMember(id: String, raftAddress: String, httpAddress: String)
+    /// one installed from a snapshot knows every member's addresses, and whether a learner is
+    /// to be promoted to voter once caught up (`promote`; false for one that asked to stay a
+    /// learner).
+    case setMember(id: String, raftAddress: String, httpAddress: String, promote: Bool)
     case removeMember(id: String)
 }
 
@@ -20,10 +22,12 @@ public struct MemberRecord: Hashable, Sendable {
     public var id: String
     public var raftAddress: String
     public var httpAddress: String
-    public init(id: String, raftAddress: String, httpAddress: String) {
+    public var promote: Bool
+    public init(id: String, raftAddress: String, httpAddress: String, promote: Bool = true) {
         self.id = id
         self.raftAddress = raftAddress
         self.httpAddress = httpAddress
+        self.promote = promote
     }
 }
 
@@ -51,8 +55,8 @@ public struct KeyPage: Sendable, Equatable {
 /// in WAL mode the reader never waits for the writer. Statements are prepared once and reused.
 /// Thread-safe: each connection is guarded by its own lock.
 public final class KVStore: Sendable {
-    /// The schema this build writes (`PRAGMA user_version`).
-    public static let schemaVersion: Int64 = 1
+    /// The schema this build writes (`PRAGMA user_version`). 2 added `members.promote`.
+    public static let schemaVersion: Int64 = 2
 
     public let path: String
     private let writer: Mutex<Writer?>
@@ -89,9 +93,14 @@ public final class KVStore: Sendable {
         try db.execute("""
             CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL);
-            PRAGMA user_version = \(schemaVersion);
+            CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL,
+                                                promote INTEGER NOT NULL DEFAULT 1);
             """)
+        if version == 1 {
+            // A table created by schema 1 lacks the column (CREATE ... IF NOT EXISTS kept it).
+            try db.execute("ALTER TABLE members ADD COLUMN promote INTEGER NOT NULL DEFAULT 1")
+        }
+        try db.execute("PRAGMA user_version = \(schemaVersion)")
     }
 
     /// Closes both connections. Later calls throw.
@@ -258,7 +267,7 @@ private final class Writer {
         put = try connection.prepare("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         delete = try connection.prepare("DELETE FROM kv WHERE key = ?1")
         setApplied = try connection.prepare("INSERT INTO meta (name, value) VALUES ('applied_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-        setMember = try connection.prepare("INSERT INTO members (id, raft_addr, http_addr) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET raft_addr = excluded.raft_addr, http_addr = excluded.http_addr")
+        setMember = try connection.prepare("INSERT INTO members (id, raft_addr, http_addr, promote) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET raft_addr = excluded.raft_addr, http_addr = excluded.http_addr, promote = excluded.promote")
         removeMember = try connection.prepare("DELETE FROM members WHERE id = ?1")
     }
 
@@ -274,10 +283,11 @@ private final class Writer {
                 case let .delete(key):
                     try delete.bind(key, at: 1)
                     try delete.run()
-                case let .setMember(id, raftAddress, httpAddress):
+                case let .setMember(id, raftAddress, httpAddress, promote):
                     try setMember.bind(id, at: 1)
                     try setMember.bind(raftAddress, at: 2)
                     try setMember.bind(httpAddress, at: 3)
+                    try setMember.bind(Int64(promote ? 1 : 0), at: 4)
                     try setMember.run()
                 case let .removeMember(id):
                     try removeMember.bind(id, at: 1)
@@ -313,7 +323,7 @@ private final class Reader {
         listUnbounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3")
         countAll = try connection.prepare("SELECT COUNT(*) FROM kv")
         applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
-        allMembers = try connection.prepare("SELECT id, raft_addr, http_addr FROM members ORDER BY id")
+        allMembers = try connection.prepare("SELECT id, raft_addr, http_addr, promote FROM members ORDER BY id")
     }
 
     func members() throws(SQLiteError) -> [MemberRecord] {
@@ -321,7 +331,7 @@ private final class Reader {
         var records: [MemberRecord] = []
         while try allMembers.step() {
             records.append(MemberRecord(id: allMembers.columnText(0) ?? "", raftAddress: allMembers.columnText(1) ?? "",
-                                        httpAddress: allMembers.columnText(2) ?? ""))
+                                        httpAddress: allMembers.columnText(2) ?? "", promote: allMembers.columnInt(3) != 0))
         }
         return records
     }
