@@ -19,12 +19,7 @@ extension Core {
                 ])
                 return
             }
-            if case .snapshot(let metadata) = message.kind, !snapshotReady(for: metadata) {
-                logger.info("snapshot message without its complete data; the leader will resend", metadata: [
-                    "index": "\(metadata.index.rawValue)",
-                ])
-                return
-            }
+            if case .snapshot(let metadata) = message.kind, !admitSnapshot(message, metadata) { return }
             do {
                 try raw.step(message)
             } catch {

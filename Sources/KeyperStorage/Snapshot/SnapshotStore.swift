@@ -211,9 +211,10 @@ public final class SnapshotStore: Sendable {
 
     // MARK: Receiving from a leader
 
-    /// Where the chunks of an incoming snapshot are assembled.
+    /// Where the chunks of an incoming snapshot are assembled: a name of its own for every
+    /// transfer, so a transfer started again never writes into a file being committed.
     public func receivingPath(index: LogIndex, term: Term) -> String {
-        directory + "/recv-" + Self.baseName(index, term) + ".db.tmp"
+        directory + "/recv-" + Self.baseName(index, term) + "-\(UInt64.random(in: 0...UInt64.max)).db.tmp"
     }
 }
 
