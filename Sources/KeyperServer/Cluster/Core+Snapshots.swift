@@ -351,18 +351,21 @@ extension Core {
                 defer { unlink(path) }  // gone already once committed (renamed)
                 snapshot = try snapshots.commit(databaseAt: path, metadata: metadata)
             }
-            return try snapshots.prepareInstall(of: snapshot)
+            let committed = ContinuousClock.now
+            return (try snapshots.prepareInstall(of: snapshot), committed)
         }.whenComplete { [self] result in
             let pending = snapshotPreparing
             snapshotPreparing = nil
             switch result {
-            case .success(let path):
+            case .success(let (path, committed)):
                 guard !closing, let pending, pending.metadata == metadata else {
                     unlink(path)
                     return
                 }
+                let now = ContinuousClock.now
                 logger.info("stored an incoming snapshot and prepared its install", metadata: [
-                    "index": "\(metadata.index.rawValue)", "ms": "\((ContinuousClock.now - started).nanoseconds / 1_000_000)",
+                    "index": "\(metadata.index.rawValue)", "commit_ms": "\((committed - started).nanoseconds / 1_000_000)",
+                    "copy_ms": "\((now - committed).nanoseconds / 1_000_000)",
                 ])
                 snapshotPrepared(path, for: pending)
             case .failure(let error):
