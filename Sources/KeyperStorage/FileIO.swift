@@ -134,7 +134,87 @@ public enum FileIO {
 
     /// Copies `source` to `destination` durably (temporary file, fsync, rename, directory fsync).
     public static func copyFileAtomically(from source: String, to destination: String) throws(FileIOError) {
-        try writeFileAtomically(destination, try readFile(source))
+        let temporary = destination + ".tmp"
+        do throws(FileIOError) {
+            try copyFile(from: source, to: temporary)
+            try renameDurably(from: temporary, to: destination)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Copies `source` to a new file `destination` (replacing any file there) and fsyncs it.
+    /// The bytes move inside the kernel (`sendfile`), never through this process's memory, so a
+    /// gigabyte costs neither a gigabyte of RAM nor two copies through user space.
+    public static func copyFile(from source: String, to destination: String) throws(FileIOError) {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FileIOError(operation: "open", path: source, errorNumber: errno) }
+        defer { close(input) }
+        var status = stat()
+        guard fstat(input, &status) == 0 else { throw FileIOError(operation: "fstat", path: source, errorNumber: errno) }
+        let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw FileIOError(operation: "open", path: destination, errorNumber: errno) }
+        defer { close(output) }
+        let total = Int(status.st_size)
+        var copied = 0
+        while copied < total {
+            // Bounded steps, so a huge file never asks for one transfer larger than sendfile takes.
+            let count = sendfile(output, input, nil, min(total - copied, copyStepBytesMax))
+            if count < 0 {
+                if errno == EINTR { continue }
+                if copied == 0 && (errno == EINVAL || errno == ENOSYS) {
+                    // A file system whose files sendfile cannot read: copy through a buffer.
+                    return try copyThroughBuffer(input, output, source: source, destination: destination)
+                }
+                throw FileIOError(operation: "sendfile", path: destination, errorNumber: errno)
+            }
+            if count == 0 { break }  // the source shrank while we copied; the copy ends where it does
+            copied += count
+        }
+        guard fsync(output) == 0 else { throw FileIOError(operation: "fsync", path: destination, errorNumber: errno) }
+    }
+
+    static let copyStepBytesMax = 64 << 20
+
+    private static func copyThroughBuffer(_ input: Int32, _ output: Int32, source: String,
+                                          destination: String) throws(FileIOError) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var offset = 0
+        while true {
+            let count = try readFully(input, into: buffer, at: offset, path: source)
+            if count == 0 { break }
+            try writeAll(output, Array(buffer[..<count]), path: destination)
+            offset += count
+        }
+        guard fsync(output) == 0 else { throw FileIOError(operation: "fsync", path: destination, errorNumber: errno) }
+    }
+
+    /// Renames `source` to `destination` (replacing it) and fsyncs the destination's directory,
+    /// so the new name survives a crash. Both must be on one file system.
+    public static func renameDurably(from source: String, to destination: String) throws(FileIOError) {
+        guard rename(source, destination) == 0 else {
+            throw FileIOError(operation: "rename", path: source, errorNumber: errno)
+        }
+        try syncDirectory(containing: destination)
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` of the open file `fd` (pread, retrying short
+    /// reads and EINTR). Returns how many were read: fewer only at the end of the file.
+    public static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int,
+                                 path: String) throws(FileIOError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let count = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw FileIOError(operation: "pread", path: path, errorNumber: errno)
+            }
+            if count == 0 { break }
+            done += count
+        }
+        return done
     }
 
     /// fsyncs the directory that holds `path`, making a create or rename in it durable.

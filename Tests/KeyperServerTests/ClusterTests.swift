@@ -323,6 +323,36 @@ struct ClusterTests {
         }
     }
 
+    @Test("a snapshot of many chunks is read ahead, streamed in order, stored off the loop and installed by a rename")
+    func largeSnapshotCatchUp() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root, snapshotEntries: 40)
+            let leader = try await cluster.waitForLeader()
+            let laggard = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
+            await cluster.stop(laggard)
+            // About 4 MiB: eight chunks, more than are read ahead at a time.
+            let value = [UInt8](repeating: 0x5A, count: 32 << 10)
+            for i in 0..<130 { try await leader.put(bytes("big\(i)"), value: value + bytes("\(i)")) }
+            try await cluster.waitUntil("the leader to compact its log") { _ in
+                ((try? await leader.status())?.snapshotIndex ?? 0) > 100
+            }
+            let restarted = try await cluster.start(laggard)
+            try await cluster.waitUntil("the laggard to catch up") { _ in
+                (try? await restarted.get(bytes("big129"), consistency: .stale)) == value + bytes("129")
+            }
+            for i in [0, 64, 100] {
+                #expect(try await restarted.get(bytes("big\(i)"), consistency: .linearizable) == value + bytes("\(i)"))
+            }
+            let text = String(decoding: restarted.metrics.exposition(), as: UTF8.self)
+            #expect(text.contains("keyper_snapshots_installed_total 1"), "the laggard should have installed one snapshot")
+            // The received file was committed and the prepared copy renamed into place: no
+            // temporary file is left behind.
+            let files = try FileIO.listDirectory(root + "/" + laggard + "/snapshots")
+            #expect(files.allSatisfy { !$0.hasSuffix(".tmp") }, "left: \(files)")
+            await cluster.stopAll()
+        }
+    }
+
     @Test("a node restarts from its snapshot plus the log after it, losing nothing")
     func restartFromSnapshot() async throws {
         try await withTemporaryDirectory { root in

@@ -18,12 +18,19 @@ final class KeyperProcess: @unchecked Sendable {
         return URL(fileURLWithPath: bundle).deletingLastPathComponent().appendingPathComponent("keyper").path
     }
 
-    init(arguments: [String], logPath: String) throws {
+    /// `unprivileged`: run the node as `nobody` (through setpriv, which execs it: the pid is
+    /// the node's), as a service unit with `User=` would. Only when this process is root.
+    init(arguments: [String], logPath: String, unprivileged: Bool = false) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.executableURL = URL(fileURLWithPath: Self.executablePath)
-        process.arguments = arguments
+        if unprivileged {
+            process.executableURL = URL(fileURLWithPath: Unprivileged.setpriv)
+            process.arguments = Unprivileged.setprivArguments + [Self.executablePath] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.executablePath)
+            process.arguments = arguments
+        }
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -66,6 +73,28 @@ final class KeyperProcess: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+}
+
+/// Running nodes as an unprivileged user, the way a service runs: `nobody`, through setpriv.
+enum Unprivileged {
+    static let setpriv = "/usr/bin/setpriv"
+    static let setprivArguments = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    static let uid: uid_t = 65534
+    static let gid: gid_t = 65534
+
+    /// Why nodes cannot be started as another user here, nil when they can.
+    static var unavailableReason: String? {
+        if geteuid() != 0 { return "the suite does not run as root, so it cannot start nodes as another user" }
+        if !FileManager.default.isExecutableFile(atPath: setpriv) { return "\(setpriv) is missing (util-linux)" }
+        return nil
+    }
+
+    /// A directory the unprivileged user owns (and can reach: its parents are opened up).
+    static func prepare(_ directory: String, under root: String) {
+        chmod(root, 0o755)
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chown(directory, uid, gid)
+    }
 }
 
 struct ProcessTestError: Error, CustomStringConvertible {

@@ -20,12 +20,7 @@ extension Core {
                 return
             }
             guard incarnationsMatch(peer) else { return }
-            if case .snapshot(let metadata) = message.kind, !snapshotReady(for: metadata) {
-                logger.info("snapshot message without its complete data; the leader will resend", metadata: [
-                    "index": "\(metadata.index.rawValue)",
-                ])
-                return
-            }
+            if case .snapshot(let metadata) = message.kind, !admitSnapshot(message, metadata) { return }
             do {
                 try raw.step(message)
             } catch {

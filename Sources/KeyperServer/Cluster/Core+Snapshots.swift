@@ -10,16 +10,57 @@ import NIOPosix
 import Glibc
 #endif
 
-/// A snapshot on its way to one follower.
+/// A snapshot on its way to one follower: its chunks are read on blocking-I/O threads, a few
+/// ahead of the connection, and sent from the loop in order as the connection keeps up.
 struct SnapshotSend {
-    var metadata: SnapshotMetadata
+    /// Tells the reads of this transfer from those of one abandoned before it.
+    let id: UInt64
+    let metadata: SnapshotMetadata
+    /// The InstallSnapshot message that follows the last chunk (the newest the core asked for).
     var message: Message
-    var bytes: [UInt8]
-    var offset: Int
+    let reader: SnapshotReader
+    let chunkCount: Int
+    /// Chunks whose read has been started; chunks sent.
+    var chunksRead = 0
+    var chunksSent = 0
+    var readsInFlight = 0
+    /// Frames read and not yet sent, by chunk number.
+    var framesReady: [Int: ByteBuffer] = [:]
+    let started: ContinuousClock.Instant
+    /// When the last chunk and the message went out.
+    var finished: ContinuousClock.Instant?
+
+    init(id: UInt64, metadata: SnapshotMetadata, message: Message, reader: SnapshotReader) {
+        self.id = id
+        self.metadata = metadata
+        self.message = message
+        self.reader = reader
+        let bytes = reader.snapshot.databaseBytes
+        chunkCount = max(1, (bytes + Core.snapshotChunkBytes - 1) / Core.snapshotChunkBytes)
+        started = .now
+    }
+}
+
+/// A snapshot being received from the leader, chunk by chunk, in order.
+struct SnapshotReceive {
+    var index: LogIndex
+    var term: Term
+    var path: String
+    var received: UInt64
+    var total: UInt64
 }
 
 extension Core {
+    /// Bytes of the database per chunk frame: small enough that heartbeats slip between them.
     static let snapshotChunkBytes = 512 * 1024
+    /// Chunks read ahead of the connection per follower (read or being read, not yet sent):
+    /// enough to keep a fast connection busy, and a bound on the memory a transfer holds.
+    static let snapshotReadsAheadMax = 4
+    /// How fast a follower is assumed at least to make a received snapshot durable and prepare
+    /// its install (a CRC pass, a copy and two fsyncs). Until that much time has passed after a
+    /// transfer ended, the core's repeated requests resend only the InstallSnapshot message:
+    /// the follower is still busy with the data, and sending it all again would only compete.
+    static let snapshotPrepareBytesPerSecondMin = 64 << 20
 
     // MARK: Taking snapshots
 
@@ -81,102 +122,315 @@ extension Core {
     /// The core asks to send the snapshot its storage holds: its database goes first, in
     /// chunks of their own frames, then the InstallSnapshot message itself. Chunks go out only
     /// while the peer's connection keeps up (``pumpSnapshots()``), so a large snapshot never
-    /// fills the queue heartbeats share, and never loses a chunk to back-pressure.
+    /// fills the queue heartbeats share, and never loses a chunk to back-pressure. Nothing here
+    /// reads the file: chunks are read on blocking-I/O threads as they are needed.
     func queueSnapshot(_ metadata: SnapshotMetadata, message: Message) {
-        guard let snapshot = snapshots.snapshot(at: metadata.index),
-              let bytes = try? FileIO.readFile(snapshot.databasePath) else {
-            logger.error("no snapshot file to send", metadata: ["index": "\(metadata.index.rawValue)", "peer": "\(message.to)"])
+        let node = message.to
+        if var transfer = snapshotSends[node], transfer.metadata == metadata {
+            // Asked again (the core's snapshot state timed out while the follower was busy):
+            // a transfer under way carries on, with the newest message at its end, rather than
+            // starting over (a large one would never finish).
+            transfer.message = message
+            snapshotSends[node] = transfer
+            guard let finished = transfer.finished else { return }
+            if ContinuousClock.now - finished < Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes) {
+                send(.raft(message), to: node)
+                return
+            }
+            // Long enough for the follower to have used it: the data was lost; send it again.
+        }
+        guard let snapshot = snapshots.snapshot(at: metadata.index), snapshot.metadata == metadata else {
+            logger.error("no snapshot file to send", metadata: ["index": "\(metadata.index.rawValue)", "peer": "\(node)"])
+            snapshotSends[node] = nil
             return
         }
-        snapshotSends[message.to] = SnapshotSend(metadata: metadata, message: message, bytes: bytes, offset: 0)
-        logger.info("sending a snapshot", metadata: ["peer": "\(message.to)", "index": "\(metadata.index.rawValue)",
-                                                     "bytes": "\(bytes.count)"])
+        let reader: SnapshotReader
+        do {
+            reader = try snapshots.reader(for: snapshot)  // an open(), no reading
+        } catch {
+            logger.error("cannot open a snapshot to send", metadata: ["error": "\(error)", "peer": "\(node)"])
+            snapshotSends[node] = nil
+            return
+        }
+        snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: metadata, message: message, reader: reader)
+        snapshotSendNext += 1
+        logger.info("sending a snapshot", metadata: ["peer": "\(node)", "index": "\(metadata.index.rawValue)",
+                                                     "bytes": "\(snapshot.databaseBytes)"])
     }
 
-    /// Sends the next chunks of every snapshot in flight, as far as each connection allows.
+    static func snapshotPrepareWait(bytes: Int) -> Duration {
+        max(.seconds(2), .milliseconds(Int64(bytes) * 1000 / Int64(snapshotPrepareBytesPerSecondMin)))
+    }
+
+    /// Moves every snapshot in flight along, as far as each connection allows.
     func pumpSnapshots() {
-        for (node, var transfer) in snapshotSends {
-            guard let address = members[node]?.raft else {
+        for node in Array(snapshotSends.keys) { pumpSnapshot(to: node) }
+    }
+
+    /// Sends the chunks of `node`'s transfer that are read, in order, while its connection
+    /// keeps up; then starts reads for the next ones, up to ``snapshotReadsAheadMax``. Called
+    /// at every flush and whenever a read finishes.
+    func pumpSnapshot(to node: NodeID) {
+        guard var transfer = snapshotSends[node] else { return }
+        if let reason = reasonToStop(transfer, to: node) {
+            snapshotSends[node] = nil
+            if transfer.finished == nil {
+                logger.info("snapshot transfer abandoned", metadata: [
+                    "peer": "\(node)", "index": "\(transfer.metadata.index.rawValue)", "reason": "\(reason)",
+                    "sent_bytes": "\(min(transfer.chunksSent * Self.snapshotChunkBytes, transfer.reader.snapshot.databaseBytes))",
+                ])
+            }
+            return
+        }
+        guard transfer.finished == nil else { return }
+        guard let address = members[node]?.raft else {
+            snapshotSends[node] = nil
+            return
+        }
+        // The first chunk may open the connection; later ones wait until it is writable.
+        let incarnation = raw.incarnation(of: node) ?? 0
+        while let frame = transfer.framesReady[transfer.chunksSent],
+              transfer.chunksSent == 0 || transport.canSend(to: node.rawValue) {
+            transfer.framesReady[transfer.chunksSent] = nil
+            transport.send(frame, to: node.rawValue, address: address, incarnation: incarnation)
+            transfer.chunksSent += 1
+            if transfer.chunksSent == transfer.chunkCount {
+                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([.raft(transfer.message)])), to: node.rawValue,
+                               address: address, incarnation: incarnation)
+                let finished = ContinuousClock.now
+                transfer.finished = finished
+                let bytes = transfer.reader.snapshot.databaseBytes
+                let ms = max(1, (finished - transfer.started).nanoseconds / 1_000_000)
+                logger.info("sent a snapshot", metadata: [
+                    "peer": "\(node)", "index": "\(transfer.metadata.index.rawValue)", "bytes": "\(bytes)", "ms": "\(ms)",
+                    "mb_per_s": "\(Int64(bytes) * 1000 / ms / 1_000_000)",
+                ])
+                break
+            }
+        }
+        while transfer.chunksRead < transfer.chunkCount
+                && transfer.readsInFlight + transfer.framesReady.count < Self.snapshotReadsAheadMax {
+            readChunk(transfer.chunksRead, of: transfer, to: node)
+            transfer.chunksRead += 1
+            transfer.readsInFlight += 1
+        }
+        snapshotSends[node] = transfer
+    }
+
+    /// Why a transfer should end now, if it should. A finished one is kept (so that repeated
+    /// requests resend only the message) until the follower has it or the wait runs out.
+    private func reasonToStop(_ transfer: SnapshotSend, to node: NodeID) -> String? {
+        guard raw.role == .leader else { return "no longer the leader" }
+        let status = raw.status
+        guard let follower = status.followers[node] else { return "no longer a member" }
+        if follower.match >= transfer.metadata.index { return "the follower has it" }
+        if let finished = transfer.finished {
+            let expired = ContinuousClock.now - finished >= Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes)
+            return expired ? "unanswered" : nil
+        }
+        // Pruned: a newer snapshot replaced it; the core's next request names that one.
+        guard snapshots.snapshot(at: transfer.metadata.index)?.metadata == transfer.metadata else { return "pruned" }
+        return nil
+    }
+
+    /// Reads chunk `number` on a blocking-I/O thread and encodes its frame there, so the loop
+    /// only hands finished frames to the connection.
+    private func readChunk(_ number: Int, of transfer: SnapshotSend, to node: NodeID) {
+        let reader = transfer.reader
+        let metadata = transfer.metadata
+        let id = transfer.id
+        let offset = number * Self.snapshotChunkBytes
+        let total = reader.snapshot.databaseBytes
+        let count = min(Self.snapshotChunkBytes, total - offset)
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+            let chunk = SnapshotChunk(index: metadata.index, term: metadata.term, offset: UInt64(offset),
+                                      totalBytes: UInt64(total), bytes: try reader.read(at: offset, count: count))
+            return ByteBuffer(bytes: PeerRecord.encodeFrame([.snapshotChunk(chunk)]))
+        }.whenComplete { [self] result in
+            guard !closing, var current = snapshotSends[node], current.id == id else { return }  // abandoned meanwhile
+            current.readsInFlight -= 1
+            switch result {
+            case .success(let frame):
+                current.framesReady[number] = frame
+                snapshotSends[node] = current
+                pumpSnapshot(to: node)
+            case .failure(let error):
+                logger.error("cannot read a snapshot to send; abandoning the transfer", metadata: [
+                    "peer": "\(node)", "index": "\(metadata.index.rawValue)", "error": "\(error)",
+                ])
                 snapshotSends[node] = nil
-                continue
             }
-            var sent = 0
-            // The first chunk may open the connection; later ones wait until it is writable.
-            while (transfer.offset == 0 || transport.canSend(to: node.rawValue)) && sent < 8 {
-                let end = min(transfer.offset + Self.snapshotChunkBytes, transfer.bytes.count)
-                let chunk = SnapshotChunk(index: transfer.metadata.index, term: transfer.metadata.term,
-                                          offset: UInt64(transfer.offset), totalBytes: UInt64(transfer.bytes.count),
-                                          bytes: Array(transfer.bytes[transfer.offset..<end]))
-                var records: [PeerRecord] = [.snapshotChunk(chunk)]
-                let last = end == transfer.bytes.count
-                if last { records.append(.raft(transfer.message)) }
-                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame(records)), to: node.rawValue, address: address,
-                               incarnation: raw.incarnation(of: node) ?? 0)
-                transfer.offset = end
-                sent += 1
-                if last { break }
-            }
-            snapshotSends[node] = transfer.offset == transfer.bytes.count ? nil : transfer
         }
     }
 
     // MARK: Receiving snapshots
 
     /// Chunks must arrive in order (one connection carries them); a gap abandons the
-    /// transfer, and the leader sends the snapshot again after its snapshot timeout.
+    /// transfer, and the leader sends the snapshot again. A chunk is written where it arrives,
+    /// on the loop: one pwrite of at most ``snapshotChunkBytes`` into the page cache.
     func receive(_ chunk: SnapshotChunk) {
-        let path = snapshots.receivingPath(index: chunk.index, term: chunk.term)
+        // Not needed (the log already covers it), or already being made durable or installed:
+        // the leader started the transfer again meanwhile.
+        if chunk.index <= raw.commitIndex { return }
+        if let preparing = snapshotPreparing, preparing.metadata.index == chunk.index, preparing.metadata.term == chunk.term {
+            return
+        }
+        if let prepared = preparedInstall, prepared.metadata.index == chunk.index, prepared.metadata.term == chunk.term {
+            return
+        }
         if chunk.offset == 0 {
-            unlink(path)
-            receiving = (chunk.index, chunk.term, 0, chunk.totalBytes)
+            dropPartialSnapshot()
+            receiving = SnapshotReceive(index: chunk.index, term: chunk.term,
+                                        path: snapshots.receivingPath(index: chunk.index, term: chunk.term),
+                                        received: 0, total: chunk.totalBytes)
         }
         guard let current = receiving, current.index == chunk.index, current.term == chunk.term,
               current.received == chunk.offset, current.total == chunk.totalBytes else {
-            receiving = nil
+            dropPartialSnapshot()
             return
         }
         do {
-            try FileIO.writeBytes(chunk.bytes, to: path, at: Int(chunk.offset))
+            try FileIO.writeBytes(chunk.bytes, to: current.path, at: Int(chunk.offset))
             receiving?.received += UInt64(chunk.bytes.count)
         } catch {
             logger.error("cannot write an incoming snapshot", metadata: ["error": "\(error)"])
-            receiving = nil
+            dropPartialSnapshot()
         }
     }
 
-    /// Before the core sees InstallSnapshot, the database it names must be durable here.
-    func snapshotReady(for metadata: SnapshotMetadata) -> Bool {
-        if snapshots.snapshot(at: metadata.index)?.metadata == metadata { return true }
-        guard let current = receiving, current.index == metadata.index, current.term == metadata.term,
-              current.received == current.total else { return false }
+    private func dropPartialSnapshot() {
+        if let partial = receiving { unlink(partial.path) }
         receiving = nil
-        do {
-            _ = try snapshots.commit(databaseAt: snapshots.receivingPath(index: metadata.index, term: metadata.term),
-                                     metadata: metadata)
-            return true
-        } catch {
-            logger.error("cannot store an incoming snapshot", metadata: ["error": "\(error)"])
+    }
+
+    /// Whether an InstallSnapshot message may be stepped now. The database it names must be
+    /// durable here first, and its install prepared (a private copy, so that installing it is
+    /// a rename): both are file-sized work, so they run on a blocking-I/O thread, and the
+    /// message is stepped when they are done (``snapshotPrepared(_:)``).
+    func admitSnapshot(_ message: Message, _ metadata: SnapshotMetadata) -> Bool {
+        // The log already covers it: the core answers with what it has and installs nothing.
+        if metadata.index <= raw.commitIndex { return true }
+        if preparedInstall?.metadata == metadata { return true }
+        if let preparing = snapshotPreparing {
+            if preparing.metadata == metadata { snapshotPreparing?.message = message }  // stepped when ready
             return false
+        }
+        let source: SnapshotSource
+        if let held = snapshots.snapshot(at: metadata.index), held.metadata == metadata {
+            source = .held(held)
+        } else if let current = receiving, current.index == metadata.index, current.term == metadata.term,
+                  current.received == current.total {
+            receiving = nil
+            source = .received(path: current.path)
+        } else {
+            logger.info("snapshot message without its complete data; the leader will resend", metadata: [
+                "index": "\(metadata.index.rawValue)",
+            ])
+            return false
+        }
+        prepareSnapshot(from: source, metadata: metadata, message: message)
+        return false
+    }
+
+    enum SnapshotSource: Sendable {
+        /// Already in the snapshot store.
+        case held(SnapshotStore.Snapshot)
+        /// Received whole at `path`, not yet committed.
+        case received(path: String)
+    }
+
+    private func prepareSnapshot(from source: SnapshotSource, metadata: SnapshotMetadata, message: Message) {
+        snapshotPreparing = (metadata, message)
+        let started = ContinuousClock.now
+        let snapshots = self.snapshots
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+            let snapshot: SnapshotStore.Snapshot
+            switch source {
+            case .held(let held):
+                snapshot = held
+            case .received(let path):
+                defer { unlink(path) }  // gone already once committed (renamed)
+                snapshot = try snapshots.commit(databaseAt: path, metadata: metadata)
+            }
+            let committed = ContinuousClock.now
+            return (try snapshots.prepareInstall(of: snapshot), committed)
+        }.whenComplete { [self] result in
+            let pending = snapshotPreparing
+            snapshotPreparing = nil
+            switch result {
+            case .success(let (path, committed)):
+                guard !closing, let pending, pending.metadata == metadata else {
+                    unlink(path)
+                    return
+                }
+                let now = ContinuousClock.now
+                logger.info("stored an incoming snapshot and prepared its install", metadata: [
+                    "index": "\(metadata.index.rawValue)", "commit_ms": "\((committed - started).nanoseconds / 1_000_000)",
+                    "copy_ms": "\((now - committed).nanoseconds / 1_000_000)",
+                ])
+                snapshotPrepared(path, for: pending)
+            case .failure(let error):
+                logger.error("cannot store an incoming snapshot; the leader will resend", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Back on the loop with the snapshot durable and its install prepared: step the message
+    /// (the core decides afresh: a message from an old term, say, is refused) and handle the
+    /// Ready it makes, which installs the snapshot.
+    private func snapshotPrepared(_ path: String, for pending: (metadata: SnapshotMetadata, message: Message)) {
+        if let previous = preparedInstall { unlink(previous.path) }
+        preparedInstall = (pending.metadata, path)
+        do {
+            try raw.step(pending.message)
+        } catch {
+            logger.debug("message refused by the core", metadata: ["from": "\(pending.message.from)", "error": "\(error)"])
+        }
+        processReady()
+        // Not installed, and no stalled Ready will (the core no longer needed it): the copy goes.
+        if let prepared = preparedInstall, prepared.metadata == pending.metadata, stalledReady?.snapshot != pending.metadata {
+            unlink(prepared.path)
+            preparedInstall = nil
         }
     }
 
     /// Ready.snapshot: the log restarts after the snapshot, and the state machine becomes it.
     /// Order for crashes: the snapshot file is durable (before the message was stepped), then
     /// the log records it, then the database is replaced. A crash between the last two is
-    /// repaired at start-up (the applied index is behind the log's start: reinstall).
+    /// repaired at start-up (the applied index is behind the log's start: reinstall). The
+    /// replacement is a rename of the copy prepared off the loop; only without one (a retry
+    /// after a failed install) is the database copied here, holding the loop for as long.
     func installSnapshot(_ metadata: SnapshotMetadata) throws {
         guard let snapshot = snapshots.snapshot(at: metadata.index) else {
             fatalError("the core installs snapshot \(metadata.index) but its file is gone")
         }
         if metadata.index > storage.snapshotMetadata.index { try storage.applySnapshot(metadata) }
-        try store.replace(with: snapshot.databasePath, durability: .normal)
+        let started = ContinuousClock.now
+        if let prepared = preparedInstall, prepared.metadata == metadata {
+            preparedInstall = nil
+            do {
+                try store.replace(moving: prepared.path, durability: .normal)
+            } catch {
+                unlink(prepared.path)
+                throw error
+            }
+        } else {
+            logger.warning("installing a snapshot without a prepared copy: copying it on the loop", metadata: [
+                "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
+            ])
+            try store.replace(with: snapshot.databasePath, durability: .normal)
+        }
         appliedIndex = metadata.index
         applyQueue.removeAll { $0.index <= metadata.index }
+        if let partial = receiving, partial.index <= metadata.index { dropPartialSnapshot() }
         for record in (try? store.members()) ?? [] {
             members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress)
         }
         metrics.snapshotsInstalled.increment()
-        logger.notice("installed a snapshot from the leader", metadata: ["index": "\(metadata.index.rawValue)"])
+        logger.notice("installed a snapshot from the leader", metadata: [
+            "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
+            "install_ms": "\((ContinuousClock.now - started).nanoseconds / 1_000_000)",
+        ])
         releaseReads()
     }
 }

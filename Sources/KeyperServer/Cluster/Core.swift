@@ -25,7 +25,12 @@ final class Core: @unchecked Sendable {
     let snapshotEntries: UInt64
     var snapshotInProgress = false
     /// The snapshot being received from the leader, chunk by chunk, in order.
-    var receiving: (index: LogIndex, term: Term, received: UInt64, total: UInt64)?
+    var receiving: SnapshotReceive?
+    /// A received snapshot being made durable, and its install prepared, off the loop; its
+    /// InstallSnapshot message is stepped when that is done (at most one at a time).
+    var snapshotPreparing: (metadata: SnapshotMetadata, message: Message)?
+    /// The private copy of a snapshot that its install renames into place.
+    var preparedInstall: (metadata: SnapshotMetadata, path: String)?
     var identity: NodeIdentity
     let raftConfig: Config
     let cluster: ClusterConfiguration
@@ -82,6 +87,7 @@ final class Core: @unchecked Sendable {
     var outgoing: [NodeID: [PeerRecord]] = [:]
     /// Snapshots being streamed to followers, paced by their connections.
     var snapshotSends: [NodeID: SnapshotSend] = [:]
+    var snapshotSendNext: UInt64 = 1
     /// Records for a node at an address not (or not yet) in the address book.
     var outgoingDirect: [(node: NodeID, address: String, record: PeerRecord)] = []
     var lastLeader: NodeID?
@@ -612,14 +618,16 @@ final class Core: @unchecked Sendable {
         outgoing[node, default: []].append(record)
     }
 
-    /// Everything queued for a peer goes out in as few frames as fit about 1 MiB each.
+    /// Everything queued for a peer goes out in as few frames as fit about 1 MiB each; then
+    /// snapshot chunks, as far as the connections take them: heartbeats and appends first, so
+    /// a connection that a snapshot fills up to its limit does not drop them.
     func flush() {
-        if !snapshotSends.isEmpty { pumpSnapshots() }
         for direct in outgoingDirect {
             transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address,
                            incarnation: raw.incarnation(of: direct.node) ?? 0)
         }
         outgoingDirect = []
+        defer { if !snapshotSends.isEmpty { pumpSnapshots() } }
         guard !outgoing.isEmpty else { return }
         for (node, records) in outgoing {
             guard let address = members[node]?.raft else {

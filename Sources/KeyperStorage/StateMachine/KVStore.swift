@@ -168,8 +168,24 @@ public final class KVStore: Sendable {
 
     /// Replaces the whole state with the database file at `snapshotPath` (a snapshot from
     /// ``copy(to:)``, taken here or received from a leader). The file is copied, so the
-    /// snapshot stays; the replacement is atomic (rename) and durable.
+    /// snapshot stays; the replacement is atomic (rename) and durable. The copy is file-sized
+    /// work, done while holding both connections: reads wait for it.
     public func replace(with snapshotPath: String, durability: KVDurability) throws {
+        try replaceDatabase(durability: durability) { () throws(FileIOError) in
+            try FileIO.copyFileAtomically(from: snapshotPath, to: path)
+        }
+    }
+
+    /// Replaces the whole state with `preparedPath`, a complete, fsynced copy of a snapshot
+    /// (``SnapshotStore/prepareInstall(of:)``) on this file system, which is renamed into place:
+    /// no file-sized work, so it may run where a long copy may not. The file is consumed.
+    public func replace(moving preparedPath: String, durability: KVDurability) throws {
+        try replaceDatabase(durability: durability) { () throws(FileIOError) in
+            try FileIO.renameDurably(from: preparedPath, to: path)
+        }
+    }
+
+    private func replaceDatabase(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
         try writer.withLock { (writer: inout Writer?) throws in
             try reader.withLock { (reader: inout Reader?) throws in
                 writer = nil
@@ -180,7 +196,7 @@ public final class KVStore: Sendable {
                 unlink(path + "-shm")
                 // If this fails (a full disk), the store stays closed: reads and applies fail
                 // rather than serve the old database without its WAL, and the caller retries.
-                try FileIO.copyFileAtomically(from: snapshotPath, to: path)
+                try install()
                 let connection = try SQLiteConnection(path: path)
                 try Self.prepareSchema(connection, path: path, durability: durability)
                 writer = try Writer(connection: connection)
