@@ -221,6 +221,48 @@ struct DeploymentTests {
         }
     }
 
+    /// A follower whose log was cut (`--wal-truncate-corrupt`) may have lost entries it
+    /// acknowledged: it takes a new incarnation and rejoins by itself as a learner, to be
+    /// promoted once caught up.
+    @Test("A follower started with --wal-truncate-corrupt rejoins under a new incarnation and catches up")
+    func truncatedFollowerRejoins() async throws {
+        guard KeyperProcess.binaryIsBuilt() else { return }
+        try await withTemporaryDirectory { dir in
+            let cluster = WalkthroughCluster(dir: dir, size: 3)
+            defer { cluster.stopAll() }
+            for index in 1...3 { try await cluster.start(index) }
+            try await waitFor("node1 to lead") { (try? await cluster.status(1))?["is_leader"] as? Bool == true }
+            for index in [2, 3] { #expect(try await cluster.join(index, via: 1).status == 204) }
+            for i in 0..<40 { #expect(try await cluster.put("k\(i)", "v\(i)", on: 1) == 204) }
+            let members = (try await cluster.status(1))["members"] as? [[String: Any]] ?? []
+            let oldIncarnation = members.first { $0["id"] as? String == "node3" }?["incarnation"] as? String
+            cluster.processes[3]!.signal(SIGTERM)
+            _ = cluster.processes[3]!.waitForExit()
+            cluster.processes[3] = nil
+
+            // Damage a byte in the middle of node3's log: corruption, not a torn tail.
+            let walDirectory = cluster.dataDirectory(3) + "/wal"
+            let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: walDirectory)
+                .filter { $0.hasSuffix(".wal") }.sorted().first)
+            var bytes = try #require(FileManager.default.contents(atPath: walDirectory + "/" + segment))
+            bytes[bytes.count / 2] ^= 0xFF
+            try bytes.write(to: URL(fileURLWithPath: walDirectory + "/" + segment))
+
+            let restarted = try KeyperProcess(arguments: cluster.arguments(3) + ["--wal-truncate-corrupt"],
+                                              logPath: dir + "/node3-truncated.log")
+            cluster.processes[3] = restarted
+            try await restarted.waitUntilListening()
+            #expect(restarted.log.contains("new incarnation"), "\(restarted.log)")
+            try await waitFor("node3 to be a voter again under a new incarnation") {
+                let members = (try? await cluster.status(1))?["members"] as? [[String: Any]] ?? []
+                let node3 = members.first { $0["id"] as? String == "node3" }
+                return node3?["role"] as? String == "voter" && node3?["incarnation"] as? String != oldIncarnation
+            }
+            #expect(try await cluster.get("k39", on: 3) == "v39")
+            #expect(try await cluster.get("k0", on: 3, stale: true) == "v0")
+        }
+    }
+
     @Test("A member whose Raft log is gone refuses to start and says what to do")
     func missingLogRefused() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
