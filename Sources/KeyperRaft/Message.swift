@@ -26,6 +26,18 @@ public struct Message: Hashable, Sendable {
     }
 }
 
+extension MessageKind {
+    /// An answer to a message the recipient sent. A node may answer a peer its configuration
+    /// does not list yet (a new member answering the leader before its log names it); every
+    /// other message goes only to members.
+    public var isResponse: Bool {
+        switch self {
+        case .appendResponse, .preVoteResponse, .voteResponse, .heartbeatResponse, .readIndexResponse: true
+        default: false
+        }
+    }
+}
+
 public enum MessageKind: Hashable, Sendable {
     /// AppendEntries (Raft §5.3). Leader → follower.
     case append(AppendEntries)

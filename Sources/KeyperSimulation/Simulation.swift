@@ -10,7 +10,16 @@ import KeyperRaft
 public final class Simulation {
     struct SimNode {
         let id: NodeID
-        let storage: MemoryStorage
+        /// Replaced (empty, under a new ``incarnation``) when the node's disk is replaced.
+        var storage: MemoryStorage
+        /// The incarnation of the node's disk; configurations record it (see Config.incarnation).
+        var incarnation: UInt64
+        /// The disk was replaced: the leader removes the old incarnation and adds this one.
+        var replaced = false
+        /// Where the current incarnation was added: removals before it were of an older one.
+        var addedIndex: LogIndex = .zero
+        /// Incarnations peers announced in the messages they sent here (their handshakes).
+        var announced: [NodeID: UInt64] = [:]
         var cell: RaftCell?
         var store: [String: String] = [:]
         var applied: LogIndex = .zero
@@ -32,6 +41,10 @@ public final class Simulation {
         var deliverTick: Int
         var order: UInt64
         var message: Message
+        /// The sender's incarnation, and the recipient's as the sender's configuration records
+        /// it, when the message was sent (what the runtime's connection handshake carries).
+        var fromIncarnation: UInt64
+        var toIncarnation: UInt64
     }
 
     struct Link: Hashable {
@@ -76,6 +89,8 @@ public final class Simulation {
     let restartTicksMax: Int
     let partitionOdds: Int
     let membershipOdds: Int
+    /// One in `diskReplacementOdds` ticks replaces a node's disk (one outstanding at a time).
+    let diskReplacementOdds: Int
     /// Let a node's write stay in flight while it keeps stepping messages (thesis §10.2.1).
     let asyncPersist: Bool
 
@@ -120,10 +135,14 @@ public final class Simulation {
         partitionOdds = [200, 60, 20][random.next(below: 3)]
         membershipOdds = [100, 30, 5][random.next(below: 3)]
         asyncPersist = random.chance(1, in: 2)
+        diskReplacementOdds = [1_000, 300][random.next(below: 2)]
         pending = Array(repeating: nil, count: options.clients)
         report.seed = seed
         let voters = Set((1...options.nodeCount).map { NodeID("n\($0)") })
-        for id in voters.sorted() { addNode(id, storage: MemoryStorage(bootstrapping: Configuration(voters: voters))) }
+        let incarnations = Dictionary(uniqueKeysWithValues: voters.map { ($0, Self.incarnation(of: $0, generation: 0)) })
+        for id in voters.sorted() {
+            addNode(id, storage: MemoryStorage(bootstrapping: Configuration(voters: voters, incarnations: incarnations)))
+        }
     }
 
     // MARK: Running
@@ -224,9 +243,16 @@ public final class Simulation {
 
     // MARK: Nodes
 
+    /// A node's incarnation after `generation` disk replacements (deterministic, never 0).
+    static func incarnation(of id: NodeID, generation: UInt64) -> UInt64 {
+        var hash: UInt64 = 1_469_598_103_934_665_603
+        for byte in id.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
+        return (hash &+ generation &* 0x9E37_79B9_7F4A_7C15) | 1
+    }
+
     @discardableResult
     func addNode(_ id: NodeID, storage: MemoryStorage) -> Int {
-        nodes.append(SimNode(id: id, storage: storage))
+        nodes.append(SimNode(id: id, storage: storage, incarnation: Self.incarnation(of: id, generation: 0)))
         let index = nodes.count - 1
         nodeIndex[id] = index
         nodesCreated += 1
@@ -244,6 +270,7 @@ public final class Simulation {
         config.uncommittedBytesMax = uncommittedBytesMax
         config.applyBytesMax = applyBytesMax
         config.applied = nodes[index].storage.snapshotMetadata.index
+        config.incarnation = nodes[index].incarnation
         config.preVote = preVote
         config.checkQuorum = checkQuorum
         return config
@@ -274,6 +301,7 @@ public final class Simulation {
         nodes[index].readStates = []
         nodes[index].crashArmed = 0
         nodes[index].persisting = nil
+        nodes[index].announced = [:]
         for (_, waiter) in nodes[index].writeWaiters { finishWrite(client: waiter.client, outcome: .indeterminate) }
         nodes[index].writeWaiters = [:]
         for client in pending.indices where pending[client]?.node == index { abandonRead(client: client) }
@@ -452,7 +480,15 @@ public final class Simulation {
     // MARK: Network
 
     func send(_ message: Message) {
-        guard nodeIndex[message.to] != nil else { return }
+        guard nodeIndex[message.to] != nil, let from = nodeIndex[message.from] else { return }
+        let fromIncarnation = nodes[from].incarnation
+        // Only to the incarnation the configuration lists; an answer may also go to the one
+        // that announced itself (the runtime's rule, see Core.peerIncarnation).
+        guard let toIncarnation = nodes[from].cell?.node.incarnation(of: message.to)
+                ?? (message.kind.isResponse ? nodes[from].announced[message.to] : nil) else {
+            report.messagesDropped += 1
+            return
+        }
         var copies = 1
         if faultsActive && dropPercent > 0 && random.chance(dropPercent, in: 100) {
             report.messagesDropped += 1
@@ -461,8 +497,19 @@ public final class Simulation {
         if faultsActive && duplicatePercent > 0 && random.chance(duplicatePercent, in: 100) { copies = 2 }
         for _ in 0..<copies {
             let delay = 1 + random.next(below: delayTicksMax)
-            network.append(InFlight(deliverTick: tick + delay, order: random.next(), message: message))
+            network.append(InFlight(deliverTick: tick + delay, order: random.next(), message: message,
+                                    fromIncarnation: fromIncarnation, toIncarnation: toIncarnation))
         }
+    }
+
+    /// The runtime's rule (its peer handshake carries both incarnations): traffic goes only
+    /// between the incarnations each side's configuration lists. Without it a node with a
+    /// replaced disk would be treated as the member it replaced.
+    func incarnationsMatch(_ item: InFlight, at index: Int) -> Bool {
+        let recorded = nodes[index].cell?.node.incarnation(of: item.message.from)
+        guard item.toIncarnation == nodes[index].incarnation, recorded.map({ $0 == item.fromIncarnation }) ?? true else { return false }
+        nodes[index].announced[item.message.from] = item.fromIncarnation
+        return true
     }
 
     func deliverDueMessages() {
@@ -476,7 +523,8 @@ public final class Simulation {
         for item in due {
             let message = item.message
             guard let index = nodeIndex[message.to], nodes[index].cell != nil,
-                  !blocked.contains(Link(from: message.from, to: message.to)) else {
+                  !blocked.contains(Link(from: message.from, to: message.to)),
+                  incarnationsMatch(item, at: index) else {
                 report.messagesDropped += 1
                 continue
             }
@@ -515,6 +563,10 @@ public final class Simulation {
                 nodes[victim].crashArmed = 1 + random.next(below: 3)
             }
         }
+        // Only with pre-vote, as the runtime always runs: a replaced disk takes a vote away until
+        // it rejoins, and without pre-vote a lagging voter with an old configuration can keep
+        // raising its term past the others' requests for as long as that lasts.
+        if options.diskReplacements && preVote && random.chance(1, in: diskReplacementOdds) { replaceDisk() }
         if options.membershipChanges && random.chance(1, in: membershipOdds) { changeMembership() }
         if options.transfers && random.chance(1, in: 150) { transferLeadership() }
     }
@@ -555,19 +607,56 @@ public final class Simulation {
         return best
     }
 
+    /// A node's disk is replaced: it crashes and comes back empty under a new incarnation. It
+    /// must not vote or count as a replica until the leader has removed its old incarnation
+    /// and added the new one (``changeMembership()``).
+    func replaceDisk() {
+        // One at a time: a second replaced disk before the first rejoined could leave fewer
+        // than a majority of the voters with their logs, which no consensus protocol survives.
+        guard !nodes.contains(where: { $0.replaced && !$0.retired }) else { return }
+        // And only where the other voters still make a majority (a 2-voter cluster that loses
+        // a disk has lost its quorum for good, in any protocol).
+        guard let leader = leaderIndex() else { return }
+        let voters = nodes[leader].cell!.node.status.configuration.voters
+        guard voters.count - 1 >= voters.count / 2 + 1 else { return }
+        let candidates = nodes.indices.filter { !nodes[$0].retired && nodes[$0].cell != nil }
+        guard let victim = candidates.randomElement(using: &random) else { return }
+        crash(victim)
+        nodes[victim].storage = MemoryStorage()
+        nodes[victim].replaced = true
+        nodes[victim].incarnation = Self.incarnation(of: nodes[victim].id, generation: random.next())
+        report.disksReplaced += 1
+    }
+
     func changeMembership() {
         guard let leader = leaderIndex() else { return }
         let configuration = nodes[leader].cell!.node.status.configuration
         var change: ConfChange?
-        if let learner = configuration.learners.sorted().first {
+        // A replaced disk first: remove the old incarnation, then add the new one as a learner.
+        if let replaced = nodes.first(where: { $0.replaced && !$0.retired }) {
+            if configuration.members.contains(replaced.id) {
+                if configuration.incarnations[replaced.id] != replaced.incarnation {
+                    change = ConfChange(kind: .removeNode, node: replaced.id)
+                }
+            } else {
+                change = ConfChange(kind: .addLearner, node: replaced.id, incarnation: replaced.incarnation)
+            }
+        }
+        if change != nil {
+            // (proposed below)
+        } else if let learner = configuration.learners.sorted().first {
+            // Promote once caught up (thesis §4.2.1), as the runtime does: a voter whose log
+            // does not yet list it cannot vote, and the quorum would count on it.
+            let status = nodes[leader].cell!.node.status
+            guard (status.followers[learner]?.match ?? .zero) >= status.commit else { return }
             change = ConfChange(kind: .addVoter, node: learner)
         } else if configuration.voters.count > options.nodeCount {
             let voters = configuration.voters.sorted()
             change = ConfChange(kind: .removeNode, node: voters[random.next(below: voters.count)])
         } else if nodesCreated < options.nodeCount + 4 {
             let id = NodeID("n\(nodesCreated + 1)")
-            addNode(id, storage: MemoryStorage())
-            change = ConfChange(kind: .addLearner, node: id, context: Array("addr-\(id)".utf8))
+            let index = addNode(id, storage: MemoryStorage())
+            change = ConfChange(kind: .addLearner, node: id, incarnation: nodes[index].incarnation, context: Array("addr-\(id)".utf8))
         }
         guard let change else { return }
         _ = try? nodes[leader].cell!.node.proposeConfChange(change)
@@ -586,7 +675,12 @@ public final class Simulation {
             fail("undecodable configuration entry \(entry.index)")
             return
         }
-        if change.kind == .removeNode, let index = nodeIndex[change.node], nodes[index].retireTick == nil {
+        if change.kind == .addLearner, let index = nodeIndex[change.node], change.incarnation == nodes[index].incarnation {
+            nodes[index].replaced = false  // back as a new member
+            nodes[index].addedIndex = max(nodes[index].addedIndex, entry.index)
+        }
+        if change.kind == .removeNode, let index = nodeIndex[change.node], nodes[index].retireTick == nil, !nodes[index].replaced,
+           entry.index > nodes[index].addedIndex {
             // Give a removed leader time to hand over before it is shut down.
             nodes[index].retireTick = tick + 20
         }

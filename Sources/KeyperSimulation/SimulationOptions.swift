@@ -16,6 +16,8 @@ public struct SimulationOptions: Sendable {
     public var crashes = true
     public var snapshots = true
     public var membershipChanges = true
+    /// A node's disk is replaced (empty, new incarnation) and it is re-added as a new member.
+    public var diskReplacements = true
     public var transfers = true
     /// Concurrent client processes (each with at most one operation outstanding).
     public var clients = 4
@@ -35,6 +37,7 @@ public struct SimulationOptions: Sendable {
         options.crashes = false
         options.snapshots = false
         options.membershipChanges = false
+        options.diskReplacements = false
         options.transfers = false
         options.clients = 0
         options.randomLimits = false
@@ -64,6 +67,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var configChangesApplied = 0
     public var transfersStarted = 0
     public var crashes = 0
+    public var disksReplaced = 0
     public var messagesDelivered = 0
     public var messagesDropped = 0
     public var operationsChecked = 0
@@ -75,7 +79,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         "seed=\(seed) ticks=\(ticks) leaders=\(leadersElected) committed=\(entriesCommitted) "
             + "writes=\(writesAcknowledged)/failed=\(writesFailed) reads=\(readsAcknowledged) "
             + "snapshots=\(snapshotsTaken)/installed=\(snapshotsInstalled) confChanges=\(configChangesApplied) "
-            + "transfers=\(transfersStarted) crashes=\(crashes) delivered=\(messagesDelivered) "
+            + "transfers=\(transfersStarted) crashes=\(crashes) disksReplaced=\(disksReplaced) delivered=\(messagesDelivered) "
             + "dropped=\(messagesDropped) linearizabilityOps=\(operationsChecked) liveness=\(ticksToLiveness)t"
     }
 }

@@ -35,6 +35,7 @@ struct RaftSim {
             if arguments.contains("--no-snapshots") { options.snapshots = false }
             if arguments.contains("--no-partitions") { options.partitions = false }
             if arguments.contains("--no-drops") { options.dropsAndDelays = false }
+            if arguments.contains("--no-disk-replacements") { options.diskReplacements = false }
             let simulation = Simulation(seed: seed, options: options)
             simulation.trace = arguments.contains("--trace")
             do {

@@ -8,6 +8,7 @@ extension Core {
     // MARK: Peer records
 
     func handle(_ record: PeerRecord, from peer: Handshake) {
+        if peer.incarnation != 0 { announcedIncarnations[NodeID(peer.nodeID)] = peer.incarnation }
         switch record {
         case .raft(let message):
             // Raft traffic only within one cluster: a node that was part of another (or was
@@ -43,15 +44,15 @@ extension Core {
     }
 
     /// Whether a peer's traffic is meant for this node as it is, from the member the
-    /// configuration lists. The peer must address this incarnation (or none: a new member
-    /// answers the leader before its log tells it the leader's): a leader that still lists
+    /// configuration lists. The peer must address this incarnation: a leader that still lists
     /// the incarnation this node had before it lost its disk would otherwise treat it as that
     /// member (its progress, its commit index: an empty log cannot hold them). And the peer
     /// must be the incarnation listed for it, if any: a member that lost its disk is a new
-    /// member until it is added again.
+    /// member until it is added again. (Senders address only listed members, or answer the
+    /// incarnation that announced itself: see ``Core/addressed(_:to:)``.)
     func incarnationsMatch(_ peer: Handshake) -> Bool {
         let recorded = raw.incarnation(of: NodeID(peer.nodeID))
-        let addressed = peer.peerIncarnation == identity.incarnation || peer.peerIncarnation == 0
+        let addressed = peer.peerIncarnation == identity.incarnation
         guard addressed, recorded.map({ $0 == peer.incarnation }) ?? true else {
             logger.debug("dropping traffic between other incarnations", metadata: [
                 "peer": "\(peer.nodeID)", "peer_incarnation": "\(NodeIdentity.describe(peer.incarnation))",

@@ -91,6 +91,9 @@ final class Core: @unchecked Sendable {
     /// Records for a node at an address not (or not yet) in the address book.
     var outgoingDirect: [(node: NodeID, address: String, record: PeerRecord)] = []
     var lastLeader: NodeID?
+    /// The incarnation each peer announced in the handshake of its connection to us: where an
+    /// answer goes when the configuration does not list the peer (yet).
+    var announcedIncarnations: [NodeID: UInt64] = [:]
 
     init(id: NodeID, loop: any EventLoop, raw: RawNode, storage: RaftLogStorage, store: KVStore, transport: PeerTransport,
          directory: DataDirectory, snapshots: SnapshotStore, snapshotEntries: UInt64, identity: NodeIdentity, raftConfig: Config, cluster: ClusterConfiguration,
@@ -624,7 +627,7 @@ final class Core: @unchecked Sendable {
     func flush() {
         for direct in outgoingDirect {
             transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address,
-                           incarnation: raw.incarnation(of: direct.node) ?? 0)
+                           incarnation: raw.incarnation(of: direct.node) ?? announcedIncarnations[direct.node] ?? 0)
         }
         outgoingDirect = []
         defer { if !snapshotSends.isEmpty { pumpSnapshots() } }
@@ -634,12 +637,30 @@ final class Core: @unchecked Sendable {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue
             }
-            let incarnation = raw.incarnation(of: node) ?? 0
+            guard let (incarnation, records) = addressed(records, to: node) else {
+                logger.debug("no incarnation known for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
+                continue
+            }
             for frame in PeerRecord.encodeFrames(records, frameBytesTarget: 1 << 20) {
                 transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
             }
         }
         outgoing = [:]
+    }
+
+    /// Where `records` for `node` may go: to the incarnation the configuration lists for it;
+    /// if it lists none, only answers go, to the incarnation the peer announced (a new member
+    /// answering before its log names the leader). A leader's message to a node it no longer
+    /// lists (removed in this very Ready) must not reach whatever now runs under that name:
+    /// a new incarnation with an empty log cannot take a commit index meant for the old one.
+    private func addressed(_ records: [PeerRecord], to node: NodeID) -> (UInt64, [PeerRecord])? {
+        if let recorded = raw.incarnation(of: node) { return (recorded, records) }
+        guard let announced = announcedIncarnations[node] else { return nil }
+        let answers = records.filter { record in
+            if case .raft(let message) = record { return message.kind.isResponse }
+            return false
+        }
+        return answers.isEmpty ? nil : (announced, answers)
     }
 
     // MARK: Membership
