@@ -38,6 +38,32 @@ final class WalkthroughCluster: @unchecked Sendable {
         return arguments
     }
 
+    /// Starts every node (each bootstraps), waits for node1 to lead and joins the others
+    /// through it, each answered 204 (a voter).
+    func form() async throws {
+        for index in 1...size { try await start(index) }
+        try await waitFor("node1 to lead") { (try? await self.status(1))?["is_leader"] as? Bool == true }
+        for index in 2...size {
+            let answer = try await join(index, via: 1)
+            #expect(answer.status == 204, "join of node\(index): \(answer)")
+        }
+    }
+
+    /// The incarnation the leader's configuration records for node `index`.
+    func incarnation(of index: Int, leader: Int = 1) async throws -> String? {
+        let members = (try await status(leader))["members"] as? [[String: Any]] ?? []
+        return members.first { $0["id"] as? String == "node\(index)" }?["incarnation"] as? String
+    }
+
+    /// Waits until node1 lists node `index` as a voter under an incarnation other than `old`.
+    func waitForVoter(_ index: Int, replacing old: String?) async throws {
+        try await waitFor("node\(index) to be a voter under a new incarnation") {
+            let members = (try? await self.status(1))?["members"] as? [[String: Any]] ?? []
+            let node = members.first { $0["id"] as? String == "node\(index)" }
+            return node?["role"] as? String == "voter" && node?["incarnation"] as? String != old
+        }
+    }
+
     func start(_ index: Int, join: Int? = nil) async throws {
         if unprivileged { Unprivileged.prepare(dataDirectory(index), under: dir) }
         starts += 1
@@ -157,9 +183,7 @@ struct DeploymentTests {
         try await withTemporaryDirectory { dir in
             let cluster = WalkthroughCluster(dir: dir, size: 3, faultInjection: true)
             defer { cluster.stopAll() }
-            for index in 1...3 { try await cluster.start(index) }
-            try await waitFor("node1 to lead") { (try? await cluster.status(1))?["is_leader"] as? Bool == true }
-            for index in [2, 3] { #expect(try await cluster.join(index, via: 1).status == 204) }
+            try await cluster.form()
             // node2 lags: cut off from node1 both ways.
             try await cluster.setFaults(1, drop: [2])
             try await cluster.setFaults(2, drop: [1])
@@ -201,20 +225,13 @@ struct DeploymentTests {
         try await withTemporaryDirectory { dir in
             let cluster = WalkthroughCluster(dir: dir, size: 3)
             defer { cluster.stopAll() }
-            for index in 1...3 { try await cluster.start(index) }
-            try await waitFor("node1 to lead") { (try? await cluster.status(1))?["is_leader"] as? Bool == true }
-            for index in [2, 3] { #expect(try await cluster.join(index, via: 1).status == 204) }
+            try await cluster.form()
             for i in 0..<20 { #expect(try await cluster.put("k\(i)", "v\(i)", on: 1) == 204) }
-            let before = (try await cluster.status(1))["members"] as? [[String: Any]] ?? []
-            let oldIncarnation = before.first { $0["id"] as? String == "node3" }?["incarnation"] as? String
+            let oldIncarnation = try await cluster.incarnation(of: 3)
             cluster.kill(3)
             removeTree(cluster.dataDirectory(3))
             try await cluster.start(3, join: 1)
-            try await waitFor("node3 to be a voter under a new incarnation") {
-                let members = (try? await cluster.status(1))?["members"] as? [[String: Any]] ?? []
-                let node3 = members.first { $0["id"] as? String == "node3" }
-                return node3?["role"] as? String == "voter" && node3?["incarnation"] as? String != oldIncarnation
-            }
+            try await cluster.waitForVoter(3, replacing: oldIncarnation)
             #expect(cluster.processes[3]!.process.isRunning, "node3 died:\n\(cluster.processes[3]!.log)")
             #expect(try await cluster.get("k19", on: 3) == "v19")
             #expect(try await cluster.put("after", "rejoin", on: 3) == 204)
@@ -230,12 +247,9 @@ struct DeploymentTests {
         try await withTemporaryDirectory { dir in
             let cluster = WalkthroughCluster(dir: dir, size: 3)
             defer { cluster.stopAll() }
-            for index in 1...3 { try await cluster.start(index) }
-            try await waitFor("node1 to lead") { (try? await cluster.status(1))?["is_leader"] as? Bool == true }
-            for index in [2, 3] { #expect(try await cluster.join(index, via: 1).status == 204) }
+            try await cluster.form()
             for i in 0..<40 { #expect(try await cluster.put("k\(i)", "v\(i)", on: 1) == 204) }
-            let members = (try await cluster.status(1))["members"] as? [[String: Any]] ?? []
-            let oldIncarnation = members.first { $0["id"] as? String == "node3" }?["incarnation"] as? String
+            let oldIncarnation = try await cluster.incarnation(of: 3)
             cluster.processes[3]!.signal(SIGTERM)
             _ = cluster.processes[3]!.waitForExit()
             cluster.processes[3] = nil
@@ -253,11 +267,7 @@ struct DeploymentTests {
             cluster.processes[3] = restarted
             try await restarted.waitUntilListening()
             #expect(restarted.log.contains("new incarnation"), "\(restarted.log)")
-            try await waitFor("node3 to be a voter again under a new incarnation") {
-                let members = (try? await cluster.status(1))?["members"] as? [[String: Any]] ?? []
-                let node3 = members.first { $0["id"] as? String == "node3" }
-                return node3?["role"] as? String == "voter" && node3?["incarnation"] as? String != oldIncarnation
-            }
+            try await cluster.waitForVoter(3, replacing: oldIncarnation)
             #expect(try await cluster.get("k39", on: 3) == "v39")
             #expect(try await cluster.get("k0", on: 3, stale: true) == "v0")
         }
