@@ -18,11 +18,41 @@ public final class LocalCluster: @unchecked Sendable {
 
     let binary: String
     let directory: String
+    /// The nodes run as this user and group (through setpriv), as a service would.
+    let account: Account?
     private(set) var nodes: [Node] = []
 
-    init(binary: String, directory: String, size: Int) {
+    /// An unprivileged account to run nodes as: `user` (its primary group) or `user:group`.
+    public struct Account: Sendable {
+        public var user: String
+        public var group: String
+        var uid: uid_t
+        var gid: gid_t
+
+        public init(parsing text: String) throws {
+            let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+            guard let user = parts.first, let password = getpwnam(user) else { throw VerifyError("no such user: \(text)") }
+            self.user = user
+            uid = password.pointee.pw_uid
+            if parts.count == 2 {
+                guard let entry = getgrnam(parts[1]) else { throw VerifyError("no such group: \(parts[1])") }
+                gid = entry.pointee.gr_gid
+                group = parts[1]
+            } else {
+                gid = password.pointee.pw_gid
+                guard let entry = getgrgid(gid) else { throw VerifyError("user \(user) has no primary group") }
+                group = String(cString: entry.pointee.gr_name)
+            }
+            guard geteuid() == 0 else { throw VerifyError("--run-as needs root (to start nodes as \(user))") }
+        }
+    }
+
+    static let setpriv = "/usr/bin/setpriv"
+
+    init(binary: String, directory: String, size: Int, account: Account? = nil) {
         self.binary = binary
         self.directory = directory
+        self.account = account
         let ports = Self.freePorts(size * 2)
         for index in 0..<size {
             let id = "node\(index + 1)"
@@ -41,7 +71,18 @@ public final class LocalCluster: @unchecked Sendable {
 
     func start(_ index: Int) throws {
         let log = "\(directory)/\(nodes[index].id).log"
-        let pid = try Self.spawn(binary, arguments: nodes[index].arguments, logPath: log)
+        var path = binary
+        var arguments = nodes[index].arguments
+        if let account {
+            // The account owns its data directory and can reach it; the verifier keeps the logs.
+            let data = "\(directory)/\(nodes[index].id)"
+            chmod(directory, 0o755)
+            mkdir(data, 0o750)
+            chown(data, account.uid, account.gid)
+            path = Self.setpriv
+            arguments = ["--reuid=\(account.user)", "--regid=\(account.group)", "--clear-groups", "--", binary] + arguments
+        }
+        let pid = try Self.spawn(path, arguments: arguments, logPath: log)
         nodes[index].pid = pid
         nodes[index].paused = false
     }

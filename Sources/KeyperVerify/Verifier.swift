@@ -31,6 +31,8 @@ public struct VerifyOptions: Sendable {
     public var endpoints: [String] = []
     /// Start this many nodes of `binary` in a temporary directory and break them.
     public var localCluster: Int?
+    /// Run the local cluster's nodes as this unprivileged account (`user` or `user:group`).
+    public var runAs: LocalCluster.Account?
     public var binary: String = "/proc/self/exe"
     public var duration: Duration = .seconds(30)
     public var clients = 6
@@ -104,9 +106,9 @@ public final class Verifier: Sendable {
         if let size = options.localCluster {
             let directory = try Self.makeTemporaryDirectory()
             temporary = directory
-            let local = LocalCluster(binary: options.binary, directory: directory, size: size)
+            let local = LocalCluster(binary: options.binary, directory: directory, size: size, account: options.runAs)
             cluster = local
-            log("starting a local cluster of \(size) in \(directory)")
+            log("starting a local cluster of \(size) in \(directory)" + (options.runAs.map { " as \($0.user):\($0.group)" } ?? ""))
             do {
                 try await startCluster(local)
             } catch {

@@ -45,11 +45,15 @@ struct Verify: AsyncParsableCommand {
     @Option(help: "Seed for the workload's and the nemesis's choices.")
     var seed: UInt64?
 
+    @Option(name: .customLong("run-as"), help: "Run the local cluster's nodes as this user (USER or USER:GROUP), as a service would; needs root.")
+    var runAs: String?
+
     func validate() throws {
         guard (endpoints != nil) != (localCluster != nil) else {
             throw ValidationError("give exactly one of --endpoints and --local-cluster")
         }
         if let localCluster, !(1...7).contains(localCluster) { throw ValidationError("--local-cluster takes 1 to 7") }
+        if runAs != nil && localCluster == nil { throw ValidationError("--run-as applies to --local-cluster") }
         guard Keyper.milliseconds(duration) != nil else { throw ValidationError("--duration must look like 30s or 10m") }
         for fault in nemesis.split(separator: ",") where fault != "none" && Fault(rawValue: String(fault)) == nil {
             throw ValidationError("unknown fault '\(fault)': use kill, pause, partition, transfer, membership or none")
@@ -68,6 +72,7 @@ struct Verify: AsyncParsableCommand {
         options.historyPath = history
         options.faults = Set(nemesis.split(separator: ",").compactMap { Fault(rawValue: String($0)) })
         if let seed { options.seed = seed }
+        if let runAs { options.runAs = try LocalCluster.Account(parsing: runAs) }
         options.binary = Self.executablePath()
         // Progress lines show as they happen, also when output goes to a file or a pipe.
         let summary = try await Verifier(options: options, log: { line in
