@@ -507,7 +507,8 @@ public final class Simulation {
     /// replaced disk would be treated as the member it replaced.
     func incarnationsMatch(_ item: InFlight, at index: Int) -> Bool {
         let recorded = nodes[index].cell?.node.incarnation(of: item.message.from)
-        guard item.toIncarnation == nodes[index].incarnation, recorded.map({ $0 == item.fromIncarnation }) ?? true else { return false }
+        let counted = item.message.kind.isResponse
+        guard item.toIncarnation == nodes[index].incarnation, !counted || recorded.map({ $0 == item.fromIncarnation }) ?? true else { return false }
         nodes[index].announced[item.message.from] = item.fromIncarnation
         return true
     }

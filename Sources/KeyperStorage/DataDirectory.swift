@@ -259,8 +259,8 @@ extension DataDirectory {
         guard let missing else { return nil }
         return "IDENTITY says this is node \(identity.nodeID) of cluster \(identity.clusterID), but \(missing) is missing: "
             + "its data is lost. To bring the node back, remove this data directory and start it again with "
-            + "--join http://<any member> (the cluster then replaces the old member with this new one), or restore the whole "
-            + "directory from a backup"
+            + "--join http://<any member> (the cluster then replaces the old member with this new one). Do not restore this "
+            + "directory from a backup: an older copy of the log under the same incarnation could vote as if it held what it lost"
     }
 
     /// The directory of the Raft log.

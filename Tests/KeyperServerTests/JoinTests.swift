@@ -59,6 +59,17 @@ struct JoinTests {
             #expect(member?.role == "learner" && member?.promotion == "none", "\(String(describing: member))")
             // Joining it again as a learner is idempotent.
             #expect(try await leader.join(nodeID: "node3", raftAddress: cluster.address("node3"), httpAddress: nil, learner: true) == .learner)
+            // Whoever leads next knows it asked to stay a learner: both voters restart and read
+            // their member records back from the state machine.
+            await cluster.stop("node1")
+            await cluster.stop("node2")
+            try await cluster.start("node1")
+            try await cluster.start("node2")
+            let next = try await cluster.waitForLeader()
+            try await next.put(bytes("k2"), value: bytes("v2"))
+            try await Task.sleep(for: .milliseconds(40 * cluster.tickMs))
+            let after = try await next.status().members?.first { $0.id == "node3" }
+            #expect(after?.role == "learner" && after?.promotion == "none", "a later leader promoted it: \(String(describing: after))")
         }
     }
 

@@ -20,7 +20,7 @@ extension Core {
                 ])
                 return
             }
-            guard incarnationsMatch(peer) else { return }
+            guard incarnationsMatch(peer, counted: message.kind.isResponse) else { return }
             if case .snapshot(let metadata) = message.kind, !admitSnapshot(message, metadata) { return }
             do {
                 try raw.step(message)
@@ -28,7 +28,7 @@ extension Core {
                 logger.debug("message refused by the core", metadata: ["from": "\(message.from)", "error": "\(error)"])
             }
         case .forward(let request, let data):
-            guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID, incarnationsMatch(peer) else { return }
+            guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID, incarnationsMatch(peer, counted: true) else { return }
             forwarded(request: request, data: data)
         case .forwardRefused(let request, let failure):
             guard request.node == id, let waiter = proposalWaiters.removeValue(forKey: request.sequence) else { return }
@@ -38,22 +38,25 @@ extension Core {
         case .adoptResponse(let response):
             adopted(response, from: peer)
         case .snapshotChunk(let chunk):
-            guard peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty, incarnationsMatch(peer) else { return }
+            guard peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty, incarnationsMatch(peer, counted: false) else { return }
             receive(chunk)
         }
     }
 
-    /// Whether a peer's traffic is meant for this node as it is, from the member the
-    /// configuration lists. The peer must address this incarnation: a leader that still lists
-    /// the incarnation this node had before it lost its disk would otherwise treat it as that
-    /// member (its progress, its commit index: an empty log cannot hold them). And the peer
-    /// must be the incarnation listed for it, if any: a member that lost its disk is a new
-    /// member until it is added again. (Senders address only listed members, or answer the
-    /// incarnation that announced itself: see ``Core/addressed(_:to:)``.)
-    func incarnationsMatch(_ peer: Handshake) -> Bool {
+    /// Whether a peer's traffic is meant for this node as it is. The peer must address this
+    /// incarnation: a leader that still lists the incarnation this node had before it lost its
+    /// disk would otherwise treat it as that member (its progress, its commit index: an empty
+    /// log cannot hold them). And what gets `counted` (answers: acknowledgements and votes;
+    /// forwarded writes) must come from the incarnation the configuration lists for the peer,
+    /// if any: a member that lost its disk is a new member until it is added again. A leader's
+    /// messages are taken from any incarnation: a follower whose configuration still lists a
+    /// replaced member must catch up from it when it leads (terms and log matching govern
+    /// those). (Senders address only listed members, or answer the incarnation that announced
+    /// itself: see ``Core/addressed(_:to:)``.)
+    func incarnationsMatch(_ peer: Handshake, counted: Bool) -> Bool {
         let recorded = raw.incarnation(of: NodeID(peer.nodeID))
         let addressed = peer.peerIncarnation == identity.incarnation
-        guard addressed, recorded.map({ $0 == peer.incarnation }) ?? true else {
+        guard addressed, !counted || recorded.map({ $0 == peer.incarnation }) ?? true else {
             logger.debug("dropping traffic between other incarnations", metadata: [
                 "peer": "\(peer.nodeID)", "peer_incarnation": "\(NodeIdentity.describe(peer.incarnation))",
                 "listed_for_peer": "\(recorded.map(NodeIdentity.describe) ?? "none")",
@@ -155,7 +158,8 @@ extension Core {
         var addresses = adoption.addresses
         if addresses.http.isEmpty { addresses.http = response.httpAddress }
         let node = adoption.node
-        var join = JoinInProgress(addresses: addresses, incarnation: peer.incarnation, stage: .addingLearner, waiter: adoption.waiter)
+        var join = JoinInProgress(token: response.token, addresses: addresses, incarnation: peer.incarnation, stage: .addingLearner,
+                                  waiter: adoption.waiter)
         let configuration = raw.status.configuration
         if configuration.members.contains(node) {
             if configuration.incarnations[node] == peer.incarnation {
@@ -178,7 +182,7 @@ extension Core {
             ])
             join.stage = .removingOldIncarnation
             joins[node] = join
-            return proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .join(node))
+            return proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .join(node, token: join.token))
         }
         joins[node] = join
         addLearner(node, join)
@@ -193,7 +197,7 @@ extension Core {
             "promote": "\(join.addresses.promote)",
         ])
         proposeMemberChange(ConfChange(kind: .addLearner, node: node, incarnation: join.incarnation, context: join.addresses.encoded()),
-                            owner: .join(node))
+                            owner: .join(node, token: join.token))
     }
 
     /// A membership change this leader proposed committed.
@@ -201,8 +205,9 @@ extension Core {
         switch owner {
         case .client(let waiter):
             waiter.succeed()
-        case .join(let node):
-            guard var join = joins[node] else { return }
+        case .join(let node, let token):
+            // A step of an earlier join of the same node (one that timed out) moves nothing.
+            guard var join = joins[node], join.token == token else { return }
             switch join.stage {
             case .removingOldIncarnation:
                 join.stage = .addingLearner
@@ -224,7 +229,8 @@ extension Core {
         switch owner {
         case .client(let waiter):
             waiter.fail(error)
-        case .join(let node):
+        case .join(let node, let token):
+            guard joins[node]?.token == token else { return }
             joins.removeValue(forKey: node)?.waiter.fail(error)
         }
     }

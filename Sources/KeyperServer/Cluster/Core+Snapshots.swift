@@ -424,7 +424,7 @@ extension Core {
         applyQueue.removeAll { $0.index <= metadata.index }
         if let partial = receiving, partial.index <= metadata.index { dropPartialSnapshot() }
         for record in (try? store.members()) ?? [] {
-            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress)
+            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
         metrics.snapshotsInstalled.increment()
         logger.notice("installed a snapshot from the leader", metadata: [

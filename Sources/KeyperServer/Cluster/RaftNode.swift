@@ -63,7 +63,7 @@ public final class RaftNode: KeyValueNode {
             throw DataDirectoryError(path: directory.path,
                                      message: "holds standalone data but no Raft log; use a new --data-dir for Raft mode")
         }
-        let identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
+        var identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
         if identity.clusterID.isEmpty, !((try? FileIO.listDirectory(directory.walPath)) ?? []).isEmpty {
             // A node of no cluster holds no log worth keeping: at most the bootstrap it was
             // giving up when an adoption was interrupted (see Core.resetForAdoption).
@@ -83,6 +83,18 @@ public final class RaftNode: KeyValueNode {
         }
         if let torn = wal.recoveryReport.tornTail {
             logger.warning("truncated a torn write at the end of the Raft log (a crash mid-write)", metadata: ["detail": "\(torn)"])
+        }
+        // A log that lost entries (cut now, or cut by an earlier start that failed before it
+        // finished: the state machine is then ahead of the log) may have lost entries this
+        // node acknowledged: it is no longer the member that promised them. The new
+        // incarnation is recorded before anything else can fail, so a retry cannot forget it.
+        let appliedAtOpen = try store.appliedIndex()
+        let logLost = wal.recoveryReport.corruption != nil || appliedAtOpen > wal.lastIndex.rawValue
+        if logLost && !identity.clusterID.isEmpty && !isOnlyMember(NodeID(configuration.nodeID), wal: wal, store: store) {
+            identity.incarnation = NodeIdentity.newIncarnation()
+            try directory.saveIdentity(identity)
+            logger.critical("the Raft log lost entries: this node takes a new incarnation and rejoins the cluster as a learner",
+                            metadata: ["incarnation": "\(NodeIdentity.describe(identity.incarnation))"])
         }
 
         let engineBox = EngineBox()
@@ -136,7 +148,6 @@ public final class RaftNode: KeyValueNode {
                                  engineBox: EngineBox, logger: Logger) throws -> RaftNode {
         let id = NodeID(configuration.nodeID)
         var identity = identity
-        let walWasCut = wal.recoveryReport.corruption != nil
         let selfAddresses = MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
         let fresh = wal.lastIndex == .zero && wal.hardState == HardState() && wal.snapshotMetadata.index == .zero
         if fresh && cluster.joinURL == nil && !identity.adopted {
@@ -171,7 +182,7 @@ public final class RaftNode: KeyValueNode {
         let applied = LogIndex(try store.appliedIndex())
         var members: [NodeID: MemberAddresses] = [:]
         for record in try store.members() {
-            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress)
+            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
         try learnAddresses(from: storage, after: applied, into: &members)
         members[id] = selfAddresses
@@ -182,19 +193,7 @@ public final class RaftNode: KeyValueNode {
         raftConfig.heartbeatTicks = cluster.heartbeatTicks
         raftConfig.applied = min(applied, hardState.commit)
         raftConfig.entryBytesMax = configuration.valueBytesMax + configuration.keyBytesMax + 256
-        var raw = try RawNode(config: raftConfig, storage: storage)
-        if walWasCut && raw.status.configuration.voters != [id] {
-            // The cut may have removed entries this node acknowledged: it is no longer the
-            // member that promised them. A new incarnation makes it a new member, which rejoins
-            // as a learner and votes only once promoted. (A single voter has nobody to rejoin;
-            // the operator who cut its log accepted the loss.)
-            identity.incarnation = NodeIdentity.newIncarnation()
-            try directory.saveIdentity(identity)
-            raftConfig.incarnation = identity.incarnation
-            raw = try RawNode(config: raftConfig, storage: storage)
-            logger.critical("the Raft log was cut: this node takes a new incarnation and rejoins the cluster as a learner",
-                            metadata: ["incarnation": "\(NodeIdentity.describe(identity.incarnation))"])
-        }
+        let raw = try RawNode(config: raftConfig, storage: storage)
         transport.setIdentity(.init(clusterID: identity.clusterID, incarnation: identity.incarnation))
 
         let metrics = NodeMetrics()
@@ -212,6 +211,21 @@ public final class RaftNode: KeyValueNode {
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
                         directory: directory, published: published, metrics: metrics, logger: logger,
                         raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
+    }
+
+    /// Whether everything this node holds says it is its cluster's only member: the members
+    /// its state machine applied, the configuration at the log's start and every configuration
+    /// entry left in the log. A sole voter whose log was cut keeps its incarnation (there is
+    /// nobody to rejoin; the operator who cut the log accepted the loss). Any trace of another
+    /// member means the cut log may be stale: the node must not elect itself on it.
+    private static func isOnlyMember(_ id: NodeID, wal: WriteAheadLog, store: KVStore) -> Bool {
+        guard let applied = try? store.members(), applied.allSatisfy({ $0.id == id.rawValue }),
+              wal.snapshotMetadata.configuration.members.isSubset(of: [id]) else { return false }
+        guard wal.lastIndex >= wal.firstIndex else { return true }
+        guard let entries = try? wal.entries(from: wal.firstIndex, to: wal.lastIndex.next()) else { return false }
+        return entries.allSatisfy { entry in
+            entry.kind != .configChange || (try? ConfChange(decoding: entry.data))?.node == id
+        }
     }
 
     /// The state machine is ahead of the log: the log lost its end (an operator cut it with

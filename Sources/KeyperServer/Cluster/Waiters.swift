@@ -21,8 +21,8 @@ struct Waiter: Sendable {
 enum ChangeOwner: Sendable {
     /// A client's removal.
     case client(Waiter)
-    /// A step of the join of this node (``JoinInProgress``).
-    case join(NodeID)
+    /// A step of the join of this node (``JoinInProgress``), by its token.
+    case join(NodeID, token: UInt64)
 }
 
 /// A join on the leader, from the node's answer to the adopt request until it is a voter (or
@@ -36,6 +36,8 @@ struct JoinInProgress: Sendable {
         case promoting
     }
 
+    /// The adopt request's token: unique per join attempt.
+    var token: UInt64
     var addresses: MemberAddresses
     var incarnation: UInt64
     var stage: Stage

@@ -98,9 +98,17 @@ public final class KVStore: Sendable {
             """)
         if version == 1 {
             // A table created by schema 1 lacks the column (CREATE ... IF NOT EXISTS kept it).
-            try db.execute("ALTER TABLE members ADD COLUMN promote INTEGER NOT NULL DEFAULT 1")
+            // One transaction with the version: a crash leaves schema 1 or schema 2, never a
+            // column added under version 1 (which the next open would try to add again).
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE members ADD COLUMN promote INTEGER NOT NULL DEFAULT 1;
+                PRAGMA user_version = \(schemaVersion);
+                COMMIT;
+                """)
+        } else {
+            try db.execute("PRAGMA user_version = \(schemaVersion)")
         }
-        try db.execute("PRAGMA user_version = \(schemaVersion)")
     }
 
     /// Closes both connections. Later calls throw.
