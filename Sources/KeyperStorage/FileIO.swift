@@ -169,7 +169,8 @@ public enum FileIO {
                 }
                 throw FileIOError(operation: "sendfile", path: destination, errorNumber: errno)
             }
-            if count == 0 { break }  // the source shrank while we copied; the copy ends where it does
+            // The source shrank while we copied: a short copy is not a copy.
+            guard count > 0 else { throw FileIOError(operation: "sendfile (source shorter than its size)", path: source, errorNumber: EIO) }
             copied += count
         }
         guard fsync(output) == 0 else { throw FileIOError(operation: "fsync", path: destination, errorNumber: errno) }

@@ -164,7 +164,15 @@ extension Core {
         if configuration.members.contains(node) {
             if configuration.incarnations[node] == peer.incarnation {
                 // The member itself, joining again.
-                if configuration.voters.contains(node) || !addresses.promote { return adoption.waiter.succeed() }
+                if configuration.voters.contains(node) { return adoption.waiter.succeed() }
+                if !addresses.promote {
+                    // Asked as a learner that stays one; this one is being promoted.
+                    guard members[node]?.promote == false else {
+                        return adoption.waiter.fail(APIError(.conflict, code: "member_is_promoting",
+                            "\(node) is a learner being promoted to voter; remove it and join it with \"learner\": true to keep it a learner"))
+                    }
+                    return adoption.waiter.succeed()
+                }
                 guard members[node]?.promote != false else {
                     return adoption.waiter.fail(APIError(.conflict, code: "member_is_learner",
                         "\(node) joined as a learner on request; remove it and join it again to make it a voter"))

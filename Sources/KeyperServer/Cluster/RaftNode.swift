@@ -185,7 +185,7 @@ public final class RaftNode: KeyValueNode {
             members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
         try learnAddresses(from: storage, after: applied, into: &members)
-        members[id] = selfAddresses
+        members[id] = MemberAddresses(raft: selfAddresses.raft, http: selfAddresses.http, promote: members[id]?.promote ?? true)
 
         var raftConfig = Config(id: id, randomSeed: UInt64.random(in: 0...UInt64.max))
         raftConfig.incarnation = identity.incarnation
@@ -305,7 +305,10 @@ public final class RaftNode: KeyValueNode {
     /// one, and keeps asking, with back-off, until it says yes, or no for good (a 4xx). With
     /// several URLs, each attempt asks the next.
     private func requestJoin(via urls: [String]) async {
-        let body = Self.joinBody(nodeID: configuration.nodeID, raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
+        // A learner that asked to stay one (and rejoins after losing entries) asks again as one.
+        let learner = published.state.withLock { $0.members[NodeID(configuration.nodeID)]?.promote == false }
+        let body = Self.joinBody(nodeID: configuration.nodeID, raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress,
+                                 learner: learner)
         var delay = Duration.milliseconds(200)
         var attempt = 0
         while !Task.isCancelled {
