@@ -26,7 +26,7 @@ final class KeyperProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         if unprivileged {
             process.executableURL = URL(fileURLWithPath: Unprivileged.setpriv)
-            process.arguments = Unprivileged.setprivArguments + [Self.executablePath] + arguments
+            process.arguments = Unprivileged.setprivArguments + [Unprivileged.reachableExecutable] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: Self.executablePath)
             process.arguments = arguments
@@ -88,6 +88,27 @@ enum Unprivileged {
         if !FileManager.default.isExecutableFile(atPath: setpriv) { return "\(setpriv) is missing (util-linux)" }
         return nil
     }
+
+    /// The `keyper` binary at a path the unprivileged user can execute: where it was built if
+    /// every directory above it lets others through, else a copy under /tmp (a checkout under
+    /// a private home directory).
+    static let reachableExecutable: String = {
+        let built = KeyperProcess.executablePath
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: setpriv)
+        check.arguments = setprivArguments + ["/usr/bin/test", "-x", built]
+        if (try? check.run()) != nil {
+            check.waitUntilExit()
+            if check.terminationStatus == 0 { return built }
+        }
+        let copy = "/tmp/keyper-unprivileged-bin/keyper"  // one place, replaced on each run
+        try? FileManager.default.createDirectory(atPath: (copy as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o755])
+        try? FileManager.default.removeItem(atPath: copy)
+        try? FileManager.default.copyItem(atPath: built, toPath: copy)
+        chmod(copy, 0o755)
+        return copy
+    }()
 
     /// A directory the unprivileged user owns (and can reach: its parents are opened up).
     static func prepare(_ directory: String, under root: String) {
