@@ -35,12 +35,14 @@ extension RawNode {
             previousSoftState = soft
         }
         let hard = hardState
+        let voteChanged = hard.term != previousHardState.term || hard.vote != previousHardState.vote
         if hard != previousHardState {
             ready.hardState = hard
             previousHardState = hard
         }
         ready.snapshot = log.unstable.snapshot
         ready.entries = log.unstable.entries
+        ready.mustSync = ready.snapshot != nil || !ready.entries.isEmpty || voteChanged
         ready.committedEntries = log.nextCommittedEntries(bytesMax: config.applyBytesMax)
         for message in outbox {
             if message.maySendBeforePersist {

@@ -45,8 +45,11 @@ public struct Ready: Sendable {
     /// Contexts of this node's own ReadIndex requests that will never complete (lost leadership).
     public var droppedReads: [[UInt8]] = []
 
-    /// Whether step 2 must sync before step 3.
-    public var mustSync: Bool { snapshot != nil || !entries.isEmpty || hardState != nil }
+    /// Whether step 2 must sync before step 3 (etcd's `MustSync`): new entries, a snapshot, or a
+    /// new term or vote. A hard state whose only change is the commit index is written but
+    /// need not be synced: after a crash the commit index is learned again from the leader,
+    /// and applying never runs ahead of the durable log.
+    public internal(set) var mustSync = false
 }
 
 /// A snapshot of a node's state for tests, tools and status pages.

@@ -217,13 +217,9 @@ final class Core: @unchecked Sendable {
     private func persist(_ ready: Ready) -> Bool {
         guard ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil else { return true }
         let started = ContinuousClock.now
-        // Sync only what a promise depends on, as etcd's MustSync does: new entries, a snapshot,
-        // or a new term or vote. A commit index alone is written but not synced: after a crash
-        // it is learned again from the leader, and applying never runs ahead of the durable
-        // log. This saves one fsync per write.
-        let persisted = storage.initialState()
-        let sync = ready.snapshot != nil || !ready.entries.isEmpty
-            || ready.hardState.map { $0.term != persisted.term || $0.vote != persisted.vote } ?? false
+        // Sync only what a promise depends on (Ready.mustSync, etcd's rule): a commit index
+        // alone is written but not synced. This saves one fsync per write.
+        let sync = ready.mustSync
         do {
             // Also when the log already records it but the state machine was not replaced yet
             // (a disk that filled up in between): the retried Ready finishes the install.
