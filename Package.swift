@@ -1,5 +1,5 @@
 // swift-tools-version:6.1
-// Keyper: a replicated key-value store. See ARCHITECTURE.md in the shared design notes and README.md.
+// Keyper: a replicated key-value store. See README.md and docs/.
 
 import PackageDescription
 
@@ -16,7 +16,7 @@ let package = Package(
         .executable(name: "wal-bench", targets: ["wal-bench"]),
     ],
     dependencies: [
-        // `traits: []` drops full Foundation/ICU and swift-configuration (SWIFT-NOTES.md, gotcha 1).
+        // `traits: []` drops full Foundation/ICU and swift-configuration: only FoundationEssentials is linked.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),

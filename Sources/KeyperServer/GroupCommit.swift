@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// Writers that arrive while a batch commits wait for the next one (group commit). The commit
 /// runs on a blocking-I/O thread, never on the event loop or the cooperative pool: an fsync
-/// takes about a millisecond here (SWIFT-NOTES.md, "Disk"), which would otherwise stall every
+/// takes about a millisecond on a typical VM disk (fio: ~1,090 fdatasyncs/s), which would otherwise stall every
 /// request sharing the thread. There is one hop to that thread per batch, not per write.
 final class GroupCommitter: Sendable {
     private struct Waiter {
