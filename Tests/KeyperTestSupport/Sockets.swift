@@ -70,4 +70,13 @@ public final class HoldingListener: @unchecked Sendable {
     }
 
     deinit { close(fd) }
+
+    /// What the listener's descriptor is now: a diagnostic for a failing test (a descriptor
+    /// closed by someone else, or reused for another file, shows here).
+    public var state: String {
+        var listening: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        let accepting = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0 ? "\(listening)" : "errno \(errno)"
+        return "fd \(fd) port now \(socketPort(fd, getsockname).map(String.init) ?? "none") (was \(port)), SO_ACCEPTCONN \(accepting)"
+    }
 }

@@ -62,6 +62,11 @@ public final class KVStore: Sendable {
     private let writer: Mutex<Writer?>
     private let reader: Mutex<Reader?>
     private let cache: Mutex<ReadCache>
+    /// Held while ``copy(to:)`` has a connection of its own on the database, and by whatever
+    /// swaps or closes the file. A connection left on a replaced file would, as the last one
+    /// on its (old) file when it closes, checkpoint and delete `state.db-wal` by name: the new
+    /// database's WAL. True once closed: no capture starts after ``close()``.
+    private let captures = Mutex(false)
 
     /// `cacheBytes`: how much memory recently read or written values may hold (``ReadCache``).
     public init(path: String, durability: KVDurability, cacheBytes: Int = 64 << 20) throws(SQLiteError) {
@@ -113,6 +118,7 @@ public final class KVStore: Sendable {
 
     /// Closes both connections. Later calls throw.
     public func close() {
+        captures.withLock { $0 = true }  // waits for a capture in flight
         writer.withLock { $0 = nil }
         reader.withLock { $0 = nil }
         cache.withLock { $0.invalidate() }
@@ -161,7 +167,8 @@ public final class KVStore: Sendable {
     /// own so neither reads nor writes wait) and returns the applied index the copy reflects.
     /// The copy is not yet fsynced.
     public func copy(to path: String) throws(SQLiteError) -> UInt64 {
-        do {
+        try captures.withLock { (closed: inout Bool) throws(SQLiteError) in
+            guard !closed else { throw SQLiteError(code: SQLITE_MISUSE, message: "the store is closed", context: "copying \(self.path)") }
             let connection = try SQLiteConnection(path: self.path)
             defer { connection.close() }
             let statement = try connection.prepare("VACUUM INTO ?1")
@@ -194,6 +201,12 @@ public final class KVStore: Sendable {
     }
 
     private func replaceDatabase(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
+        // Waits for a capture in flight (see `captures`): rare, and the alternative is a
+        // connection on the old file deleting the new one's WAL.
+        try captures.withLock { (_: inout Bool) throws in try replaceDatabaseFiles(durability: durability, install: install) }
+    }
+
+    private func replaceDatabaseFiles(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
         try writer.withLock { (writer: inout Writer?) throws in
             try reader.withLock { (reader: inout Reader?) throws in
                 writer = nil
