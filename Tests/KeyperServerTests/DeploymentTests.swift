@@ -73,14 +73,19 @@ final class WalkthroughCluster: @unchecked Sendable {
         try await process.waitUntilListening()
     }
 
-    func kill(_ index: Int) {
+    func kill(_ index: Int) async {
         guard let process = processes.removeValue(forKey: index) else { return }
         process.signal(SIGKILL)
-        _ = process.waitForExit()
+        _ = await process.exited()
     }
 
+    /// For `defer`: kills every node and waits (briefly blocking) for each to exit.
     func stopAll() {
-        for index in Array(processes.keys) { kill(index) }
+        for process in processes.values {
+            process.signal(SIGKILL)
+            _ = process.waitForExit()
+        }
+        processes = [:]
     }
 
     /// `POST /v1/join` of node `index` to node `via`, as in the README.
@@ -163,7 +168,7 @@ struct DeploymentTests {
                 #expect(role == "voter", "a 204 join means a voter")
             }
             #expect(try await cluster.put("after", "joins", on: 2) == 204, "a write through a follower")
-            cluster.kill(1)
+            await cluster.kill(1)
             let leader = try await cluster.leader(among: [2, 3])
             for index in [2, 3] {
                 #expect(try await cluster.get("before", on: index) == "joins", "node\(index), leader node\(leader)")
@@ -190,11 +195,11 @@ struct DeploymentTests {
             #expect(try await cluster.put("x", "acknowledged", on: 1) == 204, "X commits on node1 and node3")
             #expect(try await cluster.get("x", on: 2, stale: true) == nil, "node2 must not have X")
             // node3's disk is replaced; it comes back empty and asks to join again.
-            cluster.kill(3)
+            await cluster.kill(3)
             removeTree(cluster.dataDirectory(3))
             try await cluster.start(3, join: 1)
             try await Task.sleep(for: .seconds(2))
-            cluster.kill(1)
+            await cluster.kill(1)
             try await cluster.setFaults(2, drop: [])
             // Several election timeouts: node2 must not win with node3's vote.
             let deadline = ContinuousClock.now + .seconds(8)
@@ -228,7 +233,7 @@ struct DeploymentTests {
             try await cluster.form()
             for i in 0..<20 { #expect(try await cluster.put("k\(i)", "v\(i)", on: 1) == 204) }
             let oldIncarnation = try await cluster.incarnation(of: 3)
-            cluster.kill(3)
+            await cluster.kill(3)
             removeTree(cluster.dataDirectory(3))
             try await cluster.start(3, join: 1)
             try await cluster.waitForVoter(3, replacing: oldIncarnation)
@@ -251,7 +256,7 @@ struct DeploymentTests {
             for i in 0..<40 { #expect(try await cluster.put("k\(i)", "v\(i)", on: 1) == 204) }
             let oldIncarnation = try await cluster.incarnation(of: 3)
             cluster.processes[3]!.signal(SIGTERM)
-            _ = cluster.processes[3]!.waitForExit()
+            _ = await cluster.processes[3]!.exited()
             cluster.processes[3] = nil
 
             // Damage a byte in the middle of node3's log: corruption, not a torn tail.
@@ -282,11 +287,11 @@ struct DeploymentTests {
             try await cluster.start(1)
             #expect(try await cluster.put("k", "v", on: 1) == 204)
             cluster.processes[1]!.signal(SIGTERM)
-            _ = cluster.processes[1]!.waitForExit()
+            _ = await cluster.processes[1]!.exited()
             cluster.processes[1] = nil
             removeTree(cluster.dataDirectory(1) + "/wal")
             let refused = try KeyperProcess(arguments: cluster.arguments(1), logPath: dir + "/refused.log")
-            #expect(refused.waitForExit() != 0)
+            #expect(await refused.exited() != 0)
             #expect(refused.log.contains("wal/") && refused.log.contains("--join"), "\(refused.log)")
         }
     }
