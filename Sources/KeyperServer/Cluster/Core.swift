@@ -402,6 +402,7 @@ final class Core: @unchecked Sendable {
         var operations: [KVOperation] = []
         var mine: [UInt64] = []
         var removed: [NodeID] = []
+        var promoted: [NodeID] = []
         for entry in entries {
             switch entry.kind {
             case .normal where entry.data.isEmpty:
@@ -422,6 +423,7 @@ final class Core: @unchecked Sendable {
                 }
                 switch change.kind {
                 case .addLearner, .addVoter:
+                    if change.kind == .addVoter { promoted.append(change.node) }
                     if let addresses = try? MemberAddresses(decoding: change.context) {
                         operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http,
                                                      promote: addresses.promote))
@@ -457,8 +459,8 @@ final class Core: @unchecked Sendable {
                     fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed", "the membership change was overwritten; retry"))
                 }
             }
-            if let change = try? ConfChange(decoding: entry.data), change.kind == .addVoter { joinPromoted(change.node) }
         }
+        for node in promoted { joinPromoted(node) }
         // A node removed and already added back (a later entry, appended) keeps its address.
         let current = raw.status.configuration.members
         for node in removed where node != id && !current.contains(node) {
