@@ -42,6 +42,8 @@ let package = Package(
         .target(
             name: "KeyperServer",
             dependencies: [
+                "KeyperBase",
+                "KeyperReplica",
                 "KeyperStorage",
                 "KeyperRaft",
                 "KeyperWire",
@@ -58,8 +60,24 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Small helpers every layer may use (a clock type, collection helpers): no dependencies.
+        .target(name: "KeyperBase", swiftSettings: strictSettings),
         // The consensus core: no I/O, no clock, no Foundation, no dependencies.
         .target(name: "KeyperRaft", swiftSettings: strictSettings),
+        // One cluster member (Raft core, log, state machine, clients): no NIO, no HTTP, no wall
+        // clock. The server runs it with real peers; the simulator with simulated ones.
+        .target(
+            name: "KeyperReplica",
+            dependencies: [
+                "KeyperBase",
+                "KeyperRaft",
+                "KeyperWire",
+                "KeyperStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(name: "KeyperSimulation", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .executableTarget(name: "raft-sim", dependencies: ["KeyperRaft", "KeyperSimulation"], swiftSettings: strictSettings),
         // Binary encodings shared by the WAL and the peer transport.
@@ -73,6 +91,7 @@ let package = Package(
         .target(
             name: "KeyperClient",
             dependencies: [
+                "KeyperBase",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -90,6 +109,7 @@ let package = Package(
         .target(
             name: "KeyperVerify",
             dependencies: [
+                "KeyperBase",
                 "KeyperClient",
                 "KeyperRaft",
                 "KeyperSimulation",
@@ -142,9 +162,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "KeyperReplicaTests",
+            dependencies: ["KeyperReplica", "KeyperRaft", "KeyperStorage", "KeyperWire", "KeyperTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "KeyperServerTests",
             dependencies: [
                 "KeyperServer",
+                "KeyperReplica",
                 "KeyperTestSupport",
                 "KeyperVerify",
                 "KeyperBench",

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import KeyperReplica
 import NIOCore
 
 /// An error answered to an HTTP client as `{"error": "...", "code": "..."}`.
@@ -60,5 +61,40 @@ enum JSONText {
             }
         }
         return out + "\""
+    }
+}
+
+extension APIError {
+    /// The status and code a client is answered with when the replica refused or failed its
+    /// request: the one place a domain failure becomes HTTP.
+    init(_ error: ReplicaError) {
+        let (status, code): (HTTPResponse.Status, String) = switch error.kind {
+        case .noLeader: (.serviceUnavailable, "no_leader")
+        case .notLeader: (.serviceUnavailable, "not_leader")
+        case .timeout: (.serviceUnavailable, "timeout")
+        case .leaderChanged: (.serviceUnavailable, "leader_changed")
+        case .overloaded: (.serviceUnavailable, "overloaded")
+        case .diskFull: (.insufficientStorage, "disk_full")
+        case .shuttingDown: (.serviceUnavailable, "shutting_down")
+        case .joiningCluster: (.serviceUnavailable, "joining_cluster")
+        case .proposalDropped: (.serviceUnavailable, "proposal_dropped")
+        case .entryTooLarge: (.contentTooLarge, "value_too_large")
+        case .leaderTransfer: (.serviceUnavailable, "leader_transfer")
+        case .membershipChangeInProgress: (.conflict, "membership_change_in_progress")
+        case .invalidMembershipChange: (.conflict, "invalid_membership_change")
+        case .notAVoter: (.badRequest, "not_a_voter")
+        case .memberExists: (.conflict, "member_exists")
+        case .addressInUse: (.conflict, "address_in_use")
+        case .joinRefused: (.conflict, "join_refused")
+        case .joinUnreachable: (.gatewayTimeout, "join_unreachable")
+        case .joinInProgress: (.serviceUnavailable, "join_in_progress")
+        case .memberIsPromoting: (.conflict, "member_is_promoting")
+        case .memberIsLearner: (.conflict, "member_is_learner")
+        case .memberNotFound: (.notFound, "member_not_found")
+        case .noTransferTarget: (.conflict, "no_transfer_target")
+        case .invalidForward: (.badRequest, "invalid_forward")
+        case .internal: (.internalServerError, "internal")
+        }
+        self.init(status, code: code, error.message)
     }
 }

@@ -1,3 +1,4 @@
+import KeyperBase
 import KeyperClient
 import HTTPTypes
 import KeyperStorage
@@ -115,15 +116,3 @@ extension APIError {
     }
 }
 
-extension Error {
-    /// ENOSPC/EDQUOT (or SQLITE_FULL) from any storage layer: a condition that clears.
-    var isDiskFull: Bool {
-        switch self {
-        case let error as SQLiteError: error.isDiskFull
-        case let error as FileIOError: error.isDiskFull
-        case let error as WALError:
-            if case .diskFull = error { true } else { false }
-        default: false
-        }
-    }
-}

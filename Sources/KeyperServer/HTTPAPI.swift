@@ -1,6 +1,7 @@
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
+import KeyperReplica
 import KeyperStorage
 import NIOCore
 
@@ -315,6 +316,8 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         switch error {
         case let error as APIError:
             return error
+        case let error as ReplicaError:
+            return APIError(error)
         case let error as HTTPError where error.status == .notFound:
             if let allowed = allowedMethods(path: request.uri.path) {
                 return .methodNotAllowed(request.method, allowed: allowed)

@@ -1,4 +1,5 @@
-import KeyperClient
+import KeyperBase
+import KeyperReplica
 import Metrics
 import Prometheus
 import Synchronization
@@ -16,18 +17,9 @@ public final class NodeMetrics: Sendable {
     /// Writes per group commit: how well batching works.
     let commitBatchWrites: Recorder
     let writesCommitted: Metrics.Counter
-    /// Raft mode: one `fdatasync` of the WAL per `Ready`.
-    let walSyncDuration: Metrics.Timer
-    let proposals: Metrics.Counter
-    let entriesApplied: Metrics.Counter
-    let leaderChanges: Metrics.Counter
-    let term: Metrics.Gauge
-    let commitIndex: Metrics.Gauge
-    let appliedIndex: Metrics.Gauge
-    let snapshots: Metrics.Counter
-    let snapshotDuration: Metrics.Timer
-    let snapshotsInstalled: Metrics.Counter
     let writesFailed: Metrics.Counter
+    /// The Raft replica's own metrics (Raft mode).
+    let replica: ReplicaMetrics
 
     private struct RequestKey: Hashable {
         var route: String
@@ -50,16 +42,7 @@ public final class NodeMetrics: Sendable {
         commitBatchWrites = Recorder(label: "keyper_commit_batch_writes", aggregate: true, factory: factory)
         writesCommitted = Metrics.Counter(label: "keyper_writes_committed_total", factory: factory)
         writesFailed = Metrics.Counter(label: "keyper_writes_failed_total", factory: factory)
-        walSyncDuration = Metrics.Timer(label: "keyper_wal_sync_duration_seconds", factory: factory)
-        proposals = Metrics.Counter(label: "keyper_raft_proposals_total", factory: factory)
-        entriesApplied = Metrics.Counter(label: "keyper_raft_entries_applied_total", factory: factory)
-        leaderChanges = Metrics.Counter(label: "keyper_raft_leader_changes_total", factory: factory)
-        term = Metrics.Gauge(label: "keyper_raft_term", factory: factory)
-        commitIndex = Metrics.Gauge(label: "keyper_raft_commit_index", factory: factory)
-        appliedIndex = Metrics.Gauge(label: "keyper_raft_applied_index", factory: factory)
-        snapshots = Metrics.Counter(label: "keyper_snapshots_total", factory: factory)
-        snapshotDuration = Metrics.Timer(label: "keyper_snapshot_duration_seconds", factory: factory)
-        snapshotsInstalled = Metrics.Counter(label: "keyper_snapshots_installed_total", factory: factory)
+        replica = ReplicaMetrics(factory: factory)
     }
 
     /// Counts a request and its latency under a bounded set of route names.

@@ -219,6 +219,11 @@ public enum FileIO {
     }
 
     /// fsyncs the directory that holds `path`, making a create or rename in it durable.
+    /// Removes the file at `path` if there is one (a scratch file; no sync).
+    public static func removeIfPresent(_ path: String) {
+        unlink(path)
+    }
+
     public static func syncDirectory(containing path: String) throws(FileIOError) {
         let directory: String
         if let slash = path.lastIndex(of: "/") {

@@ -67,8 +67,9 @@ extension ByteBuffer {
 /// the caller's incarnation and the incarnation it believes the callee has (0: it knows none).
 public struct Handshake: Equatable, Sendable {
     static let magic: [UInt8] = Array("KYPR".utf8)
-    /// Version 2 added the incarnations.
-    public static let version: UInt8 = 2
+    /// Version 2 added the incarnations; version 3 changed what a refused forwarded write
+    /// carries (a domain failure, no longer an HTTP status).
+    public static let version: UInt8 = 3
     static let idBytesMax = 255
 
     public var nodeID: String

@@ -1,3 +1,4 @@
+import KeyperBase
 import FoundationEssentials
 import KeyperClient
 import KeyperRaft

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import Testing
 @testable import KeyperRaft
+@testable import KeyperReplica
 @testable import KeyperServer
 @testable import KeyperTransport
 
@@ -21,9 +22,9 @@ struct JoinTests {
             // Once node3 is in the configuration as a learner, cut the leader off from it: it
             // cannot catch up, so it is not promoted within the request timeout.
             let cut = leader.engine.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { task in
-                let core = leader.engine.core
+                let core = leader.engine.replica
                 if core.raw.status.configuration.learners.contains(NodeID("node3")) {
-                    core.transport.faults = PeerTransport.Faults(dropTo: ["node3"], dropFrom: ["node3"])
+                    leader.transport.faults = PeerTransport.Faults(dropTo: ["node3"], dropFrom: ["node3"])
                     task.cancel()
                 }
             }
@@ -82,7 +83,7 @@ struct JoinTests {
             // Nobody listens there: the adopt request is never answered.
             let join = Task { try await leader.join(nodeID: "node9", raftAddress: "127.0.0.1:1", httpAddress: nil, learner: false) }
             try await cluster.waitUntil("the join to wait for node9") { _ in
-                (try? await leader.engine.loop.submit { !leader.engine.core.adoptions.isEmpty }.get()) == true
+                (try? await leader.engine.loop.submit { !leader.engine.replica.adoptions.isEmpty }.get()) == true
             }
             await cluster.stopAll()
             let answered = Task {

@@ -1,71 +1,62 @@
+import KeyperBase
 import KeyperRaft
-import KeyperStorage
+import KeyperReplica
 import KeyperTransport
-import KeyperWire
-import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
 
-/// The serial context that owns the Raft core: one event loop thread of its own.
+/// The serial context that runs the ``Replica``: one event loop thread of its own.
 ///
 /// Everything reaches it through ``Inbox``: HTTP handlers and the transport append under a
 /// lock and schedule at most one run of the loop, so a burst of requests costs one wake-up,
-/// not one per request. Each run steps everything gathered, then handles every `Ready`:
-/// send what may go early, persist with one fsync, send the rest, apply, answer waiters,
-/// advance. The fsync blocks only this thread; requests arriving meanwhile form the next batch.
+/// not one per request. Each run hands the replica everything gathered; the replica steps it
+/// and handles every `Ready` (send what may go early, persist with one fsync, send the rest,
+/// apply, answer waiters, advance). The fsync blocks only this thread; requests arriving
+/// meanwhile form the next batch.
 final class RaftEngine: Sendable {
     struct Inbox {
-        var records: [(from: Handshake, record: PeerRecord)] = []
-        var proposals: [PendingProposal] = []
-        var reads: [Waiter] = []
-        var admin: [AdminRequest] = []
+        var input = ReplicaInput()
         var scheduled = false
         /// Set on shutdown: work enqueued later is refused at once instead of never running.
         var closed = false
-
-        func refuseAll() {
-            for proposal in proposals { proposal.waiter.fail(.shuttingDown()) }
-            for waiter in reads { waiter.fail(.shuttingDown()) }
-            for request in admin { request.waiter.fail(.shuttingDown()) }
-        }
     }
 
-    let id: NodeID
     let loop: any EventLoop
     private let loopGroup: MultiThreadedEventLoopGroup
     let inbox = Mutex(Inbox())
-    /// What the HTTP side may read without a hop: updated by the loop after each run.
-    let published: PublishedBox
-    let core: Core
+    let replica: Replica
+    /// The clock the replica reads: deadlines of its waiters are moments of it.
+    let clock: SystemClock
     /// Request sequence numbers start at a random point on every process start: an entry
     /// proposed before a restart may still be applied after it, and must not resolve a new
     /// request that happens to reuse its number (which would acknowledge an uncommitted write).
     let sequence = Atomic<UInt64>(UInt64.random(in: 0...(UInt64.max >> 1)))
 
-    init(core: Core, loopGroup: MultiThreadedEventLoopGroup, published: PublishedBox) {
-        self.id = core.id
-        self.core = core
+    init(replica: Replica, loopGroup: MultiThreadedEventLoopGroup, loop: any EventLoop, clock: SystemClock) {
+        self.replica = replica
         self.loopGroup = loopGroup
-        self.loop = loopGroup.next()
-        self.published = published
+        self.loop = loop
+        self.clock = clock
     }
 
+    var published: PublishedBox { replica.published }
+
     func nextRequestID() -> RequestID {
-        RequestID(node: id, sequence: sequence.wrappingAdd(1, ordering: .relaxed).newValue)
+        RequestID(node: replica.id, sequence: sequence.wrappingAdd(1, ordering: .relaxed).newValue)
     }
 
     /// Appends to the inbox and makes sure one run of the loop is coming.
-    func enqueue(_ update: (inout Inbox) -> Void) {
-        var refused: Inbox?
+    func enqueue(_ update: (inout ReplicaInput) -> Void) {
+        var refused: ReplicaInput?
         let schedule = inbox.withLock { inbox in
             guard !inbox.closed else {
-                var scratch = Inbox()
+                var scratch = ReplicaInput()
                 update(&scratch)
                 refused = scratch
                 return false
             }
-            update(&inbox)
+            update(&inbox.input)
             guard !inbox.scheduled else { return false }
             inbox.scheduled = true
             return true
@@ -75,9 +66,9 @@ final class RaftEngine: Sendable {
             loop.execute { [self] in
                 let batch = inbox.withLock { inbox in
                     defer { inbox = Inbox() }
-                    return inbox
+                    return inbox.input
                 }
-                core.run(batch)
+                replica.run(batch)
             }
         }
     }
@@ -85,8 +76,8 @@ final class RaftEngine: Sendable {
     private let ticker = Mutex<RepeatedTask?>(nil)
 
     func start(tick: TimeAmount) {
-        loop.execute { [core] in core.processReady() }
-        let task = loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [core] _ in core.tick() }
+        loop.execute { [replica] in replica.processReady() }
+        let task = loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [replica] _ in replica.tick() }
         ticker.withLock { $0 = task }
     }
 
@@ -95,23 +86,46 @@ final class RaftEngine: Sendable {
         let pending = inbox.withLock { inbox in
             inbox.closed = true
             defer { inbox = Inbox(closed: true) }
-            return inbox
+            return inbox.input
         }
         pending.refuseAll()
         ticker.withLock { $0?.cancel() }
-        try? await loop.submit { [core] in core.close() }.get()
+        try? await loop.submit { [replica] in replica.close() }.get()
         try? await loopGroup.shutdownGracefully()
     }
 }
 
-/// What `GET /v1/status` and the `X-Keyper-Leader` header show, without a hop to the loop.
-struct PublishedState: Sendable {
-    var status: Status
-    var members: [NodeID: MemberAddresses]
-    var appliedIndex: LogIndex
-    var snapshotIndex: LogIndex
-    var clusterID: String
-    /// This node's incarnation (its data directory's).
-    var incarnation: UInt64
-    var diskFull = false
+/// The replica's peers in a server: the TCP transport.
+struct TransportPeers: PeerSender {
+    let transport: PeerTransport
+
+    func send(_ frame: [UInt8], to node: NodeID, address: String, incarnation: UInt64) {
+        transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
+    }
+
+    func canSend(to node: NodeID) -> Bool { transport.canSend(to: node.rawValue) }
+
+    func forget(_ node: NodeID) { transport.forget(node.rawValue) }
+
+    func setIdentity(clusterID: String, incarnation: UInt64) {
+        transport.setIdentity(.init(clusterID: clusterID, incarnation: incarnation))
+    }
+}
+
+/// The replica's blocking work in a server: NIO's blocking-I/O thread pool, answering on the
+/// replica's event loop.
+struct ThreadPoolWork: BlockingWork {
+    let loop: any EventLoop
+
+    func run<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value,
+                              then done: @escaping @Sendable (Result<Value, any Error>) -> Void) {
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop, work).whenComplete(done)
+    }
+}
+
+extension FrameOrigin {
+    init(_ handshake: Handshake) {
+        self.init(nodeID: handshake.nodeID, clusterID: handshake.clusterID, incarnation: handshake.incarnation,
+                  peerIncarnation: handshake.peerIncarnation)
+    }
 }

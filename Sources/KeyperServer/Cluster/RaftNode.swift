@@ -1,6 +1,8 @@
 import FoundationEssentials
+import KeyperBase
 import KeyperClient
 import KeyperRaft
+import KeyperReplica
 import KeyperStorage
 import KeyperTransport
 import KeyperWire
@@ -66,8 +68,8 @@ public final class RaftNode: KeyValueNode {
         var identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
         if identity.clusterID.isEmpty, !((try? FileIO.listDirectory(directory.walPath)) ?? []).isEmpty {
             // A node of no cluster holds no log worth keeping: at most the bootstrap it was
-            // giving up when an adoption was interrupted (see Core.resetForAdoption).
-            try removeLog(at: directory.walPath)
+            // giving up when an adoption was interrupted (see Replica.resetForAdoption).
+            try Replica.removeLog(at: directory.walPath, fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
             try store.reset()
         }
         let wal: WriteAheadLog
@@ -104,8 +106,9 @@ public final class RaftNode: KeyValueNode {
         let transport = PeerTransport(configuration: transportConfiguration, logger: logger) { from, frame in
             // Decode on the transport's thread: the loop only steps.
             let records = try PeerRecord.decodeFrame(Array(buffer: frame))
-            engineBox.engine?.enqueue { inbox in
-                for record in records { inbox.records.append((from, record)) }
+            let origin = FrameOrigin(from)
+            engineBox.engine?.enqueue { input in
+                for record in records { input.records.append((origin, record)) }
             }
         }
         // Listen before anything is written: the address peers are told (in the bootstrap
@@ -198,14 +201,19 @@ public final class RaftNode: KeyValueNode {
 
         let metrics = NodeMetrics()
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: applied,
-                                                    snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
-                                                    incarnation: identity.incarnation))
-        let core = Core(id: id, loop: loopGroup.next(), raw: raw, storage: storage, store: store, transport: transport,
-                        directory: directory, snapshots: snapshots, snapshotEntries: UInt64(cluster.snapshotEntries),
-                        identity: identity, raftConfig: raftConfig, cluster: cluster, members: members,
-                        appliedIndex: applied, logger: logger, metrics: metrics, published: published)
-        let engine = RaftEngine(core: core, loopGroup: loopGroup, published: published)
+        let loop = loopGroup.next()
+        let clock = SystemClock()
+        let settings = ReplicaSettings(advertisedRaftAddress: cluster.advertisedRaftAddress,
+                                       advertisedHTTPAddress: cluster.advertisedHTTPAddress, electionTicks: cluster.electionTicks,
+                                       requestTimeoutMs: cluster.requestTimeoutMs, snapshotEntries: UInt64(cluster.snapshotEntries))
+        let environment = ReplicaEnvironment(peers: TransportPeers(transport: transport), blockingWork: ThreadPoolWork(loop: loop),
+                                             clock: clock)
+        let replica = Replica(raw: raw, log: storage, store: store, directory: directory,
+                              walFileSystem: cluster.walFileSystem ?? { GlibcFileSystem() }, snapshots: snapshots,
+                              identity: identity, raftConfig: raftConfig, settings: settings, members: members, appliedIndex: applied,
+                              environment: environment, logger: logger, metrics: metrics.replica)
+        let engine = RaftEngine(replica: replica, loopGroup: loopGroup, loop: loop, clock: clock)
+        let published = replica.published
         engineBox.engine = engine
         engine.start(tick: TimeAmount.milliseconds(Int64(cluster.tickMs)))
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
@@ -280,13 +288,6 @@ public final class RaftNode: KeyValueNode {
     static func randomClusterID() -> String {
         let hex = Array("0123456789abcdef")
         return String((0..<16).map { _ in hex[Int.random(in: 0..<16)] })
-    }
-
-    static func removeLog(at path: String) throws {
-        for name in (try? FileIO.listDirectory(path)) ?? [] {
-            guard unlink(path + "/" + name) == 0 else { throw FileIOError(operation: "unlink", path: path + "/" + name, errorNumber: errno) }
-        }
-        try FileIO.syncDirectory(containing: path + "/x")
     }
 
     /// The HTTP addresses of the other members, when the configuration this node holds lists
@@ -396,25 +397,32 @@ public final class RaftNode: KeyValueNode {
         published.state.withLock { $0.appliedIndex.rawValue }
     }
 
-    private var deadline: ContinuousClock.Instant { .now + .milliseconds(cluster.requestTimeoutMs) }
+    /// When a request made now gives up, on the replica's clock.
+    private var deadline: Moment { engine.clock.now + .milliseconds(cluster.requestTimeoutMs) }
+
+    /// Hands the replica a waiter for this task and suspends until the replica answers it.
+    private func wait(_ enqueue: (Waiter) -> Void) async -> Result<WaitOutcome, ReplicaError> {
+        let deadline = self.deadline
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<WaitOutcome, ReplicaError>, Never>) in
+            enqueue(Waiter(deadline: deadline) { continuation.resume(returning: $0) })
+        }
+    }
 
     /// Waits until this node's state machine reflects every write acknowledged before the
     /// call (ReadIndex, thesis §6.4): reads gathered together share one round.
     private func readBarrier() async throws {
-        let deadline = self.deadline
-        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
-            engine.enqueue { $0.reads.append(Waiter(continuation: continuation, deadline: deadline)) }
+        if case .failure(let error) = await wait({ waiter in engine.enqueue { $0.reads.append(waiter) } }) {
+            throw APIError(error)
         }
     }
 
     private func write(_ operation: KVOperation) async throws {
         let command = Command(request: engine.nextRequestID(), operation: operation)
-        let deadline = self.deadline
-        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
-            let proposal = PendingProposal(request: command.request, data: command.encoded(),
-                                           waiter: Waiter(continuation: continuation, deadline: deadline))
-            engine.enqueue { $0.proposals.append(proposal) }
+        let data = command.encoded()
+        let result = await wait { waiter in
+            engine.enqueue { $0.proposals.append(PendingProposal(request: command.request, data: data, waiter: waiter)) }
         }
+        if case .failure(let error) = result { throw APIError(error) }
     }
 
     public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
@@ -435,11 +443,9 @@ public final class RaftNode: KeyValueNode {
         try await write(.delete(key: key))
     }
 
-    @discardableResult
-    private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async throws -> WaitOutcome {
-        let deadline = self.deadline
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WaitOutcome, any Error>) in
-            let request = make(Waiter(continuation: continuation, deadline: deadline))
+    private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async -> Result<WaitOutcome, ReplicaError> {
+        await wait { waiter in
+            let request = make(waiter)
             engine.enqueue { $0.admin.append(request) }
         }
     }
@@ -452,36 +458,42 @@ public final class RaftNode: KeyValueNode {
             return .learnerPromoting
         }
         let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "", promote: !learner)
-        switch try await admin({ .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }) {
-        case .done: return learner ? .learner : .voter
-        case .joinedAsLearner: return .learnerPromoting
+        switch await admin({ .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }) {
+        case .success(.done): return learner ? .learner : .voter
+        case .success(.joinedAsLearner): return .learnerPromoting
+        case .failure(let error): throw APIError(error)
         }
     }
 
     public func removeMember(_ nodeID: String) async throws {
         let path = "/v1/members/\(KeyPath.encode(Array(nodeID.utf8)))"
         if try await forwardToLeader(.delete, path) != nil { return }
-        do {
-            try await admin { .remove(node: NodeID(nodeID), waiter: $0) }
-        } catch let error as APIError where error.code == "leader_transfer" {
+        switch await admin({ .remove(node: NodeID(nodeID), waiter: $0) }) {
+        case .success:
+            return
+        case .failure(let error) where error.kind == .leaderTransfer:
             // Removing the leader itself: it handed leadership over first (thesis §3.10); once
             // the new leader is known, ask it to finish the removal.
             let deadline = self.deadline
-            while ContinuousClock.now < deadline {
+            while engine.clock.now < deadline {
                 try await Task.sleep(for: .milliseconds(cluster.tickMs))
                 if let leader = leaderHint, leader != configuration.nodeID {
                     if try await forwardToLeader(.delete, path) != nil { return }
                 }
             }
-            throw error
+            throw APIError(error)
+        case .failure(let error):
+            throw APIError(error)
         }
     }
 
     public func transferLeadership(to target: String?) async throws -> String {
-        try await admin { .transfer(target: target.map { NodeID($0) }, waiter: $0) }
+        if case .failure(let error) = await admin({ .transfer(target: target.map { NodeID($0) }, waiter: $0) }) {
+            throw APIError(error)
+        }
         // The transfer was started; wait (bounded) for a new leader to show up.
         let deadline = self.deadline
-        while ContinuousClock.now < deadline {
+        while engine.clock.now < deadline {
             if let leader = leaderHint, leader != configuration.nodeID { return leader }
             try await Task.sleep(for: .milliseconds(cluster.tickMs))
         }

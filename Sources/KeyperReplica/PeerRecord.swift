@@ -5,14 +5,14 @@ import KeyperWire
 /// side) moves everything a `Ready` produced for that peer.
 ///
 /// Tags are part of the peer protocol: never renumber one.
-enum PeerRecord: Equatable, Sendable {
+package enum PeerRecord: Equatable, Sendable {
     /// A Raft message.
     case raft(Message)
     /// A follower hands a client's command to the leader, which proposes it unchanged; the
     /// follower answers its client when it applies the entry carrying `request`.
     case forward(request: RequestID, data: [UInt8])
     /// The leader could not propose a forwarded command; the follower fails its waiter.
-    case forwardRefused(request: RequestID, failure: PeerFailure)
+    case forwardRefused(request: RequestID, failure: ReplicaError)
     /// A leader asks a node to join its cluster (the prototype's `POST /v1/join`).
     case adoptRequest(AdoptRequest)
     /// The node's answer to ``adoptRequest(_:)``.
@@ -28,7 +28,7 @@ enum PeerRecord: Equatable, Sendable {
     /// Records in one frame, on the decoding side (the sender's batches are far smaller).
     static let frameRecordsMax = 1 << 20
 
-    static func encodeFrame(_ records: [PeerRecord]) -> [UInt8] {
+    package static func encodeFrame(_ records: [PeerRecord]) -> [UInt8] {
         var writer = ByteWriter(capacity: 256)
         writer.writeVarint(UInt64(records.count))
         for record in records { record.encode(to: &writer) }
@@ -37,7 +37,7 @@ enum PeerRecord: Equatable, Sendable {
 
     /// Frames of at most about `frameBytesTarget` each (one record may exceed it), so a
     /// snapshot's chunks go out as separate frames that heartbeats can slip between.
-    static func encodeFrames(_ records: [PeerRecord], frameBytesTarget: Int) -> [[UInt8]] {
+    package static func encodeFrames(_ records: [PeerRecord], frameBytesTarget: Int) -> [[UInt8]] {
         var frames: [[UInt8]] = []
         var pending: [[UInt8]] = []
         var pendingBytes = 0
@@ -61,7 +61,7 @@ enum PeerRecord: Equatable, Sendable {
         return frames
     }
 
-    static func decodeFrame(_ bytes: [UInt8]) throws(WireError) -> [PeerRecord] {
+    package static func decodeFrame(_ bytes: [UInt8]) throws(WireError) -> [PeerRecord] {
         var reader = ByteReader(bytes)
         let count = try reader.readCount(field: "record count", limit: frameRecordsMax)
         var records: [PeerRecord] = []
@@ -117,7 +117,7 @@ enum PeerRecord: Equatable, Sendable {
             self = .forward(request: request, data: try reader.readLengthPrefixed())
         case .forwardRefused:
             let request = try RequestID(from: &reader)
-            self = .forwardRefused(request: request, failure: try PeerFailure(from: &reader))
+            self = .forwardRefused(request: request, failure: try ReplicaError(from: &reader))
         case .adoptRequest:
             let clusterID = try reader.readString()
             let leader = try NodeID(from: &reader)
@@ -142,7 +142,7 @@ enum PeerRecord: Equatable, Sendable {
     }
 }
 
-struct SnapshotChunk: Equatable, Sendable {
+package struct SnapshotChunk: Equatable, Sendable {
     var index: LogIndex
     var term: Term
     var offset: UInt64
@@ -150,7 +150,7 @@ struct SnapshotChunk: Equatable, Sendable {
     var bytes: [UInt8]
 }
 
-struct AdoptRequest: Equatable, Sendable {
+package struct AdoptRequest: Equatable, Sendable {
     var clusterID: String
     var leader: NodeID
     /// Where to answer: the node being adopted does not know the leader yet.
@@ -158,40 +158,11 @@ struct AdoptRequest: Equatable, Sendable {
     var token: UInt64
 }
 
-struct AdoptResponse: Equatable, Sendable {
+package struct AdoptResponse: Equatable, Sendable {
     var token: UInt64
     var accepted: Bool
     var reason: String
     var httpAddress: String
-}
-
-/// An error that crosses the peer connection back to the node whose client is waiting:
-/// the HTTP status and code it should answer with.
-struct PeerFailure: Equatable, Sendable {
-    var status: Int
-    var code: String
-    var message: String
-
-    func encode(to writer: inout ByteWriter) {
-        writer.writeVarint(UInt64(status))
-        writer.writeString(code)
-        writer.writeString(message)
-    }
-
-    init(status: Int, code: String, message: String) {
-        self.status = status
-        self.code = code
-        self.message = message
-    }
-
-    init(from reader: inout ByteReader) throws(WireError) {
-        let offset = reader.position
-        let status = try reader.readVarint()
-        guard (400...599).contains(status) else { throw .invalidValue(field: "status", offset: offset) }
-        self.status = Int(status)
-        code = try reader.readString()
-        message = try reader.readString()
-    }
 }
 
 extension RequestID {

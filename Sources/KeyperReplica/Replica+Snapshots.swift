@@ -1,17 +1,11 @@
-import KeyperClient
+import KeyperBase
 import KeyperRaft
 import KeyperStorage
-import KeyperTransport
 import Logging
-import NIOCore
-import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// A snapshot on its way to one follower: its chunks are read on blocking-I/O threads, a few
-/// ahead of the connection, and sent from the loop in order as the connection keeps up.
+/// A snapshot on its way to one follower: its chunks are read as blocking work, a few ahead of
+/// the connection, and sent from the replica's context in order as the connection keeps up.
 struct SnapshotSend {
     /// Tells the reads of this transfer from those of one abandoned before it.
     let id: UInt64
@@ -25,19 +19,19 @@ struct SnapshotSend {
     var chunksSent = 0
     var readsInFlight = 0
     /// Frames read and not yet sent, by chunk number.
-    var framesReady: [Int: ByteBuffer] = [:]
-    let started: ContinuousClock.Instant
+    var framesReady: [Int: [UInt8]] = [:]
+    let started: Moment
     /// When the last chunk and the message went out.
-    var finished: ContinuousClock.Instant?
+    var finished: Moment?
 
-    init(id: UInt64, metadata: SnapshotMetadata, message: Message, reader: SnapshotReader) {
+    init(id: UInt64, metadata: SnapshotMetadata, message: Message, reader: SnapshotReader, started: Moment) {
         self.id = id
         self.metadata = metadata
         self.message = message
         self.reader = reader
         let bytes = reader.snapshot.databaseBytes
-        chunkCount = max(1, (bytes + Core.snapshotChunkBytes - 1) / Core.snapshotChunkBytes)
-        started = .now
+        chunkCount = max(1, (bytes + Replica.snapshotChunkBytes - 1) / Replica.snapshotChunkBytes)
+        self.started = started
     }
 }
 
@@ -50,7 +44,7 @@ struct SnapshotReceive {
     var total: UInt64
 }
 
-extension Core {
+extension Replica {
     /// Bytes of the database per chunk frame: small enough that heartbeats slip between them.
     static let snapshotChunkBytes = 512 * 1024
     /// Chunks read ahead of the connection per follower (read or being read, not yet sent):
@@ -68,42 +62,42 @@ extension Core {
     /// the copy durable, and only then drop the log entries it covers (Raft §7).
     func maybeSnapshot() {
         guard !snapshotInProgress,
-              appliedIndex.rawValue >= storage.snapshotMetadata.index.rawValue + snapshotEntries else { return }
+              appliedIndex.rawValue >= log.snapshotMetadata.index.rawValue + snapshotEntries else { return }
         snapshotInProgress = true
-        let started = ContinuousClock.now
+        let started = now
         let snapshots = self.snapshots
         let store = self.store
-        let capture = snapshots.directory + "/capture-\(UInt64.random(in: 0...UInt64.max)).db.tmp"
-        // The copy and its fsync run on a blocking-I/O thread; the loop keeps going meanwhile.
-        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
-            try store.copy(to: capture)
-        }.flatMap { [self] applied -> EventLoopFuture<SnapshotStore.Snapshot> in
-            // Back on the loop: the core knows the term and configuration at that index.
+        let capture = snapshots.directory + "/capture-\(random.next()).db.tmp"
+        // The copy and its fsync run as blocking work; the replica keeps going meanwhile.
+        environment.blockingWork.run({ try store.copy(to: capture) }, then: { [self] result in
+            // Back on the replica's context: the core knows the term and configuration at that index.
             do {
-                let metadata = try raw.snapshotMetadata(at: LogIndex(applied))
-                return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
-                    try snapshots.commit(databaseAt: capture, metadata: metadata)
-                }
+                let metadata = try raw.snapshotMetadata(at: LogIndex(try result.get()))
+                environment.blockingWork.run({ try snapshots.commit(databaseAt: capture, metadata: metadata) }, then: { [self] result in
+                    snapshotTaken(result, capture: capture, started: started)
+                })
             } catch {
-                return loop.makeFailedFuture(error)
+                snapshotTaken(.failure(error), capture: capture, started: started)
             }
-        }.whenComplete { [self] result in
-            snapshotInProgress = false
-            unlink(capture)
-            switch result {
-            case .success(let snapshot):
-                compact(through: snapshot, took: ContinuousClock.now - started)
-            case .failure(let error):
-                logger.error("snapshot failed; the log is kept", metadata: ["error": "\(error)"])
-            }
+        })
+    }
+
+    private func snapshotTaken(_ result: Result<SnapshotStore.Snapshot, any Error>, capture: String, started: Moment) {
+        snapshotInProgress = false
+        FileIO.removeIfPresent(capture)
+        switch result {
+        case .success(let snapshot):
+            compact(through: snapshot, took: now - started)
+        case .failure(let error):
+            logger.error("snapshot failed; the log is kept", metadata: ["error": "\(error)"])
         }
     }
 
     private func compact(through snapshot: SnapshotStore.Snapshot, took duration: Duration) {
         // A snapshot installed from the leader meanwhile may already cover more.
-        guard snapshot.metadata.index > storage.snapshotMetadata.index else { return }
+        guard snapshot.metadata.index > log.snapshotMetadata.index else { return }
         do {
-            try storage.compact(through: snapshot.metadata)
+            try log.compact(through: snapshot.metadata)
         } catch {
             logger.error("log compaction failed; the log is kept", metadata: ["error": "\(error)"])
             return
@@ -123,7 +117,7 @@ extension Core {
     /// chunks of their own frames, then the InstallSnapshot message itself. Chunks go out only
     /// while the peer's connection keeps up (``pumpSnapshots()``), so a large snapshot never
     /// fills the queue heartbeats share, and never loses a chunk to back-pressure. Nothing here
-    /// reads the file: chunks are read on blocking-I/O threads as they are needed.
+    /// reads the file: chunks are read as blocking work as they are needed.
     func queueSnapshot(_ metadata: SnapshotMetadata, message: Message) {
         let node = message.to
         if var transfer = snapshotSends[node], transfer.metadata == metadata {
@@ -133,7 +127,7 @@ extension Core {
             transfer.message = message
             snapshotSends[node] = transfer
             guard let finished = transfer.finished else { return }
-            if ContinuousClock.now - finished < Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes) {
+            if now - finished < Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes) {
                 send(.raft(message), to: node)
                 return
             }
@@ -152,7 +146,7 @@ extension Core {
             snapshotSends[node] = nil
             return
         }
-        snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: metadata, message: message, reader: reader)
+        snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: metadata, message: message, reader: reader, started: now)
         snapshotSendNext += 1
         logger.info("sending a snapshot", metadata: ["peer": "\(node)", "index": "\(metadata.index.rawValue)",
                                                      "bytes": "\(snapshot.databaseBytes)"])
@@ -190,14 +184,13 @@ extension Core {
         // The first chunk may open the connection; later ones wait until it is writable.
         let incarnation = raw.incarnation(of: node) ?? 0
         while let frame = transfer.framesReady[transfer.chunksSent],
-              transfer.chunksSent == 0 || transport.canSend(to: node.rawValue) {
+              transfer.chunksSent == 0 || peers.canSend(to: node) {
             transfer.framesReady[transfer.chunksSent] = nil
-            transport.send(frame, to: node.rawValue, address: address, incarnation: incarnation)
+            peers.send(frame, to: node, address: address, incarnation: incarnation)
             transfer.chunksSent += 1
             if transfer.chunksSent == transfer.chunkCount {
-                transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([.raft(transfer.message)])), to: node.rawValue,
-                               address: address, incarnation: incarnation)
-                let finished = ContinuousClock.now
+                peers.send(PeerRecord.encodeFrame([.raft(transfer.message)]), to: node, address: address, incarnation: incarnation)
+                let finished = now
                 transfer.finished = finished
                 let bytes = transfer.reader.snapshot.databaseBytes
                 let ms = max(1, (finished - transfer.started).nanoseconds / 1_000_000)
@@ -225,7 +218,7 @@ extension Core {
         guard let follower = status.followers[node] else { return "no longer a member" }
         if follower.match >= transfer.metadata.index { return "the follower has it" }
         if let finished = transfer.finished {
-            let expired = ContinuousClock.now - finished >= Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes)
+            let expired = now - finished >= Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes)
             return expired ? "unanswered" : nil
         }
         // Pruned: a newer snapshot replaced it; the core's next request names that one.
@@ -233,8 +226,8 @@ extension Core {
         return nil
     }
 
-    /// Reads chunk `number` on a blocking-I/O thread and encodes its frame there, so the loop
-    /// only hands finished frames to the connection.
+    /// Reads chunk `number` as blocking work and encodes its frame there, so the replica only
+    /// hands finished frames to the connection.
     private func readChunk(_ number: Int, of transfer: SnapshotSend, to node: NodeID) {
         let reader = transfer.reader
         let metadata = transfer.metadata
@@ -242,11 +235,11 @@ extension Core {
         let offset = number * Self.snapshotChunkBytes
         let total = reader.snapshot.databaseBytes
         let count = min(Self.snapshotChunkBytes, total - offset)
-        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+        environment.blockingWork.run({
             let chunk = SnapshotChunk(index: metadata.index, term: metadata.term, offset: UInt64(offset),
                                       totalBytes: UInt64(total), bytes: try reader.read(at: offset, count: count))
-            return ByteBuffer(bytes: PeerRecord.encodeFrame([.snapshotChunk(chunk)]))
-        }.whenComplete { [self] result in
+            return PeerRecord.encodeFrame([.snapshotChunk(chunk)])
+        }, then: { [self] result in
             guard !closing, var current = snapshotSends[node], current.id == id else { return }  // abandoned meanwhile
             current.readsInFlight -= 1
             switch result {
@@ -260,14 +253,14 @@ extension Core {
                 ])
                 snapshotSends[node] = nil
             }
-        }
+        })
     }
 
     // MARK: Receiving snapshots
 
     /// Chunks must arrive in order (one connection carries them); a gap abandons the
     /// transfer, and the leader sends the snapshot again. A chunk is written where it arrives,
-    /// on the loop: one pwrite of at most ``snapshotChunkBytes`` into the page cache.
+    /// on the replica's context: one pwrite of at most ``snapshotChunkBytes`` into the page cache.
     func receive(_ chunk: SnapshotChunk) {
         // Not needed (the log already covers it), or already being made durable or installed:
         // the leader started the transfer again meanwhile.
@@ -299,13 +292,13 @@ extension Core {
     }
 
     private func dropPartialSnapshot() {
-        if let partial = receiving { unlink(partial.path) }
+        if let partial = receiving { FileIO.removeIfPresent(partial.path) }
         receiving = nil
     }
 
     /// Whether an InstallSnapshot message may be stepped now. The database it names must be
     /// durable here first, and its install prepared (a private copy, so that installing it is
-    /// a rename): both are file-sized work, so they run on a blocking-I/O thread, and the
+    /// a rename): both are file-sized work, so they run as blocking work, and the
     /// message is stepped when they are done (``snapshotPrepared(_:)``).
     func admitSnapshot(_ message: Message, _ metadata: SnapshotMetadata) -> Bool {
         // The log already covers it: the core answers with what it has and installs nothing.
@@ -341,29 +334,30 @@ extension Core {
 
     private func prepareSnapshot(from source: SnapshotSource, metadata: SnapshotMetadata, message: Message) {
         snapshotPreparing = (metadata, message)
-        let started = ContinuousClock.now
+        let started = now
         let snapshots = self.snapshots
-        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+        let clock = environment.clock
+        environment.blockingWork.run({
             let snapshot: SnapshotStore.Snapshot
             switch source {
             case .held(let held):
                 snapshot = held
             case .received(let path):
-                defer { unlink(path) }  // gone already once committed (renamed)
+                defer { FileIO.removeIfPresent(path) }  // gone already once committed (renamed)
                 snapshot = try snapshots.commit(databaseAt: path, metadata: metadata)
             }
-            let committed = ContinuousClock.now
+            let committed = clock.now
             return (try snapshots.prepareInstall(of: snapshot), committed)
-        }.whenComplete { [self] result in
+        }, then: { [self] result in
             let pending = snapshotPreparing
             snapshotPreparing = nil
             switch result {
             case .success(let (path, committed)):
                 guard !closing, let pending, pending.metadata == metadata else {
-                    unlink(path)
+                    FileIO.removeIfPresent(path)
                     return
                 }
-                let now = ContinuousClock.now
+                let now = self.now
                 logger.info("stored an incoming snapshot and prepared its install", metadata: [
                     "index": "\(metadata.index.rawValue)", "commit_ms": "\((committed - started).nanoseconds / 1_000_000)",
                     "copy_ms": "\((now - committed).nanoseconds / 1_000_000)",
@@ -372,14 +366,14 @@ extension Core {
             case .failure(let error):
                 logger.error("cannot store an incoming snapshot; the leader will resend", metadata: ["error": "\(error)"])
             }
-        }
+        })
     }
 
-    /// Back on the loop with the snapshot durable and its install prepared: step the message
+    /// Back on the replica's context with the snapshot durable and its install prepared: step the message
     /// (the core decides afresh: a message from an old term, say, is refused) and handle the
     /// Ready it makes, which installs the snapshot.
     private func snapshotPrepared(_ path: String, for pending: (metadata: SnapshotMetadata, message: Message)) {
-        if let previous = preparedInstall { unlink(previous.path) }
+        if let previous = preparedInstall { FileIO.removeIfPresent(previous.path) }
         preparedInstall = (pending.metadata, path)
         do {
             try raw.step(pending.message)
@@ -389,7 +383,7 @@ extension Core {
         processReady()
         // Not installed, and no stalled Ready will (the core no longer needed it): the copy goes.
         if let prepared = preparedInstall, prepared.metadata == pending.metadata, stalledReady?.snapshot != pending.metadata {
-            unlink(prepared.path)
+            FileIO.removeIfPresent(prepared.path)
             preparedInstall = nil
         }
     }
@@ -398,24 +392,24 @@ extension Core {
     /// Order for crashes: the snapshot file is durable (before the message was stepped), then
     /// the log records it, then the database is replaced. A crash between the last two is
     /// repaired at start-up (the applied index is behind the log's start: reinstall). The
-    /// replacement is a rename of the copy prepared off the loop; only without one (a retry
-    /// after a failed install) is the database copied here, holding the loop for as long.
+    /// replacement is a rename of the copy prepared as blocking work; only without one (a retry
+    /// after a failed install) is the database copied here, holding the replica for as long.
     func installSnapshot(_ metadata: SnapshotMetadata) throws {
         guard let snapshot = snapshots.snapshot(at: metadata.index) else {
             fatalError("the core installs snapshot \(metadata.index) but its file is gone")
         }
-        if metadata.index > storage.snapshotMetadata.index { try storage.applySnapshot(metadata) }
-        let started = ContinuousClock.now
+        if metadata.index > log.snapshotMetadata.index { try log.applySnapshot(metadata) }
+        let started = now
         if let prepared = preparedInstall, prepared.metadata == metadata {
             preparedInstall = nil
             do {
                 try store.replace(moving: prepared.path, durability: .normal)
             } catch {
-                unlink(prepared.path)
+                FileIO.removeIfPresent(prepared.path)
                 throw error
             }
         } else {
-            logger.warning("installing a snapshot without a prepared copy: copying it on the loop", metadata: [
+            logger.warning("installing a snapshot without a prepared copy: copying it on the replica's context", metadata: [
                 "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
             ])
             try store.replace(with: snapshot.databasePath, durability: .normal)
@@ -429,7 +423,7 @@ extension Core {
         metrics.snapshotsInstalled.increment()
         logger.notice("installed a snapshot from the leader", metadata: [
             "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
-            "install_ms": "\((ContinuousClock.now - started).nanoseconds / 1_000_000)",
+            "install_ms": "\((now - started).nanoseconds / 1_000_000)",
         ])
         releaseReads()
     }

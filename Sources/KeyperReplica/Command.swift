@@ -4,10 +4,15 @@ import KeyperWire
 
 /// Who is waiting for a proposal: the node that took the client's request, and that node's
 /// sequence number for it. Only that node resolves a waiter when the entry is applied.
-struct RequestID: Hashable, Sendable, CustomStringConvertible {
-    var node: NodeID
-    var sequence: UInt64
-    var description: String { "\(node)#\(sequence)" }
+package struct RequestID: Hashable, Sendable, CustomStringConvertible {
+    package var node: NodeID
+    package var sequence: UInt64
+    package var description: String { "\(node)#\(sequence)" }
+
+    package init(node: NodeID, sequence: UInt64) {
+        self.node = node
+        self.sequence = sequence
+    }
 }
 
 /// What a normal entry's data holds: one state-machine command and who asked for it.
@@ -15,13 +20,13 @@ struct RequestID: Hashable, Sendable, CustomStringConvertible {
 /// Layout: version (`UInt8`, 1), requester node id (string), sequence (varint), operation tag
 /// (`UInt8`: 1 put, 2 delete), key (length-prefixed), value (length-prefixed, put only).
 /// Tags are persistent (they sit in every WAL and snapshot): never renumber one.
-struct Command: Equatable, Sendable {
+package struct Command: Equatable, Sendable {
     static let version: UInt8 = 1
 
-    var request: RequestID
-    var operation: KVOperation
+    package var request: RequestID
+    package var operation: KVOperation
 
-    func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 32 + operation.byteCount)
         writer.writeUInt8(Self.version)
         request.node.encode(to: &writer)
@@ -41,12 +46,12 @@ struct Command: Equatable, Sendable {
         return writer.bytes
     }
 
-    init(request: RequestID, operation: KVOperation) {
+    package init(request: RequestID, operation: KVOperation) {
         self.request = request
         self.operation = operation
     }
 
-    init(decoding bytes: [UInt8]) throws(WireError) {
+    package init(decoding bytes: [UInt8]) throws(WireError) {
         var reader = ByteReader(bytes)
         let versionOffset = reader.position
         guard try reader.readUInt8() == Self.version else { throw .invalidValue(field: "command version", offset: versionOffset) }
@@ -80,16 +85,16 @@ extension KVOperation {
 /// that every node (and every snapshot) learns them from the log.
 ///
 /// Layout: version (`UInt8`, 1), raft address (string), HTTP address (string, may be empty).
-struct MemberAddresses: Hashable, Sendable {
-    var raft: String
-    var http: String
+package struct MemberAddresses: Hashable, Sendable {
+    package var raft: String
+    package var http: String
     /// For a learner: promote it to voter once it has caught up. False for one that joined
     /// asking to stay a learner (`{"learner": true}`, as etcd's `member add --learner`).
-    var promote = true
+    package var promote = true
 
     /// Layout: version u8 (2), raft and http addresses (strings), promote (bool). Version 1
     /// had no promote flag (every learner was promoted).
-    func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var writer = ByteWriter()
         writer.writeUInt8(2)
         writer.writeString(raft)
@@ -98,13 +103,13 @@ struct MemberAddresses: Hashable, Sendable {
         return writer.bytes
     }
 
-    init(raft: String, http: String, promote: Bool = true) {
+    package init(raft: String, http: String, promote: Bool = true) {
         self.raft = raft
         self.http = http
         self.promote = promote
     }
 
-    init(decoding bytes: [UInt8]) throws(WireError) {
+    package init(decoding bytes: [UInt8]) throws(WireError) {
         var reader = ByteReader(bytes)
         let version = try reader.readUInt8()
         guard version == 1 || version == 2 else { throw .invalidValue(field: "member addresses version", offset: 0) }

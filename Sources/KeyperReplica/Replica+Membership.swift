@@ -1,13 +1,12 @@
 import KeyperRaft
 import KeyperStorage
-import KeyperTransport
 import KeyperWire
 import Logging
 
-extension Core {
+extension Replica {
     // MARK: Peer records
 
-    func handle(_ record: PeerRecord, from peer: Handshake) {
+    func handle(_ record: PeerRecord, from peer: FrameOrigin) {
         if peer.incarnation != 0 { announcedIncarnations[NodeID(peer.nodeID)] = peer.incarnation }
         switch record {
         case .raft(let message):
@@ -32,7 +31,7 @@ extension Core {
             forwarded(request: request, data: data)
         case .forwardRefused(let request, let failure):
             guard request.node == id, let waiter = proposalWaiters.removeValue(forKey: request.sequence) else { return }
-            waiter.fail(APIError(.init(code: failure.status), code: failure.code, failure.message))
+            waiter.fail(failure)
         case .adoptRequest(let request):
             adopt(request, from: peer)
         case .adoptResponse(let response):
@@ -53,7 +52,7 @@ extension Core {
     /// replaced member must catch up from it when it leads (terms and log matching govern
     /// those). (Senders address only listed members, or answer the incarnation that announced
     /// itself: see ``Core/addressed(_:to:)``.)
-    func incarnationsMatch(_ peer: Handshake, counted: Bool) -> Bool {
+    func incarnationsMatch(_ peer: FrameOrigin, counted: Bool) -> Bool {
         let recorded = raw.incarnation(of: NodeID(peer.nodeID))
         let addressed = peer.peerIncarnation == identity.incarnation
         guard addressed, !counted || recorded.map({ $0 == peer.incarnation }) ?? true else {
@@ -76,21 +75,19 @@ extension Core {
         guard raw.status.configuration.members.contains(request.node),
               let command = try? Command(decoding: data), command.request == request else {
             logger.warning("refusing a malformed or foreign forwarded write", metadata: ["from": "\(request.node)"])
-            return send(.forwardRefused(request: request, failure: PeerFailure(
-                status: 400, code: "invalid_forward", message: "the leader refused a malformed forwarded write")), to: request.node)
+            return send(.forwardRefused(request: request, failure: ReplicaError(
+                .invalidForward, "the leader refused a malformed forwarded write")), to: request.node)
         }
         do {
             guard raw.role == .leader else { throw RaftError.notLeader(leader: raw.leader) }
             guard !diskFull else {
-                return send(.forwardRefused(request: request, failure: PeerFailure(
-                    status: 507, code: "disk_full", message: "the leader's disk is full; the write was not applied")), to: request.node)
+                return send(.forwardRefused(request: request, failure: ReplicaError(
+                    .diskFull, "the leader's disk is full; the write was not applied")), to: request.node)
             }
             try raw.propose(data)
             metrics.proposals.increment()
         } catch {
-            let failure = RaftFailure.map(error as? RaftError ?? .notLeader(leader: nil))
-            send(.forwardRefused(request: request, failure: PeerFailure(status: failure.status.code, code: failure.code,
-                                                                        message: failure.message)), to: request.node)
+            send(.forwardRefused(request: request, failure: ReplicaError(error as? RaftError ?? .notLeader(leader: nil))), to: request.node)
         }
     }
 
@@ -107,8 +104,8 @@ extension Core {
     private func requireLeader(_ waiter: Waiter) -> Bool {
         guard raw.role == .leader else {
             let hint = raw.leader.flatMap { members[$0]?.http }.map { " (the leader is at http://\($0))" } ?? ""
-            waiter.fail(raw.leader == nil ? .noLeader("no leader is known") :
-                APIError(.serviceUnavailable, code: "not_leader", "this node is not the leader\(hint)"))
+            waiter.fail(raw.leader == nil ? ReplicaError(.noLeader, "no leader is known") :
+                ReplicaError(.notLeader, "this node is not the leader\(hint)"))
             return false
         }
         return true
@@ -119,8 +116,8 @@ extension Core {
         let configuration = raw.status.configuration
         if configuration.members.contains(node) {
             guard let known = members[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http else {
-                return waiter.fail(APIError(.conflict, code: "member_exists",
-                                            "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
+                return waiter.fail(ReplicaError(.memberExists,
+                                                "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
             }
             // This leader itself is a member by definition; asking itself over the peer
             // transport would never be answered.
@@ -131,29 +128,29 @@ extension Core {
         if let (other, _) = members.first(where: {
             $0.key != node && $0.value.raft == addresses.raft && configuration.members.contains($0.key)
         }) {
-            return waiter.fail(APIError(.conflict, code: "address_in_use", "\(addresses.raft) is already the Raft address of \(other)"))
+            return waiter.fail(ReplicaError(.addressInUse, "\(addresses.raft) is already the Raft address of \(other)"))
         }
         // Ask the node first: it may hold data of its own that must not be thrown away.
         let token = adoptionTokenNext
         adoptionTokenNext += 1
         adoptions[token] = (node, addresses, waiter)
         outgoingDirect.append((node, addresses.raft, .adoptRequest(AdoptRequest(
-            clusterID: identity.clusterID, leader: id, leaderRaftAddress: cluster.advertisedRaftAddress, token: token))))
+            clusterID: identity.clusterID, leader: id, leaderRaftAddress: settings.advertisedRaftAddress, token: token))))
     }
 
-    private func adopted(_ response: AdoptResponse, from peer: Handshake) {
+    private func adopted(_ response: AdoptResponse, from peer: FrameOrigin) {
         guard let adoption = adoptions.removeValue(forKey: response.token), adoption.node.rawValue == peer.nodeID else { return }
         guard response.accepted else {
             forgetUnlessMember(adoption.node)
-            return adoption.waiter.fail(APIError(.conflict, code: "join_refused", "\(adoption.node) refused to join: \(response.reason)"))
+            return adoption.waiter.fail(ReplicaError(.joinRefused, "\(adoption.node) refused to join: \(response.reason)"))
         }
         guard requireLeader(adoption.waiter) else { return forgetUnlessMember(adoption.node) }
         guard peer.incarnation != 0 else {
-            return adoption.waiter.fail(APIError(.badGateway, code: "join_refused", "\(adoption.node) did not say its incarnation"))
+            return adoption.waiter.fail(ReplicaError(.joinRefused, "\(adoption.node) did not say its incarnation"))
         }
         guard joins[adoption.node] == nil else {
-            return adoption.waiter.fail(APIError(.serviceUnavailable, code: "join_in_progress",
-                                                 "a join of \(adoption.node) is already in progress; retry"))
+            return adoption.waiter.fail(ReplicaError(.joinInProgress,
+                                                     "a join of \(adoption.node) is already in progress; retry"))
         }
         var addresses = adoption.addresses
         if addresses.http.isEmpty { addresses.http = response.httpAddress }
@@ -168,13 +165,13 @@ extension Core {
                 if !addresses.promote {
                     // Asked as a learner that stays one; this one is being promoted.
                     guard members[node]?.promote == false else {
-                        return adoption.waiter.fail(APIError(.conflict, code: "member_is_promoting",
+                        return adoption.waiter.fail(ReplicaError(.memberIsPromoting,
                             "\(node) is a learner being promoted to voter; remove it and join it with \"learner\": true to keep it a learner"))
                     }
                     return adoption.waiter.succeed()
                 }
                 guard members[node]?.promote != false else {
-                    return adoption.waiter.fail(APIError(.conflict, code: "member_is_learner",
+                    return adoption.waiter.fail(ReplicaError(.memberIsLearner,
                         "\(node) joined as a learner on request; remove it and join it again to make it a voter"))
                 }
                 join.stage = .promoting
@@ -233,7 +230,7 @@ extension Core {
         }
     }
 
-    func fail(_ owner: ChangeOwner, _ error: APIError) {
+    func fail(_ owner: ChangeOwner, _ error: ReplicaError) {
         switch owner {
         case .client(let waiter):
             waiter.fail(error)
@@ -253,7 +250,7 @@ extension Core {
     private func remove(_ node: NodeID, _ waiter: Waiter) {
         guard requireLeader(waiter) else { return }
         guard raw.status.configuration.members.contains(node) else {
-            return waiter.fail(APIError(.notFound, code: "member_not_found", "\(node) is not a member"))
+            return waiter.fail(ReplicaError(.memberNotFound, "\(node) is not a member"))
         }
         if node == id && raw.status.configuration.voters.count > 1 {
             // Hand leadership over first (thesis §3.10); the client retries against the new leader.
@@ -262,8 +259,8 @@ extension Core {
             }) {
                 try? raw.transferLeadership(to: target)
             }
-            return waiter.fail(APIError(.serviceUnavailable, code: "leader_transfer",
-                                        "this node is the leader; leadership is being transferred first, retry the removal on the new leader"))
+            return waiter.fail(ReplicaError(.leaderTransfer,
+                                            "this node is the leader; leadership is being transferred first, retry the removal on the new leader"))
         }
         proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .client(waiter))
     }
@@ -274,14 +271,14 @@ extension Core {
         guard let target = target ?? status.configuration.voters.filter({ $0 != id }).max(by: {
             (status.followers[$0]?.match ?? .zero) < (status.followers[$1]?.match ?? .zero)
         }) else {
-            return waiter.fail(APIError(.conflict, code: "no_transfer_target", "there is no other voter to transfer leadership to"))
+            return waiter.fail(ReplicaError(.noTransferTarget, "there is no other voter to transfer leadership to"))
         }
         do {
             try raw.transferLeadership(to: target)
             // The HTTP side polls the published state for the outcome.
             waiter.succeed()
         } catch {
-            waiter.fail(RaftFailure.map(error))
+            waiter.fail(ReplicaError(error))
         }
     }
 
@@ -290,8 +287,8 @@ extension Core {
     /// Another cluster's leader asks this node to join it. Accept when this node already
     /// belongs to that cluster, or when its whole history is its own bootstrap (no client
     /// data): then it gives that history up. Refuse otherwise, saying why.
-    private func adopt(_ request: AdoptRequest, from peer: Handshake) {
-        var response = AdoptResponse(token: request.token, accepted: true, reason: "", httpAddress: cluster.advertisedHTTPAddress)
+    private func adopt(_ request: AdoptRequest, from peer: FrameOrigin) {
+        var response = AdoptResponse(token: request.token, accepted: true, reason: "", httpAddress: settings.advertisedHTTPAddress)
         if identity.clusterID != request.clusterID {
             if let reason = reasonToKeepHistory() {
                 response.accepted = false
@@ -318,11 +315,11 @@ extension Core {
     /// Nil when this node's history is only its own bootstrap: no client write was ever
     /// proposed here and no other node was ever added.
     private func reasonToKeepHistory() -> String? {
-        let snapshot = storage.snapshotMetadata
+        let snapshot = log.snapshotMetadata
         guard snapshot.index == .zero else { return "it holds a snapshot at index \(snapshot.index.rawValue)" }
-        let last = storage.lastIndex
+        let last = log.lastIndex
         if last.rawValue > 10_000 { return "its log holds \(last.rawValue) entries" }
-        guard let entries = try? storage.entries(from: storage.firstIndex, to: last.next(), bytesMax: .max) else {
+        guard let entries = try? log.entries(from: log.firstIndex, to: last.next(), bytesMax: .max) else {
             return "its log cannot be read"
         }
         for entry in entries {
@@ -352,23 +349,23 @@ extension Core {
         identity.clusterID = ""
         identity.adopted = false
         try directory.saveIdentity(identity)
-        failAllWaiters(APIError(.serviceUnavailable, code: "joining_cluster", "this node is joining another cluster; retry"))
-        storage.close()
+        failAllWaiters(ReplicaError(.joiningCluster, "this node is joining another cluster; retry"))
+        log.close()
         do {
-            try RaftNode.removeLog(at: directory.walPath)
-            let wal = try WriteAheadLog(directory: directory.walPath, fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
-            storage = RaftLogStorage(wal: wal)
+            let fileSystem = walFileSystem()
+            try Self.removeLog(at: directory.walPath, fileSystem: fileSystem)
+            log = RaftLogStorage(wal: try WriteAheadLog(directory: directory.walPath, fileSystem: fileSystem))
             identity.clusterID = clusterID
             identity.adopted = true
             try directory.saveIdentity(identity)
         } catch {
             fatalError("resetting for adoption failed after the log was closed: \(error); restart the node")
         }
-        transport.setIdentity(.init(clusterID: clusterID, incarnation: identity.incarnation))
+        peers.setIdentity(clusterID: clusterID, incarnation: identity.incarnation)
         var config = raftConfig
         config.applied = .zero
-        raw = try RawNode(config: config, storage: storage)
-        members = [id: MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)]
+        raw = try RawNode(config: config, storage: log)
+        members = [id: MemberAddresses(raft: settings.advertisedRaftAddress, http: settings.advertisedHTTPAddress)]
         appliedIndex = .zero
         applyQueue = []
         stalledReady = nil
@@ -376,7 +373,7 @@ extension Core {
     }
 
     /// Answers every waiting client with `error`: every kind of waiter is listed here.
-    func failAllWaiters(_ error: APIError) {
+    func failAllWaiters(_ error: ReplicaError) {
         for waiter in proposalWaiters.values { waiter.fail(error) }
         proposalWaiters = [:]
         for proposal in waitingForLeader { proposal.waiter.fail(error) }
@@ -395,5 +392,11 @@ extension Core {
         joins = [:]
         for adoption in adoptions.values { adoption.waiter.fail(error) }
         adoptions = [:]
+    }
+
+    /// Removes every file of the Raft log at `path` (a node giving up its history), durably.
+    package static func removeLog(at path: String, fileSystem: any WALFileSystem) throws {
+        for name in try fileSystem.contentsOfDirectory(path) { try fileSystem.removeFile(path + "/" + name) }
+        try fileSystem.syncDirectory(path)
     }
 }

@@ -1,25 +1,31 @@
-import KeyperClient
+import KeyperBase
 import KeyperRaft
 import KeyperStorage
-import KeyperTransport
 import KeyperWire
 import Logging
-import NIOCore
 import Synchronization
 
-/// Everything the Raft loop owns: the core, the log, the state machine, the address book and
-/// the clients waiting on them.
+/// One member of a Keyper cluster: the Raft core, its log, the state machine, the address book
+/// and the clients waiting on them, driven through one serial context.
 ///
-/// `@unchecked Sendable` because it is confined to ``RaftEngine/loop``: only closures run on
-/// that event loop touch it, and every entry point checks so (`loop.preconditionInEventLoop`).
-final class Core: @unchecked Sendable {
-    let id: NodeID
-    let loop: any EventLoop
+/// The replica does no I/O of its own beyond its storage: peers, blocking work and the clock
+/// come from its ``ReplicaEnvironment``. A server runs it on an event loop with TCP peers; the
+/// simulator runs the same type with simulated ones.
+///
+/// `@unchecked Sendable` because it is confined to one serial context: its host calls it only
+/// from there, and the environment calls back only there.
+package final class Replica: @unchecked Sendable {
+    package let id: NodeID
+    let environment: ReplicaEnvironment
+    var peers: any PeerSender { environment.peers }
     var raw: RawNode
-    var storage: RaftLogStorage
+    /// The Raft log on disk.
+    var log: RaftLogStorage
+    /// The state machine.
     let store: KVStore
-    let transport: PeerTransport
     let directory: DataDirectory
+    /// The file layer under the Raft log (a simulated one under simulation).
+    let walFileSystem: @Sendable () -> any WALFileSystem
     let snapshots: SnapshotStore
     /// Entries applied since the last snapshot that trigger the next one (`--snapshot-entries`).
     let snapshotEntries: UInt64
@@ -33,10 +39,13 @@ final class Core: @unchecked Sendable {
     var preparedInstall: (metadata: SnapshotMetadata, path: String)?
     var identity: NodeIdentity
     let raftConfig: Config
-    let cluster: ClusterConfiguration
+    let settings: ReplicaSettings
     let logger: Logger
-    let metrics: NodeMetrics
-    let published: PublishedBox
+    let metrics: ReplicaMetrics
+    package let published: PublishedBox
+    /// Draws the replica's own random numbers (read round numbers, file names): seeded from
+    /// the Raft configuration's seed, so a simulation replays.
+    var random: SplitMix64
 
     /// Where each member is reached, learned from configuration entries as they are appended.
     var members: [NodeID: MemberAddresses]
@@ -67,7 +76,7 @@ final class Core: @unchecked Sendable {
     var readRounds: [UInt64: [Waiter]] = [:]
     /// Starts at a random point on every process start (as request sequences do): an answer to
     /// a round of this node's previous run must not release a round of this one.
-    var readRoundNext = UInt64.random(in: 1...(UInt64.max >> 1))
+    var readRoundNext: UInt64
     /// Ticks since the round in flight was last asked; one unanswered for an election timeout
     /// (a lost message on the way to or from the leader) is asked again.
     var readRoundAge = 0
@@ -95,39 +104,42 @@ final class Core: @unchecked Sendable {
     /// answer goes when the configuration does not list the peer (yet).
     var announcedIncarnations: [NodeID: UInt64] = [:]
 
-    init(id: NodeID, loop: any EventLoop, raw: RawNode, storage: RaftLogStorage, store: KVStore, transport: PeerTransport,
-         directory: DataDirectory, snapshots: SnapshotStore, snapshotEntries: UInt64, identity: NodeIdentity, raftConfig: Config, cluster: ClusterConfiguration,
-         members: [NodeID: MemberAddresses], appliedIndex: LogIndex, logger: Logger, metrics: NodeMetrics,
-         published: PublishedBox) {
-        self.id = id
-        self.loop = loop
+    package init(raw: RawNode, log: RaftLogStorage, store: KVStore, directory: DataDirectory,
+                 walFileSystem: @escaping @Sendable () -> any WALFileSystem, snapshots: SnapshotStore, identity: NodeIdentity,
+                 raftConfig: Config, settings: ReplicaSettings, members: [NodeID: MemberAddresses], appliedIndex: LogIndex,
+                 environment: ReplicaEnvironment, logger: Logger, metrics: ReplicaMetrics) {
+        self.id = raftConfig.id
+        self.environment = environment
         self.raw = raw
-        self.storage = storage
+        self.log = log
         self.store = store
-        self.transport = transport
         self.directory = directory
+        self.walFileSystem = walFileSystem
         self.snapshots = snapshots
-        self.snapshotEntries = snapshotEntries
+        self.snapshotEntries = settings.snapshotEntries
         self.identity = identity
         self.raftConfig = raftConfig
-        self.cluster = cluster
+        self.settings = settings
         self.members = members
         self.appliedIndex = appliedIndex
         self.logger = logger
         self.metrics = metrics
-        self.published = published
+        // Round numbers start at a random point on every start (as request sequences do): an
+        // answer to a round of this node's previous run must not release a round of this one.
+        random = SplitMix64(seed: raftConfig.randomSeed ^ 0x5EED_0F_2EAD_0000)
+        readRoundNext = random.next() >> 1 | 1
+        published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
+                                                snapshotIndex: log.snapshotMetadata.index, clusterID: identity.clusterID,
+                                                incarnation: identity.incarnation))
     }
+
+    var now: Moment { environment.clock.now }
 
     // MARK: Entry points (on the loop)
 
-    func run(_ batch: RaftEngine.Inbox) {
-        loop.preconditionInEventLoop()
-        guard !closing else {
-            for proposal in batch.proposals { proposal.waiter.fail(.shuttingDown()) }
-            for waiter in batch.reads { waiter.fail(.shuttingDown()) }
-            for request in batch.admin { request.waiter.fail(.shuttingDown()) }
-            return
-        }
+    /// Steps everything that arrived, then handles every `Ready` it made.
+    package func run(_ batch: ReplicaInput) {
+        guard !closing else { return batch.refuseAll() }
         for (from, record) in batch.records { handle(record, from: from) }
         for proposal in batch.proposals { propose(proposal) }
         readsWaitingForRound += batch.reads
@@ -136,11 +148,11 @@ final class Core: @unchecked Sendable {
         processReady()
     }
 
-    func tick() {
-        loop.preconditionInEventLoop()
+    /// One tick of the Raft clock (`--tick-ms` in a server).
+    package func tick() {
         guard !closing else { return }
         raw.tick()
-        expireWaiters(now: .now)
+        expireWaiters(now: now)
         if !waitingForLeader.isEmpty { flushWaitingForLeader() }
         startReadRound()
         proposeWaitingMemberChanges()
@@ -148,7 +160,7 @@ final class Core: @unchecked Sendable {
         applyIfDue(force: true)  // what a follower let gather is applied within a tick
         if !readRounds.isEmpty {
             readRoundAge += 1
-            if readRoundAge > cluster.electionTicks { retryReadRound() }
+            if readRoundAge > settings.electionTicks { retryReadRound() }
         }
         processReady()
     }
@@ -156,14 +168,13 @@ final class Core: @unchecked Sendable {
     // MARK: Ready
 
     /// Stops the loop's work for shutdown: every waiter is answered, nothing more is written.
-    func close() {
-        loop.preconditionInEventLoop()
+    package func close() {
         closing = true
-        failAllWaiters(.shuttingDown())
-        storage.close()
+        failAllWaiters(.shuttingDown)
+        log.close()
     }
 
-    func processReady() {
+    package func processReady() {
         guard !closing else { return }
         if let stalled = stalledReady {
             guard persist(stalled) else { return flushAndPublish() }
@@ -172,19 +183,19 @@ final class Core: @unchecked Sendable {
         }
         while raw.hasReady || startReadRoundIfIdle() {
             let ready = raw.ready()
-            let started = ContinuousClock.now
+            let started = now
             if let soft = ready.softState { leadershipChanged(soft) }
             // Thesis §10.2.1: the leader's appends leave before its own fsync.
             queue(ready.messages)
             flush()
             learnAddresses(from: ready.entries)
             answerBeforePersist(ready)
-            let persisting = ContinuousClock.now
+            let persisting = now
             guard persist(ready) else {
                 stalledReady = ready
                 break
             }
-            let persisted = ContinuousClock.now
+            let persisted = now
             finish(ready)
             reportIfSlow(ready, started: started, persisting: persisting, persisted: persisted)
         }
@@ -194,11 +205,10 @@ final class Core: @unchecked Sendable {
 
     /// A Ready that held the loop for long says where the time went (as etcd warns of slow
     /// fdatasyncs and applies): everything else on this node waited meanwhile.
-    private func reportIfSlow(_ ready: Ready, started: ContinuousClock.Instant, persisting: ContinuousClock.Instant,
-                              persisted: ContinuousClock.Instant) {
-        let finished = ContinuousClock.now
+    private func reportIfSlow(_ ready: Ready, started: Moment, persisting: Moment, persisted: Moment) {
+        let finished = now
         guard finished - started >= Self.slowReady else { return }
-        func ms(_ duration: Duration) -> String { String((duration.nanoseconds + 500_000) / 1_000_000) }
+        func ms(_ duration: Duration) -> String { String(duration.roundedMilliseconds) }
         logger.warning("a Raft step held the loop for long", metadata: [
             "total_ms": "\(ms(finished - started))",
             "before_persist_ms": "\(ms(persisting - started))",
@@ -216,17 +226,17 @@ final class Core: @unchecked Sendable {
     /// the `Ready` is kept and retried on every tick; nothing after it happens meanwhile.
     private func persist(_ ready: Ready) -> Bool {
         guard ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil else { return true }
-        let started = ContinuousClock.now
+        let started = now
         // Sync only what a promise depends on (Ready.mustSync, etcd's rule): a commit index
         // alone is written but not synced. This saves one fsync per write.
         let sync = ready.mustSync
         do {
             // Also when the log already records it but the state machine was not replaced yet
             // (a disk that filled up in between): the retried Ready finishes the install.
-            if let snapshot = ready.snapshot, snapshot.index > storage.snapshotMetadata.index || snapshot.index > appliedIndex {
+            if let snapshot = ready.snapshot, snapshot.index > log.snapshotMetadata.index || snapshot.index > appliedIndex {
                 try installSnapshot(snapshot)
             }
-            try storage.save(ready.entries, hardState: ready.hardState, sync: sync)
+            try log.save(ready.entries, hardState: ready.hardState, sync: sync)
         } catch let error where error.isDiskFull {
             if !logFull { logger.error("the disk is full; writes are refused until space returns", metadata: ["error": "\(error)"]) }
             logFull = true
@@ -236,7 +246,7 @@ final class Core: @unchecked Sendable {
             // and let a restart re-read the disk, rather than acknowledge on a guess.
             fatalError("cannot persist the Raft log: \(error)")
         }
-        if sync { metrics.walSyncDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        if sync { metrics.walSyncDuration.recordNanoseconds((now - started).nanoseconds) }
         if logFull {
             logger.notice("the disk has space again; writes resume")
             logFull = false
@@ -252,7 +262,7 @@ final class Core: @unchecked Sendable {
     /// appends, which may replace an unsynced or conflicting suffix) still wait.
     private func answerBeforePersist(_ ready: Ready) {
         guard ready.snapshot == nil else { return }
-        var durable = storage.lastIndex
+        var durable = log.lastIndex
         if let first = ready.entries.first, first.index <= durable { durable = first.index.previous() }
         // Reads first: one confirmed at an index not yet applied makes the apply below due.
         releaseRounds(of: ready)
@@ -319,17 +329,15 @@ final class Core: @unchecked Sendable {
     // MARK: Proposals
 
     private func propose(_ proposal: PendingProposal) {
-        guard !closing else { return proposal.waiter.fail(.shuttingDown()) }
-        guard !diskFull else {
-            return proposal.waiter.fail(.diskFull())
-        }
+        guard !closing else { return proposal.waiter.fail(.shuttingDown) }
+        guard !diskFull else { return proposal.waiter.fail(.diskFull) }
         if raw.role == .leader {
             do {
                 try raw.propose(proposal.data)
                 metrics.proposals.increment()
                 proposalWaiters[proposal.request.sequence] = proposal.waiter
             } catch {
-                proposal.waiter.fail(RaftFailure.map(error))
+                proposal.waiter.fail(ReplicaError(error))
             }
         } else if let leader = raw.leader {
             // Forward over the peer connection; we answer when we apply the entry ourselves.
@@ -345,7 +353,7 @@ final class Core: @unchecked Sendable {
     func forgetUnlessMember(_ node: NodeID) {
         guard !raw.status.configuration.members.contains(node), node != id else { return }
         members.removeValue(forKey: node)
-        transport.forget(node.rawValue)
+        peers.forget(node)
     }
 
     private func flushWaitingForLeader() {
@@ -370,12 +378,12 @@ final class Core: @unchecked Sendable {
         if soft.role != .leader {
             // A leader that stepped down can no longer complete membership changes it started.
             for (_, pending) in memberChangeWaiters {
-                fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed",
-                                             "leadership changed before the membership change committed; check /v1/status and retry"))
+                fail(pending.owner, ReplicaError(.leaderChanged,
+                                                 "leadership changed before the membership change committed; check /v1/status and retry"))
             }
             memberChangeWaiters = [:]
             for pending in memberChangesWaiting {
-                fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed", "leadership changed; retry on the new leader"))
+                fail(pending.owner, ReplicaError(.leaderChanged, "leadership changed; retry on the new leader"))
             }
             memberChangesWaiting = []
             // A learner being promoted stays in the configuration, marked for promotion: the
@@ -398,7 +406,7 @@ final class Core: @unchecked Sendable {
         }
         // Never apply what this node's own log does not hold durably: after a crash the state
         // machine would be ahead of the log it is replayed from.
-        precondition(last.index <= storage.lastIndex, "applying \(last.index) beyond the durable log (\(storage.lastIndex))")
+        precondition(last.index <= log.lastIndex, "applying \(last.index) beyond the durable log (\(log.lastIndex))")
         var operations: [KVOperation] = []
         var mine: [UInt64] = []
         var removed: [NodeID] = []
@@ -456,7 +464,7 @@ final class Core: @unchecked Sendable {
         for entry in entries where entry.kind == .configChange {
             if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
                 if pending.term == entry.term { succeed(pending.owner) } else {
-                    fail(pending.owner, APIError(.serviceUnavailable, code: "leader_changed", "the membership change was overwritten; retry"))
+                    fail(pending.owner, ReplicaError(.leaderChanged, "the membership change was overwritten; retry"))
                 }
             }
         }
@@ -465,7 +473,7 @@ final class Core: @unchecked Sendable {
         let current = raw.status.configuration.members
         for node in removed where node != id && !current.contains(node) {
             members.removeValue(forKey: node)
-            transport.forget(node.rawValue)
+            peers.forget(node)
         }
         releaseReads()
     }
@@ -488,7 +496,7 @@ final class Core: @unchecked Sendable {
         } catch .readLimit {
             let waiters = readsWaitingForRound
             readsWaitingForRound = []
-            for waiter in waiters { waiter.fail(RaftFailure.map(.readLimit(pendingMax: 0))) }
+            for waiter in waiters { waiter.fail(ReplicaError(.readLimit(pendingMax: 0))) }
             return
         } catch {
             return  // not ready yet (e.g. a new leader without a commit in its term): next tick
@@ -540,21 +548,20 @@ final class Core: @unchecked Sendable {
 
     // MARK: Deadlines
 
-    private func expireWaiters(now: ContinuousClock.Instant) {
-        func failure(_ consequence: String = "a write may still be applied") -> APIError {
+    private func expireWaiters(now: Moment) {
+        func failure(_ consequence: String = "a write may still be applied") -> ReplicaError {
             raw.leader == nil
-                ? .noLeader("no leader was available within the request timeout (\(cluster.requestTimeoutMs) ms)")
-                : APIError(.serviceUnavailable, code: "timeout",
-                           "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms); \(consequence)")
+                ? ReplicaError(.noLeader, "no leader was available within the request timeout (\(settings.requestTimeoutMs) ms)")
+                : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)")
         }
         let readFailure = failure("the read was not served; retry")
         for (sequence, waiter) in proposalWaiters where waiter.deadline <= now {
             // Proposed or forwarded: it may still commit, whatever happens to the leader.
             proposalWaiters.removeValue(forKey: sequence)
-            waiter.fail(APIError(.serviceUnavailable, code: raw.leader == nil ? "no_leader" : "timeout",
-                                 "not confirmed within the request timeout (\(cluster.requestTimeoutMs) ms)"
-                                 + (raw.leader == nil ? " and no leader is known now" : "")
-                                 + "; the write may or may not be applied"))
+            waiter.fail(ReplicaError(raw.leader == nil ? .noLeader : .timeout,
+                                     "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms)"
+                                     + (raw.leader == nil ? " and no leader is known now" : "")
+                                     + "; the write may or may not be applied"))
         }
         waitingForLeader.removeAll { proposal in
             guard proposal.waiter.deadline <= now else { return false }
@@ -583,8 +590,7 @@ final class Core: @unchecked Sendable {
         }
         memberChangesWaiting.removeAll { pending in
             guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { return false }
-            waiter.fail(APIError(.serviceUnavailable, code: "timeout",
-                                 "another membership change did not commit within the request timeout; retry"))
+            waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry"))
             return true
         }
         for (node, join) in joins where join.waiter.deadline <= now {
@@ -598,8 +604,8 @@ final class Core: @unchecked Sendable {
         for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
             adoptions.removeValue(forKey: token)
             forgetUnlessMember(adoption.node)
-            adoption.waiter.fail(APIError(.gatewayTimeout, code: "join_unreachable",
-                                          "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
+            adoption.waiter.fail(ReplicaError(.joinUnreachable,
+                                              "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
         }
     }
 
@@ -624,8 +630,8 @@ final class Core: @unchecked Sendable {
     /// a connection that a snapshot fills up to its limit does not drop them.
     func flush() {
         for direct in outgoingDirect {
-            transport.send(ByteBuffer(bytes: PeerRecord.encodeFrame([direct.record])), to: direct.node.rawValue, address: direct.address,
-                           incarnation: raw.incarnation(of: direct.node) ?? announcedIncarnations[direct.node] ?? 0)
+            peers.send(PeerRecord.encodeFrame([direct.record]), to: direct.node, address: direct.address,
+                       incarnation: raw.incarnation(of: direct.node) ?? announcedIncarnations[direct.node] ?? 0)
         }
         outgoingDirect = []
         defer { if !snapshotSends.isEmpty { pumpSnapshots() } }
@@ -640,7 +646,7 @@ final class Core: @unchecked Sendable {
                 continue
             }
             for frame in PeerRecord.encodeFrames(records, frameBytesTarget: 1 << 20) {
-                transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
+                peers.send(frame, to: node, address: address, incarnation: incarnation)
             }
         }
         outgoing = [:]
@@ -697,7 +703,7 @@ final class Core: @unchecked Sendable {
         } catch .proposalDropped(reason: .leaderNotReady) {
             return false
         } catch {
-            fail(owner, RaftFailure.map(error))
+            fail(owner, ReplicaError(error))
             return true
         }
     }
@@ -718,30 +724,31 @@ final class Core: @unchecked Sendable {
         }
     }
 
-    func publish() {
+    package func publish() {
         metrics.commitIndex.record(Int64(raw.commitIndex.rawValue))
         metrics.appliedIndex.record(Int64(appliedIndex.rawValue))
         let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
-                                   snapshotIndex: storage.snapshotMetadata.index, clusterID: identity.clusterID,
+                                   snapshotIndex: log.snapshotMetadata.index, clusterID: identity.clusterID,
                                    incarnation: identity.incarnation, diskFull: diskFull)
         published.state.withLock { $0 = state }
     }
 }
 
-/// Shares ``PublishedState`` between the loop (writer) and HTTP handlers (readers).
-final class PublishedBox: Sendable {
-    let state: Mutex<PublishedState>
+/// What `GET /v1/status` and the `X-Keyper-Leader` header show, without a hop to the
+/// replica's context: updated after each run.
+package struct PublishedState: Sendable {
+    package var status: Status
+    package var members: [NodeID: MemberAddresses]
+    package var appliedIndex: LogIndex
+    package var snapshotIndex: LogIndex
+    package var clusterID: String
+    /// This node's incarnation (its data directory's).
+    package var incarnation: UInt64
+    package var diskFull = false
+}
+
+/// Shares ``PublishedState`` between the replica (writer) and its readers.
+package final class PublishedBox: Sendable {
+    package let state: Mutex<PublishedState>
     init(_ state: PublishedState) { self.state = Mutex(state) }
 }
-
-extension Array {
-    func partitioned(by predicate: (Element) -> Bool) -> (matching: [Element], rest: [Element]) {
-        var matching: [Element] = []
-        var rest: [Element] = []
-        for element in self {
-            if predicate(element) { matching.append(element) } else { rest.append(element) }
-        }
-        return (matching, rest)
-    }
-}
-

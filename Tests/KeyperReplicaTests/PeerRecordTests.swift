@@ -3,7 +3,7 @@ import KeyperStorage
 import KeyperTestSupport
 import KeyperWire
 import Testing
-@testable import KeyperServer
+@testable import KeyperReplica
 
 @Suite("Peer records and commands")
 struct PeerRecordTests {
@@ -11,7 +11,7 @@ struct PeerRecordTests {
         .raft(Message(from: NodeID("a"), to: NodeID("b"), term: Term(3), kind: .heartbeat(Heartbeat(commit: LogIndex(9), readRound: 2)))),
         .forward(request: RequestID(node: NodeID("b"), sequence: 77),
                  data: Command(request: RequestID(node: NodeID("b"), sequence: 77), operation: .put(key: [1], value: [2])).encoded()),
-        .forwardRefused(request: RequestID(node: NodeID("b"), sequence: 78), failure: PeerFailure(status: 503, code: "no_leader", message: "x")),
+        .forwardRefused(request: RequestID(node: NodeID("b"), sequence: 78), failure: ReplicaError(.noLeader, "x")),
         .adoptRequest(AdoptRequest(clusterID: "c1", leader: NodeID("a"), leaderRaftAddress: "127.0.0.1:1", token: 5)),
         .adoptResponse(AdoptResponse(token: 5, accepted: false, reason: "holds data", httpAddress: "127.0.0.1:2")),
         .snapshotChunk(SnapshotChunk(index: LogIndex(100), term: Term(2), offset: 4, totalBytes: 10, bytes: [1, 2, 3])),
