@@ -12,10 +12,6 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// A Raft cluster member behind the HTTP API.
 ///
 /// Handlers never touch Raft state: writes and linearizable reads are enqueued for the
@@ -56,48 +52,9 @@ public final class RaftNode: KeyValueNode {
     /// (unless joining), starts the peer listener and the Raft loop.
     public static func open(configuration: NodeConfiguration, logger: Logger) async throws -> RaftNode {
         guard var cluster = configuration.cluster else { preconditionFailure("RaftNode needs a cluster configuration") }
-        let directory = try DataDirectory(path: configuration.dataDirectory)
-        if let existing = try directory.identity(), let problem = directory.missingMemberData(existing) {
-            throw DataDirectoryError(path: directory.path, message: problem)
-        }
-        let store = try KVStore(path: directory.databasePath, durability: .normal)
-        if try directory.identity() == nil, try store.count() > 0 {
-            throw DataDirectoryError(path: directory.path,
-                                     message: "holds standalone data but no Raft log; use a new --data-dir for Raft mode")
-        }
-        var identity = try directory.claim(mode: .raft, nodeID: configuration.nodeID)
-        if identity.clusterID.isEmpty, !((try? FileIO.listDirectory(directory.walPath)) ?? []).isEmpty {
-            // A node of no cluster holds no log worth keeping: at most the bootstrap it was
-            // giving up when an adoption was interrupted (see Replica.resetForAdoption).
-            try Replica.removeLog(at: directory.walPath, fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
-            try store.reset()
-        }
-        let wal: WriteAheadLog
-        do {
-            wal = try WriteAheadLog(directory: directory.walPath, options: WALOptions(truncateCorruptTail: cluster.walTruncateCorrupt),
-                                    fileSystem: cluster.walFileSystem?() ?? GlibcFileSystem())
-        } catch {
-            throw DataDirectoryError(path: directory.walPath, message: "\(error)")
-        }
-        if let corruption = wal.recoveryReport.corruption {
-            logger.critical("cut the Raft log at a corrupt record (--wal-truncate-corrupt); what followed is lost here",
-                            metadata: ["detail": "\(corruption)"])
-        }
-        if let torn = wal.recoveryReport.tornTail {
-            logger.warning("truncated a torn write at the end of the Raft log (a crash mid-write)", metadata: ["detail": "\(torn)"])
-        }
-        // A log that lost entries (cut now, or cut by an earlier start that failed before it
-        // finished: the state machine is then ahead of the log) may have lost entries this
-        // node acknowledged: it is no longer the member that promised them. The new
-        // incarnation is recorded before anything else can fail, so a retry cannot forget it.
-        let appliedAtOpen = try store.appliedIndex()
-        let logLost = wal.recoveryReport.corruption != nil || appliedAtOpen > wal.lastIndex.rawValue
-        if logLost && !identity.clusterID.isEmpty && !isOnlyMember(NodeID(configuration.nodeID), wal: wal, store: store) {
-            identity.incarnation = NodeIdentity.newIncarnation()
-            try directory.saveIdentity(identity)
-            logger.critical("the Raft log lost entries: this node takes a new incarnation and rejoins the cluster as a learner",
-                            metadata: ["incarnation": "\(NodeIdentity.describe(identity.incarnation))"])
-        }
+        let walFileSystem = cluster.walFileSystem ?? { GlibcFileSystem() }
+        let disk = try OpenedDataDirectory(path: configuration.dataDirectory, nodeID: configuration.nodeID, walFileSystem: walFileSystem,
+                                           truncateCorrupt: cluster.walTruncateCorrupt, logger: logger)
 
         let engineBox = EngineBox()
         var transportConfiguration = PeerTransport.Configuration(nodeID: configuration.nodeID, host: cluster.raftAddress.host,
@@ -123,8 +80,8 @@ public final class RaftNode: KeyValueNode {
             cluster.advertisedRaftAddress = ListenAddress(host: cluster.raftAddress.advertisableHost, port: raftPort).description
         }
         do {
-            let node = try assemble(configuration: configuration, cluster: cluster, directory: directory, store: store,
-                                    wal: wal, identity: identity, transport: transport, engineBox: engineBox, logger: logger)
+            let node = try assemble(configuration: configuration, cluster: cluster, disk: disk, transport: transport,
+                                    engineBox: engineBox, logger: logger)
             logger.notice("raft node started", metadata: [
                 "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.published.state.withLock { $0.clusterID })",
             ])
@@ -138,67 +95,15 @@ public final class RaftNode: KeyValueNode {
             return node
         } catch {
             await transport.stop()
-            store.close()
-            directory.release()
+            disk.close()
             throw error
         }
     }
 
-    /// Everything after the listener is up: bootstrap if fresh, recover the applied state and
-    /// the address book, build the core and start the loop.
-    private static func assemble(configuration: NodeConfiguration, cluster: ClusterConfiguration, directory: DataDirectory,
-                                 store: KVStore, wal: sending WriteAheadLog, identity: NodeIdentity, transport: PeerTransport,
-                                 engineBox: EngineBox, logger: Logger) throws -> RaftNode {
-        let id = NodeID(configuration.nodeID)
-        var identity = identity
-        let selfAddresses = MemberAddresses(raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress)
-        let fresh = wal.lastIndex == .zero && wal.hardState == HardState() && wal.snapshotMetadata.index == .zero
-        if fresh && cluster.joinURL == nil && !identity.adopted {
-            // The cluster id is recorded first: a crash before the bootstrap entry is durable
-            // bootstraps again, into the same cluster id.
-            if identity.clusterID.isEmpty {
-                identity.clusterID = randomClusterID()
-                try directory.saveIdentity(identity)
-            }
-            try bootstrap(wal: wal, id: id, incarnation: identity.incarnation, addresses: selfAddresses)
-            logger.notice("bootstrapped a new single-node cluster", metadata: ["cluster": "\(identity.clusterID)"])
-        }
-        let hardState = wal.hardState
-        let logStart = wal.snapshotMetadata
-        let storage = RaftLogStorage(wal: wal)
-        let snapshots = try SnapshotStore(directory: directory.path + "/snapshots")
-
-        // A crash after the log recorded an installed snapshot but before the database was
-        // replaced leaves the state machine behind the log's start: finish the install.
-        if try store.appliedIndex() < logStart.index.rawValue {
-            guard let snapshot = snapshots.snapshot(at: logStart.index) else {
-                throw DataDirectoryError(path: directory.path, message:
-                    "the Raft log starts after index \(logStart.index.rawValue) but no snapshot at that index is in snapshots/")
-            }
-            try store.replace(with: snapshot.databasePath, durability: .normal)
-            logger.notice("finished installing a snapshot interrupted by a crash", metadata: ["index": "\(logStart.index.rawValue)"])
-        }
-        if try store.appliedIndex() > storage.lastIndex.rawValue {
-            try rewindStateMachine(store: store, storage: storage, snapshots: snapshots, directory: directory,
-                                   allowed: cluster.walTruncateCorrupt, logger: logger)
-        }
-        let applied = LogIndex(try store.appliedIndex())
-        var members: [NodeID: MemberAddresses] = [:]
-        for record in try store.members() {
-            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
-        }
-        try learnAddresses(from: storage, after: applied, into: &members)
-        members[id] = MemberAddresses(raft: selfAddresses.raft, http: selfAddresses.http, promote: members[id]?.promote ?? true)
-
-        var raftConfig = Config(id: id, randomSeed: UInt64.random(in: 0...UInt64.max))
-        raftConfig.incarnation = identity.incarnation
-        raftConfig.electionTicks = cluster.electionTicks
-        raftConfig.heartbeatTicks = cluster.heartbeatTicks
-        raftConfig.applied = min(applied, hardState.commit)
-        raftConfig.entryBytesMax = configuration.valueBytesMax + configuration.keyBytesMax + 256
-        let raw = try RawNode(config: raftConfig, storage: storage)
-        transport.setIdentity(.init(clusterID: identity.clusterID, incarnation: identity.incarnation))
-
+    /// Everything after the listener is up: the replica made of the opened directory, and
+    /// the loop that runs it.
+    private static func assemble(configuration: NodeConfiguration, cluster: ClusterConfiguration, disk: OpenedDataDirectory,
+                                 transport: PeerTransport, engineBox: EngineBox, logger: Logger) throws -> RaftNode {
         let metrics = NodeMetrics()
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = loopGroup.next()
@@ -206,88 +111,24 @@ public final class RaftNode: KeyValueNode {
         let settings = ReplicaSettings(advertisedRaftAddress: cluster.advertisedRaftAddress,
                                        advertisedHTTPAddress: cluster.advertisedHTTPAddress, electionTicks: cluster.electionTicks,
                                        requestTimeoutMs: cluster.requestTimeoutMs, snapshotEntries: UInt64(cluster.snapshotEntries))
+        let options = ReplicaOptions(settings: settings, bootstrapIfEmpty: cluster.joinURL == nil, heartbeatTicks: cluster.heartbeatTicks,
+                                     entryBytesMax: configuration.valueBytesMax + configuration.keyBytesMax + 256,
+                                     randomSeed: UInt64.random(in: 0...UInt64.max))
         let environment = ReplicaEnvironment(peers: TransportPeers(transport: transport), blockingWork: ThreadPoolWork(loop: loop),
                                              clock: clock)
-        let replica = Replica(raw: raw, log: storage, store: store, directory: directory,
-                              walFileSystem: cluster.walFileSystem ?? { GlibcFileSystem() }, snapshots: snapshots,
-                              identity: identity, raftConfig: raftConfig, settings: settings, members: members, appliedIndex: applied,
-                              environment: environment, logger: logger, metrics: metrics.replica)
+        let replica: Replica
+        do {
+            replica = try Replica(opening: disk, options: options, environment: environment, logger: logger, metrics: metrics.replica)
+        } catch {
+            try? loopGroup.syncShutdownGracefully()
+            throw error
+        }
         let engine = RaftEngine(replica: replica, loopGroup: loopGroup, loop: loop, clock: clock)
-        let published = replica.published
         engineBox.engine = engine
         engine.start(tick: TimeAmount.milliseconds(Int64(cluster.tickMs)))
-        return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: store, transport: transport,
-                        directory: directory, published: published, metrics: metrics, logger: logger,
+        return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: disk.store, transport: transport,
+                        directory: disk.directory, published: replica.published, metrics: metrics, logger: logger,
                         raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
-    }
-
-    /// Whether everything this node holds says it is its cluster's only member: the members
-    /// its state machine applied, the configuration at the log's start and every configuration
-    /// entry left in the log. A sole voter whose log was cut keeps its incarnation (there is
-    /// nobody to rejoin; the operator who cut the log accepted the loss). Any trace of another
-    /// member means the cut log may be stale: the node must not elect itself on it.
-    private static func isOnlyMember(_ id: NodeID, wal: WriteAheadLog, store: KVStore) -> Bool {
-        guard let applied = try? store.members(), applied.allSatisfy({ $0.id == id.rawValue }),
-              wal.snapshotMetadata.configuration.members.isSubset(of: [id]) else { return false }
-        guard wal.lastIndex >= wal.firstIndex else { return true }
-        guard let entries = try? wal.entries(from: wal.firstIndex, to: wal.lastIndex.next()) else { return false }
-        return entries.allSatisfy { entry in
-            entry.kind != .configChange || (try? ConfChange(decoding: entry.data))?.node == id
-        }
-    }
-
-    /// The state machine is ahead of the log: the log lost its end (an operator cut it with
-    /// `--wal-truncate-corrupt`, or it was replaced). Entries the log will now be given again
-    /// (by the leader, or new proposals) would be skipped as "already applied", so the state
-    /// machine goes back to the newest snapshot the log still continues, or to empty when the
-    /// log still starts at index 1, and the log is replayed onto it.
-    private static func rewindStateMachine(store: KVStore, storage: RaftLogStorage, snapshots: SnapshotStore,
-                                           directory: DataDirectory, allowed: Bool, logger: Logger) throws {
-        let applied = try store.appliedIndex()
-        let last = storage.lastIndex
-        guard allowed else {
-            throw DataDirectoryError(path: directory.path, message:
-                "the state machine has applied index \(applied) but the Raft log ends at \(last.rawValue); the log was lost or cut. "
-                + "Start with --wal-truncate-corrupt to rebuild the state machine from what the log and snapshots still hold")
-        }
-        let logStart = storage.snapshotMetadata.index
-        if let snapshot = snapshots.all().first(where: { $0.metadata.index <= last && $0.metadata.index >= logStart }) {
-            try store.replace(with: snapshot.databasePath, durability: .normal)
-        } else if logStart == .zero {
-            try store.reset()
-        } else {
-            throw DataDirectoryError(path: directory.path, message:
-                "the Raft log starts after index \(logStart.rawValue) and ends at \(last.rawValue), behind the state machine (\(applied)), and no snapshot bridges them")
-        }
-        let now = try store.appliedIndex()
-        logger.critical("rewound the state machine to match the cut Raft log; it will be replayed", metadata: [
-            "was_applied": "\(applied)", "now_applied": "\(now)", "log_last": "\(last.rawValue)",
-        ])
-    }
-
-    /// The founding entry of a single-node cluster: this node as the only voter, with its
-    /// addresses in the change's context, committed at term 1 (as etcd bootstraps).
-    private static func bootstrap(wal: WriteAheadLog, id: NodeID, incarnation: UInt64, addresses: MemberAddresses) throws {
-        let change = ConfChange(kind: .addVoter, node: id, incarnation: incarnation, context: addresses.encoded())
-        let entry = Entry(term: Term(1), index: LogIndex(1), kind: .configChange, data: change.encoded())
-        try wal.save([entry], hardState: HardState(term: Term(1), vote: nil, commit: LogIndex(1)))
-    }
-
-    /// Addresses from configuration entries not yet applied (they are not in the state machine).
-    private static func learnAddresses(from storage: RaftLogStorage, after applied: LogIndex,
-                                       into members: inout [NodeID: MemberAddresses]) throws {
-        let low = max(applied.next(), storage.firstIndex)
-        guard low <= storage.lastIndex else { return }
-        for entry in try storage.entries(from: low, to: storage.lastIndex.next(), bytesMax: .max) where entry.kind == .configChange {
-            guard let change = try? ConfChange(decoding: entry.data), change.kind != .removeNode,
-                  let addresses = try? MemberAddresses(decoding: change.context) else { continue }
-            members[change.node] = addresses
-        }
-    }
-
-    static func randomClusterID() -> String {
-        let hex = Array("0123456789abcdef")
-        return String((0..<16).map { _ in hex[Int.random(in: 0..<16)] })
     }
 
     /// The HTTP addresses of the other members, when the configuration this node holds lists
