@@ -79,7 +79,24 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(name: "KeyperSimulation", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
-        .executableTarget(name: "raft-sim", dependencies: ["KeyperRaft", "KeyperSimulation"], swiftSettings: strictSettings),
+        // The shipped replica under simulation: real WAL on simulated disks, real SQLite, simulated peers and clock.
+        .target(
+            name: "KeyperClusterSimulation",
+            dependencies: [
+                "KeyperBase",
+                "KeyperRaft",
+                "KeyperReplica",
+                "KeyperSimulation",
+                "KeyperStorage",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "raft-sim",
+            dependencies: ["KeyperRaft", "KeyperSimulation", "KeyperClusterSimulation"],
+            swiftSettings: strictSettings
+        ),
         // Binary encodings shared by the WAL and the peer transport.
         .target(name: "KeyperWire", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .target(
@@ -163,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeyperReplicaTests",
-            dependencies: ["KeyperReplica", "KeyperRaft", "KeyperStorage", "KeyperWire", "KeyperTestSupport"],
+            dependencies: ["KeyperReplica", "KeyperClusterSimulation", "KeyperRaft", "KeyperStorage", "KeyperWire", "KeyperTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -374,23 +374,24 @@ extension Replica {
 
     /// Answers every waiting client with `error`: every kind of waiter is listed here.
     func failAllWaiters(_ error: ReplicaError) {
-        for waiter in proposalWaiters.values { waiter.fail(error) }
+        // In key order, so a simulation answers its clients in the same order on every run.
+        for sequence in proposalWaiters.keys.sorted() { proposalWaiters[sequence]!.fail(error) }
         proposalWaiters = [:]
         for proposal in waitingForLeader { proposal.waiter.fail(error) }
         waitingForLeader = []
         for waiter in readsWaitingForRound { waiter.fail(error) }
         readsWaitingForRound = []
-        for waiter in readRounds.values.flatMap({ $0 }) { waiter.fail(error) }
+        for round in readRounds.keys.sorted() { for waiter in readRounds[round]! { waiter.fail(error) } }
         readRounds = [:]
         for waiter in readsWaitingForApply.flatMap(\.waiters) { waiter.fail(error) }
         readsWaitingForApply = []
-        for pending in memberChangeWaiters.values { fail(pending.owner, error) }
+        for index in memberChangeWaiters.keys.sorted() { fail(memberChangeWaiters[index]!.owner, error) }
         memberChangeWaiters = [:]
         for pending in memberChangesWaiting { fail(pending.owner, error) }
         memberChangesWaiting = []
-        for join in joins.values { join.waiter.fail(error) }
+        for node in joins.keys.sorted() { joins[node]!.waiter.fail(error) }
         joins = [:]
-        for adoption in adoptions.values { adoption.waiter.fail(error) }
+        for token in adoptions.keys.sorted() { adoptions[token]!.waiter.fail(error) }
         adoptions = [:]
     }
 

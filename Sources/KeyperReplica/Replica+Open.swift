@@ -21,7 +21,7 @@ package final class OpenedDataDirectory {
     package init(path: String, nodeID: String, walFileSystem: @escaping @Sendable () -> any WALFileSystem, truncateCorrupt: Bool,
                  logger: Logger) throws {
         let directory = try DataDirectory(path: path)
-        if let existing = try directory.identity(), let problem = directory.missingMemberData(existing) {
+        if let existing = try directory.identity(), let problem = directory.missingMemberData(existing, logFiles: walFileSystem()) {
             throw DataDirectoryError(path: directory.path, message: problem)
         }
         let store = try KVStore(path: directory.databasePath, durability: .normal)

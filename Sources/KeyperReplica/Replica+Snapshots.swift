@@ -158,7 +158,7 @@ extension Replica {
 
     /// Moves every snapshot in flight along, as far as each connection allows.
     func pumpSnapshots() {
-        for node in Array(snapshotSends.keys) { pumpSnapshot(to: node) }
+        for node in snapshotSends.keys.sorted() { pumpSnapshot(to: node) }
     }
 
     /// Sends the chunks of `node`'s transfer that are read, in order, while its connection
@@ -421,6 +421,7 @@ extension Replica {
             members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
         metrics.snapshotsInstalled.increment()
+        snapshotsInstalled += 1
         logger.notice("installed a snapshot from the leader", metadata: [
             "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
             "install_ms": "\((now - started).nanoseconds / 1_000_000)",

@@ -135,6 +135,17 @@ package final class Replica: @unchecked Sendable {
 
     var now: Moment { environment.clock.now }
 
+    // MARK: Inspection (for a simulator's checks)
+
+    /// The core's view: role, term, leader, commit, configuration.
+    package var status: Status { raw.status }
+    /// The last entry applied to the state machine.
+    package var applied: LogIndex { appliedIndex }
+    package var stateMachine: KVStore { store }
+    package var dataDirectory: DataDirectory { directory }
+    /// Snapshots installed from a leader since this replica was made.
+    package internal(set) var snapshotsInstalled = 0
+
     // MARK: Entry points (on the loop)
 
     /// Steps everything that arrived, then handles every `Ready` it made.
@@ -377,8 +388,8 @@ package final class Replica: @unchecked Sendable {
         metrics.term.record(Int64(raw.term.rawValue))
         if soft.role != .leader {
             // A leader that stepped down can no longer complete membership changes it started.
-            for (_, pending) in memberChangeWaiters {
-                fail(pending.owner, ReplicaError(.leaderChanged,
+            for index in memberChangeWaiters.keys.sorted() {
+                fail(memberChangeWaiters[index]!.owner, ReplicaError(.leaderChanged,
                                                  "leadership changed before the membership change committed; check /v1/status and retry"))
             }
             memberChangeWaiters = [:]
@@ -388,7 +399,8 @@ package final class Replica: @unchecked Sendable {
             memberChangesWaiting = []
             // A learner being promoted stays in the configuration, marked for promotion: the
             // next leader promotes it.
-            for (node, join) in joins where join.stage == .promoting {
+            for node in joins.keys.sorted() where joins[node]!.stage == .promoting {
+                let join = joins[node]!
                 joins.removeValue(forKey: node)
                 join.waiter.succeed(.joinedAsLearner)
             }
@@ -555,7 +567,8 @@ package final class Replica: @unchecked Sendable {
                 : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)")
         }
         let readFailure = failure("the read was not served; retry")
-        for (sequence, waiter) in proposalWaiters where waiter.deadline <= now {
+        for sequence in proposalWaiters.keys.sorted() {
+            guard let waiter = proposalWaiters[sequence], waiter.deadline <= now else { continue }
             // Proposed or forwarded: it may still commit, whatever happens to the leader.
             proposalWaiters.removeValue(forKey: sequence)
             waiter.fail(ReplicaError(raw.leader == nil ? .noLeader : .timeout,
@@ -583,8 +596,8 @@ package final class Replica: @unchecked Sendable {
             for waiter in expired { waiter.fail(readFailure) }
             return live.isEmpty ? nil : (pending.index, live)
         }
-        for (index, pending) in memberChangeWaiters {
-            guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { continue }
+        for index in memberChangeWaiters.keys.sorted() {
+            guard case .client(let waiter) = memberChangeWaiters[index]!.owner, waiter.deadline <= now else { continue }
             memberChangeWaiters.removeValue(forKey: index)
             waiter.fail(failure())
         }
@@ -593,7 +606,8 @@ package final class Replica: @unchecked Sendable {
             waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry"))
             return true
         }
-        for (node, join) in joins where join.waiter.deadline <= now {
+        for node in joins.keys.sorted() {
+            guard let join = joins[node], join.waiter.deadline <= now else { continue }
             joins.removeValue(forKey: node)
             if join.stage == .promoting {
                 join.waiter.succeed(.joinedAsLearner)
@@ -601,7 +615,8 @@ package final class Replica: @unchecked Sendable {
                 join.waiter.fail(failure("the membership change may still be applied"))
             }
         }
-        for (token, adoption) in adoptions where adoption.waiter.deadline <= now {
+        for token in adoptions.keys.sorted() {
+            guard let adoption = adoptions[token], adoption.waiter.deadline <= now else { continue }
             adoptions.removeValue(forKey: token)
             forgetUnlessMember(adoption.node)
             adoption.waiter.fail(ReplicaError(.joinUnreachable,
@@ -636,7 +651,8 @@ package final class Replica: @unchecked Sendable {
         outgoingDirect = []
         defer { if !snapshotSends.isEmpty { pumpSnapshots() } }
         guard !outgoing.isEmpty else { return }
-        for (node, records) in outgoing {
+        for node in outgoing.keys.sorted() {
+            let records = outgoing[node]!
             guard let address = members[node]?.raft else {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue

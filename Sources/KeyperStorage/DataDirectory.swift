@@ -252,9 +252,9 @@ extension DataDirectory {
     /// nil when it can: the identity names a cluster but the Raft log or the state machine
     /// is gone (a replaced disk, or files removed by hand). Starting anyway would present an
     /// empty node as the member that held that data; it could vote as if it remembered.
-    public func missingMemberData(_ identity: NodeIdentity) -> String? {
+    public func missingMemberData(_ identity: NodeIdentity, logFiles: any WALFileSystem = GlibcFileSystem()) -> String? {
         guard identity.mode == .raft, !identity.clusterID.isEmpty else { return nil }
-        let segments = ((try? FileIO.listDirectory(walPath)) ?? []).filter { $0.hasSuffix(".wal") }
+        let segments = ((try? logFiles.contentsOfDirectory(walPath)) ?? []).filter { $0.hasSuffix(".wal") }
         let missing = segments.isEmpty ? "the Raft log (wal/)" : !fileExists(databasePath) ? "the state machine (state.db)" : nil
         guard let missing else { return nil }
         return "IDENTITY says this is node \(identity.nodeID) of cluster \(identity.clusterID), but \(missing) is missing: "

@@ -219,6 +219,19 @@ public enum FileIO {
     }
 
     /// fsyncs the directory that holds `path`, making a create or rename in it durable.
+    /// Removes `path` and, for a directory, everything under it (scratch directories of tests
+    /// and simulations; no sync). Symbolic links are removed, not followed.
+    public static func removeTree(_ path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for name in (try? listDirectory(path)) ?? [] { removeTree(path + "/" + name) }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+
     /// Removes the file at `path` if there is one (a scratch file; no sync).
     public static func removeIfPresent(_ path: String) {
         unlink(path)

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KeyperClusterSimulation
 import KeyperRaft
 import KeyperSimulation
 
@@ -10,10 +11,16 @@ import KeyperSimulation
 ///   swift run -c release raft-sim --seeds 100000 [--start 0] [--nodes 3|5|mixed]
 ///   swift run -c release raft-sim bench --batch 64 [--entries 200000] [--bytes 16]   (core alone)
 ///   swift run -c release raft-sim bench --simulation --batch 64 [--ticks 2000]       (whole simulator)
+///   swift run -c release raft-sim cluster --seeds 1000 [--start 0] [--nodes 3] [--verbose] [--history]
+///       (the shipped replica: real WAL on simulated disks, real SQLite, simulated network and clock)
 @main
 struct RaftSim {
     static func main() {
         var arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "cluster" {
+            arguments.removeFirst()
+            return cluster(arguments)
+        }
         if arguments.first == "bench" {
             arguments.removeFirst()
             if arguments.contains("--simulation") { bench(arguments) } else { benchCore(arguments) }
@@ -58,6 +65,43 @@ struct RaftSim {
         print("seeds=\(seeds) start=\(start) nodes=\(nodes) failures=\(failures) seconds=\(format(elapsed)) "
               + "committed=\(totals.committed) reads=\(totals.reads) snapshotsInstalled=\(totals.snapshots) "
               + "confChanges=\(totals.confChanges) leaders=\(totals.leaders)")
+        if failures > 0 { exit(1) }
+    }
+
+    /// Seeds of ``ClusterSimulation``: the replica that ships, under faults.
+    static func cluster(_ arguments: [String]) {
+        let seeds = UInt64(value(of: "--seeds", in: arguments) ?? "1000") ?? 1000
+        let start = UInt64(value(of: "--start", in: arguments) ?? "0") ?? 0
+        var options = ClusterSimulationOptions(nodeCount: Int(value(of: "--nodes", in: arguments) ?? "3") ?? 3)
+        if arguments.contains("--no-crashes") { options.crashes = false }
+        if arguments.contains("--no-partitions") { options.partitions = false }
+        if arguments.contains("--no-drops") { options.drops = false }
+        if arguments.contains("--no-snapshots") { options.snapshots = false }
+        options.trace = arguments.contains("--trace")
+        let began = now()
+        var failures = 0
+        var totals = ClusterSimulationReport()
+        for seed in start..<(start + seeds) {
+            do {
+                let report = try ClusterSimulation(seed: seed, options: options).run()
+                totals.writesAcknowledged += report.writesAcknowledged
+                totals.readsAcknowledged += report.readsAcknowledged
+                totals.crashes += report.crashes
+                totals.snapshotsInstalled += report.snapshotsInstalled
+                totals.leadersElected += report.leadersElected
+                if arguments.contains("--verbose") { print(report) }
+            } catch {
+                failures += 1
+                print("VIOLATION \(error); replay: swift run raft-sim cluster --start \(seed) --seeds 1 --history")
+                if arguments.contains("--history") { print(error.history) }
+            }
+            if (seed - start + 1) % 1_000 == 0 {
+                print("... \(seed - start + 1) seeds, \(failures) failures, \(Int(now() - began))s")
+            }
+        }
+        print("cluster seeds=\(seeds) start=\(start) nodes=\(options.nodeCount) failures=\(failures) seconds=\(format(now() - began)) "
+              + "writes=\(totals.writesAcknowledged) reads=\(totals.readsAcknowledged) crashes=\(totals.crashes) "
+              + "installs=\(totals.snapshotsInstalled) leaders=\(totals.leadersElected)")
         if failures > 0 { exit(1) }
     }
 

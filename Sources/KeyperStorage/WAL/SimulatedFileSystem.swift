@@ -94,7 +94,9 @@ public final class SimulatedFileSystem: WALFileSystem {
         if case .randomPrefix(let seed) = unsynced { rng = SplitMix64(seed: seed) }
         names = durableNames
         var seen = Set<ObjectIdentifier>()
-        for node in names.values where seen.insert(ObjectIdentifier(node)).inserted {
+        // In path order, so a seed tears the same bytes in every process.
+        for path in names.keys.sorted() {
+            guard let node = names[path], seen.insert(ObjectIdentifier(node)).inserted else { continue }
             var kept = node.durable
             if var generator = rng, node.data.count > kept.count, node.data.starts(with: kept) {
                 let extra = node.data.count - kept.count

@@ -1,0 +1,122 @@
+import KeyperBase
+import KeyperRaft
+import KeyperReplica
+import KeyperSimulation
+import KeyperStorage
+
+extension ClusterSimulation {
+    /// A logical clock for the history: calls and returns in the order they happened.
+    func tick() -> UInt64 {
+        logicalTime += 1
+        return logicalTime
+    }
+
+    /// A request's deadline on the replica's clock, as the HTTP layer sets it.
+    var deadline: Moment { Moment(nanoseconds: now) + .milliseconds(options.requestTimeoutMilliseconds) }
+
+    /// A client's next operation: a linearizable read, a write or a delete of a random key,
+    /// sent to a node that says it leads (usually) or to any node (forwarded by a follower).
+    func clientStep(_ index: Int) {
+        guard clientsIssue, clients[index].operation == nil else { return }
+        let up = nodes.filter(\.isUp)
+        guard !up.isEmpty else {
+            events.push(.clientStep(client: index), at: now + milliseconds(20))
+            return
+        }
+        var client = clients[index]
+        let leaders = up.filter { $0.replica?.status.role == .leader }
+        let node = !leaders.isEmpty && client.random.chance(7, in: 10)
+            ? leaders[client.random.next(below: leaders.count)] : up[client.random.next(below: up.count)]
+        let key = options.keys[client.random.next(below: options.keys.count)]
+        let roll = client.random.next(below: 100)
+        let operation = history.count
+        let link = self.link
+        let waiter = Waiter(deadline: deadline) { result in
+            link.simulation?.events.push(.answered(client: index, operation: operation, result: result),
+                                         at: link.simulation?.now ?? 0)
+        }
+        if roll < 40 {
+            history.append(KeyperSimulation.KVOperation(key: key, kind: .read, value: nil, callTime: tick(), returnTime: 0,
+                                                        outcome: .indeterminate))
+            node.input.reads.append(waiter)
+        } else {
+            let isDelete = roll >= 85
+            let value = "v\(operation)"
+            node.sequence += 1
+            let request = RequestID(node: node.id, sequence: node.sequence)
+            let command = Command(request: request, operation: isDelete ? .delete(key: Array(key.utf8))
+                                                                        : .put(key: Array(key.utf8), value: Array(value.utf8)))
+            history.append(KeyperSimulation.KVOperation(key: key, kind: isDelete ? .delete : .write, value: isDelete ? nil : value,
+                                                        callTime: tick(), returnTime: 0, outcome: .indeterminate))
+            node.input.proposals.append(PendingProposal(request: request, data: command.encoded(), waiter: waiter))
+        }
+        client.operation = operation
+        client.node = node.index
+        client.generation = node.generation
+        clients[index] = client
+        scheduleRun(node)
+        // The client's own timeout: a node that crashed never answers.
+        events.push(.clientGivesUp(client: index, operation: operation),
+                    at: now + milliseconds(Int64(options.requestTimeoutMilliseconds + 500)))
+    }
+
+    func giveUp(_ index: Int, operation: Int) {
+        guard clients[index].operation == operation else { return }
+        // A write's fate is unknown; a read simply returned nothing.
+        finish(index, outcome: history[operation].kind == .read ? .failed : .indeterminate)
+    }
+
+    func answered(_ index: Int, operation: Int, result: Result<WaitOutcome, ReplicaError>) {
+        guard clients[index].operation == operation else { return }
+        let client = clients[index]
+        switch (history[operation].kind, result) {
+        case (.read, .success):
+            // The server reads its state machine once the read barrier returns; so does the client here.
+            let node = nodes[client.node]
+            guard node.generation == client.generation, let store = node.replica?.stateMachine else {
+                return finish(index, outcome: .failed)
+            }
+            let value: [UInt8]?
+            do {
+                value = try store.get(Array(history[operation].key.utf8))
+            } catch {
+                return finish(index, outcome: .failed)
+            }
+            history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
+            finish(index, outcome: .ok)
+        case (.read, .failure):
+            finish(index, outcome: .failed)
+        case (_, .success):
+            finish(index, outcome: .ok)
+        case (_, .failure(let error)):
+            finish(index, outcome: Self.definitelyNotApplied(error) ? .failed : .indeterminate)
+        }
+    }
+
+    /// Failures that promise the write was not applied; any other may hide a write that
+    /// commits later. (A promise broken here shows up as a read of a value never written.)
+    static func definitelyNotApplied(_ error: ReplicaError) -> Bool {
+        switch error.kind {
+        case .diskFull, .entryTooLarge, .overloaded, .proposalDropped, .invalidForward: true
+        default: false
+        }
+    }
+
+    func finish(_ index: Int, outcome: KeyperSimulation.KVOperation.Outcome) {
+        guard let operation = clients[index].operation else { return }
+        history[operation].outcome = outcome
+        history[operation].returnTime = tick()
+        let isRead = history[operation].kind == .read
+        switch (isRead, outcome) {
+        case (true, .ok): report.readsAcknowledged += 1
+        case (true, _): report.readsFailed += 1
+        case (false, .ok):
+            report.writesAcknowledged += 1
+            if !faultsActive { writeAcknowledgedSinceFaultsStopped = true }
+        case (false, .failed): report.writesFailed += 1
+        case (false, .indeterminate): report.writesIndeterminate += 1
+        }
+        clients[index].operation = nil
+        events.push(.clientStep(client: index), at: now + milliseconds(Int64(clients[index].random.next(below: 20))))
+    }
+}

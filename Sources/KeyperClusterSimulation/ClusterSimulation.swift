@@ -1,0 +1,526 @@
+import KeyperBase
+import KeyperRaft
+import KeyperReplica
+import KeyperSimulation
+import KeyperStorage
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Keyper cluster run in one thread from one seed: the shipped ``Replica`` with its real WAL
+/// (on a simulated disk that loses unsynced writes and tears the last one when a node crashes)
+/// and its real SQLite state machine and snapshot files (in a scratch directory per node), with
+/// simulated peers, clock, blocking work and clients.
+///
+/// Clients go through the replica's own entry points (writes, linearizable reads, joins,
+/// transfers), as the HTTP layer does. The run checks election safety as it goes; after the
+/// faults stop it checks that writes succeed again, that every member converges to the same
+/// state, and that the client history is linearizable.
+public final class ClusterSimulation: @unchecked Sendable {
+    enum Event {
+        case tick(node: Int, generation: Int)
+        case run(node: Int, generation: Int)
+        case deliver(from: Int, to: Int, epoch: Int, frame: [UInt8], origin: FrameOrigin)
+        case work(node: Int, generation: Int, job: () -> Void)
+        case clientStep(client: Int)
+        case clientGivesUp(client: Int, operation: Int)
+        case answered(client: Int, operation: Int, result: Result<WaitOutcome, ReplicaError>)
+        case restart(node: Int)
+        case heal(links: [Int])
+        case nemesis
+        case operatorStep
+    }
+
+    final class Node {
+        let index: Int
+        let id: NodeID
+        /// The Raft address other replicas are told (the simulated network routes by it).
+        let address: String
+        let path: String
+        let disk = SimulatedDisk()
+        var replica: Replica?
+        var peers: SimulatedPeers?
+        /// Bumped by every crash: events of an earlier generation are dropped.
+        var generation = 0
+        var input = ReplicaInput()
+        var runScheduled = false
+        /// The incarnation its data directory had when last opened (0: never opened).
+        var incarnation: UInt64 = 0
+        var sequence: UInt64 = 0
+        /// A join request for this node is out until then (the leader asked may crash and never answer).
+        var joinPendingUntil: Int64 = 0
+
+        init(index: Int, root: String) {
+            self.index = index
+            id = NodeID("n\(index + 1)")
+            address = "n\(index + 1):7001"
+            path = root + "/n\(index + 1)"
+        }
+
+        var isUp: Bool { replica != nil }
+    }
+
+    struct Client {
+        var random: SplitMix64
+        /// The history entry of the operation outstanding, with where it was sent.
+        var operation: Int?
+        var node = 0
+        var generation = 0
+    }
+
+    struct Link {
+        var epoch = 0
+        var lastDelivery: Int64 = 0
+        var random: SplitMix64
+    }
+
+    public let seed: UInt64
+    public let options: ClusterSimulationOptions
+    var random: SplitMix64
+    /// Simulated nanoseconds since the start.
+    var now: Int64 = 0
+    var events = EventQueue<Event>()
+    var nodes: [Node] = []
+    var nodeByAddress: [String: Int] = [:]
+    let link = SimulationLink()
+    let root: String
+    let logger: Logger
+    let snapshotEntries: UInt64
+    let workDelay: Int64
+    let dropPercent: Int
+
+    var links: [Int: Link] = [:]
+    var blocked: Set<Int> = []
+    var faultsActive = true
+    var clientsIssue = true
+    var writeAcknowledgedSinceFaultsStopped = false
+
+    var leaderOfTerm: [Term: NodeID] = [:]
+    var violation: String?
+
+    var clients: [Client] = []
+    var history: [KeyperSimulation.KVOperation] = []
+    var logicalTime: UInt64 = 0
+    public internal(set) var report = ClusterSimulationReport()
+
+    public init(seed: UInt64, options: ClusterSimulationOptions = ClusterSimulationOptions()) {
+        self.seed = seed
+        self.options = options
+        random = SplitMix64(seed: seed)
+        snapshotEntries = options.snapshots ? UInt64(8 + random.next(below: 40)) : 1 << 40
+        workDelay = Int64([1, 5, 30][random.next(below: 3)]) * 1_000_000
+        dropPercent = options.drops ? [0, 1, 5][random.next(below: 3)] : 0
+        let base = options.temporaryDirectory ?? (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp")
+        root = base + "/keyper-sim-\(getpid())-\(seed)-\(UInt64.random(in: 0...UInt64.max) % 1_000_000)"
+        if options.trace {
+            let link = self.link
+            logger = Logger(label: "sim", factory: { _ in SimulationLogHandler(link: link) })
+        } else {
+            logger = Logger(label: "sim", factory: { _ in SwiftLogNoOpLogHandler() })
+        }
+        link.simulation = self
+        report.seed = seed
+        for index in 0..<options.nodeCount {
+            let node = Node(index: index, root: root)
+            nodes.append(node)
+            nodeByAddress[node.address] = index
+        }
+        for client in 0..<options.clients {
+            clients.append(Client(random: SplitMix64(seed: seed &+ 0x100 &+ UInt64(client))))
+        }
+    }
+
+    deinit { FileIO.removeTree(root) }
+
+    // MARK: Running
+
+    /// Runs the whole scenario: faults, then liveness, then convergence and the final checks.
+    /// The scratch directory is removed when the run ends.
+    public func run() throws(ClusterSimulationViolation) -> ClusterSimulationReport {
+        defer { shutDown() }
+        do {
+            try FileIO.makeDirectories(root)
+        } catch {
+            throw failure("cannot make the scratch directory: \(error)")
+        }
+        for node in nodes { start(node) }
+        events.push(.nemesis, at: milliseconds(100))
+        events.push(.operatorStep, at: 0)
+        for client in clients.indices { events.push(.clientStep(client: client), at: milliseconds(Int64(client))) }
+
+        try runUntil(milliseconds(Int64(options.faultMilliseconds)))
+        stopFaults()
+        let settleEnd = now + milliseconds(Int64(options.settleMillisecondsMax))
+        try runUntil(settleEnd) { [self] in writeAcknowledgedSinceFaultsStopped }
+        guard writeAcknowledgedSinceFaultsStopped else {
+            throw failure("no write was acknowledged within \(options.settleMillisecondsMax) ms after faults stopped")
+        }
+        clientsIssue = false
+        let drainEnd = now + milliseconds(Int64(options.drainMillisecondsMax))
+        try runUntil(drainEnd) { [self] in clientsIdle && converged && membersJoined }
+        guard clientsIdle && converged && membersJoined else {
+            throw failure("replicas did not converge within \(options.drainMillisecondsMax) ms after clients stopped: "
+                          + nodes.map { "\($0.id) applied \($0.replica?.applied.rawValue ?? 0)" }.joined(separator: ", "))
+        }
+        try compareStateMachines()
+        try finalReads()
+        for node in nodes { report.snapshotsInstalled += node.replica?.snapshotsInstalled ?? 0 }
+        let result = LinearizabilityChecker.check(history)
+        report.operationsChecked = result.operationsChecked
+        guard result.isLinearizable else {
+            throw failure("the client history is not linearizable (key \(result.failingKey ?? "?"))")
+        }
+        report.milliseconds = now / 1_000_000
+        return report
+    }
+
+    /// Steps events until `time`, or until `done` holds.
+    func runUntil(_ time: Int64, done: () -> Bool = { false }) throws(ClusterSimulationViolation) {
+        while let next = events.nextTime, next <= time {
+            let (at, event) = events.pop()!
+            now = at
+            handle(event)
+            if let violation { throw failure(violation) }
+            if done() { return }
+        }
+        now = max(now, time)
+    }
+
+    func handle(_ event: Event) {
+        switch event {
+        case let .tick(index, generation):
+            guard let replica = live(index, generation) else { return }
+            replica.tick()
+            observe(index)
+            events.push(.tick(node: index, generation: generation), at: now + milliseconds(Int64(options.tickMilliseconds)))
+        case let .run(index, generation):
+            let node = nodes[index]
+            node.runScheduled = false
+            guard let replica = live(index, generation) else { return }
+            let input = node.input
+            node.input = ReplicaInput()
+            replica.run(input)
+            observe(index)
+        case let .deliver(from, to, epoch, frame, origin):
+            deliver(frame, from: from, to: to, epoch: epoch, origin: origin)
+        case let .work(index, generation, job):
+            guard live(index, generation) != nil else { return }
+            job()
+            observe(index)
+        case let .clientStep(client):
+            clientStep(client)
+        case let .clientGivesUp(client, operation):
+            giveUp(client, operation: operation)
+        case let .answered(client, operation, result):
+            answered(client, operation: operation, result: result)
+        case let .restart(index):
+            if !nodes[index].isUp { start(nodes[index]) }
+        case let .heal(healed):
+            for key in healed { blocked.remove(key) }
+        case .nemesis:
+            nemesis()
+        case .operatorStep:
+            operatorStep()
+        }
+    }
+
+    func live(_ index: Int, _ generation: Int) -> Replica? {
+        let node = nodes[index]
+        guard node.generation == generation else { return nil }
+        return node.replica
+    }
+
+    func milliseconds(_ value: Int64) -> Int64 { value * 1_000_000 }
+
+    func failure(_ message: String) -> ClusterSimulationViolation {
+        ClusterSimulationViolation(seed: seed, milliseconds: now / 1_000_000, message: message, history: historyDescription())
+    }
+
+    /// Schedules a run of `node`'s replica for what its input gathered (one per burst, as the
+    /// server's event loop does).
+    func scheduleRun(_ node: Node) {
+        guard !node.runScheduled, node.isUp else { return }
+        node.runScheduled = true
+        events.push(.run(node: node.index, generation: node.generation), at: now)
+    }
+
+    func scheduleWork(node: Int, generation: Int, job: @escaping () -> Void) {
+        events.push(.work(node: node, generation: generation, job: job), at: now + workDelay)
+    }
+
+    // MARK: Nodes
+
+    /// Opens the node's data directory and makes its replica, as a server does at start-up.
+    func start(_ node: Node) {
+        node.generation += 1
+        node.disk.makeDirectories(node.path + "/wal")
+        let disk = node.disk
+        let opened: OpenedDataDirectory
+        let replica: Replica
+        let peers = SimulatedPeers(link: link, node: node.index, generation: node.generation)
+        var logger = self.logger
+        logger[metadataKey: "node"] = "\(node.id)"
+        do {
+            opened = try OpenedDataDirectory(path: node.path, nodeID: node.id.rawValue, walFileSystem: { disk.fileSystem },
+                                             truncateCorrupt: false, logger: logger)
+            let settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
+                                           electionTicks: options.electionTicks, requestTimeoutMs: options.requestTimeoutMilliseconds,
+                                           snapshotEntries: snapshotEntries)
+            let replicaOptions = ReplicaOptions(settings: settings, bootstrapIfEmpty: node.index == 0, heartbeatTicks: options.heartbeatTicks,
+                                                entryBytesMax: 1 << 20, randomSeed: random.next())
+            let environment = ReplicaEnvironment(peers: peers, blockingWork: SimulatedBlockingWork(link: link, node: node.index,
+                                                                                                   generation: node.generation),
+                                                 clock: SimulatedClock(link: link))
+            replica = try Replica(opening: opened, options: replicaOptions, environment: environment, logger: logger,
+                                  metrics: .discarding())
+        } catch {
+            violation = "\(node.id) could not restart after a crash that lost only unsynced writes: \(error)"
+            return
+        }
+        if node.incarnation != 0 && opened.identity.incarnation != node.incarnation {
+            violation = "\(node.id) took a new incarnation after a crash that lost only unsynced writes (its log lost entries it had synced)"
+        }
+        node.incarnation = opened.identity.incarnation
+        node.replica = replica
+        node.peers = peers
+        node.sequence = random.next() >> 1
+        events.push(.run(node: node.index, generation: node.generation), at: now)
+        node.runScheduled = true
+        let offset = Int64(random.next(below: options.tickMilliseconds * 1_000)) * 1_000
+        events.push(.tick(node: node.index, generation: node.generation), at: now + offset)
+    }
+
+    /// The process dies: the Raft log's disk keeps what was synced (and maybe a torn part of
+    /// the rest); the replica, its queued input and its blocking work are gone.
+    func crash(_ node: Node) {
+        guard let replica = node.replica else { return }
+        report.crashes += 1
+        report.snapshotsInstalled += replica.snapshotsInstalled
+        node.disk.fileSystem.crash(keepingUnsynced: random.chance(1, in: 2) ? .randomPrefix(seed: random.next()) : .nothing)
+        replica.stateMachine.close()
+        replica.dataDirectory.release()
+        node.replica = nil
+        node.peers = nil
+        node.generation += 1
+        node.input = ReplicaInput()
+        node.runScheduled = false
+        for other in nodes.indices {
+            resetLink(key: linkKey(node.index, other))
+            resetLink(key: linkKey(other, node.index))
+        }
+    }
+
+    func shutDown() {
+        for node in nodes {
+            guard let replica = node.replica else { continue }
+            replica.close()
+            replica.stateMachine.close()
+            replica.dataDirectory.release()
+            node.replica = nil
+        }
+        FileIO.removeTree(root)
+    }
+
+    /// Election safety (Raft §5.2): at most one leader per term, checked after every step.
+    func observe(_ index: Int) {
+        guard let replica = nodes[index].replica else { return }
+        let status = replica.status
+        guard status.role == .leader else { return }
+        if let leader = leaderOfTerm[status.term] {
+            if leader != status.id { violation = "two leaders in term \(status.term.rawValue): \(leader) and \(status.id)" }
+        } else {
+            leaderOfTerm[status.term] = status.id
+            report.leadersElected += 1
+        }
+    }
+
+    var leader: Node? {
+        nodes.filter { $0.replica?.status.role == .leader }.max { $0.replica!.status.term < $1.replica!.status.term }
+    }
+
+    // MARK: Network
+
+    func linkKey(_ from: Int, _ to: Int) -> Int { from * 1_024 + to }
+
+    func send(_ frame: [UInt8], from peers: SimulatedPeers, address: String, peerIncarnation: UInt64) {
+        let sender = nodes[peers.node]
+        guard sender.generation == peers.generation, let to = nodeByAddress[address] else { return }
+        let key = linkKey(sender.index, to)
+        var state = links[key] ?? Link(random: SplitMix64(seed: seed ^ (UInt64(key) &* 0x9E37_79B9_7F4A_7C15)))
+        if blocked.contains(key) || (faultsActive && state.random.next(below: 100) < dropPercent) {
+            report.framesDropped += 1
+            links[key] = state
+            return
+        }
+        var latency = Int64(100_000 + state.random.next(below: 1_900_000))
+        if faultsActive && options.drops && state.random.chance(1, in: 50) {
+            latency += Int64(state.random.next(below: 40)) * 1_000_000
+        }
+        let at = max(now + latency, state.lastDelivery)
+        state.lastDelivery = at
+        links[key] = state
+        let origin = FrameOrigin(nodeID: sender.id.rawValue, clusterID: peers.clusterID, incarnation: peers.incarnation,
+                                 peerIncarnation: peerIncarnation)
+        events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, frame: frame, origin: origin), at: at)
+    }
+
+    /// A connection reset: frames in flight on it are lost.
+    func resetLink(from node: Int, to peer: NodeID) {
+        guard let to = nodes.firstIndex(where: { $0.id == peer }) else { return }
+        resetLink(key: linkKey(node, to))
+    }
+
+    func resetLink(key: Int) {
+        guard var state = links[key] else { return }
+        state.epoch += 1
+        state.lastDelivery = now
+        links[key] = state
+    }
+
+    func deliver(_ frame: [UInt8], from: Int, to: Int, epoch: Int, origin: FrameOrigin) {
+        let key = linkKey(from, to)
+        guard links[key]?.epoch == epoch, !blocked.contains(key) else {
+            report.framesDropped += 1
+            return
+        }
+        let node = nodes[to]
+        guard node.isUp else { return }
+        let records: [PeerRecord]
+        do {
+            records = try PeerRecord.decodeFrame(frame)
+        } catch {
+            violation = "\(nodes[from].id) sent a frame that does not decode: \(error)"
+            return
+        }
+        report.framesDelivered += 1
+        for record in records { node.input.records.append((origin, record)) }
+        scheduleRun(node)
+    }
+
+    // MARK: Faults
+
+    func nemesis() {
+        guard faultsActive else { return }
+        events.push(.nemesis, at: now + milliseconds(Int64(50 + random.next(below: 400))))
+        let roll = random.next(below: 100)
+        if roll < 25 && options.crashes {
+            let up = nodes.filter(\.isUp)
+            guard let victim = up.randomElement(using: &random) else { return }
+            crash(victim)
+            events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_500))))
+        } else if roll < 45 && options.partitions {
+            // Cut one node off, or one direction of one link.
+            let isolated = random.next(below: nodes.count)
+            var cut: [Int] = []
+            if random.chance(2, in: 3) {
+                for other in nodes.indices where other != isolated {
+                    cut += [linkKey(isolated, other), linkKey(other, isolated)]
+                }
+            } else {
+                let other = (isolated + 1 + random.next(below: nodes.count - 1)) % nodes.count
+                cut = [linkKey(isolated, other)]
+            }
+            for key in cut where blocked.insert(key).inserted { resetLink(key: key) }
+            report.partitions += 1
+            events.push(.heal(links: cut), at: now + milliseconds(Int64(100 + random.next(below: 2_000))))
+        } else if roll < 55 && options.transfers, let leader {
+            report.transfers += 1
+            leader.input.admin.append(.transfer(target: nil, waiter: Waiter(deadline: deadline) { _ in }))
+            scheduleRun(leader)
+        }
+    }
+
+    func stopFaults() {
+        faultsActive = false
+        blocked = []
+        for node in nodes where !node.isUp { start(node) }
+    }
+
+    // MARK: Membership
+
+    /// Joins every node but the first, as an operator would with `POST /v1/join` against the
+    /// leader, until each is a voter.
+    func operatorStep() {
+        events.push(.operatorStep, at: now + milliseconds(100))
+        guard let leader, let configuration = leader.replica?.status.configuration else { return }
+        for node in nodes where node.index != 0 && node.isUp && now >= node.joinPendingUntil && !configuration.voters.contains(node.id) {
+            node.joinPendingUntil = now + milliseconds(Int64(options.requestTimeoutMilliseconds + 500))
+            let addresses = MemberAddresses(raft: node.address, http: "\(node.id):8080")
+            let link = self.link
+            let index = node.index
+            let waiter = Waiter(deadline: deadline) { result in
+                link.simulation?.joinAnswered(index, result)
+            }
+            leader.input.admin.append(.join(node: node.id, addresses: addresses, waiter: waiter))
+            scheduleRun(leader)
+        }
+    }
+
+    func joinAnswered(_ index: Int, _ result: Result<WaitOutcome, ReplicaError>) {
+        nodes[index].joinPendingUntil = 0
+        if case .success = result { report.joins += 1 }
+    }
+
+    var membersJoined: Bool {
+        guard let configuration = leader?.replica?.status.configuration else { return false }
+        return nodes.allSatisfy { configuration.voters.contains($0.id) }
+    }
+
+    // MARK: Final checks
+
+    var clientsIdle: Bool { clients.allSatisfy { $0.operation == nil } }
+
+    /// Every node is up, has applied the leader's commit index, and agrees with the others.
+    var converged: Bool {
+        guard let commit = leader?.replica?.status.commit else { return false }
+        return nodes.allSatisfy { node in
+            guard let replica = node.replica else { return false }
+            return replica.applied == commit && replica.status.commit == commit
+        }
+    }
+
+    /// State machine safety: replicas that applied the same log hold the same data.
+    func compareStateMachines() throws(ClusterSimulationViolation) {
+        var first: (NodeID, [[UInt8]: [UInt8]])?
+        for node in nodes {
+            guard let store = node.replica?.stateMachine else { continue }
+            var contents: [[UInt8]: [UInt8]] = [:]
+            do {
+                for key in try store.list(prefix: [], after: nil, limit: 100_000).keys { contents[key] = try store.get(key) }
+            } catch {
+                throw failure("cannot read \(node.id)'s state machine: \(error)")
+            }
+            if let (id, expected) = first {
+                guard expected == contents else { throw failure("\(node.id)'s state machine differs from \(id)'s at the same applied index") }
+            } else {
+                first = (node.id, contents)
+            }
+        }
+    }
+
+    /// One last read of every key on the leader's state machine, after everything applied: a
+    /// write acknowledged and then lost shows up here if no client read it.
+    func finalReads() throws(ClusterSimulationViolation) {
+        guard let store = leader?.replica?.stateMachine else { throw failure("no leader at the end") }
+        for key in options.keys {
+            let call = tick()
+            let value: String?
+            do {
+                value = try store.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+            } catch {
+                throw failure("cannot read the leader's state machine: \(error)")
+            }
+            history.append(KeyperSimulation.KVOperation(key: key, kind: .read, value: value, callTime: call, returnTime: tick(),
+                                                        outcome: .ok))
+        }
+    }
+
+    public func historyDescription() -> String {
+        history.map { operation in
+            "\(operation.callTime)-\(operation.returnTime) \(operation.kind) \(operation.key)"
+                + (operation.value.map { "=\($0)" } ?? "") + " \(operation.outcome)"
+        }.joined(separator: "\n")
+    }
+}

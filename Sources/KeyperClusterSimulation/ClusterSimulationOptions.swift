@@ -1,0 +1,71 @@
+/// What a cluster simulation run does. Defaults: three replicas, the fault menu, four clients.
+public struct ClusterSimulationOptions: Sendable {
+    public var nodeCount = 3
+    /// Simulated time with faults injected; then faults stop.
+    public var faultMilliseconds = 3_000
+    /// Once faults stop, a write must be acknowledged within this long (liveness).
+    public var settleMillisecondsMax = 15_000
+    /// After liveness, time for every member to apply everything (checked) and clients to finish.
+    public var drainMillisecondsMax = 5_000
+    public var tickMilliseconds = 10
+    public var electionTicks = 10
+    public var heartbeatTicks = 1
+    public var requestTimeoutMilliseconds = 1_000
+    /// Concurrent client processes (each with at most one operation outstanding).
+    public var clients = 4
+    public var keys = ["a", "b", "c"]
+    public var crashes = true
+    public var partitions = true
+    /// Frames lost in flight (a connection reset) and variable latency.
+    public var drops = true
+    public var transfers = true
+    /// Take snapshots every few dozen entries (drawn per seed), so installs happen.
+    public var snapshots = true
+    /// Where the replicas' data directories go (their SQLite databases and snapshots; the Raft
+    /// logs live on simulated disks). Default: `/dev/shm` when it exists, else `/tmp`.
+    public var temporaryDirectory: String?
+    /// Print the replicas' log lines, prefixed with the simulated time.
+    public var trace = false
+
+    public init(nodeCount: Int = 3) { self.nodeCount = nodeCount }
+}
+
+/// A broken invariant, with the seed that replays it and the client history up to it.
+public struct ClusterSimulationViolation: Error, CustomStringConvertible, Sendable {
+    public var seed: UInt64
+    /// Simulated milliseconds since the start.
+    public var milliseconds: Int64
+    public var message: String
+    /// The client operations, one per line, as the linearizability checker saw them.
+    public var history: String
+    public var description: String { "seed=\(seed) t=\(milliseconds)ms: \(message)" }
+}
+
+/// What a run did, to show the faults and features were exercised.
+public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
+    public var seed: UInt64 = 0
+    public var milliseconds: Int64 = 0
+    public var writesAcknowledged = 0
+    public var writesFailed = 0
+    public var writesIndeterminate = 0
+    public var readsAcknowledged = 0
+    public var readsFailed = 0
+    public var leadersElected = 0
+    public var crashes = 0
+    public var partitions = 0
+    public var transfers = 0
+    public var framesDelivered = 0
+    public var framesDropped = 0
+    public var snapshotsInstalled = 0
+    public var joins = 0
+    public var operationsChecked = 0
+
+    public init() {}
+
+    public var description: String {
+        "seed=\(seed) t=\(milliseconds)ms leaders=\(leadersElected) writes=\(writesAcknowledged)"
+            + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
+            + "crashes=\(crashes) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
+            + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled) checked=\(operationsChecked)"
+    }
+}
