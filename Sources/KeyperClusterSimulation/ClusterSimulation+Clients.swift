@@ -30,10 +30,8 @@ extension ClusterSimulation {
         let key = options.keys[client.random.next(below: options.keys.count)]
         let roll = client.random.next(below: 100)
         let operation = history.count
-        let link = self.link
-        let waiter = Waiter(deadline: deadline) { result in
-            link.simulation?.events.push(.answered(client: index, operation: operation, result: result),
-                                         at: link.simulation?.now ?? 0)
+        let waiter = waiter(for: node, what: roll < 40 ? "read" : "write") { simulation, result in
+            simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
         }
         if roll < 40 {
             history.append(KeyperSimulation.KVOperation(key: key, kind: .read, value: nil, callTime: tick(), returnTime: 0,
@@ -76,14 +74,15 @@ extension ClusterSimulation {
             guard node.generation == client.generation, let store = node.replica?.stateMachine else {
                 return finish(index, outcome: .failed)
             }
-            let value: [UInt8]?
+            let read: KVStore.PendingRead
             do {
-                value = try store.get(Array(history[operation].key.utf8))
+                read = try store.beginRead(Array(history[operation].key.utf8))
             } catch {
                 return finish(index, outcome: .failed)
             }
-            history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
-            finish(index, outcome: .ok)
+            // The cache fill comes a moment later: applies may fall in between, as between threads.
+            events.push(.readFinished(client: index, operation: operation, generation: client.generation, read: read),
+                        at: now + Int64(clients[index].random.next(below: 2_000_000)))
         case (.read, .failure):
             finish(index, outcome: .failed)
         case (_, .success):
@@ -91,6 +90,15 @@ extension ClusterSimulation {
         case (_, .failure(let error)):
             finish(index, outcome: Self.definitelyNotApplied(error) ? .failed : .indeterminate)
         }
+    }
+
+    func readFinished(_ index: Int, operation: Int, generation: Int, read: KVStore.PendingRead) {
+        guard clients[index].operation == operation else { return }
+        let node = nodes[clients[index].node]
+        guard node.generation == generation, let store = node.replica?.stateMachine else { return finish(index, outcome: .failed) }
+        let value = store.finishRead(read)
+        history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
+        finish(index, outcome: .ok)
     }
 
     /// Failures that promise the write was not applied; any other may hide a write that

@@ -27,6 +27,9 @@ public final class ClusterSimulation: @unchecked Sendable {
         case clientStep(client: Int)
         case clientGivesUp(client: Int, operation: Int)
         case answered(client: Int, operation: Int, result: Result<WaitOutcome, ReplicaError>)
+        /// The second step of a client's read of a state machine (the cache fill).
+        case readFinished(client: Int, operation: Int, generation: Int, read: KVStore.PendingRead)
+        case checkWaiters
         case restart(node: Int)
         case heal(links: [Int])
         case nemesis
@@ -39,8 +42,12 @@ public final class ClusterSimulation: @unchecked Sendable {
         /// The Raft address other replicas are told (the simulated network routes by it).
         let address: String
         let path: String
-        let disk = SimulatedDisk()
+        /// The disk under the Raft log; replaced (empty) when the node's disk is wiped.
+        var disk = SimulatedDisk()
         var replica: Replica?
+        /// Bootstrap a cluster on an empty log: only the first node, and only on its first start
+        /// (a wiped node is joined like any new one, as an operator would with `--join`).
+        var bootstraps: Bool
         var peers: SimulatedPeers?
         /// Bumped by every crash: events of an earlier generation are dropped.
         var generation = 0
@@ -57,6 +64,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             id = NodeID("n\(index + 1)")
             address = "n\(index + 1):7001"
             path = root + "/n\(index + 1)"
+            bootstraps = index == 0
         }
 
         var isUp: Bool { replica != nil }
@@ -99,6 +107,19 @@ public final class ClusterSimulation: @unchecked Sendable {
 
     var leaderOfTerm: [Term: NodeID] = [:]
     var violation: String?
+    /// Waiters handed to replicas and not answered yet, by id: each must be answered exactly
+    /// once, by its deadline (or when its replica closes), unless its node crashed.
+    var openWaiters: [Int: OpenWaiter] = [:]
+    var waiterNext = 0
+    /// A node whose disk was wiped, until it is a voter again (one at a time).
+    var wiped: Int?
+
+    struct OpenWaiter {
+        var node: Int
+        var generation: Int
+        var deadline: Int64
+        var what: String
+    }
 
     var clients: [Client] = []
     var history: [KeyperSimulation.KVOperation] = []
@@ -148,6 +169,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         for node in nodes { start(node) }
         events.push(.nemesis, at: milliseconds(100))
         events.push(.operatorStep, at: 0)
+        events.push(.checkWaiters, at: milliseconds(50))
         for client in clients.indices { events.push(.clientStep(client: client), at: milliseconds(Int64(client))) }
 
         try runUntil(milliseconds(Int64(options.faultMilliseconds)))
@@ -167,6 +189,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         try compareStateMachines()
         try finalReads()
         for node in nodes { report.snapshotsInstalled += node.replica?.snapshotsInstalled ?? 0 }
+        try closeUnderLoad()
         let result = LinearizabilityChecker.check(history)
         report.operationsChecked = result.operationsChecked
         guard result.isLinearizable else {
@@ -215,6 +238,10 @@ public final class ClusterSimulation: @unchecked Sendable {
             giveUp(client, operation: operation)
         case let .answered(client, operation, result):
             answered(client, operation: operation, result: result)
+        case let .readFinished(client, operation, generation, read):
+            readFinished(client, operation: operation, generation: generation, read: read)
+        case .checkWaiters:
+            checkWaiters()
         case let .restart(index):
             if !nodes[index].isUp { start(nodes[index]) }
         case let .heal(healed):
@@ -268,7 +295,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             let settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
                                            electionTicks: options.electionTicks, requestTimeoutMs: options.requestTimeoutMilliseconds,
                                            snapshotEntries: snapshotEntries)
-            let replicaOptions = ReplicaOptions(settings: settings, bootstrapIfEmpty: node.index == 0, heartbeatTicks: options.heartbeatTicks,
+            let replicaOptions = ReplicaOptions(settings: settings, bootstrapIfEmpty: node.bootstraps, heartbeatTicks: options.heartbeatTicks,
                                                 entryBytesMax: 1 << 20, randomSeed: random.next())
             let environment = ReplicaEnvironment(peers: peers, blockingWork: SimulatedBlockingWork(link: link, node: node.index,
                                                                                                    generation: node.generation),
@@ -283,6 +310,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             violation = "\(node.id) took a new incarnation after a crash that lost only unsynced writes (its log lost entries it had synced)"
         }
         node.incarnation = opened.identity.incarnation
+        node.bootstraps = false
         node.replica = replica
         node.peers = peers
         node.sequence = random.next() >> 1
@@ -303,6 +331,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         replica.dataDirectory.release()
         node.replica = nil
         node.peers = nil
+        openWaiters = openWaiters.filter { $0.value.node != node.index || $0.value.generation != node.generation }
         node.generation += 1
         node.input = ReplicaInput()
         node.runScheduled = false
@@ -315,7 +344,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     func shutDown() {
         for node in nodes {
             guard let replica = node.replica else { continue }
-            replica.close()
+            replica.close()  // again after closeUnderLoad: closing twice is harmless
             replica.stateMachine.close()
             replica.dataDirectory.release()
             node.replica = nil
@@ -427,8 +456,12 @@ public final class ClusterSimulation: @unchecked Sendable {
             events.push(.heal(links: cut), at: now + milliseconds(Int64(100 + random.next(below: 2_000))))
         } else if roll < 55 && options.transfers, let leader {
             report.transfers += 1
-            leader.input.admin.append(.transfer(target: nil, waiter: Waiter(deadline: deadline) { _ in }))
+            leader.input.admin.append(.transfer(target: nil, waiter: waiter(for: leader, what: "transfer") { _, _ in }))
             scheduleRun(leader)
+        } else if roll < 58 && options.diskWipes && (wiped == nil || membersJoined) && membersJoined {
+            let victim = nodes[random.next(below: nodes.count)]
+            wipe(victim)
+            events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_000))))
         }
     }
 
@@ -445,13 +478,13 @@ public final class ClusterSimulation: @unchecked Sendable {
     func operatorStep() {
         events.push(.operatorStep, at: now + milliseconds(100))
         guard let leader, let configuration = leader.replica?.status.configuration else { return }
-        for node in nodes where node.index != 0 && node.isUp && now >= node.joinPendingUntil && !configuration.voters.contains(node.id) {
+        for node in nodes where node.isUp && now >= node.joinPendingUntil
+                && (!configuration.voters.contains(node.id) || configuration.incarnations[node.id] != node.incarnation) {
             node.joinPendingUntil = now + milliseconds(Int64(options.requestTimeoutMilliseconds + 500))
             let addresses = MemberAddresses(raft: node.address, http: "\(node.id):8080")
-            let link = self.link
             let index = node.index
-            let waiter = Waiter(deadline: deadline) { result in
-                link.simulation?.joinAnswered(index, result)
+            let waiter = waiter(for: leader, what: "join of \(node.id)") { simulation, result in
+                simulation.joinAnswered(index, result)
             }
             leader.input.admin.append(.join(node: node.id, addresses: addresses, waiter: waiter))
             scheduleRun(leader)
@@ -465,7 +498,78 @@ public final class ClusterSimulation: @unchecked Sendable {
 
     var membersJoined: Bool {
         guard let configuration = leader?.replica?.status.configuration else { return false }
-        return nodes.allSatisfy { configuration.voters.contains($0.id) }
+        return nodes.allSatisfy { configuration.voters.contains($0.id) && configuration.incarnations[$0.id] == $0.incarnation }
+    }
+
+    /// The node's disk is replaced by an empty one (its data is lost, as when a machine's disk
+    /// dies): it comes back as a new incarnation, and the operator joins it again.
+    func wipe(_ node: Node) {
+        crash(node)
+        FileIO.removeTree(node.path)
+        node.disk = SimulatedDisk()
+        node.incarnation = 0
+        wiped = node.index
+        report.wipes += 1
+    }
+
+    // MARK: Waiters
+
+    /// A waiter for a request to `node`, accounted for: `answer` runs as a separate event (as
+    /// a server's continuation resumes on another thread).
+    func waiter(for node: Node, what: String, answer: @escaping @Sendable (ClusterSimulation, Result<WaitOutcome, ReplicaError>) -> Void) -> Waiter {
+        let id = waiterNext
+        waiterNext += 1
+        let deadline = self.deadline
+        openWaiters[id] = OpenWaiter(node: node.index, generation: node.generation, deadline: deadline.nanoseconds, what: what)
+        let link = self.link
+        return Waiter(deadline: deadline) { result in
+            guard let simulation = link.simulation else { return }
+            simulation.waiterAnswered(id, result)
+            answer(simulation, result)
+        }
+    }
+
+    func waiterAnswered(_ id: Int, _ result: Result<WaitOutcome, ReplicaError>) {
+        guard openWaiters.removeValue(forKey: id) != nil else {
+            violation = "a waiter was answered twice (a server would resume its continuation twice): \(result)"
+            return
+        }
+    }
+
+    /// Every waiter of a live replica is answered by its deadline, give or take two ticks.
+    func checkWaiters() {
+        events.push(.checkWaiters, at: now + milliseconds(50))
+        let grace = milliseconds(Int64(2 * options.tickMilliseconds))
+        for id in openWaiters.keys.sorted() {
+            let open = openWaiters[id]!
+            guard nodes[open.node].generation == open.generation, open.deadline + grace < now else { continue }
+            violation = "\(nodes[open.node].id) left a waiter (\(open.what)) unanswered past its deadline"
+            return
+        }
+    }
+
+    /// Requests of every kind sent to every replica, which then closes at once (a shutdown under
+    /// load): each one must be answered.
+    func closeUnderLoad() throws(ClusterSimulationViolation) {
+        for node in nodes {
+            guard let replica = node.replica else { continue }
+            let key = Array(options.keys[0].utf8)
+            node.sequence += 1
+            let request = RequestID(node: node.id, sequence: node.sequence)
+            let command = Command(request: request, operation: .put(key: key, value: Array("closing".utf8)))
+            var input = ReplicaInput()
+            input.proposals.append(PendingProposal(request: request, data: command.encoded(),
+                                                   waiter: waiter(for: node, what: "write at close") { _, _ in }))
+            input.reads.append(waiter(for: node, what: "read at close") { _, _ in })
+            replica.run(input)
+            var more = ReplicaInput()
+            more.reads.append(waiter(for: node, what: "read at close") { _, _ in })
+            replica.run(more)
+            replica.close()
+            for id in openWaiters.keys.sorted() where openWaiters[id]!.node == node.index {
+                throw failure("\(node.id) closed leaving a waiter (\(openWaiters[id]!.what)) unanswered")
+            }
+        }
     }
 
     // MARK: Final checks

@@ -19,6 +19,8 @@ public struct ClusterSimulationOptions: Sendable {
     /// Frames lost in flight (a connection reset) and variable latency.
     public var drops = true
     public var transfers = true
+    /// Replace a node's disk with an empty one now and then; the operator joins it again.
+    public var diskWipes = true
     /// Take snapshots every few dozen entries (drawn per seed), so installs happen.
     public var snapshots = true
     /// Where the replicas' data directories go (their SQLite databases and snapshots; the Raft
@@ -58,6 +60,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var framesDropped = 0
     public var snapshotsInstalled = 0
     public var joins = 0
+    public var wipes = 0
     public var operationsChecked = 0
 
     public init() {}
@@ -65,7 +68,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var description: String {
         "seed=\(seed) t=\(milliseconds)ms leaders=\(leadersElected) writes=\(writesAcknowledged)"
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
-            + "crashes=\(crashes) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
+            + "crashes=\(crashes) wipes=\(wipes) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
             + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled) checked=\(operationsChecked)"
     }
 }

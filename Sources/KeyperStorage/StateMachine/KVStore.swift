@@ -127,17 +127,41 @@ public final class KVStore: Sendable {
     // MARK: Reads
 
     public func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
+        finishRead(try beginRead(key))
+    }
+
+    /// A read between its two steps: the value found (in the cache or the database), and the
+    /// cache's version when it was looked up.
+    public struct PendingRead: Sendable {
+        public let key: [UInt8]
+        public let value: [UInt8]?
+        let version: UInt64
+        let fromCache: Bool
+    }
+
+    /// The first step of ``get(_:)``: looks in the cache, and on a miss reads the database.
+    /// A simulation runs the two steps apart, so applies can fall between them as they do
+    /// between threads.
+    public func beginRead(_ key: [UInt8]) throws(SQLiteError) -> PendingRead {
         let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
         switch cached {
-        case .value(let value): return value
-        case .absent: return nil
+        case .value(let value): return PendingRead(key: key, value: value, version: version, fromCache: true)
+        case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
         case nil: break
         }
         let value = try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [UInt8]? in
             try Self.open(reader, path: path).get(key)
         }
-        cache.withLock { $0.fill(key, value.map(ReadCache.Cached.value) ?? .absent, readAt: version) }
-        return value
+        return PendingRead(key: key, value: value, version: version, fromCache: false)
+    }
+
+    /// The second step: a value read from the database fills the cache, unless a batch was
+    /// applied since the lookup (see ``ReadCache``). Returns the value read.
+    public func finishRead(_ read: PendingRead) -> [UInt8]? {
+        if !read.fromCache {
+            cache.withLock { $0.fill(read.key, read.value.map(ReadCache.Cached.value) ?? .absent, readAt: read.version) }
+        }
+        return read.value
     }
 
     /// Keys in byte order that start with `prefix` and sort after `after`, at most `limit`.
