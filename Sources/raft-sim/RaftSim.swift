@@ -11,7 +11,7 @@ import KeyperSimulation
 ///   swift run -c release raft-sim --seeds 100000 [--start 0] [--nodes 3|5|mixed]
 ///   swift run -c release raft-sim bench --batch 64 [--entries 200000] [--bytes 16]   (core alone)
 ///   swift run -c release raft-sim bench --simulation --batch 64 [--ticks 2000]       (whole simulator)
-///   swift run -c release raft-sim cluster --seeds 1000 [--start 0] [--nodes 3] [--verbose] [--history]
+///   swift run -c release raft-sim cluster --seeds 1000 [--start 0] [--nodes 3] [--verbose] [--history] [--progress]
 ///       (the shipped replica: real WAL on simulated disks, real SQLite, simulated network and clock)
 @main
 struct RaftSim {
@@ -78,10 +78,14 @@ struct RaftSim {
         if arguments.contains("--no-drops") { options.drops = false }
         if arguments.contains("--no-snapshots") { options.snapshots = false }
         options.trace = arguments.contains("--trace")
+        // Line by line, so a crash (a precondition failing under an injected bug) loses nothing printed.
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let progress = arguments.contains("--progress")
         let began = now()
         var failures = 0
         var totals = ClusterSimulationReport()
         for seed in start..<(start + seeds) {
+            if progress { print("seed \(seed)") }
             do {
                 let report = try ClusterSimulation(seed: seed, options: options).run()
                 totals.writesAcknowledged += report.writesAcknowledged

@@ -10,11 +10,16 @@ BUGS = {
     "apply-beyond-durable": [("Sources/KeyperReplica/Replica.swift",
         "        let sync = ready.mustSync\n",
         "        let sync = ready.mustSync && raw.role == .leader\n")],
-    # Release reads before their round is confirmed: a round dropped by a leadership change
-    # answers its reads instead of asking the next leader.
+    # Release reads before their round is confirmed: a node that believes it leads serves reads
+    # from its state machine at once, without the heartbeat round that proves it still leads.
     "read-released-unconfirmed": [("Sources/KeyperReplica/Replica.swift",
-        "                readsWaitingForRound += waiters\n",
-        "                for waiter in waiters { waiter.succeed() }\n")],
+        "        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }\n",
+        "        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }\n"
+        "        if raw.role == .leader {\n"
+        "            for waiter in readsWaitingForRound { waiter.succeed() }\n"
+        "            readsWaitingForRound = []\n"
+        "            return\n"
+        "        }\n")],
     # A cache fill racing an apply: a value read before a batch was applied fills the cache
     # after it, hiding the batch's write from later reads.
     "cache-fill-races-apply": [("Sources/KeyperStorage/StateMachine/ReadCache.swift",

@@ -16,12 +16,25 @@ for bug in $BUGS; do
     python3 experiments/replica-bugs/inject.py "$bug" >/dev/null || { echo "$bug: does not apply"; continue; }
     mkdir -p experiments/replica-bugs/bugs && git diff Sources/ > "experiments/replica-bugs/bugs/$bug.patch"
     flock /tmp/keyper-build.lock swift build -c release --product raft-sim 2>&1 | grep -E "error:" && { echo "$bug: build failed"; continue; }
-    out=$(./.build/release/raft-sim cluster --seeds "$SEEDS" 2>&1)
-    caught=$(echo "$out" | grep -c VIOLATION)
-    crashed=$(echo "$out" | grep -c "Fatal error")
-    first=$(echo "$out" | grep VIOLATION | head -1 | sed 's/; replay.*//' | cut -c1-200)
-    echo "$bug: caught=$caught/$SEEDS crashed=$crashed first: $first"
-    echo "   $(echo "$out" | tail -1)"
+    # A precondition failing under the bug stops the process: that seed counts as caught (the
+    # replica's own assertion found it) and the run goes on from the next seed.
+    start=0; caught=0; crashed=0; first=""; summary=""
+    while [ "$start" -lt "$SEEDS" ]; do
+        out=$(./.build/release/raft-sim cluster --start "$start" --seeds $((SEEDS - start)) --progress 2>&1)
+        caught=$((caught + $(echo "$out" | grep -c VIOLATION)))
+        [ -z "$first" ] && first=$(echo "$out" | grep VIOLATION | head -1 | sed 's/; replay.*//' | cut -c1-220)
+        if echo "$out" | grep -q "^cluster seeds="; then
+            summary=$(echo "$out" | grep "^cluster seeds=")
+            break
+        fi
+        last=$(echo "$out" | grep "^seed " | tail -1 | cut -d' ' -f2)
+        [ -z "$last" ] && { echo "$bug: raft-sim failed before its first seed"; break; }
+        crashed=$((crashed + 1))
+        [ -z "$first" ] && first="seed=$last: $(echo "$out" | grep -m1 -E "Fatal error|precondition|error:" | cut -c1-200)"
+        start=$((last + 1))
+    done
+    echo "$bug: caught=$((caught + crashed))/$SEEDS (of which stopped by an assertion: $crashed) first: $first"
+    [ -n "$summary" ] && echo "   $summary"
 done
 git checkout -q Sources/
 flock /tmp/keyper-build.lock swift build -c release --product raft-sim 2>&1 | grep -E "error:"
