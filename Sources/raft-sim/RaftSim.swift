@@ -78,14 +78,16 @@ struct RaftSim {
         if arguments.contains("--no-drops") { options.drops = false }
         if arguments.contains("--no-snapshots") { options.snapshots = false }
         options.trace = arguments.contains("--trace")
-        // Line by line, so a crash (a precondition failing under an injected bug) loses nothing printed.
-        setvbuf(stdout, nil, _IOLBF, 0)
         let progress = arguments.contains("--progress")
         let began = now()
         var failures = 0
         var totals = ClusterSimulationReport()
         for seed in start..<(start + seeds) {
-            if progress { print("seed \(seed)") }
+            if progress {
+                // Flushed, so a crash (a precondition failing under an injected bug) names its seed.
+                print("seed \(seed)")
+                fflush(nil)
+            }
             do {
                 let report = try ClusterSimulation(seed: seed, options: options).run()
                 totals.writesAcknowledged += report.writesAcknowledged
@@ -98,6 +100,7 @@ struct RaftSim {
                 failures += 1
                 print("VIOLATION \(error); replay: swift run raft-sim cluster --start \(seed) --seeds 1 --history")
                 if arguments.contains("--history") { print(error.history) }
+                fflush(nil)
             }
             if (seed - start + 1) % 1_000 == 0 {
                 print("... \(seed - start + 1) seeds, \(failures) failures, \(Int(now() - began))s")
