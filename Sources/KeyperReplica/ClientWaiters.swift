@@ -24,6 +24,39 @@ package struct Waiter: Sendable {
     func fail(_ error: ReplicaError) { answer(.failure(error)) }
 }
 
+/// Every client a replica owes an answer, by what it waits for. All of them are answered in
+/// one of three places: at their deadline (``Replica/expireWaiters(now:)``), when the replica
+/// closes or gives up its history (``Replica/failAllWaiters(_:)``), or when leadership moves
+/// (``Replica/leadershipLost()``); a kind added here goes into all three.
+struct ClientWaiters {
+    /// This node's own client writes, by request sequence, until applied here.
+    var writes: [UInt64: Waiter] = [:]
+    /// Writes that arrived while no leader was known.
+    var writesWaitingForLeader: [PendingProposal] = []
+    /// Linearizable reads: waiting for a round, in the one round in flight, or confirmed and
+    /// waiting for the state machine.
+    var reads: ReadBarrier
+    /// Membership changes proposed by this leader, by log position, until applied.
+    var memberChanges: [LogIndex: (term: Term, owner: ChangeOwner)] = [:]
+    /// Membership changes waiting for the one in flight to commit (one at a time, thesis §4.1).
+    var memberChangesWaiting: [(change: ConfChange, owner: ChangeOwner)] = []
+    /// Joins waiting for the new node's answer to the adopt request.
+    var adoptions: [UInt64: Adoption] = [:]
+    /// Joins the node agreed to, until it is a voter (or the learner it asked to be).
+    var joins: [NodeID: JoinInProgress] = [:]
+
+    init(reads: ReadBarrier) {
+        self.reads = reads
+    }
+}
+
+/// A join waiting for the node's answer to the leader's adopt request.
+struct Adoption {
+    var node: NodeID
+    var addresses: MemberAddresses
+    var waiter: Waiter
+}
+
 /// Who waits for a membership change the leader proposed.
 enum ChangeOwner: Sendable {
     /// A client's removal.
@@ -95,5 +128,99 @@ package struct ReplicaInput: Sendable {
         for proposal in proposals { proposal.waiter.fail(error) }
         for waiter in reads { waiter.fail(error) }
         for request in admin { request.waiter.fail(error) }
+    }
+}
+
+// MARK: Answering every kind of waiter
+
+extension Replica {
+    /// Fails every waiter whose deadline passed by `now`, saying what may still happen.
+    func expireWaiters(now: Moment) {
+        func failure(_ consequence: String = "a write may still be applied") -> ReplicaError {
+            raw.leader == nil
+                ? ReplicaError(.noLeader, "no leader was available within the request timeout (\(settings.requestTimeoutMs) ms)")
+                : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)")
+        }
+        let readFailure = failure("the read was not served; retry")
+        for sequence in clients.writes.keys.sorted() {
+            guard let waiter = clients.writes[sequence], waiter.deadline <= now else { continue }
+            // Proposed or forwarded: it may still commit, whatever happens to the leader.
+            clients.writes.removeValue(forKey: sequence)
+            waiter.fail(ReplicaError(raw.leader == nil ? .noLeader : .timeout,
+                                     "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms)"
+                                     + (raw.leader == nil ? " and no leader is known now" : "")
+                                     + "; the write may or may not be applied"))
+        }
+        clients.writesWaitingForLeader.removeAll { proposal in
+            guard proposal.waiter.deadline <= now else { return false }
+            proposal.waiter.fail(failure())
+            return true
+        }
+        for reader in clients.reads.expire(now: now) { reader.fail(readFailure) }
+        for index in clients.memberChanges.keys.sorted() {
+            guard case .client(let waiter) = clients.memberChanges[index]!.owner, waiter.deadline <= now else { continue }
+            clients.memberChanges.removeValue(forKey: index)
+            waiter.fail(failure())
+        }
+        clients.memberChangesWaiting.removeAll { pending in
+            guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { return false }
+            waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry"))
+            return true
+        }
+        for node in clients.joins.keys.sorted() {
+            guard let join = clients.joins[node], join.waiter.deadline <= now else { continue }
+            clients.joins.removeValue(forKey: node)
+            if join.stage == .promoting {
+                join.waiter.succeed(.joinedAsLearner)
+            } else {
+                join.waiter.fail(failure("the membership change may still be applied"))
+            }
+        }
+        for token in clients.adoptions.keys.sorted() {
+            guard let adoption = clients.adoptions[token], adoption.waiter.deadline <= now else { continue }
+            clients.adoptions.removeValue(forKey: token)
+            forgetUnlessMember(adoption.node)
+            adoption.waiter.fail(ReplicaError(.joinUnreachable,
+                                              "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
+        }
+    }
+
+    /// Answers every waiting client with `error`: every kind of waiter is listed here.
+    func failAllWaiters(_ error: ReplicaError) {
+        // In key order, so a simulation answers its clients in the same order on every run.
+        for sequence in clients.writes.keys.sorted() { clients.writes[sequence]!.fail(error) }
+        clients.writes = [:]
+        for proposal in clients.writesWaitingForLeader { proposal.waiter.fail(error) }
+        clients.writesWaitingForLeader = []
+        for reader in clients.reads.takeAll() { reader.fail(error) }
+        for index in clients.memberChanges.keys.sorted() { fail(clients.memberChanges[index]!.owner, error) }
+        clients.memberChanges = [:]
+        for pending in clients.memberChangesWaiting { fail(pending.owner, error) }
+        clients.memberChangesWaiting = []
+        for node in clients.joins.keys.sorted() { clients.joins[node]!.waiter.fail(error) }
+        clients.joins = [:]
+        for token in clients.adoptions.keys.sorted() { clients.adoptions[token]!.waiter.fail(error) }
+        clients.adoptions = [:]
+    }
+
+    /// This node stopped leading: the membership changes it started can no longer complete here.
+    func leadershipLost() {
+        // A leader that stepped down can no longer complete membership changes it started.
+        for index in clients.memberChanges.keys.sorted() {
+            fail(clients.memberChanges[index]!.owner, ReplicaError(.leaderChanged,
+                                             "leadership changed before the membership change committed; check /v1/status and retry"))
+        }
+        clients.memberChanges = [:]
+        for pending in clients.memberChangesWaiting {
+            fail(pending.owner, ReplicaError(.leaderChanged, "leadership changed; retry on the new leader"))
+        }
+        clients.memberChangesWaiting = []
+        // A learner being promoted stays in the configuration, marked for promotion: the
+        // next leader promotes it.
+        for node in clients.joins.keys.sorted() where clients.joins[node]!.stage == .promoting {
+            let join = clients.joins[node]!
+            clients.joins.removeValue(forKey: node)
+            join.waiter.succeed(.joinedAsLearner)
+        }
     }
 }

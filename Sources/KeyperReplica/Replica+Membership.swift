@@ -30,7 +30,7 @@ extension Replica {
             guard peer.clusterID == identity.clusterID, request.node.rawValue == peer.nodeID, incarnationsMatch(peer, counted: true) else { return }
             forwarded(request: request, data: data)
         case .forwardRefused(let request, let failure):
-            guard request.node == id, let waiter = proposalWaiters.removeValue(forKey: request.sequence) else { return }
+            guard request.node == id, let waiter = clients.writes.removeValue(forKey: request.sequence) else { return }
             waiter.fail(failure)
         case .adoptRequest(let request):
             adopt(request, from: peer)
@@ -103,7 +103,7 @@ extension Replica {
 
     private func requireLeader(_ waiter: Waiter) -> Bool {
         guard raw.role == .leader else {
-            let hint = raw.leader.flatMap { members[$0]?.http }.map { " (the leader is at http://\($0))" } ?? ""
+            let hint = raw.leader.flatMap { addressBook[$0]?.http }.map { " (the leader is at http://\($0))" } ?? ""
             waiter.fail(raw.leader == nil ? ReplicaError(.noLeader, "no leader is known") :
                 ReplicaError(.notLeader, "this node is not the leader\(hint)"))
             return false
@@ -115,9 +115,9 @@ extension Replica {
         guard requireLeader(waiter) else { return }
         let configuration = raw.status.configuration
         if configuration.members.contains(node) {
-            guard let known = members[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http else {
+            guard let known = addressBook[node], known.raft == addresses.raft, addresses.http.isEmpty || known.http == addresses.http else {
                 return waiter.fail(ReplicaError(.memberExists,
-                                                "\(node) is already a member at \(members[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
+                                                "\(node) is already a member at \(addressBook[node]?.raft ?? "an unknown address"); remove it first to change its addresses"))
             }
             // This leader itself is a member by definition; asking itself over the peer
             // transport would never be answered.
@@ -125,7 +125,7 @@ extension Replica {
             // The same node joining again: still ask it, so that success means it really is
             // part of this cluster (it may have lost its data and bootstrapped alone).
         }
-        if let (other, _) = members.first(where: {
+        if let (other, _) = addressBook.first(where: {
             $0.key != node && $0.value.raft == addresses.raft && configuration.members.contains($0.key)
         }) {
             return waiter.fail(ReplicaError(.addressInUse, "\(addresses.raft) is already the Raft address of \(other)"))
@@ -133,13 +133,14 @@ extension Replica {
         // Ask the node first: it may hold data of its own that must not be thrown away.
         let token = adoptionTokenNext
         adoptionTokenNext += 1
-        adoptions[token] = (node, addresses, waiter)
-        outgoingDirect.append((node, addresses.raft, .adoptRequest(AdoptRequest(
-            clusterID: identity.clusterID, leader: id, leaderRaftAddress: settings.advertisedRaftAddress, token: token))))
+        clients.adoptions[token] = Adoption(node: node, addresses: addresses, waiter: waiter)
+        let request = AdoptRequest(clusterID: identity.clusterID, leader: id, leaderRaftAddress: settings.advertisedRaftAddress,
+                                   token: token)
+        outbox.add(.adoptRequest(request), to: node, at: addresses.raft)
     }
 
     private func adopted(_ response: AdoptResponse, from peer: FrameOrigin) {
-        guard let adoption = adoptions.removeValue(forKey: response.token), adoption.node.rawValue == peer.nodeID else { return }
+        guard let adoption = clients.adoptions.removeValue(forKey: response.token), adoption.node.rawValue == peer.nodeID else { return }
         guard response.accepted else {
             forgetUnlessMember(adoption.node)
             return adoption.waiter.fail(ReplicaError(.joinRefused, "\(adoption.node) refused to join: \(response.reason)"))
@@ -148,7 +149,7 @@ extension Replica {
         guard peer.incarnation != 0 else {
             return adoption.waiter.fail(ReplicaError(.joinRefused, "\(adoption.node) did not say its incarnation"))
         }
-        guard joins[adoption.node] == nil else {
+        guard clients.joins[adoption.node] == nil else {
             return adoption.waiter.fail(ReplicaError(.joinInProgress,
                                                      "a join of \(adoption.node) is already in progress; retry"))
         }
@@ -164,18 +165,18 @@ extension Replica {
                 if configuration.voters.contains(node) { return adoption.waiter.succeed() }
                 if !addresses.promote {
                     // Asked as a learner that stays one; this one is being promoted.
-                    guard members[node]?.promote == false else {
+                    guard addressBook[node]?.promote == false else {
                         return adoption.waiter.fail(ReplicaError(.memberIsPromoting,
                             "\(node) is a learner being promoted to voter; remove it and join it with \"learner\": true to keep it a learner"))
                     }
                     return adoption.waiter.succeed()
                 }
-                guard members[node]?.promote != false else {
+                guard addressBook[node]?.promote != false else {
                     return adoption.waiter.fail(ReplicaError(.memberIsLearner,
                         "\(node) joined as a learner on request; remove it and join it again to make it a voter"))
                 }
                 join.stage = .promoting
-                joins[node] = join
+                clients.joins[node] = join
                 return
             }
             // The same name with another data directory: a new member. The old incarnation's
@@ -186,17 +187,17 @@ extension Replica {
                 "new_incarnation": "\(NodeIdentity.describe(peer.incarnation))",
             ])
             join.stage = .removingOldIncarnation
-            joins[node] = join
+            clients.joins[node] = join
             return proposeMemberChange(ConfChange(kind: .removeNode, node: node), owner: .join(node, token: join.token))
         }
-        joins[node] = join
+        clients.joins[node] = join
         addLearner(node, join)
     }
 
     /// New members start as learners and are promoted once caught up, so a slow newcomer
     /// never counts towards (and stalls) the quorum (thesis §4.2.1).
     private func addLearner(_ node: NodeID, _ join: JoinInProgress) {
-        members[node] = join.addresses
+        addressBook[node] = join.addresses
         logger.notice("adding member as a learner", metadata: [
             "node": "\(node)", "raft": "\(join.addresses.raft)", "incarnation": "\(NodeIdentity.describe(join.incarnation))",
             "promote": "\(join.addresses.promote)",
@@ -212,18 +213,18 @@ extension Replica {
             waiter.succeed()
         case .join(let node, let token):
             // A step of an earlier join of the same node (one that timed out) moves nothing.
-            guard var join = joins[node], join.token == token else { return }
+            guard var join = clients.joins[node], join.token == token else { return }
             switch join.stage {
             case .removingOldIncarnation:
                 join.stage = .addingLearner
-                joins[node] = join
+                clients.joins[node] = join
                 addLearner(node, join)
             case .addingLearner where !join.addresses.promote:
-                joins.removeValue(forKey: node)
+                clients.joins.removeValue(forKey: node)
                 join.waiter.succeed()
             case .addingLearner:
                 join.stage = .promoting
-                joins[node] = join
+                clients.joins[node] = join
             case .promoting:
                 break
             }
@@ -235,15 +236,15 @@ extension Replica {
         case .client(let waiter):
             waiter.fail(error)
         case .join(let node, let token):
-            guard joins[node]?.token == token else { return }
-            joins.removeValue(forKey: node)?.waiter.fail(error)
+            guard clients.joins[node]?.token == token else { return }
+            clients.joins.removeValue(forKey: node)?.waiter.fail(error)
         }
     }
 
     /// A promotion of `node` committed: its join, if one waits, is done.
     func joinPromoted(_ node: NodeID) {
-        guard let join = joins[node], join.stage == .promoting else { return }
-        joins.removeValue(forKey: node)
+        guard let join = clients.joins[node], join.stage == .promoting else { return }
+        clients.joins.removeValue(forKey: node)
         join.waiter.succeed()
     }
 
@@ -303,10 +304,10 @@ extension Replica {
             }
         }
         if response.accepted {
-            members[request.leader] = MemberAddresses(raft: request.leaderRaftAddress, http: members[request.leader]?.http ?? "")
+            addressBook[request.leader] = MemberAddresses(raft: request.leaderRaftAddress, http: addressBook[request.leader]?.http ?? "")
         }
         // Answer at the address given, without trusting it into the address book on refusal.
-        outgoingDirect.append((request.leader, request.leaderRaftAddress, .adoptResponse(response)))
+        outbox.add(.adoptResponse(response), to: request.leader, at: request.leaderRaftAddress)
         logger.notice(response.accepted ? "adopted by a cluster" : "refused to join a cluster", metadata: [
             "leader": "\(request.leader)", "cluster": "\(request.clusterID)", "reason": "\(response.reason)",
         ])
@@ -365,34 +366,11 @@ extension Replica {
         var config = raftConfig
         config.applied = .zero
         raw = try RawNode(config: config, storage: log)
-        members = [id: MemberAddresses(raft: settings.advertisedRaftAddress, http: settings.advertisedHTTPAddress)]
+        addressBook = [id: MemberAddresses(raft: settings.advertisedRaftAddress, http: settings.advertisedHTTPAddress)]
         appliedIndex = .zero
-        applyQueue = []
+        applyQueue.removeAll()
         stalledReady = nil
         lastLeader = nil
-    }
-
-    /// Answers every waiting client with `error`: every kind of waiter is listed here.
-    func failAllWaiters(_ error: ReplicaError) {
-        // In key order, so a simulation answers its clients in the same order on every run.
-        for sequence in proposalWaiters.keys.sorted() { proposalWaiters[sequence]!.fail(error) }
-        proposalWaiters = [:]
-        for proposal in waitingForLeader { proposal.waiter.fail(error) }
-        waitingForLeader = []
-        for waiter in readsWaitingForRound { waiter.fail(error) }
-        readsWaitingForRound = []
-        for round in readRounds.keys.sorted() { for waiter in readRounds[round]! { waiter.fail(error) } }
-        readRounds = [:]
-        for waiter in readsWaitingForApply.flatMap(\.waiters) { waiter.fail(error) }
-        readsWaitingForApply = []
-        for index in memberChangeWaiters.keys.sorted() { fail(memberChangeWaiters[index]!.owner, error) }
-        memberChangeWaiters = [:]
-        for pending in memberChangesWaiting { fail(pending.owner, error) }
-        memberChangesWaiting = []
-        for node in joins.keys.sorted() { joins[node]!.waiter.fail(error) }
-        joins = [:]
-        for token in adoptions.keys.sorted() { adoptions[token]!.waiter.fail(error) }
-        adoptions = [:]
     }
 
     /// Removes every file of the Raft log at `path` (a node giving up its history), durably.

@@ -169,12 +169,12 @@ extension Replica {
                                         allowed: disk.truncateCorrupt, logger: logger)
         }
         let applied = LogIndex(try store.appliedIndex())
-        var members: [NodeID: MemberAddresses] = [:]
+        var addressBook: [NodeID: MemberAddresses] = [:]
         for record in try store.members() {
-            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
+            addressBook[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
-        try Self.learnAddresses(from: log, after: applied, into: &members)
-        members[id] = MemberAddresses(raft: selfAddresses.raft, http: selfAddresses.http, promote: members[id]?.promote ?? true)
+        try Self.learnAddresses(from: log, after: applied, into: &addressBook)
+        addressBook[id] = MemberAddresses(raft: selfAddresses.raft, http: selfAddresses.http, promote: addressBook[id]?.promote ?? true)
 
         var raftConfig = Config(id: id, randomSeed: options.randomSeed)
         raftConfig.incarnation = identity.incarnation
@@ -185,7 +185,7 @@ extension Replica {
         let raw = try RawNode(config: raftConfig, storage: log)
         environment.peers.setIdentity(clusterID: identity.clusterID, incarnation: identity.incarnation)
         self.init(raw: raw, log: log, store: store, directory: directory, walFileSystem: disk.walFileSystem, snapshots: snapshots,
-                  identity: identity, raftConfig: raftConfig, settings: settings, members: members, appliedIndex: applied,
+                  identity: identity, raftConfig: raftConfig, settings: settings, addressBook: addressBook, appliedIndex: applied,
                   environment: environment, logger: logger, metrics: metrics)
     }
 
@@ -228,13 +228,13 @@ extension Replica {
 
     /// Addresses from configuration entries not yet applied (they are not in the state machine).
     private static func learnAddresses(from log: RaftLogStorage, after applied: LogIndex,
-                                       into members: inout [NodeID: MemberAddresses]) throws {
+                                       into addressBook: inout [NodeID: MemberAddresses]) throws {
         let low = max(applied.next(), log.firstIndex)
         guard low <= log.lastIndex else { return }
         for entry in try log.entries(from: low, to: log.lastIndex.next(), bytesMax: .max) where entry.kind == .configChange {
             guard let change = try? ConfChange(decoding: entry.data), change.kind != .removeNode,
                   let addresses = try? MemberAddresses(decoding: change.context) else { continue }
-            members[change.node] = addresses
+            addressBook[change.node] = addresses
         }
     }
 

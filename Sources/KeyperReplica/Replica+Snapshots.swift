@@ -177,7 +177,7 @@ extension Replica {
             return
         }
         guard transfer.finished == nil else { return }
-        guard let address = members[node]?.raft else {
+        guard let address = addressBook[node]?.raft else {
             snapshotSends[node] = nil
             return
         }
@@ -415,10 +415,10 @@ extension Replica {
             try store.replace(with: snapshot.databasePath, durability: .normal)
         }
         appliedIndex = metadata.index
-        applyQueue.removeAll { $0.index <= metadata.index }
+        applyQueue.drop(through: metadata.index)
         if let partial = receiving, partial.index <= metadata.index { dropPartialSnapshot() }
         for record in (try? store.members()) ?? [] {
-            members[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
+            addressBook[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
         }
         metrics.snapshotsInstalled.increment()
         snapshotsInstalled += 1

@@ -48,11 +48,11 @@ package final class Replica: @unchecked Sendable {
     var random: SplitMix64
 
     /// Where each member is reached, learned from configuration entries as they are appended.
-    var members: [NodeID: MemberAddresses]
+    var addressBook: [NodeID: MemberAddresses]
     // Invariant: appliedIndex <= raw.commitIndex.
     var appliedIndex: LogIndex
-    /// Committed entries not yet in the state machine (a failed apply is retried from here).
-    var applyQueue: [Entry] = []
+    /// Committed entries not yet in the state machine.
+    var applyQueue = ApplyQueue()
     /// A `Ready` whose persist failed (disk full); nothing else happens until it is written.
     var stalledReady: Ready?
     /// The WAL could not be written (disk full); cleared when the stalled `Ready` is written.
@@ -63,42 +63,15 @@ package final class Replica: @unchecked Sendable {
     /// Set by ``close()``: new work is refused, nothing more is written.
     var closing = false
 
-    /// This node's own client writes, by request sequence, until applied here.
-    var proposalWaiters: [UInt64: Waiter] = [:]
-    /// Writes that arrived while no leader was known.
-    var waitingForLeader: [PendingProposal] = []
-    /// Linearizable reads not yet in a ReadIndex round.
-    var readsWaitingForRound: [Waiter] = []
-    /// The ReadIndex round in flight (one at a time, as etcd does: every read arriving
-    /// meanwhile joins the next round, so under load one heartbeat round confirms many reads
-    /// and followers answer far fewer heartbeats). Keyed by round number, so that late,
-    /// repeated or dropped answers are matched.
-    var readRounds: [UInt64: [Waiter]] = [:]
-    /// Starts at a random point on every process start (as request sequences do): an answer to
-    /// a round of this node's previous run must not release a round of this one.
-    var readRoundNext: UInt64
-    /// Ticks since the round in flight was last asked; one unanswered for an election timeout
-    /// (a lost message on the way to or from the leader) is asked again.
-    var readRoundAge = 0
-    /// Reads whose read index is known, waiting for the state machine to reach it.
-    var readsWaitingForApply: [(index: LogIndex, waiters: [Waiter])] = []
-    /// Membership changes proposed by this leader, by log position, until applied.
-    var memberChangeWaiters: [LogIndex: (term: Term, owner: ChangeOwner)] = [:]
-    /// Membership changes waiting for the one in flight to commit (one at a time, thesis §4.1).
-    var memberChangesWaiting: [(change: ConfChange, owner: ChangeOwner)] = []
-    /// Joins waiting for the new node's answer to our adopt request.
-    var adoptions: [UInt64: (node: NodeID, addresses: MemberAddresses, waiter: Waiter)] = [:]
+    /// Every client this replica owes an answer (see ClientWaiters.swift).
+    var clients: ClientWaiters
     var adoptionTokenNext: UInt64 = 1
-    /// Joins the node agreed to, until it is a voter (or the learner it asked to be).
-    var joins: [NodeID: JoinInProgress] = [:]
 
-    /// Records to send at the next flush, batched per peer (one frame each).
-    var outgoing: [NodeID: [PeerRecord]] = [:]
+    /// Records to send at the next flush.
+    var outbox = Outbox()
     /// Snapshots being streamed to followers, paced by their connections.
     var snapshotSends: [NodeID: SnapshotSend] = [:]
     var snapshotSendNext: UInt64 = 1
-    /// Records for a node at an address not (or not yet) in the address book.
-    var outgoingDirect: [(node: NodeID, address: String, record: PeerRecord)] = []
     var lastLeader: NodeID?
     /// The incarnation each peer announced in the handshake of its connection to us: where an
     /// answer goes when the configuration does not list the peer (yet).
@@ -106,7 +79,7 @@ package final class Replica: @unchecked Sendable {
 
     package init(raw: RawNode, log: RaftLogStorage, store: KVStore, directory: DataDirectory,
                  walFileSystem: @escaping @Sendable () -> any WALFileSystem, snapshots: SnapshotStore, identity: NodeIdentity,
-                 raftConfig: Config, settings: ReplicaSettings, members: [NodeID: MemberAddresses], appliedIndex: LogIndex,
+                 raftConfig: Config, settings: ReplicaSettings, addressBook: [NodeID: MemberAddresses], appliedIndex: LogIndex,
                  environment: ReplicaEnvironment, logger: Logger, metrics: ReplicaMetrics) {
         self.id = raftConfig.id
         self.environment = environment
@@ -120,15 +93,15 @@ package final class Replica: @unchecked Sendable {
         self.identity = identity
         self.raftConfig = raftConfig
         self.settings = settings
-        self.members = members
+        self.addressBook = addressBook
         self.appliedIndex = appliedIndex
         self.logger = logger
         self.metrics = metrics
         // Round numbers start at a random point on every start (as request sequences do): an
         // answer to a round of this node's previous run must not release a round of this one.
         random = SplitMix64(seed: raftConfig.randomSeed ^ 0x5EED_0F_2EAD_0000)
-        readRoundNext = random.next() >> 1 | 1
-        published = PublishedBox(PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
+        clients = ClientWaiters(reads: ReadBarrier(firstRound: random.next() >> 1 | 1))
+        published = PublishedBox(PublishedState(status: raw.status, addressBook: addressBook, appliedIndex: appliedIndex,
                                                 snapshotIndex: log.snapshotMetadata.index, clusterID: identity.clusterID,
                                                 incarnation: identity.incarnation))
     }
@@ -153,7 +126,7 @@ package final class Replica: @unchecked Sendable {
         guard !closing else { return batch.refuseAll() }
         for (from, record) in batch.records { handle(record, from: from) }
         for proposal in batch.proposals { propose(proposal) }
-        readsWaitingForRound += batch.reads
+        clients.reads.add(batch.reads)
         for request in batch.admin { handle(request) }
         startReadRound()
         processReady()
@@ -164,14 +137,13 @@ package final class Replica: @unchecked Sendable {
         guard !closing else { return }
         raw.tick()
         expireWaiters(now: now)
-        if !waitingForLeader.isEmpty { flushWaitingForLeader() }
+        if !clients.writesWaitingForLeader.isEmpty { flushWaitingForLeader() }
         startReadRound()
         proposeWaitingMemberChanges()
         promoteCaughtUpLearners()
         applyIfDue(force: true)  // what a follower let gather is applied within a tick
-        if !readRounds.isEmpty {
-            readRoundAge += 1
-            if readRoundAge > settings.electionTicks { retryReadRound() }
+        if let round = clients.reads.tick(ticksMax: settings.electionTicks) {
+            try? raw.readIndex(context: ReadBarrier.context(round: round))
         }
         processReady()
     }
@@ -294,42 +266,33 @@ package final class Replica: @unchecked Sendable {
     /// The Ready's finished read rounds: confirmed ones wait for their index to be applied;
     /// dropped ones (leadership moved before they finished) try again with the next leader.
     private func releaseRounds(of ready: Ready) {
-        for state in ready.readStates { readIndexReady(state) }
+        for state in ready.readStates {
+            guard let round = ReadBarrier.round(from: state.context) else { continue }
+            for reader in clients.reads.confirm(round: round, at: state.index, applied: appliedIndex) { reader.succeed() }
+        }
         for context in ready.droppedReads {
-            if let round = Self.round(from: context), let waiters = readRounds.removeValue(forKey: round) {
-                readsWaitingForRound += waiters
-            }
+            if let round = ReadBarrier.round(from: context) { clients.reads.drop(round: round) }
         }
     }
 
-    /// Applies the queued committed entries now when somebody waits for them; otherwise, on a
-    /// follower, lets them gather (up to ``Core/lazyApplyEntriesMax`` or the next tick). A
-    /// follower's apply answers nobody, and one SQLite transaction for many Readies costs far
-    /// less than one per Ready: under a write load this was a third of a follower's CPU.
-    /// Applying later is always safe; the state machine only lags, and stale reads say by how
-    /// much (`X-Keyper-Applied-Index`).
+    /// Applies the queued committed entries now when somebody waits for them (a leader's
+    /// clients, this node's forwarded writes, confirmed reads, membership changes) or the
+    /// queue is full; otherwise, on a follower, lets them gather until the next tick (see
+    /// ``ApplyQueue``). Applying later is always safe; the state machine only lags, and stale
+    /// reads say by how much (`X-Keyper-Applied-Index`).
     func applyIfDue(force: Bool = false) {
         guard !applyQueue.isEmpty else { return }
         let due = force || raw.role == .leader
-            || !readsWaitingForApply.isEmpty     // linearizable reads confirmed at a later index
-            || !proposalWaiters.isEmpty          // this node's forwarded writes
-            || !memberChangeWaiters.isEmpty
-            || applyQueue.count >= Self.lazyApplyEntriesMax
-            || applyQueue.reduce(0, { $0 + $1.data.count }) >= Self.lazyApplyBytesMax
-            || applyQueue.contains { $0.kind == .configChange }  // addresses and removals act at once
+            || clients.reads.hasConfirmedReads  // linearizable reads confirmed at a later index
+            || !clients.writes.isEmpty          // this node's forwarded writes
+            || !clients.memberChanges.isEmpty
+            || applyQueue.mustApply
         if due { applyCommitted() }
     }
 
-    /// How many committed entries a follower lets gather before applying them unasked.
-    static let lazyApplyEntriesMax = 1_024
-    /// … or this many bytes of them.
-    static let lazyApplyBytesMax = 4 << 20
-
-    /// Queues entries not yet applied or queued; a Ready's entries may have been queued
-    /// (and perhaps applied) already before its sync.
+    /// Queues entries not yet applied or queued.
     private func enqueueForApply<Entries: Collection<Entry>>(_ entries: Entries) {
-        let after = applyQueue.last?.index ?? appliedIndex
-        applyQueue += entries.filter { $0.index > after }
+        applyQueue.enqueue(entries, applied: appliedIndex)
     }
 
     private func flushAndPublish() {
@@ -346,16 +309,16 @@ package final class Replica: @unchecked Sendable {
             do {
                 try raw.propose(proposal.data)
                 metrics.proposals.increment()
-                proposalWaiters[proposal.request.sequence] = proposal.waiter
+                clients.writes[proposal.request.sequence] = proposal.waiter
             } catch {
                 proposal.waiter.fail(ReplicaError(error))
             }
         } else if let leader = raw.leader {
             // Forward over the peer connection; we answer when we apply the entry ourselves.
-            proposalWaiters[proposal.request.sequence] = proposal.waiter
+            clients.writes[proposal.request.sequence] = proposal.waiter
             send(.forward(request: proposal.request, data: proposal.data), to: leader)
         } else {
-            waitingForLeader.append(proposal)
+            clients.writesWaitingForLeader.append(proposal)
         }
     }
 
@@ -363,22 +326,21 @@ package final class Replica: @unchecked Sendable {
     /// the connection with its queued frames, so a stale request never reaches it later.
     func forgetUnlessMember(_ node: NodeID) {
         guard !raw.status.configuration.members.contains(node), node != id else { return }
-        members.removeValue(forKey: node)
+        addressBook.removeValue(forKey: node)
         peers.forget(node)
     }
 
     private func flushWaitingForLeader() {
         guard raw.leader != nil else { return }
-        let waiting = waitingForLeader
-        waitingForLeader = []
+        let waiting = clients.writesWaitingForLeader
+        clients.writesWaitingForLeader = []
         for proposal in waiting { propose(proposal) }
     }
 
     private func leadershipChanged(_ soft: SoftState) {
         if soft.leader != lastLeader {
             // Rounds sent to the old leader may never be answered: ask the new one.
-            for (_, waiters) in readRounds { readsWaitingForRound += waiters }
-            readRounds = [:]
+            clients.reads.leaderChanged()
             logger.notice("leader changed", metadata: [
                 "leader": "\(soft.leader.map(\.rawValue) ?? "none")", "term": "\(raw.term.rawValue)", "role": "\(soft.role)",
             ])
@@ -386,34 +348,16 @@ package final class Replica: @unchecked Sendable {
             lastLeader = soft.leader
         }
         metrics.term.record(Int64(raw.term.rawValue))
-        if soft.role != .leader {
-            // A leader that stepped down can no longer complete membership changes it started.
-            for index in memberChangeWaiters.keys.sorted() {
-                fail(memberChangeWaiters[index]!.owner, ReplicaError(.leaderChanged,
-                                                 "leadership changed before the membership change committed; check /v1/status and retry"))
-            }
-            memberChangeWaiters = [:]
-            for pending in memberChangesWaiting {
-                fail(pending.owner, ReplicaError(.leaderChanged, "leadership changed; retry on the new leader"))
-            }
-            memberChangesWaiting = []
-            // A learner being promoted stays in the configuration, marked for promotion: the
-            // next leader promotes it.
-            for node in joins.keys.sorted() where joins[node]!.stage == .promoting {
-                let join = joins[node]!
-                joins.removeValue(forKey: node)
-                join.waiter.succeed(.joinedAsLearner)
-            }
-        }
+        if soft.role != .leader { leadershipLost() }
         flushWaitingForLeader()
     }
 
     // MARK: Apply
 
     private func applyCommitted() {
-        let entries = applyQueue.filter { $0.index > appliedIndex }
+        let entries = applyQueue.entries.filter { $0.index > appliedIndex }
         guard let last = entries.last else {
-            applyQueue = []
+            applyQueue.removeAll()
             return
         }
         // Never apply what this node's own log does not hold durably: after a crash the state
@@ -447,7 +391,7 @@ package final class Replica: @unchecked Sendable {
                     if let addresses = try? MemberAddresses(decoding: change.context) {
                         operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http,
                                                      promote: addresses.promote))
-                        members[change.node] = addresses
+                        addressBook[change.node] = addresses
                     }
                 case .removeNode:
                     operations.append(.removeMember(id: change.node.rawValue))
@@ -465,16 +409,16 @@ package final class Replica: @unchecked Sendable {
             return
         }
         stateFull = false
-        applyQueue = []
+        applyQueue.removeAll()
         appliedIndex = last.index
         metrics.entriesApplied.increment(by: entries.count)
         maybeSnapshot()
-        for sequence in mine { proposalWaiters.removeValue(forKey: sequence)?.succeed() }
+        for sequence in mine { clients.writes.removeValue(forKey: sequence)?.succeed() }
         if entries.contains(where: { $0.kind == .configChange }) && raw.status.configuration.voters.count == 2 {
             logger.warning("the cluster has two voters and tolerates no failure (a majority of 2 is 2); add a third node")
         }
         for entry in entries where entry.kind == .configChange {
-            if let pending = memberChangeWaiters.removeValue(forKey: entry.index) {
+            if let pending = clients.memberChanges.removeValue(forKey: entry.index) {
                 if pending.term == entry.term { succeed(pending.owner) } else {
                     fail(pending.owner, ReplicaError(.leaderChanged, "the membership change was overwritten; retry"))
                 }
@@ -484,7 +428,7 @@ package final class Replica: @unchecked Sendable {
         // A node removed and already added back (a later entry, appended) keeps its address.
         let current = raw.status.configuration.members
         for node in removed where node != id && !current.contains(node) {
-            members.removeValue(forKey: node)
+            addressBook.removeValue(forKey: node)
             peers.forget(node)
         }
         releaseReads()
@@ -495,133 +439,27 @@ package final class Replica: @unchecked Sendable {
     /// Starts a round for the reads that waited while the previous one was out; true when
     /// that gave the core something to send.
     private func startReadRoundIfIdle() -> Bool {
-        guard readRounds.isEmpty, !readsWaitingForRound.isEmpty else { return false }
+        guard clients.reads.canStartRound else { return false }
         startReadRound()
         return raw.hasReady
     }
 
     func startReadRound() {
-        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }
-        let round = readRoundNext
+        guard clients.reads.canStartRound, raw.leader != nil else { return }
         do {
-            try raw.readIndex(context: Self.context(round: round))
+            try raw.readIndex(context: ReadBarrier.context(round: clients.reads.nextRound))
         } catch .readLimit {
-            let waiters = readsWaitingForRound
-            readsWaitingForRound = []
-            for waiter in waiters { waiter.fail(ReplicaError(.readLimit(pendingMax: 0))) }
+            for reader in clients.reads.takeWaiting() { reader.fail(ReplicaError(.readLimit(pendingMax: 0))) }
             return
         } catch {
             return  // not ready yet (e.g. a new leader without a commit in its term): next tick
         }
-        readRoundNext += 1
-        readRoundAge = 0
-        readRounds[round] = readsWaitingForRound
-        readsWaitingForRound = []
+        clients.reads.roundStarted()
     }
 
-    /// Asks again for the round in flight under the same number: whichever answer comes first
-    /// releases its reads (all of which arrived before either request, so either index serves
-    /// them), and a later one finds nothing left to release.
-    private func retryReadRound() {
-        for round in readRounds.keys { try? raw.readIndex(context: Self.context(round: round)) }
-        readRoundAge = 0
-    }
-
-    private func readIndexReady(_ state: ReadState) {
-        guard let round = Self.round(from: state.context), let waiters = readRounds.removeValue(forKey: round) else { return }
-        if appliedIndex >= state.index {
-            for waiter in waiters { waiter.succeed() }
-        } else {
-            readsWaitingForApply.append((state.index, waiters))
-        }
-    }
-
+    /// Answers the confirmed reads the state machine now covers.
     func releaseReads() {
-        guard !readsWaitingForApply.isEmpty else { return }
-        var waiting: [(index: LogIndex, waiters: [Waiter])] = []
-        for pending in readsWaitingForApply {
-            if pending.index <= appliedIndex {
-                for waiter in pending.waiters { waiter.succeed() }
-            } else {
-                waiting.append(pending)
-            }
-        }
-        readsWaitingForApply = waiting
-    }
-
-    static func context(round: UInt64) -> [UInt8] {
-        withUnsafeBytes(of: round.littleEndian) { Array($0) }
-    }
-
-    static func round(from context: [UInt8]) -> UInt64? {
-        guard context.count == 8 else { return nil }
-        return context.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-    }
-
-    // MARK: Deadlines
-
-    private func expireWaiters(now: Moment) {
-        func failure(_ consequence: String = "a write may still be applied") -> ReplicaError {
-            raw.leader == nil
-                ? ReplicaError(.noLeader, "no leader was available within the request timeout (\(settings.requestTimeoutMs) ms)")
-                : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)")
-        }
-        let readFailure = failure("the read was not served; retry")
-        for sequence in proposalWaiters.keys.sorted() {
-            guard let waiter = proposalWaiters[sequence], waiter.deadline <= now else { continue }
-            // Proposed or forwarded: it may still commit, whatever happens to the leader.
-            proposalWaiters.removeValue(forKey: sequence)
-            waiter.fail(ReplicaError(raw.leader == nil ? .noLeader : .timeout,
-                                     "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms)"
-                                     + (raw.leader == nil ? " and no leader is known now" : "")
-                                     + "; the write may or may not be applied"))
-        }
-        waitingForLeader.removeAll { proposal in
-            guard proposal.waiter.deadline <= now else { return false }
-            proposal.waiter.fail(failure())
-            return true
-        }
-        readsWaitingForRound.removeAll { waiter in
-            guard waiter.deadline <= now else { return false }
-            waiter.fail(readFailure)
-            return true
-        }
-        for (round, waiters) in readRounds {
-            let (expired, live) = waiters.partitioned { $0.deadline <= now }
-            for waiter in expired { waiter.fail(readFailure) }
-            readRounds[round] = live.isEmpty ? nil : live
-        }
-        readsWaitingForApply = readsWaitingForApply.compactMap { pending in
-            let (expired, live) = pending.waiters.partitioned { $0.deadline <= now }
-            for waiter in expired { waiter.fail(readFailure) }
-            return live.isEmpty ? nil : (pending.index, live)
-        }
-        for index in memberChangeWaiters.keys.sorted() {
-            guard case .client(let waiter) = memberChangeWaiters[index]!.owner, waiter.deadline <= now else { continue }
-            memberChangeWaiters.removeValue(forKey: index)
-            waiter.fail(failure())
-        }
-        memberChangesWaiting.removeAll { pending in
-            guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { return false }
-            waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry"))
-            return true
-        }
-        for node in joins.keys.sorted() {
-            guard let join = joins[node], join.waiter.deadline <= now else { continue }
-            joins.removeValue(forKey: node)
-            if join.stage == .promoting {
-                join.waiter.succeed(.joinedAsLearner)
-            } else {
-                join.waiter.fail(failure("the membership change may still be applied"))
-            }
-        }
-        for token in adoptions.keys.sorted() {
-            guard let adoption = adoptions[token], adoption.waiter.deadline <= now else { continue }
-            adoptions.removeValue(forKey: token)
-            forgetUnlessMember(adoption.node)
-            adoption.waiter.fail(ReplicaError(.joinUnreachable,
-                                              "\(adoption.node) did not answer at \(adoption.addresses.raft) within the request timeout"))
-        }
+        for reader in clients.reads.applied(through: appliedIndex) { reader.succeed() }
     }
 
     // MARK: Sending
@@ -637,23 +475,23 @@ package final class Replica: @unchecked Sendable {
     }
 
     func send(_ record: PeerRecord, to node: NodeID) {
-        outgoing[node, default: []].append(record)
+        outbox.add(record, to: node)
     }
 
     /// Everything queued for a peer goes out in as few frames as fit about 1 MiB each; then
     /// snapshot chunks, as far as the connections take them: heartbeats and appends first, so
     /// a connection that a snapshot fills up to its limit does not drop them.
     func flush() {
-        for direct in outgoingDirect {
+        for direct in outbox.direct {
             peers.send(PeerRecord.encodeFrame([direct.record]), to: direct.node, address: direct.address,
                        incarnation: raw.incarnation(of: direct.node) ?? announcedIncarnations[direct.node] ?? 0)
         }
-        outgoingDirect = []
+        outbox.direct = []
         defer { if !snapshotSends.isEmpty { pumpSnapshots() } }
-        guard !outgoing.isEmpty else { return }
-        for node in outgoing.keys.sorted() {
-            let records = outgoing[node]!
-            guard let address = members[node]?.raft else {
+        guard !outbox.batched.isEmpty else { return }
+        for node in outbox.batched.keys.sorted() {
+            let records = outbox.batched[node]!
+            guard let address = addressBook[node]?.raft else {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue
             }
@@ -665,7 +503,7 @@ package final class Replica: @unchecked Sendable {
                 peers.send(frame, to: node, address: address, incarnation: incarnation)
             }
         }
-        outgoing = [:]
+        outbox.batched = [:]
     }
 
     /// Where `records` for `node` may go: to the incarnation the configuration lists for it;
@@ -691,19 +529,19 @@ package final class Replica: @unchecked Sendable {
         for entry in entries where entry.kind == .configChange {
             guard let change = try? ConfChange(decoding: entry.data), change.kind != .removeNode,
                   let addresses = try? MemberAddresses(decoding: change.context) else { continue }
-            members[change.node] = addresses
+            addressBook[change.node] = addresses
         }
     }
 
     /// Proposes a membership change now, or queues it behind the one in flight.
     func proposeMemberChange(_ change: ConfChange, owner: ChangeOwner) {
-        if memberChangesWaiting.isEmpty && tryProposeMemberChange(change, owner: owner) { return }
-        memberChangesWaiting.append((change, owner))
+        if clients.memberChangesWaiting.isEmpty && tryProposeMemberChange(change, owner: owner) { return }
+        clients.memberChangesWaiting.append((change, owner))
     }
 
     private func proposeWaitingMemberChanges() {
-        while let next = memberChangesWaiting.first, tryProposeMemberChange(next.change, owner: next.owner) {
-            memberChangesWaiting.removeFirst()
+        while let next = clients.memberChangesWaiting.first, tryProposeMemberChange(next.change, owner: next.owner) {
+            clients.memberChangesWaiting.removeFirst()
         }
     }
 
@@ -712,7 +550,7 @@ package final class Replica: @unchecked Sendable {
     private func tryProposeMemberChange(_ change: ConfChange, owner: ChangeOwner) -> Bool {
         do {
             let position = try raw.proposeConfChange(change)
-            memberChangeWaiters[position.index] = (position.term, owner)
+            clients.memberChanges[position.index] = (position.term, owner)
             return true
         } catch .configChangeInProgress {
             return false
@@ -725,13 +563,13 @@ package final class Replica: @unchecked Sendable {
     }
 
     private func promoteCaughtUpLearners() {
-        guard raw.role == .leader, memberChangesWaiting.isEmpty else { return }
+        guard raw.role == .leader, clients.memberChangesWaiting.isEmpty else { return }
         let status = raw.status
         // Learners that asked to stay learners (`{"learner": true}`) are left as they are.
-        for learner in status.configuration.learners.sorted() where members[learner]?.promote != false {
+        for learner in status.configuration.learners.sorted() where addressBook[learner]?.promote != false {
             guard let follower = status.followers[learner], follower.match >= raw.commitIndex else { continue }
             do {
-                try raw.proposeConfChange(ConfChange(kind: .addVoter, node: learner, context: members[learner]?.encoded() ?? []))
+                try raw.proposeConfChange(ConfChange(kind: .addVoter, node: learner, context: addressBook[learner]?.encoded() ?? []))
                 logger.notice("promoting caught-up learner to voter", metadata: ["node": "\(learner)", "match": "\(follower.match)"])
                 return  // one change at a time
             } catch {
@@ -743,7 +581,7 @@ package final class Replica: @unchecked Sendable {
     package func publish() {
         metrics.commitIndex.record(Int64(raw.commitIndex.rawValue))
         metrics.appliedIndex.record(Int64(appliedIndex.rawValue))
-        let state = PublishedState(status: raw.status, members: members, appliedIndex: appliedIndex,
+        let state = PublishedState(status: raw.status, addressBook: addressBook, appliedIndex: appliedIndex,
                                    snapshotIndex: log.snapshotMetadata.index, clusterID: identity.clusterID,
                                    incarnation: identity.incarnation, diskFull: diskFull)
         published.state.withLock { $0 = state }
@@ -754,7 +592,7 @@ package final class Replica: @unchecked Sendable {
 /// replica's context: updated after each run.
 package struct PublishedState: Sendable {
     package var status: Status
-    package var members: [NodeID: MemberAddresses]
+    package var addressBook: [NodeID: MemberAddresses]
     package var appliedIndex: LogIndex
     package var snapshotIndex: LogIndex
     package var clusterID: String

@@ -83,7 +83,7 @@ struct JoinTests {
             // Nobody listens there: the adopt request is never answered.
             let join = Task { try await leader.join(nodeID: "node9", raftAddress: "127.0.0.1:1", httpAddress: nil, learner: false) }
             try await cluster.waitUntil("the join to wait for node9") { _ in
-                (try? await leader.engine.loop.submit { !leader.engine.replica.adoptions.isEmpty }.get()) == true
+                (try? await leader.engine.loop.submit { !leader.engine.replica.clients.adoptions.isEmpty }.get()) == true
             }
             await cluster.stopAll()
             let answered = Task {

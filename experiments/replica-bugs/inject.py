@@ -13,11 +13,10 @@ BUGS = {
     # Release reads before their round is confirmed: a node that believes it leads serves reads
     # from its state machine at once, without the heartbeat round that proves it still leads.
     "read-released-unconfirmed": [("Sources/KeyperReplica/Replica.swift",
-        "        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }\n",
-        "        guard !readsWaitingForRound.isEmpty, raw.leader != nil, readRounds.isEmpty else { return }\n"
+        "        guard clients.reads.canStartRound, raw.leader != nil else { return }\n",
+        "        guard clients.reads.canStartRound, raw.leader != nil else { return }\n"
         "        if raw.role == .leader {\n"
-        "            for waiter in readsWaitingForRound { waiter.succeed() }\n"
-        "            readsWaitingForRound = []\n"
+        "            for reader in clients.reads.takeWaiting() { reader.succeed() }\n"
         "            return\n"
         "        }\n")],
     # A cache fill racing an apply: a value read before a batch was applied fills the cache
@@ -33,12 +32,12 @@ BUGS = {
     # A read round answered by a previous run's response: round numbers restart at 1 on every
     # start, so a late answer to the old process's round releases the new one's.
     "stale-round-answer": [("Sources/KeyperReplica/Replica.swift",
-        "        readRoundNext = random.next() >> 1 | 1\n",
-        "        readRoundNext = 1\n")],
+        "ReadBarrier(firstRound: random.next() >> 1 | 1)",
+        "ReadBarrier(firstRound: 1)")],
     # A waiter kind left out on close: the read round in flight is dropped, never answered.
-    "close-forgets-read-rounds": [("Sources/KeyperReplica/Replica+Membership.swift",
-        "        for round in readRounds.keys.sorted() { for waiter in readRounds[round]! { waiter.fail(error) } }\n",
-        "")],
+    "close-forgets-read-rounds": [("Sources/KeyperReplica/ReadBarrier.swift",
+        "        return waiting + (inFlight?.readers ?? []) + confirmed.flatMap(\\.readers)\n",
+        "        return waiting + confirmed.flatMap(\\.readers)\n")],
 }
 
 name = sys.argv[1]

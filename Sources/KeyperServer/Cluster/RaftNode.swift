@@ -139,7 +139,7 @@ public final class RaftNode: KeyValueNode {
         let me = NodeID(configuration.nodeID)
         let configuration = state.status.configuration
         guard configuration.members.contains(me), !configuration.lists(me, incarnation: state.incarnation) else { return nil }
-        let others = configuration.members.filter { $0 != me }.sorted().compactMap { state.members[$0]?.http }.filter { !$0.isEmpty }
+        let others = configuration.members.filter { $0 != me }.sorted().compactMap { state.addressBook[$0]?.http }.filter { !$0.isEmpty }
         return others.isEmpty ? nil : others.map { "http://" + $0 }
     }
 
@@ -148,7 +148,7 @@ public final class RaftNode: KeyValueNode {
     /// several URLs, each attempt asks the next.
     private func requestJoin(via urls: [String]) async {
         // A learner that asked to stay one (and rejoins after losing entries) asks again as one.
-        let learner = published.state.withLock { $0.members[NodeID(configuration.nodeID)]?.promote == false }
+        let learner = published.state.withLock { $0.addressBook[NodeID(configuration.nodeID)]?.promote == false }
         let body = Self.joinBody(nodeID: configuration.nodeID, raft: cluster.advertisedRaftAddress, http: cluster.advertisedHTTPAddress,
                                  learner: learner)
         var delay = Duration.milliseconds(200)
@@ -196,7 +196,7 @@ public final class RaftNode: KeyValueNode {
     /// knows where the leader is; nil when this node should handle it itself.
     private func forwardToLeader(_ method: HTTPMethodName, _ path: String, body: [UInt8]? = nil) async throws -> HTTPResult? {
         let (leaderHTTP, isLeader) = published.state.withLock { state in
-            (state.status.leader.flatMap { state.members[$0]?.http }, state.status.role == .leader)
+            (state.status.leader.flatMap { state.addressBook[$0]?.http }, state.status.role == .leader)
         }
         guard !isLeader, let leaderHTTP, let address = ListenAddress(parsing: leaderHTTP), address.port != 0 else { return nil }
         let result: HTTPResult
@@ -356,10 +356,10 @@ public final class RaftNode: KeyValueNode {
         let uptime = ContinuousClock.now - started
         let configuration = state.status.configuration
         let members = configuration.members.sorted().map { node in
-            MemberStatus(id: node.rawValue, raftAddress: state.members[node]?.raft ?? "",
-                         httpAddress: state.members[node]?.http ?? "",
+            MemberStatus(id: node.rawValue, raftAddress: state.addressBook[node]?.raft ?? "",
+                         httpAddress: state.addressBook[node]?.http ?? "",
                          role: configuration.voters.contains(node) ? "voter" : "learner",
-                         promotion: configuration.voters.contains(node) ? nil : state.members[node]?.promote == false ? "none" : "pending",
+                         promotion: configuration.voters.contains(node) ? nil : state.addressBook[node]?.promote == false ? "none" : "pending",
                          incarnation: configuration.incarnations[node].map(NodeIdentity.describe),
                          matchIndex: state.status.role == .leader
                             ? (node == state.status.id ? state.status.lastIndex.rawValue : state.status.followers[node]?.match.rawValue)
@@ -375,7 +375,7 @@ public final class RaftNode: KeyValueNode {
             nodeID: self.configuration.nodeID, status: "ok", mode: "raft", version: KeyperVersion.current,
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             keys: keys, isLeader: state.status.role == .leader, leaderID: leader?.rawValue,
-            leaderAddress: leader.flatMap { state.members[$0]?.raft }, leaderHTTPAddress: leader.flatMap { state.members[$0]?.http },
+            leaderAddress: leader.flatMap { state.addressBook[$0]?.raft }, leaderHTTPAddress: leader.flatMap { state.addressBook[$0]?.http },
             term: state.status.term.rawValue, commitIndex: state.status.commit.rawValue, appliedIndex: state.appliedIndex.rawValue,
             snapshotIndex: state.snapshotIndex.rawValue, lastIndex: state.status.lastIndex.rawValue,
             role: "\(state.status.role)", clusterID: state.clusterID, members: members,
