@@ -30,6 +30,7 @@ let package = Package(
         .executableTarget(
             name: "keyper",
             dependencies: [
+                "KeyperBase",
                 "KeyperServer",
                 "KeyperVerify",
                 "KeyperBench",
@@ -137,6 +138,7 @@ let package = Package(
         .target(
             name: "KeyperTransport",
             dependencies: [
+                "KeyperBase",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

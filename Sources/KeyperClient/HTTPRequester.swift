@@ -30,7 +30,7 @@ public enum HTTPRequester {
     public static func send(_ method: HTTPMethod, _ url: String, body: [UInt8]? = nil,
                             headers: [(String, String)] = [], timeout: Duration = .seconds(5),
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> HTTPResult {
-        guard let target = Target(url) else { throw HTTPRequestError("not an http:// URL: \(url)") }
+        guard let (target, path) = HostPort.parseURL(url) else { throw HTTPRequestError("not an http://host:port URL: \(url)") }
         let promise = group.next().makePromise(of: HTTPResult.self)
         let channel: any Channel
         do {
@@ -54,8 +54,8 @@ public enum HTTPRequester {
             promise.fail(HTTPRequestError("no answer from \(url) within \(timeout)"))
             channel.close(promise: nil)
         }
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: target.path)
-        head.headers.add(name: "Host", value: "\(target.host):\(target.port)")
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.add(name: "Host", value: target.description)
         head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "Content-Length", value: String(body?.count ?? 0))
         for (name, value) in headers { head.headers.add(name: name, value: value) }
@@ -69,29 +69,6 @@ public enum HTTPRequester {
             channel.close(promise: nil)
         }
         return try await promise.futureResult.get()
-    }
-
-    /// The parts of an `http://host:port/path` URL (an IPv6 host in brackets).
-    public struct Target: Sendable {
-        public var host: String
-        public var port: Int
-        public var path: String
-
-        public init?(_ url: String) {
-            guard url.hasPrefix("http://") else { return nil }
-            let rest = url.dropFirst("http://".count)
-            let authority = rest.prefix(while: { $0 != "/" })
-            let path = rest.dropFirst(authority.count)
-            guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else {
-                return nil
-            }
-            var host = String(authority[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            guard !host.isEmpty else { return nil }
-            self.host = host
-            self.port = port
-            self.path = path.isEmpty ? "/" : String(path)
-        }
     }
 }
 

@@ -82,7 +82,7 @@ extension ClusterSimulation {
             }
             // The cache fill comes a moment later: applies may fall in between, as between threads.
             events.push(.readFinished(client: index, operation: operation, generation: client.generation, read: read),
-                        at: now + Int64(clients[index].random.next(below: 2_000_000)))
+                        at: now + Int64(clients[index].random.next(below: 5_000_000)))
         case (.read, .failure):
             finish(index, outcome: .failed)
         case (_, .success):

@@ -335,10 +335,10 @@ public final class ClusterSimulation: @unchecked Sendable {
         node.generation += 1
         node.input = ReplicaInput()
         node.runScheduled = false
-        for other in nodes.indices {
-            resetLink(key: linkKey(node.index, other))
-            resetLink(key: linkKey(other, node.index))
-        }
+        // What it was sending dies with it. What others were sending it stays queued at the
+        // senders, as the transport keeps frames for a peer until a connection to it succeeds:
+        // the restarted process (or a new incarnation, after a wipe) receives them.
+        for other in nodes.indices { resetLink(key: linkKey(node.index, other)) }
     }
 
     func shutDown() {
@@ -415,7 +415,14 @@ public final class ClusterSimulation: @unchecked Sendable {
             return
         }
         let node = nodes[to]
-        guard node.isUp else { return }
+        guard node.isUp else {
+            // The sender's transport keeps it and tries to connect again later.
+            // Not before a frame queued ahead of it on the same link: they stay in order.
+            let retryAt = max(now + milliseconds(Int64(20 + (links[key]?.random.next(below: 200) ?? 0))), links[key]?.lastDelivery ?? 0)
+            links[key]?.lastDelivery = retryAt
+            events.push(.deliver(from: from, to: to, epoch: epoch, frame: frame, origin: origin), at: retryAt)
+            return
+        }
         let records: [PeerRecord]
         do {
             records = try PeerRecord.decodeFrame(frame)

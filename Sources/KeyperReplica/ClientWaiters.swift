@@ -121,8 +121,6 @@ package struct ReplicaInput: Sendable {
 
     package init() {}
 
-    package var isEmpty: Bool { records.isEmpty && proposals.isEmpty && reads.isEmpty && admin.isEmpty }
-
     /// Answers every client in it: the replica will not run it.
     package func refuseAll(_ error: ReplicaError = .shuttingDown) {
         for proposal in proposals { proposal.waiter.fail(error) }

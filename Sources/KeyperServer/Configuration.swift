@@ -1,46 +1,13 @@
+import KeyperBase
 import KeyperStorage
 import KeyperTransport
 import Logging
-
-/// A host and port as given on the command line: `:8080` (all interfaces), `127.0.0.1:8080`,
-/// `localhost:8080`, `[::1]:8080`.
-public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    /// Parses the prototype's `--http-addr` form. An empty host means every interface.
-    public init?(parsing text: String) {
-        guard let colon = text.lastIndex(of: ":") else { return nil }
-        var host = String(text[..<colon])
-        guard let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else { return nil }
-        if host.hasPrefix("[") && host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-        } else if host.contains(":") {
-            return nil  // an IPv6 address must be bracketed
-        }
-        self.host = host.isEmpty ? "0.0.0.0" : host
-        self.port = port
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-
-    /// A host other machines (and this one) can dial: a wildcard listen address is
-    /// reachable at least on loopback.
-    public var advertisableHost: String {
-        host == "0.0.0.0" || host == "::" || host.isEmpty ? "127.0.0.1" : host
-    }
-}
 
 /// Everything a node needs to start, validated once (``validate()``).
 public struct NodeConfiguration: Sendable {
     public var nodeID: String = "node1"
     public var dataDirectory: String = "./keyper-data"
-    public var httpAddress = ListenAddress(host: "0.0.0.0", port: 8080)
+    public var httpAddress = HostPort(host: "0.0.0.0", port: 8080)
     public var keyBytesMax = 4 * 1024
     public var valueBytesMax = 1024 * 1024
     /// Most keys one listing returns, whatever `limit` asks.
@@ -87,7 +54,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
 /// counts ticks (`electionTicks`, `heartbeatTicks` of one `tickMs` each).
 public struct ClusterConfiguration: Sendable {
     /// Where peer traffic is accepted (`--raft-addr`).
-    public var raftAddress: ListenAddress
+    public var raftAddress: HostPort
     /// What other nodes dial to reach this one; `--raft-addr` unless it names every interface.
     public var advertisedRaftAddress: String
     /// What other nodes and clients are told this node's HTTP API is at.
@@ -110,9 +77,9 @@ public struct ClusterConfiguration: Sendable {
     /// `--join`: ask the node at this HTTP URL to add this one instead of bootstrapping.
     public var joinURL: String?
 
-    public init(raftAddress: ListenAddress, advertisedHTTPAddress: String) {
+    public init(raftAddress: HostPort, advertisedHTTPAddress: String) {
         self.raftAddress = raftAddress
-        self.advertisedRaftAddress = ListenAddress(host: raftAddress.advertisableHost, port: raftAddress.port).description
+        self.advertisedRaftAddress = raftAddress.advertised().description
         self.advertisedHTTPAddress = advertisedHTTPAddress
     }
 

@@ -1,4 +1,5 @@
 import DequeModule
+import KeyperBase
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -104,7 +105,7 @@ final class OutboundPeer: Sendable {
     }
 
     private func connect() {
-        guard let (host, port) = PeerAddress.split(address) else {
+        guard let target = HostPort(parsing: address) else {
             transport.logger.error("invalid peer address", metadata: ["peer": "\(peer)", "address": "\(address)"])
             failed()
             return
@@ -123,7 +124,7 @@ final class OutboundPeer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(DiscardInboundHandler())
                 }
             }
-            .connect(host: host, port: port)
+            .connect(host: target.host, port: target.port)
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel): connected(channel, handshake: handshake)
@@ -196,14 +197,3 @@ final class DiscardInboundHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }
 
-/// `host:port` and `[v6]:port`.
-public enum PeerAddress {
-    public static func split(_ address: String) -> (host: String, port: Int)? {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-              (1...65_535).contains(port) else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        return (host, port)
-    }
-}

@@ -1,3 +1,4 @@
+import KeyperBase
 import ArgumentParser
 import KeyperBench
 import KeyperClient
@@ -65,7 +66,7 @@ struct Bench: AsyncParsableCommand {
 
     func parsedEndpoints() throws -> [(host: String, port: Int)] {
         try endpoints.split(separator: ",").map { url in
-            guard let target = HTTPRequester.Target(String(url)), (1...65_535).contains(target.port) else {
+            guard let (target, _) = HostPort.parseURL(String(url)) else {
                 throw ValidationError("expected http://host:port, got \(url)")
             }
             return (target.host, target.port)

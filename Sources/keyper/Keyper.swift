@@ -1,3 +1,4 @@
+import KeyperBase
 import ArgumentParser
 import KeyperServer
 import Logging
@@ -70,7 +71,7 @@ struct Keyper: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        guard ListenAddress(parsing: httpAddress) != nil else {
+        guard HostPort(parsing: httpAddress, listening: true) != nil else {
             throw ValidationError("--http-addr must look like ':8080' or '127.0.0.1:8080' (got '\(httpAddress)')")
         }
         for (flag, value) in [("--tick-interval", tickInterval), ("--election-timeout", electionTimeout),
@@ -81,12 +82,12 @@ struct Keyper: AsyncParsableCommand {
         }
         if let joinURL {
             guard enableRaft else { throw ValidationError("--join needs --enable-raft") }
-            guard joinURL.hasPrefix("http://"), ListenAddress(parsing: String(joinURL.dropFirst(7).prefix { $0 != "/" })) != nil else {
+            guard HostPort.parseURL(joinURL) != nil else {
                 throw ValidationError("--join must look like http://host:port (got '\(joinURL)')")
             }
         }
         if enableRaft {
-            guard ListenAddress(parsing: raftAddress) != nil else {
+            guard HostPort(parsing: raftAddress, listening: true) != nil else {
                 throw ValidationError("--raft-addr must look like '127.0.0.1:12000' (got '\(raftAddress)')")
             }
         }
@@ -113,16 +114,16 @@ struct Keyper: AsyncParsableCommand {
         var configuration = NodeConfiguration()
         configuration.nodeID = nodeID
         configuration.dataDirectory = dataDirectory
-        configuration.httpAddress = ListenAddress(parsing: httpAddress)!
+        configuration.httpAddress = HostPort(parsing: httpAddress, listening: true)!
         configuration.keyBytesMax = keyBytesMax
         configuration.valueBytesMax = valueBytesMax
         configuration.logLevel = level
         if enableRaft {
-            let listen = ListenAddress(parsing: raftAddress)!
+            let listen = HostPort(parsing: raftAddress, listening: true)!
             let http = configuration.httpAddress
             var cluster = ClusterConfiguration(
                 raftAddress: listen,
-                advertisedHTTPAddress: ListenAddress(host: http.advertisableHost, port: http.port).description)
+                advertisedHTTPAddress: http.advertised().description)
             let tickMs = Self.milliseconds(tickInterval)!
             cluster.tickMs = tickMs
             cluster.electionTicks = max(2, Self.milliseconds(electionTimeout)! / tickMs)

@@ -2,6 +2,7 @@ import KeyperTestSupport
 import Glibc
 import KeyperStorage
 import Logging
+import KeyperBase
 import Testing
 @testable import KeyperServer
 
@@ -45,10 +46,10 @@ final class TestCluster: @unchecked Sendable {
         var configuration = NodeConfiguration()
         configuration.nodeID = name
         configuration.dataDirectory = root + "/" + name
-        configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
+        configuration.httpAddress = HostPort(host: "127.0.0.1", port: 0)
         // A port outside the ephemeral range: the node may be stopped and restarted on it.
         if ports[name] == nil { ports[name] = freePorts(1, in: TestPorts.inProcessNodes)[0] }
-        var cluster = ClusterConfiguration(raftAddress: ListenAddress(host: "127.0.0.1", port: ports[name]!),
+        var cluster = ClusterConfiguration(raftAddress: HostPort(host: "127.0.0.1", port: ports[name]!),
                                            advertisedHTTPAddress: "127.0.0.1:0")
         cluster.tickMs = tickMs
         cluster.electionTicks = 10

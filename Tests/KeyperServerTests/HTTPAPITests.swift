@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import KeyperBase
 import KeyperTestSupport
 import NIOCore
 import Testing
@@ -16,7 +17,7 @@ func withAPI(
     try await withTemporaryDirectory { dir in
         var configuration = NodeConfiguration()
         configuration.dataDirectory = dir + "/data"
-        configuration.httpAddress = ListenAddress(host: "127.0.0.1", port: 0)
+        configuration.httpAddress = HostPort(host: "127.0.0.1", port: 0)
         configure(&configuration)
         let node = try StandaloneNode(configuration: configuration)
         defer { node.close() }
@@ -164,7 +165,29 @@ struct HTTPAPITests {
                 #expect($0.status == .notFound)
                 #expect($0.errorCode == "not_found")
             }
+            // Every route of the table, with a method it does not take: 405 naming exactly its methods.
+            for route in Route.allCases {
+                let path = route.pattern.replacing("{key}", with: "k").replacing("{id}", with: "n9")
+                #expect(Route(path: path) == route)
+                let wrong: HTTPRequest.Method = route.methods.contains(.patch) ? .options : .patch
+                try await client.execute(uri: path, method: wrong) {
+                    #expect($0.status == .methodNotAllowed, "\(path)")
+                    #expect($0.headers[.allow] == route.methods.map(\.rawValue).joined(separator: ", "), "\(path)")
+                }
+            }
         }
+    }
+
+    @Test("the route table gives every path its route: the metric label and the methods allowed")
+    func routeTable() {
+        #expect(Route(path: "/v1/keys") == .keys)
+        #expect(Route(path: "/v1/keys/a/b%2Fc") == .key)
+        #expect(Route(path: "/v1/members/node2") == .member)
+        #expect(Route(path: "/v1/members/node2/extra") == nil)
+        #expect(Route(path: "/v1/keysx") == nil)
+        #expect(Route(path: "/") == nil)
+        #expect(Set(Route.allCases.map(\.pattern)).count == Route.allCases.count)
+        for route in Route.allCases where route.methods.contains(.get) { #expect(route.methods.contains(.head)) }
     }
 
     @Test("listing returns ordered keys with a cursor, caps the limit, and rejects a bad limit")
@@ -287,13 +310,23 @@ extension HTTPAPITests {
 struct ConfigurationTests {
     @Test("listen addresses parse the prototype's forms")
     func listenAddresses() {
-        #expect(ListenAddress(parsing: ":8080") == ListenAddress(host: "0.0.0.0", port: 8080))
-        #expect(ListenAddress(parsing: "127.0.0.1:8081") == ListenAddress(host: "127.0.0.1", port: 8081))
-        #expect(ListenAddress(parsing: "localhost:0") == ListenAddress(host: "localhost", port: 0))
-        #expect(ListenAddress(parsing: "[::1]:9000") == ListenAddress(host: "::1", port: 9000))
-        #expect(ListenAddress(parsing: "8080") == nil)
-        #expect(ListenAddress(parsing: ":99999") == nil)
-        #expect(ListenAddress(parsing: "::1:80") == nil)
+        #expect(HostPort(parsing: ":8080", listening: true) == HostPort(host: "0.0.0.0", port: 8080))
+        #expect(HostPort(parsing: "127.0.0.1:8081", listening: true) == HostPort(host: "127.0.0.1", port: 8081))
+        #expect(HostPort(parsing: "localhost:0", listening: true) == HostPort(host: "localhost", port: 0))
+        #expect(HostPort(parsing: "[::1]:9000", listening: true) == HostPort(host: "::1", port: 9000))
+        #expect(HostPort(parsing: "8080", listening: true) == nil)
+        #expect(HostPort(parsing: ":99999", listening: true) == nil)
+        #expect(HostPort(parsing: "::1:80", listening: true) == nil)
+        // To dial, a host and a port in 1...65535.
+        #expect(HostPort(parsing: "127.0.0.1:12000") == HostPort(host: "127.0.0.1", port: 12000))
+        #expect(HostPort(parsing: "[::1]:9") == HostPort(host: "::1", port: 9))
+        #expect(HostPort(parsing: ":9") == nil)
+        #expect(HostPort(parsing: "host") == nil)
+        #expect(HostPort(parsing: "host:0") == nil)
+        #expect(HostPort(parsing: "[]:80") == nil)
+        #expect(HostPort.parseURL("http://[::1]:8080/v1/join")! == (HostPort(host: "::1", port: 8080), "/v1/join"))
+        #expect(HostPort.parseURL("http://node2:8080")! == (HostPort(host: "node2", port: 8080), "/"))
+        #expect(HostPort.parseURL("https://node2:8080") == nil)
     }
 
     @Test("validate rejects a bad node id and limits")

@@ -66,13 +66,4 @@ struct FrameTests {
         #expect(throws: TransportError("truncated handshake")) { try Handshake.decode(ByteBuffer(bytes: handshake.encoded().dropLast(1))) }
         #expect(throws: TransportError.self) { try Handshake.decode(ByteBuffer(bytes: Handshake(nodeID: "").encoded())) }
     }
-
-    @Test("peer addresses split into host and port")
-    func addresses() {
-        #expect(PeerAddress.split("127.0.0.1:12000")! == ("127.0.0.1", 12000))
-        #expect(PeerAddress.split("[::1]:9")! == ("::1", 9))
-        #expect(PeerAddress.split(":9") == nil)
-        #expect(PeerAddress.split("host") == nil)
-        #expect(PeerAddress.split("host:0") == nil)
-    }
 }

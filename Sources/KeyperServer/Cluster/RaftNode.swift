@@ -77,7 +77,7 @@ public final class RaftNode: KeyValueNode {
             throw ConfigurationError("cannot listen for peers on \(cluster.raftAddress) (--raft-addr): \(error)")
         }
         if cluster.raftAddress.port == 0 {
-            cluster.advertisedRaftAddress = ListenAddress(host: cluster.raftAddress.advertisableHost, port: raftPort).description
+            cluster.advertisedRaftAddress = cluster.raftAddress.advertised(port: raftPort).description
         }
         do {
             let node = try assemble(configuration: configuration, cluster: cluster, disk: disk, transport: transport,
@@ -128,7 +128,7 @@ public final class RaftNode: KeyValueNode {
         engine.start(tick: TimeAmount.milliseconds(Int64(cluster.tickMs)))
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: disk.store, transport: transport,
                         directory: disk.directory, published: replica.published, metrics: metrics, logger: logger,
-                        raftPort: PeerAddress.split(cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
+                        raftPort: HostPort(parsing: cluster.advertisedRaftAddress)?.port ?? cluster.raftAddress.port)
     }
 
     /// The HTTP addresses of the other members, when the configuration this node holds lists
@@ -198,7 +198,7 @@ public final class RaftNode: KeyValueNode {
         let (leaderHTTP, isLeader) = published.state.withLock { state in
             (state.status.leader.flatMap { state.addressBook[$0]?.http }, state.status.role == .leader)
         }
-        guard !isLeader, let leaderHTTP, let address = ListenAddress(parsing: leaderHTTP), address.port != 0 else { return nil }
+        guard !isLeader, let leaderHTTP, HostPort(parsing: leaderHTTP) != nil else { return nil }
         let result: HTTPResult
         do {
             result = try await HTTPRequester.send(method.nio, "http://\(leaderHTTP)\(path)", body: body,

@@ -162,8 +162,6 @@ final class SQLiteStatement {
         return String(cString: text)
     }
 
-    func columnIsNull(_ column: Int32) -> Bool { sqlite3_column_type(statement, column) == SQLITE_NULL }
-
     private func check(_ rc: Int32, _ what: String) throws(SQLiteError) {
         guard rc == SQLITE_OK else {
             throw SQLiteError(code: rc, message: connection.lastErrorMessage, context: "\(what) in \(sql)")

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
+import KeyperBase
 import KeyperReplica
 import KeyperStorage
 import NIOCore
@@ -18,8 +19,8 @@ extension HTTPField.Name {
 /// all work); they are taken from the raw request path, never from a router that might
 /// normalise it.
 public struct KeyperAPI<Node: KeyValueNode>: Sendable {
-    static var keysPath: String { "/v1/keys" }
-    static var keyPrefix: String { "/v1/keys/" }
+    static var keysPath: String { Route.keys.pattern }
+    static var keyPrefix: String { Route.keys.pattern + "/" }
 
     let node: Node
     let configuration: NodeConfiguration
@@ -39,32 +40,45 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     func makeRouteTable() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: APIMiddleware(node: node))
-        router.get("/v1/status") { _, _ in try await status() }
-        router.get("/v1/health") { _, _ in await health() }
-        router.get("/metrics") { _, _ in
+        for route in Route.allCases where route != .keys && route != .key {
+            // HEAD comes with GET (autoGenerateHeadEndpoints).
+            for method in route.methods where method != .head {
+                router.on(RouterPath(route.pattern), method: method) { request, context in
+                    try await respond(to: request, route: route, context: context)
+                }
+            }
+        }
+        return router
+    }
+
+    /// The handler of every route but the keys (served ahead of the route table).
+    private func respond(to request: Request, route: Route, context: BasicRequestContext) async throws -> Response {
+        switch (route, request.method) {
+        case (.status, _): return try await status()
+        case (.health, _): return await health()
+        case (.metrics, _):
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.exposition())))
-        }
-        router.post("/v1/join") { request, _ in try await join(request) }
-        router.delete("/v1/members/{id}") { _, context in
+        case (.join, _): return try await join(request)
+        case (.member, _):
             try await node.removeMember(try context.parameters.require("id"))
             return Response(status: .noContent)
-        }
-        router.post("/v1/leader/transfer") { request, _ in try await transfer(request) }
-        router.post("/v1/debug/faults") { request, _ in try await faults(request) }
-        router.delete("/v1/debug/faults") { _, _ in
+        case (.leaderTransfer, _): return try await transfer(request)
+        case (.debugFaults, .post): return try await faults(request)
+        case (.debugFaults, _):
             try node.setFaults(dropTo: [], dropFrom: [])
             return Response(status: .noContent)
+        case (.keys, _), (.key, _):
+            preconditionFailure("keys are served ahead of the route table")
         }
-        return router
     }
 
     // MARK: Keys
 
     func handleKeys(_ request: Request, path: String) async throws -> Response {
         // The method first: a wrong one is 405 whatever the key looks like.
-        let allowed = APIMiddleware<BasicRequestContext, Node>.allowedMethods(path: path) ?? []
+        let allowed = Route(path: path)?.methods ?? []
         guard allowed.contains(request.method) else { throw APIError.methodNotAllowed(request.method, allowed: allowed) }
         if path == Self.keysPath {
             let listing = try await list(request)
@@ -181,10 +195,10 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         var probe = configuration
         probe.nodeID = join.nodeID
         do { try probe.validate() } catch { throw APIError.badRequest("invalid_node_id", error.description) }
-        guard PeerAddressCheck.valid(join.raftAddress) else {
+        guard HostPort(parsing: join.raftAddress) != nil else {
             throw APIError.badRequest("invalid_raft_addr", "raft_addr must be host:port (got \"\(join.raftAddress)\")")
         }
-        if let http = join.httpAddress, !http.isEmpty, !PeerAddressCheck.valid(http) {
+        if let http = join.httpAddress, !http.isEmpty, HostPort(parsing: http) == nil {
             throw APIError.badRequest("invalid_http_addr", "http_addr must be host:port (got \"\(http)\")")
         }
         let learner = join.learner ?? false
@@ -296,20 +310,9 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         if let leader = node.leaderHint {
             response.headers[.keyperLeader] = leader
         }
-        node.metrics.recordRequest(route: Self.routeLabel(path: path), method: request.method.rawValue,
+        node.metrics.recordRequest(route: Route(path: path)?.pattern ?? "other", method: request.method.rawValue,
                                    status: response.status.code, duration: ContinuousClock.now - started)
         return response
-    }
-
-    /// A route name for metrics: a fixed set, so keys never become label values.
-    static func routeLabel(path: String) -> String {
-        switch path {
-        case "/v1/keys", "/v1/status", "/v1/health", "/v1/join", "/v1/leader/transfer", "/v1/debug/faults", "/metrics": path
-        default:
-            if path.hasPrefix("/v1/keys/") { "/v1/keys/{key}" }
-            else if path.hasPrefix("/v1/members/") { "/v1/members/{id}" }
-            else { "other" }
-        }
     }
 
     static func apiError(for error: any Error, request: Request) -> APIError {
@@ -319,8 +322,8 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
         case let error as ReplicaError:
             return APIError(error)
         case let error as HTTPError where error.status == .notFound:
-            if let allowed = allowedMethods(path: request.uri.path) {
-                return .methodNotAllowed(request.method, allowed: allowed)
+            if let route = Route(path: request.uri.path) {
+                return .methodNotAllowed(request.method, allowed: route.methods)
             }
             return .notFound("no route for \(request.method.rawValue) \(request.uri.path)")
         case let error as any HTTPResponseError:
@@ -330,33 +333,11 @@ struct APIMiddleware<Context: RequestContext, Node: KeyValueNode>: RouterMiddlew
             return .internalError("\(error)")
         }
     }
-
-    /// The methods a known path accepts, or nil for an unknown path (404 rather than 405).
-    static func allowedMethods(path: String) -> [HTTPRequest.Method]? {
-        switch path {
-        case "/v1/keys": [.get, .head]
-        case "/v1/status", "/v1/health", "/metrics": [.get, .head]
-        case "/v1/join", "/v1/leader/transfer": [.post]
-        case "/v1/debug/faults": [.post, .delete]
-        default:
-            if path.hasPrefix("/v1/keys/") { [.get, .head, .put, .delete] }
-            else if path.hasPrefix("/v1/members/") { [.delete] }
-            else { nil }
-        }
-    }
 }
 
 extension String {
     fileprivate func replacingSpaces() -> String {
         String(map { $0 == " " ? "_" : $0 })
-    }
-}
-
-/// `host:port` with a port in 1...65535.
-enum PeerAddressCheck {
-    static func valid(_ address: String) -> Bool {
-        guard let parsed = ListenAddress(parsing: address) else { return false }
-        return parsed.port > 0 && !address.hasPrefix(":")
     }
 }
 
