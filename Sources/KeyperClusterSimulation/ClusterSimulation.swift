@@ -32,6 +32,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         case checkWaiters
         case restart(node: Int)
         case heal(links: [Int])
+        case diskSpaceReturns(node: Int)
         case nemesis
         case operatorStep
     }
@@ -246,6 +247,8 @@ public final class ClusterSimulation: @unchecked Sendable {
             if !nodes[index].isUp { start(nodes[index]) }
         case let .heal(healed):
             for key in healed { blocked.remove(key) }
+        case let .diskSpaceReturns(index):
+            nodes[index].disk.fileSystem.capacityBytes = nil
         case .nemesis:
             nemesis()
         case .operatorStep:
@@ -326,6 +329,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         guard let replica = node.replica else { return }
         report.crashes += 1
         report.snapshotsInstalled += replica.snapshotsInstalled
+        // An operator frees space before starting it again.
+        node.disk.fileSystem.capacityBytes = nil
         node.disk.fileSystem.crash(keepingUnsynced: random.chance(1, in: 2) ? .randomPrefix(seed: random.next()) : .nothing)
         replica.stateMachine.close()
         replica.dataDirectory.release()
@@ -469,12 +474,20 @@ public final class ClusterSimulation: @unchecked Sendable {
             let victim = nodes[random.next(below: nodes.count)]
             wipe(victim)
             events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_000))))
+        } else if roll < 64 && options.fullDisks {
+            // The Raft log's disk fills up (writes fail with ENOSPC after what fits) for a while.
+            let victim = nodes[random.next(below: nodes.count)]
+            let disk = victim.disk.fileSystem
+            disk.capacityBytes = disk.usedBytes + random.next(below: 4_096)
+            report.fullDisks += 1
+            events.push(.diskSpaceReturns(node: victim.index), at: now + milliseconds(Int64(50 + random.next(below: 1_500))))
         }
     }
 
     func stopFaults() {
         faultsActive = false
         blocked = []
+        for node in nodes { node.disk.fileSystem.capacityBytes = nil }
         for node in nodes where !node.isUp { start(node) }
     }
 

@@ -21,6 +21,9 @@ public struct ClusterSimulationOptions: Sendable {
     public var transfers = true
     /// Replace a node's disk with an empty one now and then; the operator joins it again.
     public var diskWipes = true
+    /// Fill a node's Raft log disk for a while (writes fail with ENOSPC); it must stall, refuse
+    /// writes, and resume when space returns.
+    public var fullDisks = true
     /// Take snapshots every few dozen entries (drawn per seed), so installs happen.
     public var snapshots = true
     /// Where the replicas' data directories go (their SQLite databases and snapshots; the Raft
@@ -61,6 +64,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var snapshotsInstalled = 0
     public var joins = 0
     public var wipes = 0
+    public var fullDisks = 0
     public var operationsChecked = 0
 
     public init() {}
@@ -68,7 +72,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var description: String {
         "seed=\(seed) t=\(milliseconds)ms leaders=\(leadersElected) writes=\(writesAcknowledged)"
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
-            + "crashes=\(crashes) wipes=\(wipes) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
+            + "crashes=\(crashes) wipes=\(wipes) fullDisks=\(fullDisks) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
             + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled) checked=\(operationsChecked)"
     }
 }
