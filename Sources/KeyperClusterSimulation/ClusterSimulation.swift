@@ -185,7 +185,12 @@ public final class ClusterSimulation: @unchecked Sendable {
         try runUntil(drainEnd) { [self] in clientsIdle && converged && membersJoined }
         guard clientsIdle && converged && membersJoined else {
             throw failure("replicas did not converge within \(options.drainMillisecondsMax) ms after clients stopped: "
-                          + nodes.map { "\($0.id) applied \($0.replica?.applied.rawValue ?? 0)" }.joined(separator: ", "))
+                          + nodes.map { node in
+                              guard let replica = node.replica else { return "\(node.id) down" }
+                              let status = replica.status
+                              return "\(node.id) applied \(replica.applied.rawValue) commit \(status.commit.rawValue) "
+                                  + "last \(status.lastIndex.rawValue) term \(status.term.rawValue) \(status.role) leader \(status.leader?.rawValue ?? "none")"
+                          }.joined(separator: "; "))
         }
         try compareStateMachines()
         try finalReads()
@@ -285,6 +290,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     /// Opens the node's data directory and makes its replica, as a server does at start-up.
     func start(_ node: Node) {
         node.generation += 1
+        node.disk.fileSystem.capacityBytes = nil  // an operator frees space before starting a node again
         node.disk.makeDirectories(node.path + "/wal")
         let disk = node.disk
         let opened: OpenedDataDirectory
@@ -294,7 +300,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         logger[metadataKey: "node"] = "\(node.id)"
         do {
             opened = try OpenedDataDirectory(path: node.path, nodeID: node.id.rawValue, walFileSystem: { disk.fileSystem },
-                                             truncateCorrupt: false, logger: logger)
+                                             truncateCorrupt: false, logger: logger, newIncarnation: { random.next() | 1 })
             let settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
                                            electionTicks: options.electionTicks, requestTimeoutMs: options.requestTimeoutMilliseconds,
                                            snapshotEntries: snapshotEntries)
@@ -329,8 +335,6 @@ public final class ClusterSimulation: @unchecked Sendable {
         guard let replica = node.replica else { return }
         report.crashes += 1
         report.snapshotsInstalled += replica.snapshotsInstalled
-        // An operator frees space before starting it again.
-        node.disk.fileSystem.capacityBytes = nil
         node.disk.fileSystem.crash(keepingUnsynced: random.chance(1, in: 2) ? .randomPrefix(seed: random.next()) : .nothing)
         replica.stateMachine.close()
         replica.dataDirectory.release()
@@ -396,7 +400,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         state.lastDelivery = at
         links[key] = state
         let origin = FrameOrigin(nodeID: sender.id.rawValue, clusterID: peers.clusterID, incarnation: peers.incarnation,
-                                 peerIncarnation: peerIncarnation)
+                                 peerIncarnation: peerIncarnation, raftAddress: peers.raftAddress)
         events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, frame: frame, origin: origin), at: at)
     }
 
@@ -474,9 +478,8 @@ public final class ClusterSimulation: @unchecked Sendable {
             let victim = nodes[random.next(below: nodes.count)]
             wipe(victim)
             events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_000))))
-        } else if roll < 64 && options.fullDisks {
+        } else if roll < 64 && options.fullDisks, let victim = nodes.filter(\.isUp).randomElement(using: &random) {
             // The Raft log's disk fills up (writes fail with ENOSPC after what fits) for a while.
-            let victim = nodes[random.next(below: nodes.count)]
             let disk = victim.disk.fileSystem
             disk.capacityBytes = disk.usedBytes + random.next(below: 4_096)
             report.fullDisks += 1

@@ -4,6 +4,10 @@ import KeyperReplica
 import KeyperStorage
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How the environment handed to a replica reaches its simulation. The simulation runs on one
 /// thread and the replicas call back only from it: `@unchecked Sendable` records that promise.
 final class SimulationLink: @unchecked Sendable {
@@ -24,6 +28,7 @@ final class SimulatedPeers: PeerSender, @unchecked Sendable {
     /// What the node's connections would announce in their handshakes.
     private(set) var clusterID = ""
     private(set) var incarnation: UInt64 = 0
+    private(set) var raftAddress = ""
 
     init(link: SimulationLink, node: Int, generation: Int) {
         self.link = link
@@ -41,9 +46,10 @@ final class SimulatedPeers: PeerSender, @unchecked Sendable {
         link.simulation?.resetLink(from: self.node, to: node)
     }
 
-    func setIdentity(clusterID: String, incarnation: UInt64) {
+    func setIdentity(clusterID: String, incarnation: UInt64, raftAddress: String) {
         self.clusterID = clusterID
         self.incarnation = incarnation
+        self.raftAddress = raftAddress
     }
 }
 
@@ -92,5 +98,6 @@ struct SimulationLogHandler: LogHandler {
         let fields = all.keys.sorted().map { "\($0)=\(all[$0]!)" }.joined(separator: " ")
         let milliseconds = Double(link.simulation?.now ?? 0) / 1e6
         print("t=\(milliseconds)ms \(event.level) \(event.message) \(fields)")
+        fflush(nil)  // a precondition failing next must not take the last lines with it
     }
 }

@@ -28,8 +28,9 @@ package protocol PeerSender: Sendable {
     func canSend(to node: NodeID) -> Bool
     /// Drops the connection to `node` and what is queued for it.
     func forget(_ node: NodeID)
-    /// What this node says about itself when it connects: its cluster and incarnation.
-    func setIdentity(clusterID: String, incarnation: UInt64)
+    /// What this node says about itself when it connects: its cluster, its incarnation and
+    /// where it accepts peer connections.
+    func setIdentity(clusterID: String, incarnation: UInt64, raftAddress: String)
 }
 
 /// Runs file-sized work (copying a database, syncing a snapshot) away from the replica's
@@ -49,12 +50,15 @@ package struct FrameOrigin: Equatable, Sendable {
     package var incarnation: UInt64
     /// The incarnation the sender addresses: what its configuration records for this node.
     package var peerIncarnation: UInt64
+    /// Where the sender accepts peer connections (empty if it did not say).
+    package var raftAddress: String
 
-    package init(nodeID: String, clusterID: String, incarnation: UInt64, peerIncarnation: UInt64) {
+    package init(nodeID: String, clusterID: String, incarnation: UInt64, peerIncarnation: UInt64, raftAddress: String) {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.incarnation = incarnation
         self.peerIncarnation = peerIncarnation
+        self.raftAddress = raftAddress
     }
 }
 

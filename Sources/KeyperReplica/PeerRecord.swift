@@ -25,6 +25,16 @@ package enum PeerRecord: Equatable, Sendable {
         case raft = 1, forward, forwardRefused, adoptRequest, adoptResponse, snapshotChunk
     }
 
+    /// An answer to something the peer asked (a Raft response, a refused forwarded write):
+    /// it goes to the incarnation that asked.
+    var isAnswer: Bool {
+        switch self {
+        case .raft(let message): message.kind.isResponse
+        case .forwardRefused: true
+        case .forward, .adoptRequest, .adoptResponse, .snapshotChunk: false
+        }
+    }
+
     /// Records in one frame, on the decoding side (the sender's batches are far smaller).
     static let frameRecordsMax = 1 << 20
 

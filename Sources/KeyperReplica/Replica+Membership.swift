@@ -8,6 +8,9 @@ extension Replica {
 
     func handle(_ record: PeerRecord, from peer: FrameOrigin) {
         if peer.incarnation != 0 { announcedIncarnations[NodeID(peer.nodeID)] = peer.incarnation }
+        if !peer.raftAddress.isEmpty, peer.clusterID == identity.clusterID, !identity.clusterID.isEmpty {
+            announcedAddresses[NodeID(peer.nodeID)] = peer.raftAddress
+        }
         switch record {
         case .raft(let message):
             // Raft traffic only within one cluster: a node that was part of another (or was
@@ -255,7 +258,7 @@ extension Replica {
         }
         if node == id && raw.status.configuration.voters.count > 1 {
             // Hand leadership over first (thesis §3.10); the client retries against the new leader.
-            if let target = raw.status.configuration.voters.filter({ $0 != id }).max(by: {
+            if let target = raw.status.configuration.voters.filter({ $0 != id }).sorted().max(by: {
                 (raw.status.followers[$0]?.match ?? .zero) < (raw.status.followers[$1]?.match ?? .zero)
             }) {
                 try? raw.transferLeadership(to: target)
@@ -269,7 +272,7 @@ extension Replica {
     private func transfer(to target: NodeID?, _ waiter: Waiter) {
         guard requireLeader(waiter) else { return }
         let status = raw.status
-        guard let target = target ?? status.configuration.voters.filter({ $0 != id }).max(by: {
+        guard let target = target ?? status.configuration.voters.filter({ $0 != id }).sorted().max(by: {
             (status.followers[$0]?.match ?? .zero) < (status.followers[$1]?.match ?? .zero)
         }) else {
             return waiter.fail(ReplicaError(.noTransferTarget, "there is no other voter to transfer leadership to"))
@@ -362,7 +365,7 @@ extension Replica {
         } catch {
             fatalError("resetting for adoption failed after the log was closed: \(error); restart the node")
         }
-        peers.setIdentity(clusterID: clusterID, incarnation: identity.incarnation)
+        peers.setIdentity(clusterID: clusterID, incarnation: identity.incarnation, raftAddress: settings.advertisedRaftAddress)
         var config = raftConfig
         config.applied = .zero
         raw = try RawNode(config: config, storage: log)

@@ -17,9 +17,10 @@ package final class OpenedDataDirectory {
     let truncateCorrupt: Bool
 
     /// Opens `path` for node `nodeID`. `truncateCorrupt` is `--wal-truncate-corrupt`: cut the
-    /// log at a corrupt record rather than refuse to start.
+    /// log at a corrupt record rather than refuse to start. `newIncarnation` draws a new
+    /// incarnation when one is needed (a simulation's is seeded).
     package init(path: String, nodeID: String, walFileSystem: @escaping @Sendable () -> any WALFileSystem, truncateCorrupt: Bool,
-                 logger: Logger) throws {
+                 logger: Logger, newIncarnation: () -> UInt64 = NodeIdentity.newIncarnation) throws {
         let directory = try DataDirectory(path: path)
         if let existing = try directory.identity(), let problem = directory.missingMemberData(existing, logFiles: walFileSystem()) {
             throw DataDirectoryError(path: directory.path, message: problem)
@@ -30,7 +31,7 @@ package final class OpenedDataDirectory {
                 throw DataDirectoryError(path: directory.path,
                                          message: "holds standalone data but no Raft log; use a new --data-dir for Raft mode")
             }
-            var identity = try directory.claim(mode: .raft, nodeID: nodeID)
+            var identity = try directory.claim(mode: .raft, nodeID: nodeID, newIncarnation: newIncarnation)
             if identity.clusterID.isEmpty, !((try? walFileSystem().contentsOfDirectory(directory.walPath)) ?? []).isEmpty {
                 // A node of no cluster holds no log worth keeping: at most the bootstrap it was
                 // giving up when an adoption was interrupted (see Replica.resetForAdoption).
@@ -60,7 +61,7 @@ package final class OpenedDataDirectory {
             let appliedAtOpen = try store.appliedIndex()
             let logLost = report.corruption != nil || appliedAtOpen > log.lastIndex.rawValue
             if logLost && !identity.clusterID.isEmpty && !Self.isOnlyMember(NodeID(nodeID), log: log, store: store) {
-                identity.incarnation = NodeIdentity.newIncarnation()
+                identity.incarnation = newIncarnation()
                 try directory.saveIdentity(identity)
                 logger.critical("the Raft log lost entries: this node takes a new incarnation and rejoins the cluster as a learner",
                                 metadata: ["incarnation": "\(NodeIdentity.describe(identity.incarnation))"])
@@ -183,7 +184,8 @@ extension Replica {
         raftConfig.applied = min(applied, hardState.commit)
         raftConfig.entryBytesMax = options.entryBytesMax
         let raw = try RawNode(config: raftConfig, storage: log)
-        environment.peers.setIdentity(clusterID: identity.clusterID, incarnation: identity.incarnation)
+        environment.peers.setIdentity(clusterID: identity.clusterID, incarnation: identity.incarnation,
+                                      raftAddress: settings.advertisedRaftAddress)
         self.init(raw: raw, log: log, store: store, directory: directory, walFileSystem: disk.walFileSystem, snapshots: snapshots,
                   identity: identity, raftConfig: raftConfig, settings: settings, addressBook: addressBook, appliedIndex: applied,
                   environment: environment, logger: logger, metrics: metrics)

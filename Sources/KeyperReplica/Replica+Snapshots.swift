@@ -303,6 +303,10 @@ extension Replica {
     func admitSnapshot(_ message: Message, _ metadata: SnapshotMetadata) -> Bool {
         // The log already covers it: the core answers with what it has and installs nothing.
         if metadata.index <= raw.commitIndex { return true }
+        // A Ready is stalled (the disk is full), perhaps with a snapshot to install: a newer one
+        // committed into the store now would prune that one's file before the retry installs
+        // it. The leader sends again once this node answers.
+        if stalledReady != nil { return false }
         if preparedInstall?.metadata == metadata { return true }
         if let preparing = snapshotPreparing {
             if preparing.metadata == metadata { snapshotPreparing?.message = message }  // stepped when ready

@@ -76,6 +76,11 @@ package final class Replica: @unchecked Sendable {
     /// The incarnation each peer announced in the handshake of its connection to us: where an
     /// answer goes when the configuration does not list the peer (yet).
     var announcedIncarnations: [NodeID: UInt64] = [:]
+    /// The Raft address each peer of this cluster announced in its handshake: where an answer
+    /// goes when the address book does not list the peer yet (a leader that joined while this
+    /// node was away, its joining entry compacted into a snapshot this node cannot get until it
+    /// answers).
+    var announcedAddresses: [NodeID: String] = [:]
 
     package init(raw: RawNode, log: RaftLogStorage, store: KVStore, directory: DataDirectory,
                  walFileSystem: @escaping @Sendable () -> any WALFileSystem, snapshots: SnapshotStore, identity: NodeIdentity,
@@ -327,6 +332,7 @@ package final class Replica: @unchecked Sendable {
     func forgetUnlessMember(_ node: NodeID) {
         guard !raw.status.configuration.members.contains(node), node != id else { return }
         addressBook.removeValue(forKey: node)
+        announcedAddresses.removeValue(forKey: node)
         peers.forget(node)
     }
 
@@ -491,34 +497,41 @@ package final class Replica: @unchecked Sendable {
         guard !outbox.batched.isEmpty else { return }
         for node in outbox.batched.keys.sorted() {
             let records = outbox.batched[node]!
-            guard let address = addressBook[node]?.raft else {
+            guard let address = addressBook[node]?.raft ?? announcedAddresses[node] else {
                 logger.debug("no address for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
                 continue
             }
-            guard let (incarnation, records) = addressed(records, to: node) else {
+            let groups = addressed(records, to: node)
+            if groups.isEmpty {
                 logger.debug("no incarnation known for peer; dropping", metadata: ["peer": "\(node)", "records": "\(records.count)"])
-                continue
             }
-            for frame in PeerRecord.encodeFrames(records, frameBytesTarget: 1 << 20) {
-                peers.send(frame, to: node, address: address, incarnation: incarnation)
+            for group in groups {
+                for frame in PeerRecord.encodeFrames(group.records, frameBytesTarget: 1 << 20) {
+                    peers.send(frame, to: node, address: address, incarnation: group.incarnation)
+                }
             }
         }
         outbox.batched = [:]
     }
 
-    /// Where `records` for `node` may go: to the incarnation the configuration lists for it;
-    /// if it lists none, only answers go, to the incarnation the peer announced (a new member
-    /// answering before its log names the leader). A leader's message to a node it no longer
-    /// lists (removed in this very Ready) must not reach whatever now runs under that name:
-    /// a new incarnation with an empty log cannot take a commit index meant for the old one.
-    private func addressed(_ records: [PeerRecord], to node: NodeID) -> (UInt64, [PeerRecord])? {
-        if let recorded = raw.incarnation(of: node) { return (recorded, records) }
-        guard let announced = announcedIncarnations[node] else { return nil }
-        let answers = records.filter { record in
-            if case .raft(let message) = record { return message.kind.isResponse }
-            return false
-        }
-        return answers.isEmpty ? nil : (announced, answers)
+    /// Where `records` for `node` may go, by the incarnation they address. Requests go to the
+    /// incarnation the configuration lists for `node`, never to whatever now runs under that
+    /// name: a leader's message to a node it no longer lists (removed in this very Ready), or
+    /// lists under an older incarnation, must not reach a new incarnation with an empty log,
+    /// which cannot take a commit index meant for the old one. Answers go to the incarnation
+    /// that asked, as its connection's handshake announced it, else to the listed one: a
+    /// member replaced while this node was away may lead now, and drops an answer addressed
+    /// to its old incarnation (this node could then never catch up to learn the new one); a
+    /// new member answers before its log names the leader.
+    private func addressed(_ records: [PeerRecord], to node: NodeID) -> [(incarnation: UInt64, records: [PeerRecord])] {
+        let listed = raw.incarnation(of: node)
+        guard let asking = announcedIncarnations[node] ?? listed else { return [] }
+        if asking == listed { return [(asking, records)] }
+        let (answers, requests) = records.partitioned(by: \.isAnswer)
+        var groups: [(incarnation: UInt64, records: [PeerRecord])] = []
+        if let listed, !requests.isEmpty { groups.append((listed, requests)) }
+        if !answers.isEmpty { groups.append((asking, answers)) }
+        return groups
     }
 
     // MARK: Membership

@@ -211,10 +211,12 @@ extension DataDirectory {
     ///
     /// A format-1 directory is upgraded here (its marker rewritten, its identity given an
     /// incarnation) unless it holds a cluster node's log, which format 2 cannot read.
-    public func claim(mode: NodeIdentity.Mode, nodeID: String) throws(DataDirectoryError) -> NodeIdentity {
+    /// `newIncarnation` draws an incarnation when one is needed (a simulation's is seeded).
+    public func claim(mode: NodeIdentity.Mode, nodeID: String,
+                      newIncarnation: () -> UInt64 = NodeIdentity.newIncarnation) throws(DataDirectoryError) -> NodeIdentity {
         if format < Self.formatVersion { try upgrade() }
         guard var existing = try identity() else {
-            let identity = NodeIdentity(mode: mode, nodeID: nodeID)
+            let identity = NodeIdentity(mode: mode, nodeID: nodeID, incarnation: newIncarnation())
             try saveIdentity(identity)
             return identity
         }
@@ -227,7 +229,7 @@ extension DataDirectory {
             throw DataDirectoryError(path: path, message: "belongs to node \(existing.nodeID), not \(nodeID) (check --node-id)")
         }
         if existing.incarnation == 0 {
-            existing.incarnation = NodeIdentity.newIncarnation()
+            existing.incarnation = newIncarnation()
             try saveIdentity(existing)
         }
         return existing

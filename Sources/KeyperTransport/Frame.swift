@@ -63,12 +63,13 @@ extension ByteBuffer {
 /// The first frame on every connection: who is calling, and in which protocol.
 ///
 /// Layout: `"KYPR"`, a `UInt8` version, a `UInt16` length and the node id's UTF-8 bytes, then
-/// the same for the cluster id (empty while the caller has none), then (little-endian `UInt64`s)
-/// the caller's incarnation and the incarnation it believes the callee has (0: it knows none).
+/// the same for the cluster id (empty while the caller has none) and for the caller's Raft
+/// address, then (little-endian `UInt64`s) the caller's incarnation and the incarnation it
+/// believes the callee has (0: it knows none).
 public struct Handshake: Equatable, Sendable {
     static let magic: [UInt8] = Array("KYPR".utf8)
-    /// Version 2 added the incarnations; version 3 changed what a refused forwarded write
-    /// carries (a domain failure, no longer an HTTP status).
+    /// Version 2 added the incarnations; version 3 the caller's Raft address, and changed what
+    /// a refused forwarded write carries (a domain failure, no longer an HTTP status).
     public static let version: UInt8 = 3
     static let idBytesMax = 255
 
@@ -80,18 +81,24 @@ public struct Handshake: Equatable, Sendable {
     /// A callee with another incarnation (it lost its disk since) must not take the caller's
     /// Raft traffic as meant for it.
     public var peerIncarnation: UInt64
+    /// Where the caller accepts peer connections (its advertised `--raft-addr`; empty if it
+    /// has none yet): how the callee answers a peer its address book does not list yet, such
+    /// as a leader that joined while the callee was away.
+    public var raftAddress: String
 
-    public init(nodeID: String, clusterID: String = "", incarnation: UInt64 = 0, peerIncarnation: UInt64 = 0) {
+    public init(nodeID: String, clusterID: String = "", incarnation: UInt64 = 0, peerIncarnation: UInt64 = 0,
+                raftAddress: String = "") {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.incarnation = incarnation
         self.peerIncarnation = peerIncarnation
+        self.raftAddress = raftAddress
     }
 
     func encoded() -> [UInt8] {
         var bytes = Self.magic
         bytes.append(Self.version)
-        for text in [nodeID, clusterID] {
+        for text in [nodeID, clusterID, raftAddress] {
             let utf8 = Array(text.utf8)
             precondition(utf8.count <= Self.idBytesMax, "id too long: \(utf8.count) bytes")
             bytes.append(UInt8(truncatingIfNeeded: utf8.count))
@@ -112,7 +119,7 @@ public struct Handshake: Equatable, Sendable {
             throw TransportError("peer speaks protocol version \(version); this node speaks \(Self.version)")
         }
         var ids: [String] = []
-        for _ in 0..<2 {
+        for _ in 0..<3 {
             guard let count = frame.readInteger(endianness: .little, as: UInt16.self), Int(count) <= idBytesMax,
                   let bytes = frame.readBytes(length: Int(count)),
                   let text = String(validating: bytes, as: UTF8.self)
@@ -124,6 +131,7 @@ public struct Handshake: Equatable, Sendable {
         else { throw TransportError("truncated handshake") }
         guard frame.readableBytes == 0 else { throw TransportError("trailing bytes in handshake") }
         guard !ids[0].isEmpty else { throw TransportError("handshake without a node id") }
-        return Handshake(nodeID: ids[0], clusterID: ids[1], incarnation: incarnation, peerIncarnation: peerIncarnation)
+        return Handshake(nodeID: ids[0], clusterID: ids[1], incarnation: incarnation, peerIncarnation: peerIncarnation,
+                         raftAddress: ids[2])
     }
 }

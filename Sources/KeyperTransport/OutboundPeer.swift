@@ -113,7 +113,7 @@ final class OutboundPeer: Sendable {
         let configuration = transport.configuration
         let local = transport.identity
         let handshake = Handshake(nodeID: configuration.nodeID, clusterID: local.clusterID, incarnation: local.incarnation,
-                                  peerIncarnation: incarnation).encoded()
+                                  peerIncarnation: incarnation, raftAddress: local.raftAddress).encoded()
         ClientBootstrap(group: transport.group)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark,

@@ -69,9 +69,12 @@ public final class PeerTransport: Sendable {
         public var clusterID: String
         /// The incarnation of this node's data directory.
         public var incarnation: UInt64
-        public init(clusterID: String, incarnation: UInt64) {
+        /// Where this node accepts peer connections (its advertised `--raft-addr`).
+        public var raftAddress: String
+        public init(clusterID: String, incarnation: UInt64, raftAddress: String = "") {
             self.clusterID = clusterID
             self.incarnation = incarnation
+            self.raftAddress = raftAddress
         }
     }
 

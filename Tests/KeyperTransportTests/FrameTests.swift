@@ -52,7 +52,8 @@ struct FrameTests {
 
     @Test("handshakes round-trip and malformed ones are refused with a reason")
     func handshake() throws {
-        let handshake = Handshake(nodeID: "node-2", clusterID: "cluster-9", incarnation: 0xfeed_beef_0000_0001, peerIncarnation: 42)
+        let handshake = Handshake(nodeID: "node-2", clusterID: "cluster-9", incarnation: 0xfeed_beef_0000_0001, peerIncarnation: 42,
+                                  raftAddress: "[::1]:7001")
         #expect(try Handshake.decode(ByteBuffer(bytes: handshake.encoded())) == handshake)
         #expect(throws: TransportError("not a Keyper peer (bad magic)")) {
             try Handshake.decode(ByteBuffer(string: "GET / HTTP/1.1\r\n"))

@@ -107,8 +107,8 @@ struct TransportPeers: PeerSender {
 
     func forget(_ node: NodeID) { transport.forget(node.rawValue) }
 
-    func setIdentity(clusterID: String, incarnation: UInt64) {
-        transport.setIdentity(.init(clusterID: clusterID, incarnation: incarnation))
+    func setIdentity(clusterID: String, incarnation: UInt64, raftAddress: String) {
+        transport.setIdentity(.init(clusterID: clusterID, incarnation: incarnation, raftAddress: raftAddress))
     }
 }
 
@@ -126,6 +126,6 @@ struct ThreadPoolWork: BlockingWork {
 extension FrameOrigin {
     init(_ handshake: Handshake) {
         self.init(nodeID: handshake.nodeID, clusterID: handshake.clusterID, incarnation: handshake.incarnation,
-                  peerIncarnation: handshake.peerIncarnation)
+                  peerIncarnation: handshake.peerIncarnation, raftAddress: handshake.raftAddress)
     }
 }
