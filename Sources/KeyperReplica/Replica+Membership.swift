@@ -53,8 +53,8 @@ extension Replica {
     /// if any: a member that lost its disk is a new member until it is added again. A leader's
     /// messages are taken from any incarnation: a follower whose configuration still lists a
     /// replaced member must catch up from it when it leads (terms and log matching govern
-    /// those). (Senders address only listed members, or answer the incarnation that announced
-    /// itself: see ``Core/addressed(_:to:)``.)
+    /// those). (Senders send requests only to the incarnation they list, and answers to the
+    /// incarnation that asked: see ``Replica/addressed(_:to:)``.)
     func incarnationsMatch(_ peer: FrameOrigin, counted: Bool) -> Bool {
         let recorded = raw.incarnation(of: NodeID(peer.nodeID))
         let addressed = peer.peerIncarnation == identity.incarnation

@@ -483,7 +483,7 @@ public final class Simulation {
         guard nodeIndex[message.to] != nil, let from = nodeIndex[message.from] else { return }
         let fromIncarnation = nodes[from].incarnation
         // Only to the incarnation the configuration lists; an answer may also go to the one
-        // that announced itself (the runtime's rule, see Core.peerIncarnation).
+        // that announced itself (the runtime's rule, see Replica.addressed in KeyperReplica).
         guard let toIncarnation = nodes[from].cell?.node.incarnation(of: message.to)
                 ?? (message.kind.isResponse ? nodes[from].announced[message.to] : nil) else {
             report.messagesDropped += 1
