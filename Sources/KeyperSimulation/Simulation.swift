@@ -482,10 +482,11 @@ public final class Simulation {
     func send(_ message: Message) {
         guard nodeIndex[message.to] != nil, let from = nodeIndex[message.from] else { return }
         let fromIncarnation = nodes[from].incarnation
-        // Only to the incarnation the configuration lists; an answer may also go to the one
-        // that announced itself (the runtime's rule, see Replica.addressed in KeyperReplica).
-        guard let toIncarnation = nodes[from].cell?.node.incarnation(of: message.to)
-                ?? (message.kind.isResponse ? nodes[from].announced[message.to] : nil) else {
+        // A request only to the incarnation the configuration lists; an answer to the one that
+        // asked, as it announced itself, else the listed one (the runtime's rule, see
+        // Replica.addressed in KeyperReplica).
+        let listed = nodes[from].cell?.node.incarnation(of: message.to)
+        guard let toIncarnation = message.kind.isResponse ? nodes[from].announced[message.to] ?? listed : listed else {
             report.messagesDropped += 1
             return
         }
