@@ -112,8 +112,6 @@ public final class ClusterSimulation: @unchecked Sendable {
     /// once, by its deadline (or when its replica closes), unless its node crashed.
     var openWaiters: [Int: OpenWaiter] = [:]
     var waiterNext = 0
-    /// A node whose disk was wiped, until it is a voter again (one at a time).
-    var wiped: Int?
 
     struct OpenWaiter {
         var node: Int
@@ -178,19 +176,13 @@ public final class ClusterSimulation: @unchecked Sendable {
         let settleEnd = now + milliseconds(Int64(options.settleMillisecondsMax))
         try runUntil(settleEnd) { [self] in writeAcknowledgedSinceFaultsStopped }
         guard writeAcknowledgedSinceFaultsStopped else {
-            throw failure("no write was acknowledged within \(options.settleMillisecondsMax) ms after faults stopped")
+            throw failure("no write was acknowledged within \(options.settleMillisecondsMax) ms after faults stopped: \(nodeStates)")
         }
         clientsIssue = false
         let drainEnd = now + milliseconds(Int64(options.drainMillisecondsMax))
         try runUntil(drainEnd) { [self] in clientsIdle && converged && membersJoined }
         guard clientsIdle && converged && membersJoined else {
-            throw failure("replicas did not converge within \(options.drainMillisecondsMax) ms after clients stopped: "
-                          + nodes.map { node in
-                              guard let replica = node.replica else { return "\(node.id) down" }
-                              let status = replica.status
-                              return "\(node.id) applied \(replica.applied.rawValue) commit \(status.commit.rawValue) "
-                                  + "last \(status.lastIndex.rawValue) term \(status.term.rawValue) \(status.role) leader \(status.leader?.rawValue ?? "none")"
-                          }.joined(separator: "; "))
+            throw failure("replicas did not converge within \(options.drainMillisecondsMax) ms after clients stopped: \(nodeStates)")
         }
         try compareStateMachines()
         try finalReads()
@@ -259,6 +251,18 @@ public final class ClusterSimulation: @unchecked Sendable {
         case .operatorStep:
             operatorStep()
         }
+    }
+
+    /// Each node's view, for a violation's message.
+    var nodeStates: String {
+        nodes.map { node in
+            guard let replica = node.replica else { return "\(node.id) down" }
+            let status = replica.status
+            let configuration = status.configuration
+            return "\(node.id) applied \(replica.applied.rawValue) commit \(status.commit.rawValue) last \(status.lastIndex.rawValue) "
+                + "term \(status.term.rawValue) \(status.role) leader \(status.leader?.rawValue ?? "none") "
+                + "voters \(configuration.voters.sorted().map(\.rawValue)) learners \(configuration.learners.sorted().map(\.rawValue))"
+        }.joined(separator: "; ")
     }
 
     func live(_ index: Int, _ generation: Int) -> Replica? {
@@ -474,7 +478,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             report.transfers += 1
             leader.input.admin.append(.transfer(target: nil, waiter: waiter(for: leader, what: "transfer") { _, _ in }))
             scheduleRun(leader)
-        } else if roll < 58 && options.diskWipes && (wiped == nil || membersJoined) && membersJoined {
+        } else if roll < 58 && options.diskWipes && everyNodeListsAllVoters {
             let victim = nodes[random.next(below: nodes.count)]
             wipe(victim)
             events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_000))))
@@ -524,6 +528,18 @@ public final class ClusterSimulation: @unchecked Sendable {
         return nodes.allSatisfy { configuration.voters.contains($0.id) && configuration.incarnations[$0.id] == $0.incarnation }
     }
 
+    /// Whether losing any one node's disk leaves a quorum that can go on: every node is up and
+    /// its own configuration (as appended, the one it acts on) lists every node as a voter under
+    /// its current incarnation. A promotion appended only on the node wiped would otherwise
+    /// leave a two-voter configuration missing a voter for good (what the two-voter warning is
+    /// about; an operator would have to force a new cluster).
+    var everyNodeListsAllVoters: Bool {
+        nodes.allSatisfy { node in
+            guard let configuration = node.replica?.status.configuration else { return false }
+            return nodes.allSatisfy { configuration.voters.contains($0.id) && configuration.incarnations[$0.id] == $0.incarnation }
+        }
+    }
+
     /// The node's disk is replaced by an empty one (its data is lost, as when a machine's disk
     /// dies): it comes back as a new incarnation, and the operator joins it again.
     func wipe(_ node: Node) {
@@ -531,7 +547,6 @@ public final class ClusterSimulation: @unchecked Sendable {
         FileIO.removeTree(node.path)
         node.disk = SimulatedDisk()
         node.incarnation = 0
-        wiped = node.index
         report.wipes += 1
     }
 
