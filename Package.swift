@@ -149,7 +149,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(
             name: "KeyperTestSupport",
-            dependencies: ["KeyperVerify"],
+            dependencies: ["KeyperVerify", "KeyperStorage"],
             path: "Tests/KeyperTestSupport",
             swiftSettings: strictSettings
         ),

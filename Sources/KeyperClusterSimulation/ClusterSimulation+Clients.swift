@@ -71,7 +71,7 @@ extension ClusterSimulation {
         case (.read, .success):
             // The server reads its state machine once the read barrier returns; so does the client here.
             let node = nodes[client.node]
-            guard node.generation == client.generation, let store = node.replica?.stateMachine else {
+            guard node.generation == client.generation, let store = node.replica?.store else {
                 return finish(index, outcome: .failed)
             }
             let read: KVStore.PendingRead
@@ -95,7 +95,7 @@ extension ClusterSimulation {
     func readFinished(_ index: Int, operation: Int, generation: Int, read: KVStore.PendingRead) {
         guard clients[index].operation == operation else { return }
         let node = nodes[clients[index].node]
-        guard node.generation == generation, let store = node.replica?.stateMachine else { return finish(index, outcome: .failed) }
+        guard node.generation == generation, let store = node.replica?.store else { return finish(index, outcome: .failed) }
         let value = store.finishRead(read)
         history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
         finish(index, outcome: .ok)

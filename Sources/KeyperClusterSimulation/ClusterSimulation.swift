@@ -259,7 +259,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             guard let replica = node.replica else { return "\(node.id) down" }
             let status = replica.status
             let configuration = status.configuration
-            return "\(node.id) applied \(replica.applied.rawValue) commit \(status.commit.rawValue) last \(status.lastIndex.rawValue) "
+            return "\(node.id) applied \(replica.appliedIndex.rawValue) commit \(status.commit.rawValue) last \(status.lastIndex.rawValue) "
                 + "term \(status.term.rawValue) \(status.role) leader \(status.leader?.rawValue ?? "none") "
                 + "voters \(configuration.voters.sorted().map(\.rawValue)) learners \(configuration.learners.sorted().map(\.rawValue))"
         }.joined(separator: "; ")
@@ -340,8 +340,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         report.crashes += 1
         report.snapshotsInstalled += replica.snapshotsInstalled
         node.disk.fileSystem.crash(keepingUnsynced: random.chance(1, in: 2) ? .randomPrefix(seed: random.next()) : .nothing)
-        replica.stateMachine.close()
-        replica.dataDirectory.release()
+        replica.store.close()
+        replica.directory.release()
         node.replica = nil
         node.peers = nil
         openWaiters = openWaiters.filter { $0.value.node != node.index || $0.value.generation != node.generation }
@@ -358,8 +358,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         for node in nodes {
             guard let replica = node.replica else { continue }
             replica.close()  // again after closeUnderLoad: closing twice is harmless
-            replica.stateMachine.close()
-            replica.dataDirectory.release()
+            replica.store.close()
+            replica.directory.release()
             node.replica = nil
         }
         FileIO.removeTree(root)
@@ -619,7 +619,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         guard let commit = leader?.replica?.status.commit else { return false }
         return nodes.allSatisfy { node in
             guard let replica = node.replica else { return false }
-            return replica.applied == commit && replica.status.commit == commit
+            return replica.appliedIndex == commit && replica.status.commit == commit
         }
     }
 
@@ -627,7 +627,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     func compareStateMachines() throws(ClusterSimulationViolation) {
         var first: (NodeID, [[UInt8]: [UInt8]])?
         for node in nodes {
-            guard let store = node.replica?.stateMachine else { continue }
+            guard let store = node.replica?.store else { continue }
             var contents: [[UInt8]: [UInt8]] = [:]
             do {
                 for key in try store.list(prefix: [], after: nil, limit: 100_000).keys { contents[key] = try store.get(key) }
@@ -645,7 +645,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     /// One last read of every key on the leader's state machine, after everything applied: a
     /// write acknowledged and then lost shows up here if no client read it.
     func finalReads() throws(ClusterSimulationViolation) {
-        guard let store = leader?.replica?.stateMachine else { throw failure("no leader at the end") }
+        guard let store = leader?.replica?.store else { throw failure("no leader at the end") }
         for key in options.keys {
             let call = tick()
             let value: String?

@@ -108,7 +108,6 @@ package struct ReplicaOptions: Sendable {
     /// Bootstrap a single-node cluster when the log is empty (false: wait to be adopted by a
     /// cluster through a join).
     package var bootstrapIfEmpty: Bool
-    package var electionTicks: Int
     package var heartbeatTicks: Int
     /// The largest entry the core accepts.
     package var entryBytesMax: Int
@@ -118,7 +117,6 @@ package struct ReplicaOptions: Sendable {
     package init(settings: ReplicaSettings, bootstrapIfEmpty: Bool, heartbeatTicks: Int, entryBytesMax: Int, randomSeed: UInt64) {
         self.settings = settings
         self.bootstrapIfEmpty = bootstrapIfEmpty
-        self.electionTicks = settings.electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.entryBytesMax = entryBytesMax
         self.randomSeed = randomSeed
@@ -179,7 +177,7 @@ extension Replica {
 
         var raftConfig = Config(id: id, randomSeed: options.randomSeed)
         raftConfig.incarnation = identity.incarnation
-        raftConfig.electionTicks = options.electionTicks
+        raftConfig.electionTicks = settings.electionTicks
         raftConfig.heartbeatTicks = options.heartbeatTicks
         raftConfig.applied = min(applied, hardState.commit)
         raftConfig.entryBytesMax = options.entryBytesMax

@@ -58,11 +58,11 @@ extension Replica {
 
     // MARK: Taking snapshots
 
-    /// Every `snapshotEntries` applied entries: copy the state machine in the background, make
+    /// Every `settings.snapshotEntries` applied entries: copy the state machine in the background, make
     /// the copy durable, and only then drop the log entries it covers (Raft §7).
     func maybeSnapshot() {
         guard !snapshotInProgress,
-              appliedIndex.rawValue >= log.snapshotMetadata.index.rawValue + snapshotEntries else { return }
+              appliedIndex.rawValue >= log.snapshotMetadata.index.rawValue + settings.snapshotEntries else { return }
         snapshotInProgress = true
         let started = now
         let snapshots = self.snapshots

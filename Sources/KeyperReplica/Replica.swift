@@ -22,13 +22,11 @@ package final class Replica: @unchecked Sendable {
     /// The Raft log on disk.
     var log: RaftLogStorage
     /// The state machine.
-    let store: KVStore
-    let directory: DataDirectory
+    package let store: KVStore
+    package let directory: DataDirectory
     /// The file layer under the Raft log (a simulated one under simulation).
     let walFileSystem: @Sendable () -> any WALFileSystem
     let snapshots: SnapshotStore
-    /// Entries applied since the last snapshot that trigger the next one (`--snapshot-entries`).
-    let snapshotEntries: UInt64
     var snapshotInProgress = false
     /// The snapshot being received from the leader, chunk by chunk, in order.
     var receiving: SnapshotReceive?
@@ -49,8 +47,8 @@ package final class Replica: @unchecked Sendable {
 
     /// Where each member is reached, learned from configuration entries as they are appended.
     var addressBook: [NodeID: MemberAddresses]
-    // Invariant: appliedIndex <= raw.commitIndex.
-    var appliedIndex: LogIndex
+    /// The last entry applied to the state machine. Invariant: appliedIndex <= raw.commitIndex.
+    package internal(set) var appliedIndex: LogIndex
     /// Committed entries not yet in the state machine.
     var applyQueue = ApplyQueue()
     /// A `Ready` whose persist failed (disk full); nothing else happens until it is written.
@@ -94,7 +92,6 @@ package final class Replica: @unchecked Sendable {
         self.directory = directory
         self.walFileSystem = walFileSystem
         self.snapshots = snapshots
-        self.snapshotEntries = settings.snapshotEntries
         self.identity = identity
         self.raftConfig = raftConfig
         self.settings = settings
@@ -117,10 +114,6 @@ package final class Replica: @unchecked Sendable {
 
     /// The core's view: role, term, leader, commit, configuration.
     package var status: Status { raw.status }
-    /// The last entry applied to the state machine.
-    package var applied: LogIndex { appliedIndex }
-    package var stateMachine: KVStore { store }
-    package var dataDirectory: DataDirectory { directory }
     /// Snapshots installed from a leader since this replica was made.
     package internal(set) var snapshotsInstalled = 0
 

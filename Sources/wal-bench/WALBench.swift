@@ -27,9 +27,9 @@ struct WALBench {
 
     static func run(root: String, batchSize: Int, batchCount: Int, entryBytes: Int, sync: Bool) throws {
         let directory = root + "/wal-\(batchSize)-\(sync ? "sync" : "nosync")"
-        removeTree(directory)
+        FileIO.removeTree(directory)
         let wal = try WriteAheadLog(directory: directory)
-        defer { removeTree(directory) }
+        defer { FileIO.removeTree(directory) }
         let payload = [UInt8](repeating: 0xAB, count: entryBytes)
         var batch: [Entry] = []
         batch.reserveCapacity(batchSize)
@@ -65,17 +65,5 @@ struct WALBench {
         for _ in 0..<decimals { scale *= 10 }
         let rounded = (value * scale).rounded() / scale
         return "\(rounded)"
-    }
-
-    static func removeTree(_ path: String) {
-        guard let directory = opendir(path) else { return }
-        while let entry = readdir(directory) {
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-            }
-            if name != "." && name != ".." { unlink(path + "/" + name) }
-        }
-        closedir(directory)
-        rmdir(path)
     }
 }

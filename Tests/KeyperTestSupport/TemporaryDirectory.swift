@@ -1,4 +1,5 @@
 import Glibc
+import KeyperStorage
 
 /// A fresh directory under /tmp, removed (with everything in it) when `body` returns.
 public func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
@@ -24,20 +25,7 @@ public func makeTemporaryDirectory() -> String {
 }
 
 public func removeTree(_ path: String) {
-    guard let directory = opendir(path) else {
-        unlink(path)
-        return
-    }
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name == "." || name == ".." { continue }
-        let child = path + "/" + name
-        if entry.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
-    }
-    closedir(directory)
-    rmdir(path)
+    FileIO.removeTree(path)
 }
 
 public func writeFile(_ path: String, _ text: String) {

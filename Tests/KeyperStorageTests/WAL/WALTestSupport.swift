@@ -15,22 +15,8 @@ final class WALTestDirectory {
         path = String(cString: created!)
     }
 
-    deinit { Self.removeTree(path) }
+    deinit { FileIO.removeTree(path) }
 
-    static func removeTree(_ path: String) {
-        if let directory = opendir(path) {
-            while let entry = readdir(directory) {
-                let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                    String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-                }
-                if name == "." || name == ".." { continue }
-                let child = path + "/" + name
-                if entry.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
-            }
-            closedir(directory)
-        }
-        rmdir(path)
-    }
 }
 
 /// Reads a whole real file.
