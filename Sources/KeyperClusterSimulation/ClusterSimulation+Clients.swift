@@ -14,8 +14,8 @@ extension ClusterSimulation {
     /// A request's deadline on the replica's clock, as the HTTP layer sets it.
     var deadline: Moment { Moment(nanoseconds: now) + .milliseconds(options.requestTimeoutMilliseconds) }
 
-    /// A client's next operation: a linearizable read, a write or a delete of a random key,
-    /// sent to a node that says it leads (usually) or to any node (forwarded by a follower).
+    /// A client's next operation: a linearizable or stale read, a write or a delete of a random
+    /// key, sent to a node that says it leads (usually) or to any node (forwarded by a follower).
     func clientStep(_ index: Int) {
         guard clientsIssue, clients[index].operation == nil else { return }
         let up = nodes.filter(\.isUp)
@@ -29,6 +29,10 @@ extension ClusterSimulation {
             ? leaders[client.random.next(below: leaders.count)] : up[client.random.next(below: up.count)]
         let key = options.keys[client.random.next(below: options.keys.count)]
         let roll = client.random.next(below: 100)
+        if roll < 10 && options.staleReads {
+            clients[index] = client
+            return staleRead(index, at: node, key: Array(key.utf8))
+        }
         let operation = history.count
         let waiter = waiter(for: node, what: roll < 40 ? "read" : "write") { simulation, result in
             simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
@@ -89,6 +93,77 @@ extension ClusterSimulation {
             finish(index, outcome: .ok)
         case (_, .failure(let error)):
             finish(index, outcome: Self.definitelyNotApplied(error) ? .failed : .indeterminate)
+        }
+    }
+
+    /// `GET ?consistency=stale` as the server serves it: the applied index (the response's
+    /// header), then the state machine, with the cache fill a moment later. It is not in the
+    /// linearizable history; ``staleReadFinished`` checks it against the applied log instead.
+    func staleRead(_ index: Int, at node: Node, key: [UInt8]) {
+        guard let replica = node.replica else {
+            return events.push(.clientStep(client: index), at: now + milliseconds(20))
+        }
+        let from = replica.appliedIndex
+        let read: KVStore.PendingRead
+        do {
+            read = try replica.store.beginRead(key)
+        } catch {
+            violation = "\(node.id) could not read its state machine: \(error)"
+            return
+        }
+        events.push(.staleReadFinished(client: index, node: node.index, generation: node.generation, key: key, from: from, read: read),
+                    at: now + Int64(clients[index].random.next(below: 5_000_000)))
+    }
+
+    /// A stale read returns the value as of some index from the one its header names up to what
+    /// the replica has applied when it returns: never a value older, newer, or never written.
+    func staleReadFinished(_ index: Int, node: Int, generation: Int, key: [UInt8], from: LogIndex, read: KVStore.PendingRead) {
+        events.push(.clientStep(client: index), at: now + milliseconds(Int64(clients[index].random.next(below: 20))))
+        guard nodes[node].generation == generation, let replica = nodes[node].replica else { return }
+        let value = replica.store.finishRead(read)
+        report.staleReads += 1
+        guard let allowed = valuesAllowed(key, from: from, through: replica.appliedIndex) else {
+            report.staleReadsUnchecked += 1
+            return
+        }
+        if !allowed.contains(value) {
+            func show(_ value: [UInt8]?) -> String { value.map { String(decoding: $0, as: UTF8.self) } ?? "(none)" }
+            violation = "a stale read of \(show(key)) on \(nodes[node].id) returned \(show(value)); as of applied index "
+                + "\(from.rawValue) through \(replica.appliedIndex.rawValue) it could be \(allowed.map(show).sorted())"
+        }
+    }
+
+    /// The values a read of `key` may return from a state machine that had applied at least
+    /// `from` and at most `through`; nil when an entry in that range was never seen applied, or
+    /// when the state machine was reset in between (a node adopted by another cluster).
+    func valuesAllowed(_ key: [UInt8], from: LogIndex, through: LogIndex) -> Set<[UInt8]?>? {
+        guard from <= through, Int(through.rawValue) <= appliedLog.count else { return nil }
+        var allowed: Set<[UInt8]?> = []
+        // The value as of `from`: the last write of `key` at or before it.
+        var slot = Int(from.rawValue) - 1
+        while slot >= 0 {
+            guard let entry = appliedLog[slot] else { return nil }
+            if let value = Self.written(key, by: entry) {
+                allowed.insert(value)
+                break
+            }
+            slot -= 1
+        }
+        if slot < 0 { allowed.insert(nil) }
+        for slot in Int(from.rawValue)..<Int(through.rawValue) {
+            guard let entry = appliedLog[slot] else { return nil }
+            if let value = Self.written(key, by: entry) { allowed.insert(value) }
+        }
+        return allowed
+    }
+
+    /// What `entry` sets `key` to (`.some(nil)`: deletes it); nil when it leaves `key` alone.
+    static func written(_ key: [UInt8], by entry: Entry) -> [UInt8]?? {
+        guard entry.kind == .normal, !entry.data.isEmpty, let command = try? Command(decoding: entry.data) else { return nil }
+        switch command.operation {
+        case let .put(written, value) where written == key: return .some(value)
+        case let .delete(written) where written == key: return .some(nil)
+        default: return nil
         }
     }
 

@@ -29,6 +29,10 @@ public final class ClusterSimulation: @unchecked Sendable {
         case answered(client: Int, operation: Int, result: Result<WaitOutcome, ReplicaError>)
         /// The second step of a client's read of a state machine (the cache fill).
         case readFinished(client: Int, operation: Int, generation: Int, read: KVStore.PendingRead)
+        /// The second step of a stale read, served from `node`'s state machine as it had applied `from`.
+        case staleReadFinished(client: Int, node: Int, generation: Int, key: [UInt8], from: LogIndex, read: KVStore.PendingRead)
+        /// The operator asks the leader to remove `node` (again, if the leader was handing over).
+        case removeMember(node: Int, attemptsLeft: Int)
         case checkWaiters
         case restart(node: Int)
         case heal(links: [Int])
@@ -59,6 +63,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         var sequence: UInt64 = 0
         /// A join request for this node is out until then (the leader asked may crash and never answer).
         var joinPendingUntil: Int64 = 0
+        /// What this replica applied has been compared with ``appliedLog`` up to here.
+        var checkedThrough: LogIndex = .zero
 
         init(index: Int, root: String) {
             self.index = index
@@ -99,6 +105,10 @@ public final class ClusterSimulation: @unchecked Sendable {
     let snapshotEntries: UInt64
     let workDelay: Int64
     let dropPercent: Int
+    /// This seed's membership fault: disks wiped, or members removed (never both, see
+    /// ``ClusterSimulationOptions/removals``).
+    let wipesDisks: Bool
+    let removesMembers: Bool
 
     var links: [Int: Link] = [:]
     var blocked: Set<Int> = []
@@ -107,6 +117,9 @@ public final class ClusterSimulation: @unchecked Sendable {
     var writeAcknowledgedSinceFaultsStopped = false
 
     var leaderOfTerm: [Term: NodeID] = [:]
+    /// index-1 → the entry applied there, as first read from a replica's log: every replica
+    /// must apply the same one (state machine safety), and stale reads are checked against it.
+    var appliedLog: [Entry?] = []
     var violation: String?
     /// Waiters handed to replicas and not answered yet, by id: each must be answered exactly
     /// once, by its deadline (or when its replica closes), unless its node crashed.
@@ -132,6 +145,10 @@ public final class ClusterSimulation: @unchecked Sendable {
         snapshotEntries = options.snapshots ? UInt64(8 + random.next(below: 40)) : 1 << 40
         workDelay = Int64([1, 5, 30][random.next(below: 3)]) * 1_000_000
         dropPercent = options.drops ? [0, 1, 5][random.next(below: 3)] : 0
+        let coin = random.chance(1, in: 2)
+        let removes = options.removals && (!options.diskWipes || coin)
+        removesMembers = removes
+        wipesDisks = options.diskWipes && !removes
         let base = options.temporaryDirectory ?? (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp")
         root = base + "/keyper-sim-\(getpid())-\(seed)-\(UInt64.random(in: 0...UInt64.max) % 1_000_000)"
         if options.trace {
@@ -238,6 +255,10 @@ public final class ClusterSimulation: @unchecked Sendable {
             answered(client, operation: operation, result: result)
         case let .readFinished(client, operation, generation, read):
             readFinished(client, operation: operation, generation: generation, read: read)
+        case let .staleReadFinished(client, node, generation, key, from, read):
+            staleReadFinished(client, node: node, generation: generation, key: key, from: from, read: read)
+        case let .removeMember(node, attemptsLeft):
+            remove(nodes[node], attemptsLeft: attemptsLeft)
         case .checkWaiters:
             checkWaiters()
         case let .restart(index):
@@ -324,6 +345,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         }
         node.incarnation = opened.identity.incarnation
         node.bootstraps = false
+        node.checkedThrough = .zero
         node.replica = replica
         node.peers = peers
         node.sequence = random.next() >> 1
@@ -365,9 +387,11 @@ public final class ClusterSimulation: @unchecked Sendable {
         FileIO.removeTree(root)
     }
 
-    /// Election safety (Raft §5.2): at most one leader per term, checked after every step.
+    /// Election safety (Raft §5.2): at most one leader per term; and state machine safety
+    /// (§5.4.3): every replica applies the same entry at each index. Checked after every step.
     func observe(_ index: Int) {
         guard let replica = nodes[index].replica else { return }
+        checkApplied(nodes[index], replica)
         let status = replica.status
         guard status.role == .leader else { return }
         if let leader = leaderOfTerm[status.term] {
@@ -376,6 +400,34 @@ public final class ClusterSimulation: @unchecked Sendable {
             leaderOfTerm[status.term] = status.id
             report.leadersElected += 1
         }
+    }
+
+    /// Compares what `replica` applied since last looked, read back from its WAL, with what
+    /// every other replica applied at the same indexes.
+    func checkApplied(_ node: Node, _ replica: Replica) {
+        let applied = replica.appliedIndex
+        let from = max(node.checkedThrough.next(), replica.log.firstIndex)
+        guard from <= applied else { return }
+        let entries: [Entry]
+        do {
+            entries = try replica.log.entries(from: from, to: applied.next(), bytesMax: .max)
+        } catch {
+            return  // compacted meanwhile: another replica's copy covers it
+        }
+        for entry in entries {
+            let slot = Int(entry.index.rawValue) - 1
+            if slot >= appliedLog.count { appliedLog += Array(repeating: nil, count: slot - appliedLog.count + 1) }
+            guard let known = appliedLog[slot] else {
+                appliedLog[slot] = entry
+                continue
+            }
+            if known.term != entry.term || known.data != entry.data {
+                violation = "\(node.id) applied a different entry at index \(entry.index.rawValue) (term \(entry.term.rawValue)) "
+                    + "than another replica did (term \(known.term.rawValue))"
+                return
+            }
+        }
+        node.checkedThrough = applied
     }
 
     var leader: Node? {
@@ -478,7 +530,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             report.transfers += 1
             leader.input.admin.append(.transfer(target: nil, waiter: waiter(for: leader, what: "transfer") { _, _ in }))
             scheduleRun(leader)
-        } else if roll < 58 && options.diskWipes && everyNodeListsAllVoters {
+        } else if roll < 58 && wipesDisks && everyNodeListsAllVoters {
             let victim = nodes[random.next(below: nodes.count)]
             wipe(victim)
             events.push(.restart(node: victim.index), at: now + milliseconds(Int64(20 + random.next(below: 1_000))))
@@ -488,6 +540,8 @@ public final class ClusterSimulation: @unchecked Sendable {
             disk.capacityBytes = disk.usedBytes + random.next(below: 4_096)
             report.fullDisks += 1
             events.push(.diskSpaceReturns(node: victim.index), at: now + milliseconds(Int64(50 + random.next(below: 1_500))))
+        } else if roll < 74 && removesMembers && everyNodeListsAllVoters {
+            remove(nodes[random.next(below: nodes.count)], attemptsLeft: 5)
         }
     }
 
@@ -516,6 +570,30 @@ public final class ClusterSimulation: @unchecked Sendable {
             leader.input.admin.append(.join(node: node.id, addresses: addresses, waiter: waiter))
             scheduleRun(leader)
         }
+    }
+
+    /// `DELETE /v1/members/{id}` against the leader, retried when the leader is the one removed
+    /// and hands over first, as the README tells an operator to. The operator joins the node
+    /// back, with its data, a while after the removal is committed.
+    func remove(_ node: Node, attemptsLeft: Int) {
+        guard faultsActive, attemptsLeft > 0, let leader else { return }
+        node.joinPendingUntil = now + milliseconds(Int64(options.requestTimeoutMilliseconds + 500))
+        let index = node.index
+        let waiter = waiter(for: leader, what: "removal of \(node.id)") { simulation, result in
+            let node = simulation.nodes[index]
+            switch result {
+            case .success:
+                simulation.report.removals += 1
+                node.joinPendingUntil = simulation.now + simulation.milliseconds(Int64(simulation.random.next(below: 1_500)))
+            case .failure(let error) where error.kind == .leaderTransfer:
+                simulation.events.push(.removeMember(node: index, attemptsLeft: attemptsLeft - 1),
+                                       at: simulation.now + simulation.milliseconds(200))
+            case .failure:
+                node.joinPendingUntil = 0
+            }
+        }
+        leader.input.admin.append(.remove(node: node.id, waiter: waiter))
+        scheduleRun(leader)
     }
 
     func joinAnswered(_ index: Int, _ result: Result<WaitOutcome, ReplicaError>) {

@@ -21,6 +21,13 @@ public struct ClusterSimulationOptions: Sendable {
     public var transfers = true
     /// Replace a node's disk with an empty one now and then; the operator joins it again.
     public var diskWipes = true
+    /// Remove a member now and then (the operator joins it back with its data). A seed draws
+    /// either wipes or removals: a removal leaves two voters, and losing one of two voters'
+    /// disks leaves a cluster no operator can repair without forcing a new one.
+    public var removals = true
+    /// A share of client reads are stale (`?consistency=stale`): served from the local state
+    /// machine, checked against the log every replica applied.
+    public var staleReads = true
     /// Fill a node's Raft log disk for a while (writes fail with ENOSPC); it must stall, refuse
     /// writes, and resume when space returns.
     public var fullDisks = true
@@ -55,6 +62,11 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var writesIndeterminate = 0
     public var readsAcknowledged = 0
     public var readsFailed = 0
+    public var staleReads = 0
+    /// Stale reads whose range of allowed values was not known (an entry compacted before any
+    /// replica's applied log was read): not checked.
+    public var staleReadsUnchecked = 0
+    public var removals = 0
     public var leadersElected = 0
     public var crashes = 0
     public var partitions = 0
@@ -72,6 +84,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var description: String {
         "seed=\(seed) t=\(milliseconds)ms leaders=\(leadersElected) writes=\(writesAcknowledged)"
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
+            + "stale=\(staleReads)/unchecked=\(staleReadsUnchecked) removals=\(removals) "
             + "crashes=\(crashes) wipes=\(wipes) fullDisks=\(fullDisks) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
             + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled) checked=\(operationsChecked)"
     }

@@ -19,8 +19,8 @@ package final class Replica: @unchecked Sendable {
     let environment: ReplicaEnvironment
     var peers: any PeerSender { environment.peers }
     var raw: RawNode
-    /// The Raft log on disk.
-    var log: RaftLogStorage
+    /// The Raft log on disk (the simulator reads what each replica applied from it).
+    package internal(set) var log: RaftLogStorage
     /// The state machine.
     package let store: KVStore
     package let directory: DataDirectory

@@ -76,6 +76,9 @@ struct RaftSim {
         if arguments.contains("--no-crashes") { options.crashes = false }
         if arguments.contains("--no-partitions") { options.partitions = false }
         if arguments.contains("--no-drops") { options.drops = false }
+        if arguments.contains("--no-wipes") { options.diskWipes = false }
+        if arguments.contains("--no-removals") { options.removals = false }
+        if arguments.contains("--no-stale-reads") { options.staleReads = false }
         if arguments.contains("--no-snapshots") { options.snapshots = false }
         options.trace = arguments.contains("--trace")
         let progress = arguments.contains("--progress")
@@ -92,6 +95,10 @@ struct RaftSim {
                 let report = try ClusterSimulation(seed: seed, options: options).run()
                 totals.writesAcknowledged += report.writesAcknowledged
                 totals.readsAcknowledged += report.readsAcknowledged
+                totals.staleReads += report.staleReads
+                totals.staleReadsUnchecked += report.staleReadsUnchecked
+                totals.removals += report.removals
+                totals.wipes += report.wipes
                 totals.crashes += report.crashes
                 totals.snapshotsInstalled += report.snapshotsInstalled
                 totals.leadersElected += report.leadersElected
@@ -107,7 +114,8 @@ struct RaftSim {
             }
         }
         print("cluster seeds=\(seeds) start=\(start) nodes=\(options.nodeCount) failures=\(failures) seconds=\(format(now() - began)) "
-              + "writes=\(totals.writesAcknowledged) reads=\(totals.readsAcknowledged) crashes=\(totals.crashes) "
+              + "writes=\(totals.writesAcknowledged) reads=\(totals.readsAcknowledged) stale=\(totals.staleReads)"
+              + "/unchecked=\(totals.staleReadsUnchecked) crashes=\(totals.crashes) wipes=\(totals.wipes) removals=\(totals.removals) "
               + "installs=\(totals.snapshotsInstalled) leaders=\(totals.leadersElected)")
         if failures > 0 { exit(1) }
     }
