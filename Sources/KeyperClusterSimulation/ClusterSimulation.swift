@@ -120,6 +120,8 @@ public final class ClusterSimulation: @unchecked Sendable {
     /// index-1 → the entry applied there, as first read from a replica's log: every replica
     /// must apply the same one (state machine safety), and stale reads are checked against it.
     var appliedLog: [Entry?] = []
+    /// index-1 → the entry's term and the term of the first leader seen committing it.
+    var committedTerms: [(entryTerm: Term, commitTerm: Term)] = []
     var violation: String?
     /// Waiters handed to replicas and not answered yet, by id: each must be answered exactly
     /// once, by its deadline (or when its replica closes), unless its node crashed.
@@ -387,7 +389,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         FileIO.removeTree(root)
     }
 
-    /// Election safety (Raft §5.2): at most one leader per term; and state machine safety
+    /// Election safety (Raft §5.2): at most one leader per term; leader completeness (§5.4.1):
+    /// a new leader holds every entry committed in an earlier term; state machine safety
     /// (§5.4.3): every replica applies the same entry at each index. Checked after every step.
     func observe(_ index: Int) {
         guard let replica = nodes[index].replica else { return }
@@ -399,6 +402,36 @@ public final class ClusterSimulation: @unchecked Sendable {
         } else {
             leaderOfTerm[status.term] = status.id
             report.leadersElected += 1
+            checkLeaderCompleteness(replica, status)
+        }
+        recordCommits(replica, status)
+    }
+
+    func checkLeaderCompleteness(_ replica: Replica, _ status: Status) {
+        let low = max(Int(replica.log.firstIndex.rawValue), 1)
+        guard low <= committedTerms.count else { return }
+        for position in low...committedTerms.count {
+            let record = committedTerms[position - 1]
+            guard record.commitTerm < status.term, record.entryTerm != .zero else { continue }
+            let held = try? replica.log.term(at: LogIndex(UInt64(position)))
+            if held != record.entryTerm {
+                violation = "\(status.id), leader of term \(status.term.rawValue), lacks index \(position) (term "
+                    + "\(record.entryTerm.rawValue)) committed in term \(record.commitTerm.rawValue); it holds "
+                    + (held.map { "term \($0.rawValue)" } ?? "nothing there")
+                return
+            }
+        }
+    }
+
+    /// Notes the term in which each entry was first seen committed, by the leader that did it.
+    func recordCommits(_ replica: Replica, _ status: Status) {
+        let commit = Int(status.commit.rawValue)
+        guard commit > committedTerms.count else { return }
+        for position in (committedTerms.count + 1)...commit {
+            // Inside the leader's snapshot: the term from what was applied, if seen (else not checked).
+            let applied = position <= appliedLog.count ? appliedLog[position - 1] : nil
+            let term = (try? replica.log.term(at: LogIndex(UInt64(position)))) ?? applied?.term
+            committedTerms.append((term ?? .zero, status.term))
         }
     }
 
