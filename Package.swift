@@ -63,8 +63,8 @@ let package = Package(
         ),
         // Small helpers every layer may use (a clock type, collection helpers): no dependencies.
         .target(name: "KeyperBase", swiftSettings: strictSettings),
-        // The consensus core: no I/O, no clock, no Foundation, no dependencies.
-        .target(name: "KeyperRaft", swiftSettings: strictSettings),
+        // The consensus core: no I/O, no clock, no Foundation; only the base module (its seeded generator).
+        .target(name: "KeyperRaft", dependencies: ["KeyperBase"], swiftSettings: strictSettings),
         // One cluster member (Raft core, log, state machine, clients): no NIO, no HTTP, no wall
         // clock. The server runs it with real peers; the simulator with simulated ones.
         .target(
@@ -79,7 +79,8 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .target(name: "KeyperSimulation", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
+        // Client histories and their linearizability checker (the simulator's and `keyper verify`'s).
+        .target(name: "KeyperHistory", swiftSettings: strictSettings),
         // The shipped replica under simulation: real WAL on simulated disks, real SQLite, simulated peers and clock.
         .target(
             name: "KeyperClusterSimulation",
@@ -87,7 +88,7 @@ let package = Package(
                 "KeyperBase",
                 "KeyperRaft",
                 "KeyperReplica",
-                "KeyperSimulation",
+                "KeyperHistory",
                 "KeyperStorage",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -95,14 +96,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "raft-sim",
-            dependencies: ["KeyperRaft", "KeyperSimulation", "KeyperClusterSimulation"],
+            dependencies: ["KeyperRaft", "KeyperClusterSimulation"],
             swiftSettings: strictSettings
         ),
         // Binary encodings shared by the WAL and the peer transport.
         .target(name: "KeyperWire", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .target(
             name: "KeyperStorage",
-            dependencies: ["CSQLite", "KeyperRaft", "KeyperWire"],
+            dependencies: ["CSQLite", "KeyperBase", "KeyperRaft", "KeyperWire"],
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "wal-bench", dependencies: ["KeyperRaft", "KeyperStorage"], swiftSettings: strictSettings),
@@ -119,6 +120,7 @@ let package = Package(
         .target(
             name: "KeyperBench",
             dependencies: [
+                "KeyperBase",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -129,8 +131,7 @@ let package = Package(
             dependencies: [
                 "KeyperBase",
                 "KeyperClient",
-                "KeyperRaft",
-                "KeyperSimulation",
+                "KeyperHistory",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
@@ -149,29 +150,30 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(
             name: "KeyperTestSupport",
-            dependencies: ["KeyperVerify", "KeyperStorage"],
+            dependencies: ["KeyperBase", "KeyperStorage"],
             path: "Tests/KeyperTestSupport",
             swiftSettings: strictSettings
         ),
         .testTarget(name: "KeyperRaftTests", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .testTarget(
-            name: "KeyperSimulationTests",
-            dependencies: ["KeyperRaft", "KeyperSimulation"],
+            name: "KeyperHistoryTests",
+            dependencies: ["KeyperHistory"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "KeyperWireTests",
-            dependencies: ["KeyperRaft", "KeyperWire", "KeyperTestSupport"],
+            dependencies: ["KeyperBase", "KeyperRaft", "KeyperWire", "KeyperTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "KeyperStorageTests",
-            dependencies: ["KeyperStorage", "KeyperRaft", "KeyperWire", "KeyperTestSupport"],
+            dependencies: ["KeyperBase", "KeyperStorage", "KeyperRaft", "KeyperWire", "KeyperTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "KeyperTransportTests",
             dependencies: [
+                "KeyperBase",
                 "KeyperTransport",
                 "KeyperTestSupport",
                 "KeyperRaft",
@@ -182,18 +184,19 @@ let package = Package(
         ),
         .testTarget(
             name: "KeyperReplicaTests",
-            dependencies: ["KeyperReplica", "KeyperClusterSimulation", "KeyperRaft", "KeyperStorage", "KeyperWire", "KeyperTestSupport"],
+            dependencies: ["KeyperBase", "KeyperReplica", "KeyperClusterSimulation", "KeyperRaft", "KeyperStorage", "KeyperWire", "KeyperTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "KeyperServerTests",
             dependencies: [
+                "KeyperBase",
                 "KeyperServer",
                 "KeyperReplica",
                 "KeyperTestSupport",
                 "KeyperVerify",
                 "KeyperBench",
-                "KeyperSimulation",
+                "KeyperHistory",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -1,3 +1,4 @@
+import KeyperBase
 import NIOCore
 import NIOHTTP1
 import NIOPosix

@@ -1,7 +1,7 @@
 import KeyperBase
 import KeyperRaft
 import KeyperReplica
-import KeyperSimulation
+import KeyperHistory
 import KeyperStorage
 
 extension ClusterSimulation {
@@ -38,7 +38,7 @@ extension ClusterSimulation {
             simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
         }
         if roll < 40 {
-            history.append(KeyperSimulation.KVOperation(key: key, kind: .read, value: nil, callTime: tick(), returnTime: 0,
+            history.append(ClientOperation(key: key, kind: .read, value: nil, callTime: tick(), returnTime: 0,
                                                         outcome: .indeterminate))
             node.input.reads.append(waiter)
         } else {
@@ -48,7 +48,7 @@ extension ClusterSimulation {
             let request = RequestID(node: node.id, sequence: node.sequence)
             let command = Command(request: request, operation: isDelete ? .delete(key: Array(key.utf8))
                                                                         : .put(key: Array(key.utf8), value: Array(value.utf8)))
-            history.append(KeyperSimulation.KVOperation(key: key, kind: isDelete ? .delete : .write, value: isDelete ? nil : value,
+            history.append(ClientOperation(key: key, kind: isDelete ? .delete : .write, value: isDelete ? nil : value,
                                                         callTime: tick(), returnTime: 0, outcome: .indeterminate))
             node.input.proposals.append(PendingProposal(request: request, data: command.encoded(), waiter: waiter))
         }
@@ -185,7 +185,7 @@ extension ClusterSimulation {
         }
     }
 
-    func finish(_ index: Int, outcome: KeyperSimulation.KVOperation.Outcome) {
+    func finish(_ index: Int, outcome: ClientOperation.Outcome) {
         guard let operation = clients[index].operation else { return }
         history[operation].outcome = outcome
         history[operation].returnTime = tick()

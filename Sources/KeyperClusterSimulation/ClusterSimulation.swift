@@ -1,7 +1,7 @@
 import KeyperBase
 import KeyperRaft
 import KeyperReplica
-import KeyperSimulation
+import KeyperHistory
 import KeyperStorage
 import Logging
 
@@ -136,7 +136,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     }
 
     var clients: [Client] = []
-    var history: [KeyperSimulation.KVOperation] = []
+    var history: [ClientOperation] = []
     var logicalTime: UInt64 = 0
     public internal(set) var report = ClusterSimulationReport()
 
@@ -765,7 +765,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             } catch {
                 throw failure("cannot read the leader's state machine: \(error)")
             }
-            history.append(KeyperSimulation.KVOperation(key: key, kind: .read, value: value, callTime: call, returnTime: tick(),
+            history.append(ClientOperation(key: key, kind: .read, value: value, callTime: call, returnTime: tick(),
                                                         outcome: .ok))
         }
     }

@@ -1,3 +1,4 @@
+import KeyperBase
 /// One Raft node as a value you step (etcd's RawNode). No I/O, no clock, no threads: the shell
 /// calls `tick()` on its timer, `step(_:)` for each message received, `propose(_:)` for writes,
 /// and drains work with `ready()` / `advance(_:)`.

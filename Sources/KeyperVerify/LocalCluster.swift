@@ -1,3 +1,4 @@
+import KeyperBase
 import KeyperClient
 
 #if canImport(Glibc)
@@ -53,7 +54,7 @@ public final class LocalCluster: @unchecked Sendable {
         self.binary = binary
         self.directory = directory
         self.account = account
-        let ports = Self.freePorts(size * 2)
+        let ports = freePorts(size * 2)
         for index in 0..<size {
             let id = "node\(index + 1)"
             var arguments = [
@@ -130,35 +131,6 @@ public final class LocalCluster: @unchecked Sendable {
         let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
         guard rc == 0 else { throw VerifyError("cannot start \(path): \(String(cString: strerror(rc)))") }
         return pid
-    }
-
-    /// Ports free right now, picked at random from `range` (20000..<30000 unless a caller keeps
-    /// its own) and checked by binding them.
-    ///
-    /// Not from the kernel's ephemeral range (where port 0 binds and outgoing connections get
-    /// their ports): a node in another test that stopped and restarts on its port-0 port must
-    /// never find it taken by one of these. A small race remains until the nodes bind.
-    public static func freePorts(_ count: Int, in range: Range<Int> = 20_000..<30_000) -> [Int] {
-        var ports: [Int] = []
-        var attempts = 0
-        while ports.count < count && attempts < 10_000 {
-            attempts += 1
-            let port = Int.random(in: range)
-            guard !ports.contains(port) else { continue }
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            let bound = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                    bind(fd, raw, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
-            }
-            close(fd)
-            if bound { ports.append(port) }
-        }
-        return ports
     }
 }
 

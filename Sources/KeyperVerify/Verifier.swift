@@ -1,8 +1,7 @@
-import KeyperBase
 import FoundationEssentials
+import KeyperBase
 import KeyperClient
-import KeyperRaft
-import KeyperSimulation
+import KeyperHistory
 import NIOHTTP1
 import Synchronization
 
@@ -87,7 +86,7 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
 public final class Verifier: Sendable {
     let options: VerifyOptions
     private let started = ContinuousClock.now
-    private let history = Mutex<[KVOperation]>([])
+    private let history = Mutex<[ClientOperation]>([])
     private let nemesisFailure = Mutex<String?>(nil)
     private let log: @Sendable (String) -> Void
 
@@ -190,7 +189,7 @@ public final class Verifier: Sendable {
 
     private func read(_ key: String, at endpoint: String) async {
         let call = now
-        var operation = KVOperation(key: key, kind: .read, value: nil, callTime: call, returnTime: 0, outcome: .indeterminate)
+        var operation = ClientOperation(key: key, kind: .read, value: nil, callTime: call, returnTime: 0, outcome: .indeterminate)
         if let result = try? await HTTPRequester.send(.GET, url(endpoint, key), timeout: .seconds(4)) {
             if result.status == 200 {
                 operation.outcome = .ok
@@ -205,7 +204,7 @@ public final class Verifier: Sendable {
 
     private func mutate(_ key: String, value: String?, at endpoint: String) async {
         let call = now
-        var operation = KVOperation(key: key, kind: value == nil ? .delete : .write, value: value, callTime: call,
+        var operation = ClientOperation(key: key, kind: value == nil ? .delete : .write, value: value, callTime: call,
                                     returnTime: 0, outcome: .indeterminate)
         do {
             let result = try await HTTPRequester.send(value == nil ? .DELETE : .PUT, url(endpoint, key),
@@ -220,7 +219,7 @@ public final class Verifier: Sendable {
         record(operation)
     }
 
-    private func record(_ operation: KVOperation) {
+    private func record(_ operation: ClientOperation) {
         history.withLock { $0.append(operation) }
     }
 
@@ -234,7 +233,7 @@ public final class Verifier: Sendable {
                 let call = now
                 if let result = try? await HTTPRequester.send(.GET, url(endpoint, key), timeout: .seconds(4)),
                    result.status == 200 || result.status == 404 {
-                    record(KVOperation(key: key, kind: .read, value: result.status == 200 ? result.text : nil,
+                    record(ClientOperation(key: key, kind: .read, value: result.status == 200 ? result.text : nil,
                                        callTime: call, returnTime: now, outcome: .ok))
                     done = true
                 } else {
@@ -419,7 +418,7 @@ public final class Verifier: Sendable {
 
     /// Acknowledged writes that nothing could have overwritten, yet the final read does not show:
     /// the write was the last change to its key, so the final value must be its value.
-    static func lostWrites(_ operations: [KVOperation]) -> [String] {
+    static func lostWrites(_ operations: [ClientOperation]) -> [String] {
         var lost: [String] = []
         let byKey = Dictionary(grouping: operations, by: \.key)
         for (key, operations) in byKey {
@@ -441,7 +440,7 @@ public final class Verifier: Sendable {
         return lost
     }
 
-    static func write(_ operations: [KVOperation], to path: String) throws {
+    static func write(_ operations: [ClientOperation], to path: String) throws {
         var text = ""
         for operation in operations.sorted(by: { $0.callTime < $1.callTime }) {
             let value = operation.value.map { "\"\($0)\"" } ?? "null"

@@ -15,19 +15,32 @@ private func environment(_ name: String) -> String? {
 /// starve every other test's tasks (process tests waiting for a port, say) for minutes.
 private let simulationThread = DispatchQueue(label: "cluster-simulation")
 
-/// The failures of `seeds`, each with how to replay it.
-private func run(_ seeds: [UInt64], nodes: Int) async -> [String] {
+/// The failures of `seeds`, each with how to replay it, and what the passing ones did in all.
+private func run(_ seeds: [UInt64], nodes: Int) async -> (failures: [String], totals: ClusterSimulationReport) {
     await withCheckedContinuation { continuation in
         simulationThread.async {
             var failures: [String] = []
+            var totals = ClusterSimulationReport()
             for seed in seeds {
                 do {
-                    _ = try ClusterSimulation(seed: seed, options: ClusterSimulationOptions(nodeCount: nodes)).run()
+                    let report = try ClusterSimulation(seed: seed, options: ClusterSimulationOptions(nodeCount: nodes)).run()
+                    totals.crashes += report.crashes
+                    totals.partitions += report.partitions
+                    totals.transfers += report.transfers
+                    totals.wipes += report.wipes
+                    totals.removals += report.removals
+                    totals.fullDisks += report.fullDisks
+                    totals.joins += report.joins
+                    totals.snapshotsInstalled += report.snapshotsInstalled
+                    totals.staleReads += report.staleReads
+                    totals.staleReadsUnchecked += report.staleReadsUnchecked
+                    totals.readsAcknowledged += report.readsAcknowledged
+                    totals.writesAcknowledged += report.writesAcknowledged
                 } catch {
-                    failures.append("\(error)\n  replay: swift run raft-sim cluster --nodes \(nodes) --start \(seed) --seeds 1 --history --trace")
+                    failures.append("\(error)\n  replay: swift run -c release raft-sim --nodes \(nodes) --start \(seed) --seeds 1 --history --trace")
                 }
             }
-            continuation.resume(returning: failures)
+            continuation.resume(returning: (failures, totals))
         }
     }
 }
@@ -42,17 +55,25 @@ private func seeds(batch: Int, of batches: Int, count: UInt64, variable: String)
 
 @Suite("The shipped replica under the deterministic cluster simulation")
 struct ClusterSimulationTests {
-    @Test("Three replicas under crashes, torn writes, partitions, drops, transfers, wiped and full disks stay safe, live and linearizable",
+    @Test("Three replicas under crashes, torn writes, partitions, drops, transfers, removals, wiped and full disks stay safe, live and linearizable",
           arguments: 0..<10)
     func threeNodes(batch: Int) async {
         let batchSeeds = seeds(batch: batch, of: 10, count: 500, variable: "KEYPER_CLUSTER_SEEDS")
-        for failure in await run(batchSeeds, nodes: 3) { Issue.record(Comment(rawValue: failure)) }
+        let (failures, totals) = await run(batchSeeds, nodes: 3)
+        for failure in failures { Issue.record(Comment(rawValue: failure)) }
+        // Every fault and every kind of client the simulation claims, exercised in each batch of 50.
+        guard batchSeeds.count >= 50 else { return }
+        #expect(totals.crashes > 0 && totals.partitions > 0 && totals.transfers > 0 && totals.fullDisks > 0, "\(totals)")
+        #expect(totals.wipes > 0 && totals.removals > 0 && totals.joins > 0 && totals.snapshotsInstalled > 0, "\(totals)")
+        #expect(totals.writesAcknowledged > 0 && totals.readsAcknowledged > 0, "\(totals)")
+        // Stale reads, nearly all checked against the applied log.
+        #expect(totals.staleReads > 0 && totals.staleReadsUnchecked * 10 < totals.staleReads, "\(totals)")
     }
 
     @Test("Five replicas: a member replaced, or a leader that joined, while a node was away must not strand it", arguments: 0..<2)
     func fiveNodes(batch: Int) async {
         let batchSeeds = seeds(batch: batch, of: 2, count: 40, variable: "KEYPER_CLUSTER_SEEDS_5")
-        for failure in await run(batchSeeds, nodes: 5) { Issue.record(Comment(rawValue: failure)) }
+        for failure in await run(batchSeeds, nodes: 5).failures { Issue.record(Comment(rawValue: failure)) }
     }
 
     @Test("A seed replays exactly: two runs give the same report")

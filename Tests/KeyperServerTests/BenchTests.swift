@@ -1,4 +1,5 @@
 import HummingbirdTesting
+import KeyperBase
 import KeyperTestSupport
 import Testing
 @testable import KeyperBench

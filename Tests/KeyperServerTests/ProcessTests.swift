@@ -1,5 +1,6 @@
 import Foundation
 import HummingbirdTesting
+import KeyperBase
 import KeyperTestSupport
 import NIOCore
 import NIOPosix

@@ -1,4 +1,4 @@
-import KeyperSimulation
+import KeyperHistory
 @testable import KeyperVerify
 import Testing
 
@@ -21,7 +21,7 @@ struct VerifyTests {
 
     @Test("the lost-write check flags an acknowledged write that nothing could have overwritten")
     func lostWriteCheck() {
-        typealias Op = KeyperSimulation.KVOperation
+        typealias Op = KeyperHistory.ClientOperation
         let history = [
             Op(key: "k", kind: .write, value: "a", callTime: 1, returnTime: 2, outcome: .ok),
             Op(key: "k", kind: .write, value: "b", callTime: 3, returnTime: 4, outcome: .ok),

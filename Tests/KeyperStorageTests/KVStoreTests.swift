@@ -1,3 +1,4 @@
+import KeyperBase
 import KeyperRaft
 import KeyperTestSupport
 import Testing

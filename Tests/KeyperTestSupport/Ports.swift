@@ -1,5 +1,3 @@
-import KeyperVerify
-
 /// Ports for servers a test stops and restarts on the same port, outside the kernel's
 /// ephemeral range so no outgoing connection (nor its TIME_WAIT) can hold one meanwhile.
 /// Tests that restart servers draw from a range of their own, so that processes started
@@ -12,8 +10,4 @@ public enum TestPorts {
     public static let inProcessNodes = 10_000..<15_000
     /// Transport tests.
     public static let transport = 15_000..<20_000
-}
-
-public func freePorts(_ count: Int, in range: Range<Int> = TestPorts.processes) -> [Int] {
-    LocalCluster.freePorts(count, in: range)
 }

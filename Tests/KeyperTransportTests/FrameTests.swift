@@ -1,3 +1,4 @@
+import KeyperBase
 import KeyperRaft
 import NIOCore
 import Testing

@@ -1,3 +1,4 @@
+import KeyperBase
 import KeyperRaft
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 /// One client operation on a key-value store, as observed by the client.
-public struct KVOperation: Hashable, Sendable {
+public struct ClientOperation: Hashable, Sendable {
     public enum Kind: Hashable, Sendable { case read, write, delete }
     public enum Outcome: Hashable, Sendable {
         /// Returned successfully; for reads `value` is what was observed.
@@ -41,8 +41,8 @@ public struct LinearizabilityResult: Hashable, Sendable {
 /// are independent registers. Search: Wing & Gong's algorithm with Lowe's memoisation of
 /// (linearized set, state), as in Porcupine.
 public enum LinearizabilityChecker {
-    public static func check(_ history: [KVOperation]) -> LinearizabilityResult {
-        var byKey: [String: [KVOperation]] = [:]
+    public static func check(_ history: [ClientOperation]) -> LinearizabilityResult {
+        var byKey: [String: [ClientOperation]] = [:]
         for operation in history { byKey[operation.key, default: []].append(operation) }
         var checked = 0
         for key in byKey.keys.sorted() {
@@ -55,7 +55,7 @@ public enum LinearizabilityChecker {
         return LinearizabilityResult(isLinearizable: true, failingKey: nil, operationsChecked: checked)
     }
 
-    private static func isChecked(_ operation: KVOperation) -> Bool {
+    private static func isChecked(_ operation: ClientOperation) -> Bool {
         switch operation.outcome {
         case .ok: true
         case .failed: false
@@ -70,7 +70,7 @@ public enum LinearizabilityChecker {
     }
 
     /// One register (a key) starting absent.
-    static func checkRegister(_ operations: [KVOperation]) -> Bool {
+    static func checkRegister(_ operations: [ClientOperation]) -> Bool {
         let count = operations.count
         if count == 0 { return true }
         // Values as small integers; 0 is "absent".

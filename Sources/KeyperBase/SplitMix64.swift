@@ -1,4 +1,4 @@
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, fast, well-mixed generator. The core takes all
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, fast, well-mixed generator. The Raft core takes all
 /// its randomness from one of these, seeded from `Config.randomSeed`, so a seed replays a run.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64

@@ -1,12 +1,12 @@
-import KeyperSimulation
+import KeyperHistory
 import Testing
 
-private func write(_ key: String, _ value: String, _ call: UInt64, _ end: UInt64, _ outcome: KVOperation.Outcome = .ok) -> KVOperation {
-    KVOperation(key: key, kind: .write, value: value, callTime: call, returnTime: end, outcome: outcome)
+private func write(_ key: String, _ value: String, _ call: UInt64, _ end: UInt64, _ outcome: ClientOperation.Outcome = .ok) -> ClientOperation {
+    ClientOperation(key: key, kind: .write, value: value, callTime: call, returnTime: end, outcome: outcome)
 }
 
-private func read(_ key: String, _ value: String?, _ call: UInt64, _ end: UInt64) -> KVOperation {
-    KVOperation(key: key, kind: .read, value: value, callTime: call, returnTime: end, outcome: .ok)
+private func read(_ key: String, _ value: String?, _ call: UInt64, _ end: UInt64) -> ClientOperation {
+    ClientOperation(key: key, kind: .read, value: value, callTime: call, returnTime: end, outcome: .ok)
 }
 
 @Suite("Linearizability checker")
@@ -58,7 +58,7 @@ struct LinearizabilityTests {
     func deletesAndKeys() {
         let history = [
             write("a", "1", 1, 2),
-            KVOperation(key: "a", kind: .delete, value: nil, callTime: 3, returnTime: 4, outcome: .ok),
+            ClientOperation(key: "a", kind: .delete, value: nil, callTime: 3, returnTime: 4, outcome: .ok),
             read("a", nil, 5, 6), read("b", nil, 1, 2), write("b", "x", 3, 4), read("b", "x", 5, 6),
         ]
         #expect(LinearizabilityChecker.check(history).isLinearizable)
