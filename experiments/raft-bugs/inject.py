@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Applies one deliberate bug to the core for the bug-injection experiment.
-Usage: experiments/raft-bugs/inject.py NAME   (undo with: git checkout Sources/)"""
+Usage: experiments/raft-bugs/inject.py NAME | --list   (undo with: git checkout Sources/)
+Run by experiments/run-bugs.sh raft-bugs."""
 import sys
 
 SYNC = ("        let configurationBefore = configurations.current\n"
@@ -56,6 +57,9 @@ BUGS = {
         "matches.append(voter == id ? log.lastIndex : progress[voter]?.match ?? .zero)")],
 }
 
+if sys.argv[1:] == ["--list"]:
+    print(" ".join(BUGS))
+    sys.exit(0)
 name = sys.argv[1]
 for path, old, new in BUGS[name]:
     text = open(path).read()

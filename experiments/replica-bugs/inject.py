@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Applies one deliberate bug to the replica (the driver that ships) for the bug-injection
 experiment of the cluster simulation.
-Usage: experiments/replica-bugs/inject.py NAME   (undo with: git checkout Sources/)"""
+Usage: experiments/replica-bugs/inject.py NAME | --list   (undo with: git checkout Sources/)
+Run by experiments/run-bugs.sh replica-bugs."""
 import sys
 
 BUGS = {
@@ -40,6 +41,9 @@ BUGS = {
         "        return waiting + confirmed.flatMap(\\.readers)\n")],
 }
 
+if sys.argv[1:] == ["--list"]:
+    print(" ".join(BUGS))
+    sys.exit(0)
 name = sys.argv[1]
 for path, old, new in BUGS[name]:
     text = open(path).read()
