@@ -154,7 +154,7 @@ let package = Package(
             path: "Tests/KeyperTestSupport",
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "KeyperRaftTests", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
+        .testTarget(name: "KeyperRaftTests", dependencies: ["KeyperBase", "KeyperRaft"], swiftSettings: strictSettings),
         .testTarget(
             name: "KeyperHistoryTests",
             dependencies: ["KeyperHistory"],
