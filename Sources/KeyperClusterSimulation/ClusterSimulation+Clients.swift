@@ -92,7 +92,9 @@ extension ClusterSimulation {
         case (_, .success):
             finish(index, outcome: .ok)
         case (_, .failure(let error)):
-            finish(index, outcome: Self.definitelyNotApplied(error) ? .failed : .indeterminate)
+            // The replica's promise: a `notApplied` write is checked as one that never happened, so
+            // a broken promise shows up as a read of a value never written.
+            finish(index, outcome: error.outcome == .notApplied ? .failed : .indeterminate)
         }
     }
 
@@ -174,15 +176,6 @@ extension ClusterSimulation {
         let value = store.finishRead(read)
         history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
         finish(index, outcome: .ok)
-    }
-
-    /// Failures that promise the write was not applied; any other may hide a write that
-    /// commits later. (A promise broken here shows up as a read of a value never written.)
-    static func definitelyNotApplied(_ error: ReplicaError) -> Bool {
-        switch error.kind {
-        case .diskFull, .entryTooLarge, .overloaded, .proposalDropped, .invalidForward: true
-        default: false
-        }
     }
 
     func finish(_ index: Int, outcome: ClientOperation.Outcome) {

@@ -134,35 +134,36 @@ package struct ReplicaInput: Sendable {
 extension Replica {
     /// Fails every waiter whose deadline passed by `now`, saying what may still happen.
     func expireWaiters(now: Moment) {
-        func failure(_ consequence: String = "a write may still be applied") -> ReplicaError {
+        func failure(_ consequence: String, _ outcome: ReplicaError.Outcome) -> ReplicaError {
             raw.leader == nil
-                ? ReplicaError(.noLeader, "no leader was available within the request timeout (\(settings.requestTimeoutMs) ms)")
-                : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)")
+                ? ReplicaError(.noLeader, "no leader was available within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)",
+                               outcome: outcome)
+                : ReplicaError(.timeout, "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms); \(consequence)",
+                               outcome: outcome)
         }
-        let readFailure = failure("the read was not served; retry")
+        let readFailure = failure("the read was not served; retry", .notApplied)
         for sequence in clients.writes.keys.sorted() {
             guard let waiter = clients.writes[sequence], waiter.deadline <= now else { continue }
             // Proposed or forwarded: it may still commit, whatever happens to the leader.
             clients.writes.removeValue(forKey: sequence)
-            waiter.fail(ReplicaError(raw.leader == nil ? .noLeader : .timeout,
-                                     "not confirmed within the request timeout (\(settings.requestTimeoutMs) ms)"
-                                     + (raw.leader == nil ? " and no leader is known now" : "")
-                                     + "; the write may or may not be applied"))
+            waiter.fail(failure("the write may or may not be applied", .unknown))
         }
         clients.writesWaitingForLeader.removeAll { proposal in
             guard proposal.waiter.deadline <= now else { return false }
-            proposal.waiter.fail(failure())
+            // Never proposed: it will not be applied.
+            proposal.waiter.fail(failure("the write was not applied", .notApplied))
             return true
         }
         for reader in clients.reads.expire(now: now) { reader.fail(readFailure) }
         for index in clients.memberChanges.keys.sorted() {
             guard case .client(let waiter) = clients.memberChanges[index]!.owner, waiter.deadline <= now else { continue }
             clients.memberChanges.removeValue(forKey: index)
-            waiter.fail(failure())
+            waiter.fail(failure("the membership change may still be applied", .unknown))
         }
         clients.memberChangesWaiting.removeAll { pending in
             guard case .client(let waiter) = pending.owner, waiter.deadline <= now else { return false }
-            waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry"))
+            waiter.fail(ReplicaError(.timeout, "another membership change did not commit within the request timeout; retry",
+                                     outcome: .notApplied))
             return true
         }
         for node in clients.joins.keys.sorted() {
@@ -171,7 +172,7 @@ extension Replica {
             if join.stage == .promoting {
                 join.waiter.succeed(.joinedAsLearner)
             } else {
-                join.waiter.fail(failure("the membership change may still be applied"))
+                join.waiter.fail(failure("the membership change may still be applied", .unknown))
             }
         }
         for token in clients.adoptions.keys.sorted() {
@@ -210,7 +211,7 @@ extension Replica {
         }
         clients.memberChanges = [:]
         for pending in clients.memberChangesWaiting {
-            fail(pending.owner, ReplicaError(.leaderChanged, "leadership changed; retry on the new leader"))
+            fail(pending.owner, ReplicaError(.leaderChanged, "leadership changed; retry on the new leader", outcome: .notApplied))
         }
         clients.memberChangesWaiting = []
         // A learner being promoted stays in the configuration, marked for promotion: the

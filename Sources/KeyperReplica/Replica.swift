@@ -419,7 +419,7 @@ package final class Replica: @unchecked Sendable {
         for entry in entries where entry.kind == .configChange {
             if let pending = clients.memberChanges.removeValue(forKey: entry.index) {
                 if pending.term == entry.term { succeed(pending.owner) } else {
-                    fail(pending.owner, ReplicaError(.leaderChanged, "the membership change was overwritten; retry"))
+                    fail(pending.owner, ReplicaError(.leaderChanged, "the membership change was overwritten; retry", outcome: .notApplied))
                 }
             }
         }

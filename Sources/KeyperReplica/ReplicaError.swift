@@ -1,19 +1,30 @@
 import KeyperRaft
 import KeyperWire
 
-/// Why the replica did not do what a client asked: a domain failure, with a message for people.
+/// Why the replica did not do what a client asked: a domain failure, whether the request may
+/// still take effect (``Outcome``), and a message for people.
 ///
 /// The HTTP layer alone turns a ``Kind`` into a status and a JSON `code`; a follower's
 /// forwarded write refused by the leader crosses the peer connection as this value (its kind's
-/// tag and the message), never as an HTTP status. Tags are part of the peer protocol: never
-/// renumber one.
+/// and outcome's tags and the message), never as an HTTP status. Tags are part of the peer
+/// protocol: never renumber one.
 package struct ReplicaError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What a failed request may still do. A client may retry a `notApplied` write as it is; an
+    /// `unknown` one was proposed and may still commit, so it reads before it retries (or makes
+    /// the write idempotent). The cluster simulation holds the replica to every `notApplied`.
+    package enum Outcome: UInt8, Sendable {
+        /// Nothing was or will be applied: refused, or never proposed (and every read).
+        case notApplied = 1
+        /// A write or membership change was proposed and may still be applied, now or later.
+        case unknown = 2
+    }
+
     package enum Kind: UInt8, Sendable, CaseIterable {
         /// No leader is known (an election is under way, or this node is cut off).
         case noLeader = 1
         /// The request needs the leader and this node is not it.
         case notLeader
-        /// Not confirmed within the request timeout; the message says what may still happen.
+        /// Not confirmed within the request timeout; the outcome says what may still happen.
         case timeout
         /// Leadership changed before the request finished; it may or may not have taken effect.
         case leaderChanged
@@ -52,14 +63,17 @@ package struct ReplicaError: Error, Equatable, Sendable, CustomStringConvertible
     }
 
     package var kind: Kind
+    package var outcome: Outcome
     package var message: String
 
-    package init(_ kind: Kind, _ message: String) {
+    /// `outcome` defaults to what a failure of `kind` usually means (``Kind/usualOutcome``).
+    package init(_ kind: Kind, _ message: String, outcome: Outcome? = nil) {
         self.kind = kind
+        self.outcome = outcome ?? kind.usualOutcome
         self.message = message
     }
 
-    package var description: String { "\(kind): \(message)" }
+    package var description: String { "\(kind) (\(outcome)): \(message)" }
 
     /// Whatever was in flight may still take effect: a write or membership change proposed
     /// before the shutdown can commit after it.
@@ -98,12 +112,28 @@ package struct ReplicaError: Error, Equatable, Sendable, CustomStringConvertible
 
     func encode(to writer: inout ByteWriter) {
         writer.writeUInt8(kind.rawValue)
+        writer.writeUInt8(outcome.rawValue)
         writer.writeString(message)
     }
 
     init(from reader: inout ByteReader) throws(WireError) {
         let offset = reader.position
         guard let kind = Kind(rawValue: try reader.readUInt8()) else { throw .invalidValue(field: "failure kind", offset: offset) }
-        self.init(kind, try reader.readString())
+        let outcomeOffset = reader.position
+        guard let outcome = Outcome(rawValue: try reader.readUInt8()) else {
+            throw .invalidValue(field: "failure outcome", offset: outcomeOffset)
+        }
+        self.init(kind, try reader.readString(), outcome: outcome)
+    }
+}
+
+extension ReplicaError.Kind {
+    /// Refusals apply nothing; failures of a request already under way (a timeout, a leader
+    /// change, a shutdown, a reset) leave it unknown. A site that knows better says so.
+    package var usualOutcome: ReplicaError.Outcome {
+        switch self {
+        case .timeout, .leaderChanged, .shuttingDown, .joiningCluster, .internal: .unknown
+        default: .notApplied
+        }
     }
 }

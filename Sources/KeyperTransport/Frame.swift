@@ -69,8 +69,9 @@ extension ByteBuffer {
 public struct Handshake: Equatable, Sendable {
     static let magic: [UInt8] = Array("KYPR".utf8)
     /// Version 2 added the incarnations; version 3 the caller's Raft address, and changed what
-    /// a refused forwarded write carries (a domain failure, no longer an HTTP status).
-    public static let version: UInt8 = 3
+    /// a refused forwarded write carries (a domain failure, no longer an HTTP status); version 4
+    /// adds that failure's outcome (whether the write may still be applied).
+    public static let version: UInt8 = 4
     static let idBytesMax = 255
 
     public var nodeID: String

@@ -13,6 +13,7 @@ struct PeerRecordTests {
         .forward(request: RequestID(node: NodeID("b"), sequence: 77),
                  data: Command(request: RequestID(node: NodeID("b"), sequence: 77), operation: .put(key: [1], value: [2])).encoded()),
         .forwardRefused(request: RequestID(node: NodeID("b"), sequence: 78), failure: ReplicaError(.noLeader, "x")),
+        .forwardRefused(request: RequestID(node: NodeID("b"), sequence: 79), failure: ReplicaError(.noLeader, "y", outcome: .unknown)),
         .adoptRequest(AdoptRequest(clusterID: "c1", leader: NodeID("a"), leaderRaftAddress: "127.0.0.1:1", token: 5)),
         .adoptResponse(AdoptResponse(token: 5, accepted: false, reason: "holds data", httpAddress: "127.0.0.1:2")),
         .snapshotChunk(SnapshotChunk(index: LogIndex(100), term: Term(2), offset: 4, totalBytes: 10, bytes: [1, 2, 3])),

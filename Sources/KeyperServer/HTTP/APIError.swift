@@ -11,6 +11,9 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public var code: String
     public var message: String
     public var headers: HTTPFields
+    /// For a failure of the replica: `"not_applied"` (safe to retry as is) or `"unknown"` (a
+    /// write or membership change was proposed and may still be applied).
+    public var outcome: String?
 
     public init(_ status: HTTPResponse.Status, code: String, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
@@ -22,7 +25,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = self.headers
         headers[.contentType] = "application/json"
-        let body = #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code) + "}\n"
+        let body = #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code)
+            + (outcome.map { #","outcome":"# + JSONText.quoted($0) } ?? "") + "}\n"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
@@ -96,5 +100,9 @@ extension APIError {
         case .internal: (.internalServerError, "internal")
         }
         self.init(status, code: code, error.message)
+        outcome = switch error.outcome {
+        case .notApplied: "not_applied"
+        case .unknown: "unknown"
+        }
     }
 }
