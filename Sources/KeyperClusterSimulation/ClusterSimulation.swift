@@ -39,6 +39,9 @@ public final class ClusterSimulation: @unchecked Sendable {
         case diskSpaceReturns(node: Int)
         case nemesis
         case operatorStep
+        /// A crash aimed at a moment that matters (right after a vote went out, or a leader's
+        /// commit moved), with a quick restart.
+        case crash(node: Int, generation: Int)
     }
 
     final class Node {
@@ -65,6 +68,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         var joinPendingUntil: Int64 = 0
         /// What this replica applied has been compared with ``appliedLog`` up to here.
         var checkedThrough: LogIndex = .zero
+        /// The highest commit index seen while it led.
+        var commitSeen: LogIndex = .zero
 
         init(index: Int, root: String) {
             self.index = index
@@ -85,10 +90,15 @@ public final class ClusterSimulation: @unchecked Sendable {
         var generation = 0
     }
 
+    /// One direction between two nodes: a TCP connection, replaced by a new one (a new epoch)
+    /// when it resets.
     struct Link {
         var epoch = 0
         var lastDelivery: Int64 = 0
         var random: SplitMix64
+        /// Earlier connections whose frames already on the wire still arrive: the new
+        /// connection's frames may overtake them.
+        var lingering: Set<Int> = []
     }
 
     public let seed: UInt64
@@ -273,6 +283,10 @@ public final class ClusterSimulation: @unchecked Sendable {
             nemesis()
         case .operatorStep:
             operatorStep()
+        case let .crash(index, generation):
+            guard live(index, generation) != nil else { return }
+            crash(nodes[index])
+            events.push(.restart(node: index), at: now + milliseconds(Int64(10 + random.next(below: 300))))
         }
     }
 
@@ -405,6 +419,14 @@ public final class ClusterSimulation: @unchecked Sendable {
             checkLeaderCompleteness(replica, status)
         }
         recordCommits(replica, status)
+        // A leader whose commit just moved dies now and then: its own write may not have landed
+        // yet (it counts followers' acknowledgements first; thesis §10.2.1).
+        if status.commit > nodes[index].commitSeen {
+            nodes[index].commitSeen = status.commit
+            if faultsActive && options.crashes && random.chance(1, in: 150) {
+                events.push(.crash(node: index, generation: nodes[index].generation), at: now)
+            }
+        }
     }
 
     func checkLeaderCompleteness(_ replica: Replica, _ status: Status) {
@@ -491,16 +513,28 @@ public final class ClusterSimulation: @unchecked Sendable {
         let origin = FrameOrigin(nodeID: sender.id.rawValue, clusterID: peers.clusterID, incarnation: peers.incarnation,
                                  peerIncarnation: peerIncarnation, raftAddress: peers.raftAddress)
         events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, frame: frame, origin: origin), at: at)
+        // A node that just granted its vote dies now and then, once the grant is on the wire: it
+        // must remember the vote when it restarts (Figure 2), or it may vote twice in one term.
+        if faultsActive && options.crashes, let records = try? PeerRecord.decodeFrame(frame), records.contains(where: {
+            if case .raft(let message) = $0, case .voteResponse(let response) = message.kind { return response.granted }
+            return false
+        }), random.chance(1, in: 3) {
+            events.push(.crash(node: sender.index, generation: sender.generation), at: now)
+        }
     }
 
-    /// A connection reset: frames in flight on it are lost.
+    /// The replica drops its connection to `peer` (it learned a new incarnation or address).
     func resetLink(from node: Int, to peer: NodeID) {
         guard let to = nodes.firstIndex(where: { $0.id == peer }) else { return }
         resetLink(key: linkKey(node, to))
     }
 
+    /// A connection reset: frames in flight on it are lost, or (half the time while faults
+    /// are on) those already on the wire still arrive, in their order, and the next
+    /// connection's frames may overtake them.
     func resetLink(key: Int) {
         guard var state = links[key] else { return }
+        if faultsActive && state.random.chance(1, in: 2) { state.lingering.insert(state.epoch) }
         state.epoch += 1
         state.lastDelivery = now
         links[key] = state
@@ -508,11 +542,16 @@ public final class ClusterSimulation: @unchecked Sendable {
 
     func deliver(_ frame: [UInt8], from: Int, to: Int, epoch: Int, origin: FrameOrigin) {
         let key = linkKey(from, to)
-        guard links[key]?.epoch == epoch, !blocked.contains(key) else {
+        guard let link = links[key], link.epoch == epoch || link.lingering.contains(epoch), !blocked.contains(key) else {
             report.framesDropped += 1
             return
         }
         let node = nodes[to]
+        guard node.isUp || link.epoch != epoch else {
+            // A frame of a connection already replaced, to a node that went down: lost with it.
+            report.framesDropped += 1
+            return
+        }
         guard node.isUp else {
             // The sender's transport keeps it and tries to connect again later.
             // Not before a frame queued ahead of it on the same link: they stay in order.

@@ -19,8 +19,8 @@ BUGS = {
         "var hardState: HardState { HardState(term: term, vote: nil, commit: log.committed) }")],
     # §5.4.1: grant votes without comparing logs.
     "vote-shorter-log": [("Sources/KeyperRaft/RawNode+Step.swift",
-        "let grant = canVote && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)",
-        "let grant = canVote")],
+        "let grant = listed && canVote && log.isUpToDate(lastIndex: request.lastIndex, lastTerm: request.lastTerm)",
+        "let grant = listed && canVote")],
     # §6.4: release reads without a quorum confirming leadership.
     "read-without-heartbeat": [("Sources/KeyperRaft/ReadIndex.swift",
         "        _ = reads.startRound(leader: id)\n",

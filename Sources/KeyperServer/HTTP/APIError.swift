@@ -25,9 +25,13 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = self.headers
         headers[.contentType] = "application/json"
-        let body = #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code)
-            + (outcome.map { #","outcome":"# + JSONText.quoted($0) } ?? "") + "}\n"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    /// `{"error": …, "code": …}`, with `"outcome"` when the replica said what may still happen.
+    var body: String {
+        #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code)
+            + (outcome.map { #","outcome":"# + JSONText.quoted($0) } ?? "") + "}\n"
     }
 }
 
