@@ -61,7 +61,7 @@ struct FrameTests {
         }
         var newer = handshake.encoded()
         newer[4] = 9
-        #expect(throws: TransportError("peer speaks protocol version 9; this node speaks 3")) {
+        #expect(throws: TransportError("peer speaks protocol version 9; this node speaks \(Handshake.version)")) {
             try Handshake.decode(ByteBuffer(bytes: newer))
         }
         #expect(throws: TransportError.self) { try Handshake.decode(ByteBuffer(bytes: handshake.encoded() + [0])) }
