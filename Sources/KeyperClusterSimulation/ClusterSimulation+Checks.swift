@@ -33,6 +33,23 @@ extension ClusterSimulation {
         }
     }
 
+    /// A follower's read round is answered by the leader's ReadIndex response, which may reach
+    /// the node after it restarted (the transport keeps frames for a peer that is down). So a
+    /// process must never use a round number an earlier process of the node used: the late
+    /// answer would release the new round's reads at an old index.
+    func noteReadRound(_ round: UInt64, of node: Node) {
+        if let last = node.readRounds.last, last.generation == node.generation {
+            node.readRounds[node.readRounds.count - 1] = (last.generation, min(last.first, round), max(last.last, round))
+        } else {
+            node.readRounds.append((node.generation, round, round))
+        }
+        for earlier in node.readRounds.dropLast() where earlier.first...earlier.last ~= round {
+            violation = "\(node.id) asked read round \(round), which an earlier process of it used "
+                + "(\(earlier.first)...\(earlier.last)): a late answer to that one would release this one"
+            return
+        }
+    }
+
     func checkLeaderCompleteness(_ replica: Replica, _ status: Status) {
         let low = max(Int(replica.log.firstIndex.rawValue), 1)
         guard low <= committedTerms.count else { return }

@@ -70,6 +70,8 @@ public final class ClusterSimulation: @unchecked Sendable {
         var checkedThrough: LogIndex = .zero
         /// The highest commit index seen while it led.
         var commitSeen: LogIndex = .zero
+        /// The read rounds each of its processes asked the leader about, first to last.
+        var readRounds: [(generation: Int, first: UInt64, last: UInt64)] = []
 
         init(index: Int, root: String) {
             self.index = index
@@ -431,9 +433,15 @@ public final class ClusterSimulation: @unchecked Sendable {
         let origin = FrameOrigin(nodeID: sender.id.rawValue, clusterID: peers.clusterID, incarnation: peers.incarnation,
                                  peerIncarnation: peerIncarnation, raftAddress: peers.raftAddress)
         events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, frame: frame, origin: origin), at: at)
+        let records = (try? PeerRecord.decodeFrame(frame)) ?? []
+        for case .raft(let message) in records {
+            if case .readIndex(let request) = message.kind, let round = ReadBarrier.round(from: request.context) {
+                noteReadRound(round, of: sender)
+            }
+        }
         // A node that just granted its vote dies now and then, once the grant is on the wire: it
         // must remember the vote when it restarts (Figure 2), or it may vote twice in one term.
-        if faultsActive && options.crashes, let records = try? PeerRecord.decodeFrame(frame), records.contains(where: {
+        if faultsActive && options.crashes, records.contains(where: {
             if case .raft(let message) = $0, case .voteResponse(let response) = message.kind { return response.granted }
             return false
         }), random.chance(1, in: 3) {

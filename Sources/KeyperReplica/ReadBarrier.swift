@@ -10,7 +10,7 @@ import KeyperRaft
 /// heartbeats. Rounds are numbered from a random start on every process start (as request
 /// sequences are): an answer to a round of this node's previous run, or a late duplicate,
 /// releases nothing.
-struct ReadBarrier {
+package struct ReadBarrier {
     struct Round {
         let number: UInt64
         var readers: [Waiter]
@@ -136,7 +136,8 @@ struct ReadBarrier {
         withUnsafeBytes(of: round.littleEndian) { Array($0) }
     }
 
-    static func round(from context: [UInt8]) -> UInt64? {
+    /// The round a ReadIndex context names (the simulator reads it off the wire).
+    package static func round(from context: [UInt8]) -> UInt64? {
         guard context.count == 8 else { return nil }
         return context.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
     }
