@@ -163,8 +163,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         let removes = options.removals && (!options.diskWipes || coin)
         removesMembers = removes
         wipesDisks = options.diskWipes && !removes
-        let base = options.temporaryDirectory ?? (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp")
-        root = base + "/keyper-sim-\(getpid())-\(seed)-\(UInt64.random(in: 0...UInt64.max) % 1_000_000)"
+        root = Self.scratchBase(options) + "/keyper-sim-\(getpid())-\(seed)-\(UInt64.random(in: 0...UInt64.max) % 1_000_000)"
         if options.trace {
             let link = self.link
             logger = Logger(label: "sim", factory: { _ in SimulationLogHandler(link: link) })
@@ -184,6 +183,27 @@ public final class ClusterSimulation: @unchecked Sendable {
     }
 
     deinit { FileIO.removeTree(root) }
+
+    /// Where runs keep their scratch directories: `/dev/shm` when there is one, else `/tmp`.
+    static func scratchBase(_ options: ClusterSimulationOptions) -> String {
+        options.temporaryDirectory ?? (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp")
+    }
+
+    /// Removes scratch directories of runs whose process is gone: a run stopped by an assertion
+    /// (an injected bug, say) cannot remove its own. Returns how many it removed.
+    @discardableResult
+    public static func removeAbandonedScratch(_ options: ClusterSimulationOptions = ClusterSimulationOptions()) -> Int {
+        let base = scratchBase(options)
+        var removed = 0
+        for name in (try? FileIO.listDirectory(base)) ?? [] where name.hasPrefix("keyper-sim-") {
+            // keyper-sim-<pid>-<seed>-<nonce>
+            let fields = name.split(separator: "-")
+            guard fields.count == 5, let pid = pid_t(fields[2]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            FileIO.removeTree(base + "/" + name)
+            removed += 1
+        }
+        return removed
+    }
 
     // MARK: Running
 

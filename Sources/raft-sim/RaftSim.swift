@@ -35,6 +35,7 @@ struct RaftSim {
         if arguments.contains("--no-stale-reads") { options.staleReads = false }
         if arguments.contains("--no-snapshots") { options.snapshots = false }
         options.trace = arguments.contains("--trace")
+        ClusterSimulation.removeAbandonedScratch(options)
         let progress = arguments.contains("--progress")
         let began = now()
         var failures = 0
