@@ -22,7 +22,8 @@ public final class ClusterSimulation: @unchecked Sendable {
     enum Event {
         case tick(node: Int, generation: Int)
         case run(node: Int, generation: Int)
-        case deliver(from: Int, to: Int, epoch: Int, frame: [UInt8], origin: FrameOrigin)
+        /// A frame's records, decoded once when it was sent.
+        case deliver(from: Int, to: Int, epoch: Int, records: [PeerRecord], origin: FrameOrigin)
         case work(node: Int, generation: Int, job: () -> Void)
         case clientStep(client: Int)
         case clientGivesUp(client: Int, operation: Int)
@@ -275,8 +276,8 @@ public final class ClusterSimulation: @unchecked Sendable {
             node.input = ReplicaInput()
             replica.run(input)
             observe(index)
-        case let .deliver(from, to, epoch, frame, origin):
-            deliver(frame, from: from, to: to, epoch: epoch, origin: origin)
+        case let .deliver(from, to, epoch, records, origin):
+            deliver(records, from: from, to: to, epoch: epoch, origin: origin)
         case let .work(index, generation, job):
             guard live(index, generation) != nil else { return }
             job()
@@ -452,8 +453,14 @@ public final class ClusterSimulation: @unchecked Sendable {
         links[key] = state
         let origin = FrameOrigin(nodeID: sender.id.rawValue, clusterID: peers.clusterID, incarnation: peers.incarnation,
                                  peerIncarnation: peerIncarnation, raftAddress: peers.raftAddress)
-        events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, frame: frame, origin: origin), at: at)
-        let records = (try? PeerRecord.decodeFrame(frame)) ?? []
+        let records: [PeerRecord]
+        do {
+            records = try PeerRecord.decodeFrame(frame)
+        } catch {
+            violation = "\(sender.id) sent a frame that does not decode: \(error)"
+            return
+        }
+        events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, records: records, origin: origin), at: at)
         for case .raft(let message) in records {
             if case .readIndex(let request) = message.kind, let round = ReadBarrier.round(from: request.context) {
                 noteReadRound(round, of: sender)
@@ -486,7 +493,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         links[key] = state
     }
 
-    func deliver(_ frame: [UInt8], from: Int, to: Int, epoch: Int, origin: FrameOrigin) {
+    func deliver(_ records: [PeerRecord], from: Int, to: Int, epoch: Int, origin: FrameOrigin) {
         let key = linkKey(from, to)
         guard let link = links[key], link.epoch == epoch || link.lingering.contains(epoch), !blocked.contains(key) else {
             report.framesDropped += 1
@@ -503,14 +510,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             // Not before a frame queued ahead of it on the same link: they stay in order.
             let retryAt = max(now + milliseconds(Int64(20 + (links[key]?.random.next(below: 200) ?? 0))), links[key]?.lastDelivery ?? 0)
             links[key]?.lastDelivery = retryAt
-            events.push(.deliver(from: from, to: to, epoch: epoch, frame: frame, origin: origin), at: retryAt)
-            return
-        }
-        let records: [PeerRecord]
-        do {
-            records = try PeerRecord.decodeFrame(frame)
-        } catch {
-            violation = "\(nodes[from].id) sent a frame that does not decode: \(error)"
+            events.push(.deliver(from: from, to: to, epoch: epoch, records: records, origin: origin), at: retryAt)
             return
         }
         report.framesDelivered += 1

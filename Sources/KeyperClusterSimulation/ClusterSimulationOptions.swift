@@ -81,6 +81,29 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
 
     public init() {}
 
+    /// Adds what another run did (its counts; not its seed or time).
+    public mutating func add(_ other: ClusterSimulationReport) {
+        writesAcknowledged += other.writesAcknowledged
+        writesFailed += other.writesFailed
+        writesIndeterminate += other.writesIndeterminate
+        readsAcknowledged += other.readsAcknowledged
+        readsFailed += other.readsFailed
+        staleReads += other.staleReads
+        staleReadsUnchecked += other.staleReadsUnchecked
+        removals += other.removals
+        leadersElected += other.leadersElected
+        crashes += other.crashes
+        partitions += other.partitions
+        transfers += other.transfers
+        framesDelivered += other.framesDelivered
+        framesDropped += other.framesDropped
+        snapshotsInstalled += other.snapshotsInstalled
+        joins += other.joins
+        wipes += other.wipes
+        fullDisks += other.fullDisks
+        operationsChecked += other.operationsChecked
+    }
+
     public var description: String {
         "seed=\(seed) t=\(milliseconds)ms leaders=\(leadersElected) writes=\(writesAcknowledged)"
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "

@@ -48,15 +48,7 @@ struct RaftSim {
             }
             do {
                 let report = try ClusterSimulation(seed: seed, options: options).run()
-                totals.writesAcknowledged += report.writesAcknowledged
-                totals.readsAcknowledged += report.readsAcknowledged
-                totals.staleReads += report.staleReads
-                totals.staleReadsUnchecked += report.staleReadsUnchecked
-                totals.removals += report.removals
-                totals.wipes += report.wipes
-                totals.crashes += report.crashes
-                totals.snapshotsInstalled += report.snapshotsInstalled
-                totals.leadersElected += report.leadersElected
+                totals.add(report)
                 if arguments.contains("--verbose") { print(report) }
             } catch {
                 failures += 1

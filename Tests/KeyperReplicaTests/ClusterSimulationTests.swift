@@ -24,18 +24,7 @@ private func run(_ seeds: [UInt64], nodes: Int) async -> (failures: [String], to
             for seed in seeds {
                 do {
                     let report = try ClusterSimulation(seed: seed, options: ClusterSimulationOptions(nodeCount: nodes)).run()
-                    totals.crashes += report.crashes
-                    totals.partitions += report.partitions
-                    totals.transfers += report.transfers
-                    totals.wipes += report.wipes
-                    totals.removals += report.removals
-                    totals.fullDisks += report.fullDisks
-                    totals.joins += report.joins
-                    totals.snapshotsInstalled += report.snapshotsInstalled
-                    totals.staleReads += report.staleReads
-                    totals.staleReadsUnchecked += report.staleReadsUnchecked
-                    totals.readsAcknowledged += report.readsAcknowledged
-                    totals.writesAcknowledged += report.writesAcknowledged
+                    totals.add(report)
                 } catch {
                     failures.append("\(error)\n  replay: swift run -c release raft-sim --nodes \(nodes) --start \(seed) --seeds 1 --history --trace")
                 }
