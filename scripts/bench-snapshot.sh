@@ -98,7 +98,7 @@ start_node() {
     local node=$1; shift
     "$KEYPER" --data-dir "$TMP_DIR/$node" --http-addr "127.0.0.1:${HTTP[$node]}" \
         --node-id "$node" --enable-raft --raft-addr "127.0.0.1:${RAFT[$node]}" \
-        --snapshot-entries "$SNAPSHOT_ENTRIES" --max-value-bytes "$VALUE_BYTES" \
+        --snapshot-entries "$SNAPSHOT_ENTRIES" --snapshot-catch-up-entries 0 --max-value-bytes "$VALUE_BYTES" \
         --log-level info "$@" >>"$TMP_DIR/$node.log" 2>&1 &
     PID[$node]=$!
     log "started $node (pid ${PID[$node]}): http ${HTTP[$node]}, raft ${RAFT[$node]}"

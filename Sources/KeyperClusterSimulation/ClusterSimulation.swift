@@ -116,6 +116,7 @@ public final class ClusterSimulation: @unchecked Sendable {
     let root: String
     let logger: Logger
     let snapshotEntries: UInt64
+    let catchUpEntries: UInt64
     let workDelay: Int64
     let dropPercent: Int
     /// This seed's membership fault: disks wiped, or members removed (never both, see
@@ -158,6 +159,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         self.options = options
         random = SplitMix64(seed: seed)
         snapshotEntries = options.snapshots ? UInt64(8 + random.next(below: 40)) : 1 << 40
+        catchUpEntries = UInt64(random.next(below: 3) == 0 ? 0 : random.next(below: 24))
         workDelay = Int64([1, 5, 30][random.next(below: 3)]) * 1_000_000
         dropPercent = options.drops ? [0, 1, 5][random.next(below: 3)] : 0
         let coin = random.chance(1, in: 2)
@@ -367,7 +369,7 @@ public final class ClusterSimulation: @unchecked Sendable {
                                              truncateCorrupt: false, logger: logger, newIncarnation: { random.next() | 1 })
             let settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
                                            electionTicks: options.electionTicks, requestTimeoutMs: options.requestTimeoutMilliseconds,
-                                           snapshotEntries: snapshotEntries)
+                                           snapshotEntries: snapshotEntries, catchUpEntries: catchUpEntries)
             let replicaOptions = ReplicaOptions(settings: settings, bootstrapIfEmpty: node.bootstraps, heartbeatTicks: options.heartbeatTicks,
                                                 entryBytesMax: 1 << 20, randomSeed: random.next())
             let environment = ReplicaEnvironment(peers: peers, blockingWork: SimulatedBlockingWork(link: link, node: node.index,

@@ -71,15 +71,20 @@ package struct ReplicaSettings: Sendable {
     package var electionTicks: Int
     /// How long a client waits for a leader and a quorum, in milliseconds.
     package var requestTimeoutMs: Int
-    /// Applied entries between snapshots; the log is compacted after each.
+    /// Applied entries between log compactions.
     package var snapshotEntries: UInt64
+    /// Entries a compaction keeps behind the state machine's durable applied index, so a
+    /// follower a little behind (restarted, or slow) catches up from the log rather than
+    /// needing a whole snapshot (etcd's snapshot catch-up entries).
+    package var catchUpEntries: UInt64
 
     package init(advertisedRaftAddress: String, advertisedHTTPAddress: String, electionTicks: Int, requestTimeoutMs: Int,
-                 snapshotEntries: UInt64) {
+                 snapshotEntries: UInt64, catchUpEntries: UInt64) {
         self.advertisedRaftAddress = advertisedRaftAddress
         self.advertisedHTTPAddress = advertisedHTTPAddress
         self.electionTicks = electionTicks
         self.requestTimeoutMs = requestTimeoutMs
         self.snapshotEntries = snapshotEntries
+        self.catchUpEntries = catchUpEntries
     }
 }

@@ -169,6 +169,16 @@ extension Replica {
                                         allowed: disk.truncateCorrupt, logger: logger)
         }
         let applied = LogIndex(try store.appliedIndex())
+        if applied > hardState.commit {
+            // The state machine applied entries the saved commit index does not cover (a crash
+            // came before the commit index was saved again). Only committed entries are
+            // applied, and the log holds them (checked above), so they are committed: the
+            // commit index is raised to them, durably. Otherwise a leader restarted so would
+            // hold a state machine newer than anything its core may snapshot, and could not
+            // send a snapshot to a follower that needs one until a new entry commits, which
+            // may need that very follower.
+            try log.save([], hardState: HardState(term: hardState.term, vote: hardState.vote, commit: applied), sync: true)
+        }
         var addressBook: [NodeID: MemberAddresses] = [:]
         for record in try store.members() {
             addressBook[NodeID(record.id)] = MemberAddresses(raft: record.raftAddress, http: record.httpAddress, promote: record.promote)
@@ -180,7 +190,7 @@ extension Replica {
         raftConfig.incarnation = identity.incarnation
         raftConfig.electionTicks = settings.electionTicks
         raftConfig.heartbeatTicks = options.heartbeatTicks
-        raftConfig.applied = min(applied, hardState.commit)
+        raftConfig.applied = min(applied, log.initialState().commit)
         raftConfig.entryBytesMax = options.entryBytesMax
         let raw = try RawNode(config: raftConfig, storage: log)
         environment.peers.setIdentity(clusterID: identity.clusterID, incarnation: identity.incarnation,

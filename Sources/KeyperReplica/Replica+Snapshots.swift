@@ -56,86 +56,88 @@ extension Replica {
     /// the follower is still busy with the data, and sending it all again would only compete.
     static let snapshotPrepareBytesPerSecondMin = 64 << 20
 
-    // MARK: Taking snapshots
+    // MARK: Compacting the log
 
-    /// Every `settings.snapshotEntries` applied entries: copy the state machine in the background, make
-    /// the copy durable, and only then drop the log entries it covers (Raft §7).
-    func maybeSnapshot() {
-        guard !snapshotInProgress,
-              appliedIndex.rawValue >= log.snapshotMetadata.index.rawValue + settings.snapshotEntries else { return }
-        snapshotInProgress = true
+    /// Every `settings.snapshotEntries` applied entries: make the state machine durable, then
+    /// drop the log entries it holds, all but the last `settings.catchUpEntries` (Raft §7).
+    ///
+    /// The state machine is itself the snapshot, so compaction copies nothing: its cost does
+    /// not grow with the data. A copy is made only when a follower needs one
+    /// (``queueSnapshot(_:message:)``). The order matters for crashes: the log only drops what
+    /// the state machine holds durably, so a restart always finds the state machine at or
+    /// past the log's start and replays the rest.
+    ///
+    /// While a snapshot is captured or sent, the log is not compacted: a follower installing
+    /// it needs the entries right after it, and compacting them away would leave it needing
+    /// another snapshot, forever on a busy cluster with a large state (etcd pauses too). A
+    /// transfer that stalls (a follower gone) holds the log only for ``snapshotHoldWait(bytes:)``.
+    func maybeCompact() {
+        let start = log.snapshotMetadata.index.rawValue
+        guard !compactionInProgress, !captureInProgress,
+              appliedIndex.rawValue >= start + settings.catchUpEntries + settings.snapshotEntries else { return }
+        let now = self.now
+        guard !snapshotSends.values.contains(where: { now - $0.started < Self.snapshotHoldWait(bytes: $0.reader.snapshot.databaseBytes) })
+        else { return }
+        compactionInProgress = true
         let started = now
-        let snapshots = self.snapshots
         let store = self.store
-        let capture = snapshots.directory + "/capture-\(random.next()).db.tmp"
-        // The copy and its fsync run as blocking work; the replica keeps going meanwhile.
-        environment.blockingWork.run({ try store.copy(to: capture) }, then: { [self] result in
-            // Back on the replica's context: the core knows the term and configuration at that index.
+        // One fsync, as blocking work: a slow disk does not hold the replica meanwhile.
+        environment.blockingWork.run({ try store.makeDurable() }, then: { [self] result in
+            compactionInProgress = false
+            guard !closing else { return }
             do {
-                let metadata = try raw.snapshotMetadata(at: LogIndex(try result.get()))
-                environment.blockingWork.run({ try snapshots.commit(databaseAt: capture, metadata: metadata) }, then: { [self] result in
-                    snapshotTaken(result, capture: capture, started: started)
-                })
+                let durable = try result.get()
+                guard durable > settings.catchUpEntries else { return }
+                let through = LogIndex(durable - settings.catchUpEntries)
+                // A snapshot installed from the leader meanwhile may already cover more.
+                guard through > log.snapshotMetadata.index else { return }
+                let metadata = try raw.snapshotMetadata(at: through)
+                try log.compact(through: metadata)
+                metrics.snapshots.increment()
+                metrics.snapshotDuration.recordNanoseconds((now - started).nanoseconds)
+                logger.info("log compacted", metadata: [
+                    "through": "\(through.rawValue)", "durable_applied": "\(durable)",
+                    "ms": "\((now - started).nanoseconds / 1_000_000)",
+                ])
+                publish()
             } catch {
-                snapshotTaken(.failure(error), capture: capture, started: started)
+                logger.error("log compaction failed; the log is kept", metadata: ["error": "\(error)"])
             }
         })
     }
 
-    private func snapshotTaken(_ result: Result<SnapshotStore.Snapshot, any Error>, capture: String, started: Moment) {
-        snapshotInProgress = false
-        FileIO.removeIfPresent(capture)
-        switch result {
-        case .success(let snapshot):
-            compact(through: snapshot, took: now - started)
-        case .failure(let error):
-            logger.error("snapshot failed; the log is kept", metadata: ["error": "\(error)"])
-        }
-    }
-
-    private func compact(through snapshot: SnapshotStore.Snapshot, took duration: Duration) {
-        // A snapshot installed from the leader meanwhile may already cover more.
-        guard snapshot.metadata.index > log.snapshotMetadata.index else { return }
-        do {
-            try log.compact(through: snapshot.metadata)
-        } catch {
-            logger.error("log compaction failed; the log is kept", metadata: ["error": "\(error)"])
-            return
-        }
-        metrics.snapshots.increment()
-        metrics.snapshotDuration.recordNanoseconds(duration.nanoseconds)
-        logger.info("snapshot taken; log compacted", metadata: [
-            "index": "\(snapshot.metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
-            "ms": "\(duration.nanoseconds / 1_000_000)",
-        ])
-        publish()
-    }
-
     // MARK: Sending snapshots
 
-    /// The core asks to send the snapshot its storage holds: its database goes first, in
-    /// chunks of their own frames, then the InstallSnapshot message itself. Chunks go out only
-    /// while the peer's connection keeps up (``pumpSnapshots()``), so a large snapshot never
-    /// fills the queue heartbeats share, and never loses a chunk to back-pressure. Nothing here
-    /// reads the file: chunks are read as blocking work as they are needed.
-    func queueSnapshot(_ metadata: SnapshotMetadata, message: Message) {
+    /// The core asks to send a follower the snapshot at the log's start: its entries are
+    /// compacted away. Any snapshot from that index on will do (it is all committed state, and
+    /// the core takes the follower's answer of a later index as well), so the newest held one
+    /// is sent, and when none is recent enough the state machine is copied now and sent when
+    /// the copy is done (``captureSnapshot()``). The database goes first, in chunks of their
+    /// own frames, then the InstallSnapshot message, naming the snapshot actually sent. Chunks
+    /// go out only while the peer's connection keeps up (``pumpSnapshots()``), so a large
+    /// snapshot never fills the queue heartbeats share, and never loses a chunk to
+    /// back-pressure. Nothing here reads the file: chunks are read as blocking work as they
+    /// are needed.
+    func queueSnapshot(_ requested: SnapshotMetadata, message: Message) {
         let node = message.to
-        if var transfer = snapshotSends[node], transfer.metadata == metadata {
+        if var transfer = snapshotSends[node], transfer.metadata.index >= requested.index,
+           snapshots.snapshot(at: transfer.metadata.index)?.metadata == transfer.metadata {
             // Asked again (the core's snapshot state timed out while the follower was busy):
             // a transfer under way carries on, with the newest message at its end, rather than
             // starting over (a large one would never finish).
-            transfer.message = message
+            transfer.message = Self.naming(transfer.metadata, in: message)
             snapshotSends[node] = transfer
             guard let finished = transfer.finished else { return }
             if now - finished < Self.snapshotPrepareWait(bytes: transfer.reader.snapshot.databaseBytes) {
-                send(.raft(message), to: node)
+                send(.raft(transfer.message), to: node)
                 return
             }
             // Long enough for the follower to have used it: the data was lost; send it again.
         }
-        guard let snapshot = snapshots.snapshot(at: metadata.index), snapshot.metadata == metadata else {
-            logger.error("no snapshot file to send", metadata: ["index": "\(metadata.index.rawValue)", "peer": "\(node)"])
+        guard let snapshot = snapshots.all().first, snapshot.metadata.index >= requested.index else {
             snapshotSends[node] = nil
+            snapshotsAwaitingCapture[node] = message
+            captureSnapshot()
             return
         }
         let reader: SnapshotReader
@@ -146,10 +148,73 @@ extension Replica {
             snapshotSends[node] = nil
             return
         }
-        snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: metadata, message: message, reader: reader, started: now)
+        snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: snapshot.metadata,
+                                           message: Self.naming(snapshot.metadata, in: message), reader: reader, started: now)
         snapshotSendNext += 1
-        logger.info("sending a snapshot", metadata: ["peer": "\(node)", "index": "\(metadata.index.rawValue)",
+        logger.info("sending a snapshot", metadata: ["peer": "\(node)", "index": "\(snapshot.metadata.index.rawValue)",
                                                      "bytes": "\(snapshot.databaseBytes)"])
+    }
+
+    /// The core's InstallSnapshot message, naming the snapshot that is sent instead of the
+    /// one it asked for.
+    private static func naming(_ metadata: SnapshotMetadata, in message: Message) -> Message {
+        var message = message
+        message.kind = .snapshot(metadata)
+        return message
+    }
+
+    /// Copies the state machine into the snapshot store as blocking work (a consistent copy:
+    /// neither applies nor reads wait), then sends it to every follower waiting for one.
+    func captureSnapshot() {
+        guard !captureInProgress else { return }
+        captureInProgress = true
+        let started = now
+        let snapshots = self.snapshots
+        let store = self.store
+        let capture = snapshots.directory + "/capture-\(random.next()).db.tmp"
+        environment.blockingWork.run({ try store.copy(to: capture) }, then: { [self] result in
+            // Back on the replica's context: the core knows the term and configuration at that index.
+            do {
+                let metadata = try raw.snapshotMetadata(at: LogIndex(try result.get()))
+                environment.blockingWork.run({ try snapshots.commit(databaseAt: capture, metadata: metadata) }, then: { [self] result in
+                    captured(result, capture: capture, started: started)
+                })
+            } catch {
+                captured(.failure(error), capture: capture, started: started)
+            }
+        })
+    }
+
+    private func captured(_ result: Result<SnapshotStore.Snapshot, any Error>, capture: String, started: Moment) {
+        captureInProgress = false
+        FileIO.removeIfPresent(capture)
+        let waiting = snapshotsAwaitingCapture
+        snapshotsAwaitingCapture = [:]
+        guard !closing else { return }
+        switch result {
+        case .success(let snapshot):
+            logger.info("captured a snapshot to send", metadata: [
+                "index": "\(snapshot.metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
+                "ms": "\((now - started).nanoseconds / 1_000_000)",
+            ])
+        case .failure(let error):
+            // The core asks again after its snapshot state times out.
+            logger.error("cannot capture a snapshot to send", metadata: ["error": "\(error)"])
+            return
+        }
+        // Those still waiting for a snapshot get it now; the core asks again for any other.
+        guard raw.role == .leader else { return }
+        for message in waiting.sorted(by: { $0.key < $1.key }).map(\.value) {
+            guard case .snapshot(let requested) = message.kind, message.term == raw.term else { continue }
+            queueSnapshot(requested, message: message)
+        }
+        pumpSnapshots()
+    }
+
+    /// How long a snapshot transfer holds back log compaction: long enough to send and
+    /// install it at a modest speed.
+    static func snapshotHoldWait(bytes: Int) -> Duration {
+        .seconds(60) + .milliseconds(Int64(bytes) * 1000 / Int64(16 << 20))
     }
 
     static func snapshotPrepareWait(bytes: Int) -> Duration {

@@ -27,7 +27,12 @@ package final class Replica: @unchecked Sendable {
     /// The file layer under the Raft log (a simulated one under simulation).
     let walFileSystem: @Sendable () -> any WALFileSystem
     let snapshots: SnapshotStore
-    var snapshotInProgress = false
+    /// A compaction is waiting for the state machine to be made durable.
+    var compactionInProgress = false
+    /// A copy of the state machine is being captured for followers that need a snapshot.
+    var captureInProgress = false
+    /// Followers waiting for that capture: what the core asked to send each of them.
+    var snapshotsAwaitingCapture: [NodeID: Message] = [:]
     /// The snapshot being received from the leader, chunk by chunk, in order.
     var receiving: SnapshotReceive?
     /// A received snapshot being made durable, and its install prepared, off the loop; its
@@ -411,7 +416,7 @@ package final class Replica: @unchecked Sendable {
         applyQueue.removeAll()
         appliedIndex = last.index
         metrics.entriesApplied.increment(by: entries.count)
-        maybeSnapshot()
+        maybeCompact()
         for sequence in mine { clients.writes.removeValue(forKey: sequence)?.succeed() }
         if entries.contains(where: { $0.kind == .configChange }) && raw.status.configuration.voters.count == 2 {
             logger.warning("the cluster has two voters and tolerates no failure (a majority of 2 is 2); add a third node")

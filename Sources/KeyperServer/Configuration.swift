@@ -65,8 +65,10 @@ public struct ClusterConfiguration: Sendable {
     public var heartbeatTicks = 1
     /// How long a write or linearizable read waits for a leader and a quorum.
     public var requestTimeoutMs = 5_000
-    /// Applied entries between snapshots (`--snapshot-entries`); the log is compacted after each.
+    /// Applied entries between log compactions (`--snapshot-entries`).
     public var snapshotEntries = 10_000
+    /// Entries each compaction keeps for followers a little behind (`--snapshot-catch-up-entries`).
+    public var catchUpEntries = 5_000
     /// `--wal-truncate-corrupt`: on a checksum failure inside the Raft log, cut the log there
     /// (losing what follows) instead of refusing to start.
     public var walTruncateCorrupt = false
@@ -90,5 +92,6 @@ public struct ClusterConfiguration: Sendable {
         }
         guard requestTimeoutMs >= 1 else { throw ConfigurationError("--request-timeout must be positive") }
         guard snapshotEntries >= 1 else { throw ConfigurationError("--snapshot-entries must be positive") }
+        guard catchUpEntries >= 0 else { throw ConfigurationError("--snapshot-catch-up-entries must not be negative") }
     }
 }

@@ -61,7 +61,7 @@ public final class LocalCluster: @unchecked Sendable {
                 "--data-dir", "\(directory)/\(id)", "--node-id", id, "--http-addr", "127.0.0.1:\(ports[index])",
                 "--enable-raft", "--raft-addr", "127.0.0.1:\(ports[size + index])", "--enable-fault-injection",
                 "--tick-interval", "50ms", "--election-timeout", "500ms", "--heartbeat-interval", "50ms",
-                "--request-timeout", "2s", "--snapshot-entries", "500", "--log-level", "notice",
+                "--request-timeout", "2s", "--snapshot-entries", "500", "--snapshot-catch-up-entries", "50", "--log-level", "notice",
             ]
             if index > 0 { arguments += ["--join", "http://127.0.0.1:\(ports[0])"] }
             nodes.append(Node(id: id, httpPort: ports[index], raftPort: ports[size + index], arguments: arguments))

@@ -46,8 +46,11 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-interval"), help: "How often a leader asserts itself, e.g. 100ms.")
     var heartbeatInterval = "100ms"
 
-    @Option(name: .customLong("snapshot-entries"), help: "Applied entries between snapshots; the Raft log is compacted after each.")
+    @Option(name: .customLong("snapshot-entries"), help: "Applied entries between Raft log compactions.")
     var snapshotEntries = 10_000
+
+    @Option(name: .customLong("snapshot-catch-up-entries"), help: "Entries a compaction keeps, so a follower that far behind catches up from the log without a snapshot.")
+    var snapshotCatchUpEntries = 5_000
 
     @Flag(name: .customLong("wal-truncate-corrupt"), help: "If the Raft log has a corrupt record (not a torn tail), cut it there and start, losing what follows, instead of refusing to start.")
     var walTruncateCorrupt = false
@@ -130,6 +133,7 @@ struct Keyper: AsyncParsableCommand {
             cluster.heartbeatTicks = max(1, Self.milliseconds(heartbeatInterval)! / tickMs)
             cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
             cluster.snapshotEntries = snapshotEntries
+            cluster.catchUpEntries = snapshotCatchUpEntries
             cluster.joinURL = joinURL
             cluster.walTruncateCorrupt = walTruncateCorrupt
             cluster.faultInjection = enableFaultInjection

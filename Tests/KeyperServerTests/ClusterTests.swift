@@ -56,6 +56,8 @@ final class TestCluster: @unchecked Sendable {
         cluster.heartbeatTicks = 2
         cluster.requestTimeoutMs = 3_000
         cluster.snapshotEntries = snapshotEntries
+        // Compact all the way, so a few dozen writes are enough to need snapshots.
+        cluster.catchUpEntries = 0
         cluster.faultInjection = faultInjection
         cluster.joinURL = joining ? "http://test" : nil
         configuration.cluster = cluster
@@ -355,13 +357,19 @@ struct ClusterTests {
         }
     }
 
-    @Test("a node restarts from its snapshot plus the log after it, losing nothing")
+    @Test("compaction copies nothing, and a node restarts from its durable state machine plus the log after it, losing nothing")
     func restartFromSnapshot() async throws {
         try await withTemporaryDirectory { root in
             let cluster = try await TestCluster.make(1, root: root, snapshotEntries: 10)
             let node = try await cluster.waitForLeader()
             for i in 0..<35 { try await node.put(bytes("r\(i)"), value: bytes("\(i)")) }
-            try await cluster.waitUntil("a snapshot") { _ in ((try? await node.status())?.snapshotIndex ?? 0) > 0 }
+            try await cluster.waitUntil("a compaction") { _ in ((try? await node.status())?.snapshotIndex ?? 0) > 0 }
+            // The state machine is the snapshot: nobody needed a copy, so none was made...
+            let files = try FileIO.listDirectory(root + "/node1/snapshots")
+            #expect(files.isEmpty, "snapshot files without a follower to send them to: \(files)")
+            // ...and what the log dropped is durable in it (the mark of the fsync that allowed it).
+            let snapshotIndex = try #require(try await node.status().snapshotIndex)
+            #expect(try node.store.durableIndex() >= snapshotIndex)
             await cluster.stop("node1")
             let restarted = try await cluster.start("node1")
             for i in 0..<35 {
@@ -392,22 +400,32 @@ extension ClusterTests {
     @Test("a crash between recording an installed snapshot and replacing the database is repaired at start")
     func interruptedInstall() async throws {
         try await withTemporaryDirectory { root in
-            let cluster = try await TestCluster.make(1, root: root, snapshotEntries: 10)
-            let node = try await cluster.waitForLeader()
-            try await node.put(bytes("early"), value: bytes("1"))
-            // An old copy of the state machine, from before the snapshot...
-            _ = try node.store.copy(to: root + "/old-state.db")
-            for i in 0..<30 { try await node.put(bytes("late\(i)"), value: bytes("\(i)")) }
-            try await cluster.waitUntil("a snapshot") { _ in ((try? await node.status())?.snapshotIndex ?? 0) > 5 }
-            await cluster.stop("node1")
-            // ...put back as if the crash hit after the log moved past it but before the
+            let cluster = try await TestCluster.make(3, root: root, snapshotEntries: 10)
+            let leader = try await cluster.waitForLeader()
+            try await leader.put(bytes("early"), value: bytes("1"))
+            let laggard = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
+            await cluster.stop(laggard)
+            // The laggard's state machine from before the snapshot it is about to install...
+            let database = root + "/" + laggard + "/state.db"
+            let stale = try KVStore(path: database, durability: .normal)
+            _ = try stale.copy(to: root + "/old-state.db")
+            stale.close()
+            for i in 0..<150 { try await leader.put(bytes("late\(i)"), value: bytes("\(i)")) }
+            try await cluster.waitUntil("the leader to compact its log") { _ in
+                ((try? await leader.status())?.snapshotIndex ?? 0) > 100
+            }
+            var restarted = try await cluster.start(laggard)
+            try await cluster.waitUntil("the laggard to install a snapshot") { _ in
+                String(decoding: restarted.metrics.exposition(), as: UTF8.self).contains("keyper_snapshots_installed_total 1")
+            }
+            await cluster.stop(laggard)
+            // ...put back as if the crash hit after its log moved past it but before the
             // database was replaced: the applied index is now behind the log's start.
-            let database = root + "/node1/state.db"
             unlink(database + "-wal")
             unlink(database + "-shm")
             try FileIO.copyFileAtomically(from: root + "/old-state.db", to: database)
-            let restarted = try await cluster.start("node1")
-            for i in 0..<30 {
+            restarted = try await cluster.start(laggard)
+            for i in 0..<150 {
                 #expect(try await restarted.get(bytes("late\(i)"), consistency: .linearizable) == bytes("\(i)"))
             }
             #expect(try await restarted.get(bytes("early"), consistency: .linearizable) == bytes("1"))

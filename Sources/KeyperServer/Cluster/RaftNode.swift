@@ -110,7 +110,8 @@ public final class RaftNode: KeyValueNode {
         let clock = SystemClock()
         let settings = ReplicaSettings(advertisedRaftAddress: cluster.advertisedRaftAddress,
                                        advertisedHTTPAddress: cluster.advertisedHTTPAddress, electionTicks: cluster.electionTicks,
-                                       requestTimeoutMs: cluster.requestTimeoutMs, snapshotEntries: UInt64(cluster.snapshotEntries))
+                                       requestTimeoutMs: cluster.requestTimeoutMs, snapshotEntries: UInt64(cluster.snapshotEntries),
+                                       catchUpEntries: UInt64(cluster.catchUpEntries))
         let options = ReplicaOptions(settings: settings, bootstrapIfEmpty: cluster.joinURL == nil, heartbeatTicks: cluster.heartbeatTicks,
                                      entryBytesMax: configuration.valueBytesMax + configuration.keyBytesMax + 256,
                                      randomSeed: UInt64.random(in: 0...UInt64.max))
