@@ -82,7 +82,7 @@ extension Replica {
         let started = now
         let store = self.store
         // One fsync, as blocking work: a slow disk does not hold the replica meanwhile.
-        environment.blockingWork.run({ try store.makeDurable() }, then: { [self] result in
+        environment.blockingWork.run({ () throws -> UInt64 in try store.makeDurable() }, then: { [self] result in
             compactionInProgress = false
             guard !closing else { return }
             do {
@@ -93,6 +93,11 @@ extension Replica {
                 guard through > log.snapshotMetadata.index else { return }
                 let metadata = try raw.snapshotMetadata(at: through)
                 try log.compact(through: metadata)
+                // Older snapshot files: no follower can use them, no restart needs them.
+                let snapshots = self.snapshots
+                if snapshots.all().contains(where: { $0.metadata.index < through }) {
+                    environment.blockingWork.run({ snapshots.prune(before: through) }, then: { (_: Result<Void, any Error>) in })
+                }
                 metrics.snapshots.increment()
                 metrics.snapshotDuration.recordNanoseconds((now - started).nanoseconds)
                 logger.info("log compacted", metadata: [

@@ -222,6 +222,42 @@ struct SnapshotStoreTests {
             #expect(try FileIO.listDirectory(dir + "/snapshots").count == 4)
         }
     }
+
+    @Test("snapshots older than the log's start are removed, the one at its start is kept")
+    func pruningBeforeTheLog() throws {
+        try withTemporaryDirectory { dir in
+            let store = try Self.makeStore(dir, count: 1, applied: 1)
+            let snapshots = try SnapshotStore(directory: dir + "/snapshots")
+            for applied in [2, 3] as [UInt64] {
+                try store.apply([.put(key: [UInt8(applied)], value: [1])], appliedIndex: applied)
+                _ = try snapshots.create(from: store) { Self.metadata($0.rawValue) }
+            }
+            snapshots.prune(before: LogIndex(3))
+            #expect(snapshots.all().map(\.metadata.index.rawValue) == [3])
+            #expect(try FileIO.listDirectory(dir + "/snapshots").count == 2)
+            snapshots.prune(before: LogIndex(4))
+            #expect(snapshots.all().isEmpty)
+            #expect(try FileIO.listDirectory(dir + "/snapshots").isEmpty)
+            // What is on disk is what the index says: a reopened store agrees.
+            #expect(try SnapshotStore(directory: dir + "/snapshots").all().isEmpty)
+        }
+    }
+
+    @Test("making the state machine durable returns its applied index and records it")
+    func durableBarrier() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state.db", durability: .normal)
+            #expect(try store.makeDurable() == 0)
+            try store.apply([.put(key: [1], value: [2])], appliedIndex: 7)
+            #expect(try store.durableIndex() == 0)
+            #expect(try store.makeDurable() == 7)
+            #expect(try store.durableIndex() == 7)
+            // The barrier leaves the data and the applied index as they were.
+            #expect(try store.get([1]) == [2])
+            #expect(try store.appliedIndex() == 7)
+            store.close()
+        }
+    }
 }
 
 extension String {

@@ -1,20 +1,24 @@
--- Shared by keyper.lua and etcd.lua (loaded with dofile): thread ids, the key and value
--- tables, base64, request selection and the machine-readable report printed by done().
+-- Shared by keyper.lua and etcd.lua (loaded with dofile): thread ids, base64, request
+-- selection, the preload phase and the machine-readable report printed by done().
 --
--- Arguments (after `--` on the wrk command line): WORKLOAD KEYSPACE VALUE_BYTES [READ_PERCENT]
---   WORKLOAD     write | read | mix | noop | health
---   KEYSPACE     keys are bench/0 .. bench/(KEYSPACE-1)
+-- Arguments (after `--` on the wrk command line):
+--   WORKLOAD KEYSPACE VALUE_BYTES [READ_PERCENT] [FROM] [THREADS]
+--   WORKLOAD     write | read | mix | noop | health | preload
+--   KEYSPACE     keys are bench/0 .. bench/(KEYSPACE-1), chosen at random (uniformly)
 --   VALUE_BYTES  size of every written value
 --   READ_PERCENT for mix: the share of reads (default 90)
+--   FROM, THREADS  for preload: write every key from bench/FROM to bench/(KEYSPACE-1) once,
+--                each of the THREADS wrk threads its share, then stop
 --
--- Every request is formatted once in init(), so the run itself only picks a random index
--- into a table of ready-made requests: the client does the same (tiny) work per request for
--- both systems, and no encoding happens while the clock runs.
+-- Requests are formatted as they are sent (a key space of 10^6 keys does not fit in a table
+-- of ready-made requests per thread); the value is the same bytes for every key, encoded
+-- once, so a request costs the client one string concatenation for either system.
 
 local common = {}
 
 -- setup() runs in wrk's main Lua state once per thread, before that thread's init(); it hands
--- each thread a distinct id so the threads seed their random generators differently.
+-- each thread a distinct id so the threads seed their random generators differently and
+-- split a preload between them.
 local thread_count = 0
 function setup(thread)
   thread_count = thread_count + 1
@@ -38,48 +42,79 @@ function common.base64(s)
   return table.concat(out)
 end
 
--- The key and value for index i (0-based). Values differ per key but are deterministic, so
--- both systems store exactly the same bytes.
 function common.key(i)
   return "bench/" .. i
 end
 
-function common.value(i, size)
-  local pattern = "value-of-bench/" .. i .. "-"
-  local reps = math.ceil(size / #pattern)
-  return string.rep(pattern, reps):sub(1, size)
+-- The value every key gets: printable, the same for both systems.
+function common.value(size)
+  local pattern = "value-of-bench-"
+  return string.rep(pattern, math.ceil(size / #pattern)):sub(1, size)
 end
 
--- Parses the script arguments; returns a table with workload, keys, value_bytes, read_percent.
+-- Parses the script arguments.
 function common.parse_args(args)
   local cfg = {
     workload = args[1] or "write",
     keys = tonumber(args[2] or "1000"),
     value_bytes = tonumber(args[3] or "256"),
     read_percent = tonumber(args[4] or "90"),
+    from = tonumber(args[5] or "0"),
+    threads = tonumber(args[6] or "1"),
   }
-  local ok = { write = true, read = true, mix = true, noop = true, health = true }
+  local ok = { write = true, read = true, mix = true, noop = true, health = true, preload = true }
   if not ok[cfg.workload] then
-    error("unknown workload '" .. tostring(cfg.workload) .. "' (write|read|mix|noop|health)")
+    error("unknown workload '" .. tostring(cfg.workload) .. "' (write|read|mix|noop|health|preload)")
   end
   math.randomseed(os.time() * 1000 + (thread_id or 0) * 7919)
   return cfg
 end
 
--- Builds the global request() function for cfg from the system's pre-formatted tables:
--- writes[i], reads[i] (i = 1..keys) and single (for noop/health).
-function common.install_request(cfg, writes, reads, single)
+-- Builds the global request() (and, for preload, response()) for cfg from the system's
+-- request makers: write(i) and read(i) format a request for key i; single is the
+-- pre-formatted request of noop/health.
+function common.install_request(cfg, write, read, single)
   local n = cfg.keys
   local random = math.random
   if cfg.workload == "write" then
-    request = function() return writes[random(n)] end
+    request = function() return write(random(n) - 1) end
   elseif cfg.workload == "read" then
-    request = function() return reads[random(n)] end
+    request = function() return read(random(n) - 1) end
   elseif cfg.workload == "mix" then
     local p = cfg.read_percent
     request = function()
-      if random(100) <= p then return reads[random(n)] end
-      return writes[random(n)]
+      if random(100) <= p then return read(random(n) - 1) end
+      return write(random(n) - 1)
+    end
+  elseif cfg.workload == "preload" then
+    -- This thread's share: FROM + (id - 1), then every THREADS-th key. Once every key of the
+    -- share is sent, the last one is sent again (idempotent) until every answer is in; the
+    -- thread stops when its share is answered. Thread 1 reports progress on stderr.
+    local id, step = thread_id or 1, cfg.threads
+    local next_key = cfg.from + id - 1
+    local share = 0
+    for _ = next_key, n - 1, step do share = share + 1 end
+    local answered, failed, last = 0, 0, next_key
+    local started = os.time()
+    request = function()
+      if next_key < n then
+        last = next_key
+        next_key = next_key + step
+      end
+      return write(last)
+    end
+    response = function(status)
+      answered = answered + 1
+      if status < 200 or status > 299 then failed = failed + 1 end
+      if id == 1 and answered % 20000 == 0 then
+        local elapsed = math.max(1, os.time() - started)
+        io.stderr:write(string.format("preload: thread 1 of %d: %d of %d keys, %.0f/s, %d failed\n",
+          step, answered, share, answered / elapsed, failed))
+      end
+      if answered >= share then
+        if failed > 0 then io.stderr:write(string.format("preload: thread %d: %d writes failed\n", id, failed)) end
+        wrk.thread:stop()
+      end
     end
   else
     request = function() return single end

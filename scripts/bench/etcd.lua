@@ -1,25 +1,44 @@
--- wrk script for etcd's v3 JSON gateway (grpc-gateway; keys and values are base64 in JSON).
--- See common.lua for the arguments.
---   write  POST /v3/kv/put   {"key": b64, "value": b64}
---   read   POST /v3/kv/range {"key": b64}   (linearizable: the v3 default, serializable=false)
---   mix    READ_PERCENT reads, the rest writes
---   noop   GET /version      (answered locally; etcd's real no-op route)
---   health GET /health       (NOT a no-op in etcd 3.4: it proposes a v2 QGET through Raft, so
---                             every call is a log entry, replicated and fsynced on a quorum)
+-- wrk script for etcd's two HTTP APIs (see common.lua for the arguments; then API: v3 or v2,
+-- default v3, as the 7th argument).
+--
+-- v3, the JSON gateway (grpc-gateway; keys and values base64 in JSON):
+--   write, preload  POST /v3/kv/put   {"key": b64, "value": b64}
+--   read            POST /v3/kv/range {"key": b64}   (linearizable: the v3 default)
+-- v2, the v2 keys API (etcd --enable-v2; a separate, in-memory store):
+--   write, preload  PUT /v2/keys/bench/<n>, form body value=<the value>
+--   read            GET /v2/keys/bench/<n>?quorum=true   (linearizable: a quorum read through Raft;
+--                   without quorum=true a v2 read is served locally and may be stale)
+-- Both:
+--   mix             READ_PERCENT reads, the rest writes
+--   noop            GET /version      (answered locally; etcd's real no-op route)
+--   health          GET /health       (NOT a no-op in etcd 3.4: it proposes a v2 QGET through Raft)
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
 function init(args)
   local cfg = common.parse_args(args)
-  local json = { ["Content-Type"] = "application/json" }
-  local writes, reads = {}, {}
-  for i = 1, cfg.keys do
-    local key = common.base64(common.key(i - 1))
-    local value = common.base64(common.value(i - 1, cfg.value_bytes))
-    writes[i] = wrk.format("POST", "/v3/kv/put", json,
-      '{"key":"' .. key .. '","value":"' .. value .. '"}')
-    reads[i] = wrk.format("POST", "/v3/kv/range", json, '{"key":"' .. key .. '"}')
+  local api = args[7] or "v3"
+  local value = common.value(cfg.value_bytes)
+  local format = wrk.format
+  local write, read
+  if api == "v2" then
+    local form = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+    local body = "value=" .. value   -- the value is URL-safe
+    write = function(i) return format("PUT", "/v2/keys/bench/" .. i, form, body) end
+    read = function(i) return format("GET", "/v2/keys/bench/" .. i .. "?quorum=true") end
+  elseif api == "v3" then
+    local json = { ["Content-Type"] = "application/json" }
+    local value64 = common.base64(value)
+    local b64 = common.base64
+    write = function(i)
+      return format("POST", "/v3/kv/put", json, '{"key":"' .. b64("bench/" .. i) .. '","value":"' .. value64 .. '"}')
+    end
+    read = function(i)
+      return format("POST", "/v3/kv/range", json, '{"key":"' .. b64("bench/" .. i) .. '"}')
+    end
+  else
+    error("unknown etcd API '" .. tostring(api) .. "' (v2|v3)")
   end
   local single = cfg.workload == "health" and "/health" or "/version"
-  common.install_request(cfg, writes, reads, wrk.format("GET", single))
+  common.install_request(cfg, write, read, format("GET", single))
 end

@@ -179,10 +179,16 @@ public final class SnapshotStore: Sendable {
         writing.withLock { _ in pruneLocked() }
     }
 
-    /// ``prune()`` with `writing` held.
-    private func pruneLocked() {
+    /// Removes every snapshot older than `index` (the Raft log's start: no follower can use
+    /// one of those, and no restart needs one).
+    public func prune(before index: LogIndex) {
+        writing.withLock { _ in pruneLocked(before: index) }
+    }
+
+    /// ``prune()`` with `writing` held; also drops snapshots older than `oldest`.
+    private func pruneLocked(before oldest: LogIndex = .zero) {
         let kept = index.withLock { snapshots in
-            snapshots = Array(snapshots.prefix(keepCount))
+            snapshots = Array(snapshots.prefix(keepCount).filter { $0.metadata.index >= oldest })
             return Set(snapshots.map { Self.baseName($0.metadata.index, $0.metadata.term) })
         }
         for name in (try? FileIO.listDirectory(directory)) ?? [] where name.hasPrefix("snap-") {
