@@ -67,15 +67,22 @@ public final class KVStore: Sendable {
     /// on its (old) file when it closes, checkpoint and delete `state.db-wal` by name: the new
     /// database's WAL. True once closed: no capture starts after ``close()``.
     private let captures = Mutex(false)
+    private let backgroundCheckpoints: Bool
+    private let checkpointer: Mutex<Checkpointer?>
 
     /// `cacheBytes`: how much memory recently read or written values may hold (``ReadCache``).
-    public init(path: String, durability: KVDurability, cacheBytes: Int = 64 << 20) throws(SQLiteError) {
+    /// `backgroundCheckpoints`: copy SQLite's WAL back into the database on a thread of its
+    /// own (``Checkpointer``) rather than inside the commit that fills it.
+    public init(path: String, durability: KVDurability, cacheBytes: Int = 64 << 20,
+                backgroundCheckpoints: Bool = false) throws(SQLiteError) {
         self.path = path
+        self.backgroundCheckpoints = backgroundCheckpoints
         cache = Mutex(ReadCache(bytesMax: cacheBytes))
         let writeConnection = try SQLiteConnection(path: path)
         try Self.prepareSchema(writeConnection, path: path, durability: durability)
-        writer = Mutex(try Writer(connection: writeConnection, durability: durability))
+        writer = Mutex(try Writer(connection: writeConnection, durability: durability, backgroundCheckpoints: backgroundCheckpoints))
         reader = Mutex(try Reader(connection: SQLiteConnection(path: path)))
+        checkpointer = Mutex(backgroundCheckpoints ? try Checkpointer(path: path) : nil)
     }
 
     private static func prepareSchema(_ db: SQLiteConnection, path: String,
@@ -119,6 +126,10 @@ public final class KVStore: Sendable {
     /// Closes both connections. Later calls throw.
     public func close() {
         captures.withLock { $0 = true }  // waits for a capture in flight
+        checkpointer.withLock { checkpointer in
+            checkpointer?.stop()
+            checkpointer = nil
+        }
         writer.withLock { $0 = nil }
         reader.withLock { $0 = nil }
         cache.withLock { $0.invalidate() }
@@ -233,6 +244,10 @@ public final class KVStore: Sendable {
     private func replaceDatabaseFiles(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
         try writer.withLock { (writer: inout Writer?) throws in
             try reader.withLock { (reader: inout Reader?) throws in
+                checkpointer.withLock { checkpointer in
+                    checkpointer?.stop()
+                    checkpointer = nil
+                }
                 writer = nil
                 reader = nil
                 cache.withLock { $0.invalidate() }
@@ -244,8 +259,12 @@ public final class KVStore: Sendable {
                 try install()
                 let connection = try SQLiteConnection(path: path)
                 try Self.prepareSchema(connection, path: path, durability: durability)
-                writer = try Writer(connection: connection, durability: durability)
+                writer = try Writer(connection: connection, durability: durability, backgroundCheckpoints: backgroundCheckpoints)
                 reader = try Reader(connection: SQLiteConnection(path: path))
+                if backgroundCheckpoints {
+                    let restarted = try Checkpointer(path: path)
+                    checkpointer.withLock { $0 = restarted }
+                }
             }
         }
     }
@@ -343,9 +362,13 @@ private final class Writer {
     let begin, commit, rollback, put, delete, setApplied, setMember, removeMember: SQLiteStatement
     let applied, setDurable: SQLiteStatement
 
-    init(connection: SQLiteConnection, durability: KVDurability) throws(SQLiteError) {
+    init(connection: SQLiteConnection, durability: KVDurability, backgroundCheckpoints: Bool) throws(SQLiteError) {
         self.connection = connection
         self.durability = durability
+        // Interior pages of a large table, and the leaves recently touched, in memory: a
+        // write to a random key then reads no page from the file to find its place.
+        try connection.execute("PRAGMA cache_size=-65536")
+        if backgroundCheckpoints { try connection.execute("PRAGMA wal_autocheckpoint=0") }
         applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
         setDurable = try connection.prepare("INSERT INTO meta (name, value) VALUES ('durable_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
         begin = try connection.prepare("BEGIN IMMEDIATE")
