@@ -23,6 +23,10 @@ public struct BenchOptions: Sendable {
     public var consistency = Consistency.linearizable
     /// Write every key once before the timed run (so reads find values).
     public var preload = true
+    /// Preload only keys from this number on (the ones below were loaded by an earlier run).
+    public var preloadFrom = 0
+    /// Stop after the preload: load a data set without a timed run.
+    public var preloadOnly = false
     public var seed: UInt64 = UInt64.random(in: 0...UInt64.max)
     /// An answer slower than this closes the connection and counts as an error.
     public var requestTimeout: Duration = .seconds(10)
@@ -56,6 +60,10 @@ public struct BenchResult: Sendable {
     public var writes = OperationStats()
     /// Connections that failed, were closed by the server, or timed out mid-request.
     public var connectionErrors: UInt64 = 0
+    /// The preload before the timed run, when there was one: keys written and how long it took.
+    public var preload: (keys: UInt64, elapsed: Duration)?
+    /// Only a preload ran (``BenchOptions/preloadOnly``): the counts are its writes.
+    public var preloadOnly = false
 
     public var all: OperationStats {
         var all = reads
@@ -76,6 +84,7 @@ public struct BenchResult: Sendable {
 /// wrk). Latencies go into per-connection histograms merged at the end; nothing is shared on
 /// the request path but two atomic counters for the progress line.
 public enum LoadGenerator {
+    /// `progress` is called about once a second, during the preload too (``Progress/phase``).
     public static func run(_ options: BenchOptions, progress: (@Sendable (Progress) -> Void)? = nil) async throws -> BenchResult {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: Swift.min(options.connections, System.coreCount))
         do {
@@ -92,40 +101,60 @@ public enum LoadGenerator {
                             progress: (@Sendable (Progress) -> Void)?) async throws -> BenchResult {
         let value = ByteBuffer(bytes: (0..<options.valueBytes).map { UInt8(ascii: "a") + UInt8($0 % 26) })
 
-        if options.preload, options.readRatio > 0 {
+        var preloaded: BenchResult?
+        if options.preload, options.preloadFrom < options.keys {
             let preload = Workload(options: options, value: value, phase: .preload)
-            let result = try await drive(preload, group: group, until: .now() + .hours(1))
+            let start = ContinuousClock.now
+            let reporter = progress.map { reportProgress(of: preload, since: start, to: $0) }
+            var result = try await drive(preload, group: group, until: .now() + .hours(24))
+            reporter?.cancel()
+            result.elapsed = ContinuousClock.now - start
             if result.errors > 0 {
-                throw BenchError("preloading \(options.keys) keys failed: \(result.errors) errors (\(describe(result.all.unexpected)))")
+                throw BenchError("preloading \(options.keys - options.preloadFrom) keys failed: \(result.errors) errors (\(describe(result.all.unexpected)))")
             }
+            preloaded = result
+        }
+        if options.preloadOnly, var result = preloaded {
+            result.preloadOnly = true
+            return result
         }
 
         let workload = Workload(options: options, value: value, phase: .timed)
         let start = ContinuousClock.now
         let stop = NIODeadline.now() + .nanoseconds(Int64(options.duration.components.seconds) * 1_000_000_000
             + Int64(options.duration.components.attoseconds / 1_000_000_000))
-        let reporter = progress.map { report in
-            Task {
-                var last: UInt64 = 0
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    let done = workload.counters.completed.load(ordering: .relaxed)
-                    report(Progress(elapsed: ContinuousClock.now - start, requests: done, lastSecond: done - last,
-                                    errors: workload.counters.errors.load(ordering: .relaxed)))
-                    last = done
-                }
-            }
-        }
+        let reporter = progress.map { reportProgress(of: workload, since: start, to: $0) }
         var result = try await drive(workload, group: group, until: stop)
         result.elapsed = ContinuousClock.now - start
+        result.preload = preloaded.map { (keys: $0.writes.ok, elapsed: $0.elapsed) }
         reporter?.cancel()
         return result
     }
 
+    private static func reportProgress(of workload: Workload, since start: ContinuousClock.Instant,
+                                       to report: @escaping @Sendable (Progress) -> Void) -> Task<Void, Never> {
+        Task {
+            var last: UInt64 = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let done = workload.counters.completed.load(ordering: .relaxed)
+                let total = workload.phase == .preload ? UInt64(workload.options.keys - workload.options.preloadFrom) : nil
+                report(Progress(phase: workload.phase == .preload ? .preload : .timed, elapsed: ContinuousClock.now - start,
+                                requests: done, lastSecond: done - last, total: total,
+                                errors: workload.counters.errors.load(ordering: .relaxed)))
+                last = done
+            }
+        }
+    }
+
     public struct Progress: Sendable {
+        public enum Phase: Sendable { case preload, timed }
+        public var phase: Phase
         public var elapsed: Duration
         public var requests: UInt64
         public var lastSecond: UInt64
+        /// The preload's number of keys (nil for the timed run, which runs for a time).
+        public var total: UInt64?
         public var errors: UInt64
     }
 
@@ -254,6 +283,7 @@ final class LoadHandler: ChannelInboundHandler {
     private var timeout: Scheduled<Void>?
     /// Preload: the next key of this connection's share (connection, connection + n, …).
     private var nextPreloadKey: Int
+    private var writesSent: UInt64 = 0
 
     init(workload: Workload, connection: Int, attempt: Int, host: String, stop: NIODeadline,
          promise: EventLoopPromise<ConnectionReport>) {
@@ -262,7 +292,7 @@ final class LoadHandler: ChannelInboundHandler {
         self.stop = stop
         self.promise = promise
         self.random = workload.options.seed &+ UInt64(connection) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(attempt)
-        self.nextPreloadKey = connection
+        self.nextPreloadKey = workload.options.preloadFrom + connection
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -330,6 +360,21 @@ final class LoadHandler: ChannelInboundHandler {
         promise.succeed(report)
     }
 
+    /// The value of the next write: the shared bytes with their start overwritten by a number
+    /// that changes every write. A store may skip rewriting a value identical to the one it
+    /// holds (SQLite leaves such a page clean), which no real workload would let it do.
+    private func nextValue() -> ByteBuffer {
+        var value = workload.value
+        writesSent &+= 1
+        let stamp = nextRandom() ^ writesSent
+        let width = Swift.min(16, value.readableBytes)
+        for position in 0..<width {
+            let digit = UInt8((stamp >> (4 * UInt64(position))) & 0xF)
+            value.setInteger(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10, at: value.readerIndex + position)
+        }
+        return value
+    }
+
     private func nextRandom() -> UInt64 {
         // SplitMix64: cheap and good enough to pick keys and operations.
         random &+= 0x9E37_79B9_7F4A_7C15
@@ -361,7 +406,7 @@ final class LoadHandler: ChannelInboundHandler {
         status = 0
         sentAt = NIODeadline.now()
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if !read { context.write(wrapOutboundOut(.body(.byteBuffer(workload.value))), promise: nil) }
+        if !read { context.write(wrapOutboundOut(.body(.byteBuffer(nextValue()))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         timeout?.cancel()
         let channel = context.channel

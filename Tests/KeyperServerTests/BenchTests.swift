@@ -56,6 +56,30 @@ struct BenchTests {
         }
     }
 
+    @Test("A preload can load only part of a key space, and stop there")
+    func partialPreload() async throws {
+        try await withAPI(.live) { client in
+            var options = BenchOptions()
+            options.endpoints = [("127.0.0.1", try #require(client.port))]
+            options.connections = 3
+            options.keys = 30
+            options.preloadFrom = 10
+            options.preloadOnly = true
+            options.seed = 1
+            let load = try await LoadGenerator.run(options)
+            #expect(load.preloadOnly && load.errors == 0)
+            #expect(load.writes.ok == 20, "keys 10..<30, each once")
+            // Keys below 10 were never written: random reads over all 30 find some missing.
+            options.preload = false
+            options.preloadOnly = false
+            options.readRatio = 1
+            options.duration = .milliseconds(300)
+            let reads = try await LoadGenerator.run(options)
+            #expect(reads.errors == 0 && reads.writes.latency.count == 0)
+            #expect(reads.reads.notFound > 0 && reads.reads.notFound < reads.reads.latency.count)
+        }
+    }
+
     @Test("An endpoint that refuses connections gives errors, not a hang or a crash")
     func refusedEndpoint() async throws {
         let port = freePorts(1)[0]
