@@ -1,40 +1,57 @@
 #!/usr/bin/env bash
 # Benchmarks a local 3-node Keyper cluster against a local 3-node etcd cluster, with the same
-# client (wrk) and the same workloads, and prints a markdown table with the ratio targets.
+# client (wrk) and the same workloads, at several key-space sizes, against both of etcd's HTTP
+# paths, and prints markdown tables with the targets judged against etcd's best path.
 #
-#   scripts/bench-compare.sh                       # release build, 3 runs of 10 s per workload
-#   DURATION=5s RUNS=1 scripts/bench-compare.sh     # quick
-#   KEYPER_BIN=.build/release/keyper scripts/bench-compare.sh   # skip the build
+#   scripts/bench-compare.sh                                  # 1k, 100k and 1M keys; 3 rounds of 10 s
+#   scripts/bench-compare.sh --keys 1000,100000               # chosen key spaces
+#   scripts/bench-compare.sh --keys 1000 --runs 1 --duration 5s --workloads write,noop   # quick
+#   KEYPER_BIN=.build/release/keyper scripts/bench-compare.sh # skip the build
 #
-# Environment:
-#   DURATION     wrk -d per workload and system (default 10s)
-#   RUNS         rounds over all workloads (default 3); the table shows medians over the rounds
+# Options (each also an environment variable):
+#   --keys LIST        KEYSPACES: key-space sizes, ascending (default 1000,100000,1000000)
+#   --runs N           RUNS: rounds over all workloads per key space (default 3); tables show medians
+#   --duration D       DURATION: wrk -d per run (default 10s)
+#   --workloads LIST   WORKLOADS: of write read mix single noop health (default all)
+# Environment only:
 #   KEYPER_BIN   use this keyper binary instead of building (a copy of it is run)
 #   KEEP=1       keep the temporary directory (data dirs, logs) instead of removing it
 #   RESULTS_DIR  where the per-run numbers and raw wrk output go
 #                (default ${TMPDIR:-/tmp}/keyper-bench-compare-<date>-<time>)
 #   WRK_TIMEOUT  wrk --timeout (default 10s): a slower response counts as an error
-#   WORKLOADS    the workloads to run, of: write read mix single noop health (default all)
 #
 # What runs: both clusters on 127.0.0.1 at the same time for the whole comparison, data dirs
 # in one temporary directory (the same filesystem for both), default durability for both
-# (Keyper fsyncs each batch; etcd runs with its defaults, nothing unsafe). Every workload goes
-# to the current leader of each system, found again before every wrk run. Within a round the
-# systems alternate (odd rounds Keyper first, even rounds etcd first) so drift on the machine
-# affects both alike.
+# (Keyper fsyncs each batch; etcd runs with its defaults plus --enable-v2, nothing unsafe).
+# Every run goes to the current leader of its system, found again before every wrk run.
+# Within a round the systems take turns, in an order that rotates from round to round, so
+# drift on the machine affects all alike.
 #
-# The workloads (wrk scripts in scripts/bench/, every request pre-formatted in init()):
-#   write   64 connections, PUT of a 256-byte value to a random key of 1000
-#           (etcd: POST /v3/kv/put through the v3 JSON gateway, key and value base64)
-#   read    64 connections, linearizable GET of a random key of those 1000 (preloaded)
-#           (etcd: POST /v3/kv/range; linearizable is the v3 default)
+# Three systems: keyper; etcd-v2, etcd's v2 keys API (an in-memory store, with --enable-v2);
+# etcd-v3, etcd's v3 JSON gateway (grpc-gateway over its bbolt store). For each workload the
+# tables compare Keyper with whichever etcd path was faster on it ("etcd best").
+#
+# Key spaces: keys are bench/0 .. bench/(N-1), every one written before the runs at N (the
+# preload extends the previous key space, so 1M keys are loaded once, not three times), and
+# every request picks its key uniformly at random. Values are 256 bytes.
+#
+# The workloads (wrk scripts in scripts/bench/, requests formatted as they are sent):
+#   write   64 connections, a 256-byte value to a random key
+#           (Keyper PUT /v1/keys; etcd-v2 PUT /v2/keys; etcd-v3 POST /v3/kv/put)
+#   read    64 connections, a linearizable read of a random key
+#           (Keyper GET /v1/keys, ReadIndex; etcd-v2 GET /v2/keys?quorum=true, a read through the
+#           Raft log; etcd-v3 POST /v3/kv/range, linearizable by default)
 #   mix     64 connections, 90% reads / 10% writes
 #   single  1 connection, sequential writes: the latency of one write
 #   noop    64 connections on the cheapest route: Keyper GET /v1/health (a local check);
-#           etcd GET /version. etcd 3.4's GET /health is not a no-op: it proposes a v2 QGET
-#           through Raft, so each call is a log entry appended and fsynced on a quorum (checked
-#           by hand: N calls of /health raise raftIndex by N). It is measured separately:
+#           etcd GET /version (the same for both APIs; reported as etcd-v3). etcd 3.4's GET
+#           /health is not a no-op: it proposes a v2 QGET through Raft, so each call is a log
+#           entry appended and fsynced on a quorum. It is measured separately:
 #   health  etcd only, 64 connections, GET /health, for reference.
+#
+# Outputs in RESULTS_DIR: summary.md (the tables), results.tsv (one line per wrk run),
+# scaling.tsv (medians per key space, system and workload, for scripts/plot-scaling.py),
+# machine.txt, wrk/ (raw output).
 #
 # Needs: swift (unless KEYPER_BIN), curl, python3; installs etcd-server, etcd-client, wrk and
 # fio from Debian's packages when missing (fio only for the fdatasync line of the machine
@@ -50,15 +67,28 @@ RUNS=${RUNS:-3}
 KEEP=${KEEP:-0}
 WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 RESULTS_DIR=${RESULTS_DIR:-${TMPDIR:-/tmp}/keyper-bench-compare-$(date +%Y%m%d-%H%M%S)}
-KEYSPACE=1000
+KEYSPACES=${KEYSPACES:-1000,100000,1000000}
+WORKLOADS=${WORKLOADS:-write read mix single noop health}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --keys) KEYSPACES=$2; shift 2 ;;
+        --runs) RUNS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --workloads) WORKLOADS=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+read -r -a KEYSPACE_LIST <<< "${KEYSPACES//,/ }"
+KEYSPACE=0               # the key space being measured
 VALUE_BYTES=256
 CONNS=64
 THREADS=2
 READ_PERCENT=90
 WAIT_TIMEOUT=60          # seconds to wait for a cluster to form
 
-# WORKLOADS="read noop" runs a subset (the targets table then lists only what it can judge).
-read -r -a WORKLOADS <<< "${WORKLOADS:-write read mix single noop health}"
+# A subset of workloads gives a targets table with only what it can judge.
+read -r -a WORKLOADS <<< "${WORKLOADS//,/ }"
 
 # Never let an inherited ETCD_* / ETCDCTL_* variable change how our etcd or etcdctl behave.
 for var in $(compgen -e | grep -E '^ETCD(CTL)?_' || true); do unset "$var"; done
@@ -157,6 +187,15 @@ check_settings() {
     [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
     [[ "$DURATION" =~ ^[1-9][0-9]*[smh]?$ ]] || die "DURATION must look like 10s, 1m (got '$DURATION')"
     [[ "$WRK_TIMEOUT" =~ ^[1-9][0-9]*[smh]?$ ]] || die "WRK_TIMEOUT must look like 10s (got '$WRK_TIMEOUT')"
+    local k previous=0 w
+    for k in "${KEYSPACE_LIST[@]}"; do
+        [[ "$k" =~ ^[1-9][0-9]*$ ]] || die "key spaces must be positive integers (got '$k')"
+        [ "$k" -gt "$previous" ] || die "key spaces must be given in ascending order (got '$KEYSPACES')"
+        previous=$k
+    done
+    for w in "${WORKLOADS[@]}"; do
+        case "$w" in write|read|mix|single|noop|health) ;; *) die "unknown workload '$w'" ;; esac
+    done
     local f
     for f in common.lua keyper.lua etcd.lua; do
         [ -f "$LUA_DIR/$f" ] || die "missing wrk script $LUA_DIR/$f"
@@ -416,7 +455,7 @@ start_etcd() {
             --listen-peer-urls "http://127.0.0.1:${EPEER[$name]}" \
             --initial-advertise-peer-urls "http://127.0.0.1:${EPEER[$name]}" \
             --initial-cluster "$cluster" --initial-cluster-state new \
-            --initial-cluster-token "$token" \
+            --initial-cluster-token "$token" --enable-v2=true \
             --logger zap --log-level warn >"$TMP_DIR/logs/$name.log" 2>&1 &
         PID[$name]=$!
         log "started $name (pid ${PID[$name]}): client 127.0.0.1:${ECLIENT[$name]}, peer 127.0.0.1:${EPEER[$name]}"
@@ -451,79 +490,83 @@ for e in json.load(sys.stdin):
 }
 
 # ---------------------------------------------------------------------------------------------
-# preload: every key of the key space written once, then counted, so the read workloads read
-# existing keys on both systems (etcd answers a missing key with 200 and no kvs, which wrk could
-# not tell apart from a hit).
+# preload: every key of the key space written once, then checked, so the read workloads read
+# existing keys on every system (etcd answers a missing key with 200 and no kvs, which wrk
+# could not tell apart from a hit). wrk does the writing (64 connections, each thread its share
+# of the keys); its threads stop themselves when their share is answered, and the script then
+# ends wrk (which would otherwise sleep out its duration).
 
+# preload SYSTEM FROM TO: writes bench/FROM .. bench/(TO-1) on SYSTEM's leader.
 preload() {
-    local system=$1 url=$2
-    python3 - "$system" "$url" "$KEYSPACE" "$VALUE_BYTES" <<'PY' || die "preloading $1 failed"
-import base64, http.client, json, sys, threading, time, urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+    local system=$1 from=$2 to=$3 leader url out started elapsed
+    leader=$(leader_of "$system") || die "$system: no leader found"
+    url=${leader#* }
+    out=$RESULTS_DIR/wrk/preload-$to-$system.txt
+    log "$system: preloading keys $from..$((to - 1))"
+    started=$SECONDS
+    wrk -t"$THREADS" -c"$CONNS" -d24h --timeout "$WRK_TIMEOUT" -s "$LUA_DIR/$(lua_of "$system")" "$url" \
+        -- preload "$to" "$VALUE_BYTES" "$READ_PERCENT" "$from" "$THREADS" "$(api_of "$system")" >"$out" 2>&1 &
+    WRK_PID=$!
+    while [ "$(grep -c '^preload: thread [0-9]* done' "$out" || true)" -lt "$THREADS" ]; do
+        kill -0 "$WRK_PID" 2>/dev/null || { cat "$out" >&2; die "wrk stopped before the preload of $system was done"; }
+        check_alive
+        sleep 1
+    done
+    # Its numbers are not needed (the keys are checked below): TERM, not INT, which a
+    # background job of a script may have ignored.
+    kill -TERM "$WRK_PID" 2>/dev/null
+    wait "$WRK_PID" 2>/dev/null || true
+    WRK_PID=""
+    elapsed=$((SECONDS - started))
+    if grep '^preload: thread [0-9]* done' "$out" | grep -qv '(0 failed)'; then
+        cat "$out" >&2
+        die "$system: some preload writes failed"
+    fi
+    check_preloaded "$system" "$url" "$to" || die "$system: the preload of $to keys did not check out"
+    log "$system: preloaded $((to - from)) keys in ${elapsed} s ($(( (to - from) / (elapsed > 0 ? elapsed : 1) )) keys/s)"
+    printf '%s\t%s\t%s\t%s\n' "$system" "$from" "$to" "$elapsed" >>"$RESULTS_DIR/preload.tsv"
+}
 
+# check_preloaded SYSTEM URL KEYS: the key count (where the system can count cheaply) and the
+# first and last key read back through the route the read workload uses.
+check_preloaded() {
+    python3 - "$@" "$VALUE_BYTES" <<'PY'
+import base64, http.client, json, sys, urllib.parse
 system, url, keys, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 u = urllib.parse.urlsplit(url)
-local = threading.local()
-
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+def call(method, path, body=None, ctype=None):
+    conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
+    r = conn.getresponse()
+    return r.status, r.read()
 def b64(s):
     return base64.b64encode(s.encode()).decode()
-
-def value(i):  # the same bytes scripts/bench/common.lua writes
-    pattern = "value-of-bench/%d-" % i
-    return (pattern * (size // len(pattern) + 1))[:size]
-
-def call(method, path, body=None, ctype=None):
-    if getattr(local, "conn", None) is None:
-        local.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-    try:
-        local.conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
-        r = local.conn.getresponse()
-        return r.status, r.read()
-    except Exception:
-        local.conn = None
-        raise
-
-def put(i):
-    last = None
-    for _ in range(50):
-        try:
-            if system == "keyper":
-                st, body = call("PUT", "/v1/keys/bench/%d" % i, value(i).encode(), "application/octet-stream")
-            else:
-                st, body = call("POST", "/v3/kv/put",
-                                json.dumps({"key": b64("bench/%d" % i), "value": b64(value(i))}),
-                                "application/json")
-            if 200 <= st < 300:
-                return
-            last = "%d %r" % (st, body[:200])
-        except Exception as e:
-            last = repr(e)
-        time.sleep(0.1)
-    raise SystemExit("put bench/%d failed: %s" % (i, last))
-
-t0 = time.monotonic()
-with ThreadPoolExecutor(8) as pool:
-    list(pool.map(put, range(keys)))
-elapsed = time.monotonic() - t0
-
-# Count what is there and read one key back through the route the read workload uses.
+problems = []
+for i in (0, keys - 1):
+    key = "bench/%d" % i
+    if system == "keyper":
+        st, body = call("GET", "/v1/keys/" + key)
+        got = body if st == 200 else None
+    elif system == "etcd-v2":
+        st, body = call("GET", "/v2/keys/" + key + "?quorum=true")
+        got = json.loads(body)["node"]["value"].encode() if st == 200 else None
+    else:
+        st, body = call("POST", "/v3/kv/range", json.dumps({"key": b64(key)}), "application/json")
+        kvs = json.loads(body).get("kvs") or []
+        got = base64.b64decode(kvs[0]["value"]) if kvs else None
+    if got is None or len(got) != size:
+        problems.append("%s: %s" % (key, "missing" if got is None else "%d bytes" % len(got)))
+count = None
 if system == "keyper":
-    st, body = call("GET", "/v1/keys?prefix=bench/&limit=1000")
-    listing = json.loads(body)
-    count = len(listing["keys"]) + (1 if listing.get("more") else 0)
-    st, got = call("GET", "/v1/keys/bench/7")
-    ok = st == 200 and got.decode() == value(7)
-else:
+    count = json.loads(call("GET", "/v1/status")[1]).get("keys")
+elif system == "etcd-v3":
     st, body = call("POST", "/v3/kv/range",
-                    json.dumps({"key": b64("bench/"), "range_end": b64("bench0"), "count_only": True}),
-                    "application/json")
+                    json.dumps({"key": b64("bench/"), "range_end": b64("bench0"), "count_only": True}), "application/json")
     count = int(json.loads(body).get("count", 0))
-    st, got = call("POST", "/v3/kv/range", json.dumps({"key": b64("bench/7")}), "application/json")
-    kvs = json.loads(got).get("kvs") or []
-    ok = st == 200 and len(kvs) == 1 and base64.b64decode(kvs[0]["value"]).decode() == value(7)
-if count != keys or not ok:
-    raise SystemExit("after preload %s has %d bench/ keys (want %d), read-back ok: %s" % (system, count, keys, ok))
-print("%s: preloaded %d keys in %.1f s (8 clients), counted %d, read-back ok" % (system, keys, elapsed, count))
+if count is not None and count != keys:
+    problems.append("%d bench/ keys, want %d" % (count, keys))
+if problems:
+    sys.exit("%s after preload: %s" % (system, "; ".join(problems)))
 PY
 }
 
@@ -537,18 +580,33 @@ route_of() {
         keyper:read) echo "GET /v1/keys/bench/N" ;;
         keyper:mix) echo "GET|PUT /v1/keys/bench/N" ;;
         keyper:noop|keyper:health) echo "GET /v1/health" ;;
-        etcd:write|etcd:single) echo "POST /v3/kv/put" ;;
-        etcd:read) echo "POST /v3/kv/range" ;;
-        etcd:mix) echo "POST /v3/kv/range|put" ;;
-        etcd:noop) echo "GET /version" ;;
-        etcd:health) echo "GET /health" ;;
+        etcd-v2:write|etcd-v2:single) echo "PUT /v2/keys/bench/N" ;;
+        etcd-v2:read) echo "GET /v2/keys/bench/N?quorum=true" ;;
+        etcd-v2:mix) echo "GET|PUT /v2/keys/bench/N" ;;
+        etcd-v3:write|etcd-v3:single) echo "POST /v3/kv/put" ;;
+        etcd-v3:read) echo "POST /v3/kv/range" ;;
+        etcd-v3:mix) echo "POST /v3/kv/range|put" ;;
+        etcd-*:noop) echo "GET /version" ;;
+        etcd-*:health) echo "GET /health" ;;
     esac
 }
 
 leader_of() {
     case "$1" in
         keyper) keyper_leader ;;
-        etcd) etcd_leader ;;
+        etcd-*) etcd_leader ;;
+    esac
+}
+
+lua_of() { case "$1" in keyper) echo keyper.lua ;; *) echo etcd.lua ;; esac; }
+api_of() { case "$1" in etcd-v2) echo v2 ;; *) echo v3 ;; esac; }
+
+# Whether SYSTEM runs WORKLOAD: /version and /health are the same route for both etcd APIs,
+# measured once (as etcd-v3); Keyper's health route is the no-op row.
+runs_workload() {
+    case "$1:$2" in
+        keyper:health|etcd-v2:noop|etcd-v2:health) return 1 ;;
+        *) return 0 ;;
     esac
 }
 
@@ -563,12 +621,12 @@ run_wrk() {
     check_alive
     leader=$(leader_of "$system") || die "$system: no leader found"
     url=${leader#* }; leader=${leader%% *}
-    out=$RESULTS_DIR/wrk/run$run-$workload-$system.txt
+    out=$RESULTS_DIR/wrk/keys$KEYSPACE-run$run-$workload-$system.txt
     # In the background and waited for, so an interrupt reaches the trap at once and the trap
     # can stop wrk.
     wrk -t"$threads" -c"$conns" -d"$DURATION" --latency --timeout "$WRK_TIMEOUT" \
-        -s "$LUA_DIR/$system.lua" "$url" -- "$script_workload" "$KEYSPACE" "$VALUE_BYTES" "$READ_PERCENT" \
-        >"$out" 2>&1 &
+        -s "$LUA_DIR/$(lua_of "$system")" "$url" -- "$script_workload" "$KEYSPACE" "$VALUE_BYTES" "$READ_PERCENT" \
+        0 "$threads" "$(api_of "$system")" >"$out" 2>&1 &
     WRK_PID=$!
     if ! wait "$WRK_PID"; then
         WRK_PID=""
@@ -582,12 +640,12 @@ run_wrk() {
     local kv
     for kv in ${line#BENCH_RESULT }; do r[${kv%%=*}]=${kv#*=}; done
     local errors=$(( ${r[status_errors]} + ${r[connect_errors]} + ${r[read_errors]} + ${r[write_errors]} + ${r[timeouts]} ))
-    printf '%s\t' "$run" "$system" "$workload" "$(route_of "$system" "$workload")" "$leader" "$after" \
+    printf '%s\t' "$KEYSPACE" "$run" "$system" "$workload" "$(route_of "$system" "$workload")" "$leader" "$after" \
         "$threads" "$conns" "$DURATION" "${r[requests]}" "${r[rps]}" "${r[p50_us]}" "${r[p90_us]}" \
         "${r[p99_us]}" "${r[p999_us]}" "${r[max_us]}" "${r[status_errors]}" "${r[connect_errors]}" \
         "${r[read_errors]}" "${r[write_errors]}" >>"$RESULTS_TSV"
     printf '%s\n' "${r[timeouts]}" >>"$RESULTS_TSV"
-    log "$(printf 'run %s %-6s %-6s %10s req/s  p50 %6.2f ms  p99 %7.2f ms  errors %s%s' "$run" "$workload" \
+    log "$(printf 'keys %s run %s %-6s %-7s %10s req/s  p50 %6.2f ms  p99 %7.2f ms  errors %s%s' "$KEYSPACE" "$run" "$workload" \
         "$system" "${r[rps]}" "$(echo "${r[p50_us]}" | awk '{ print $1 / 1000 }')" \
         "$(echo "${r[p99_us]}" | awk '{ print $1 / 1000 }')" "$errors" \
         "$([ "$leader" = "$after" ] || echo "  LEADER CHANGED $leader -> $after")")"
@@ -598,15 +656,25 @@ run_wrk() {
 # summary
 
 summarize() {
-    python3 - "$RESULTS_TSV" "$RUNS" "$DURATION" <<'PY'
+    python3 - "$RESULTS_TSV" "$RUNS" "$DURATION" "$RESULTS_DIR/scaling.tsv" <<'PY'
 import csv, statistics, sys
 
-path, runs, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, runs, duration, scaling_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 ERR = ["status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"]
+WORKLOADS = ["write", "read", "mix", "single", "noop", "health"]
+LABELS = {
+    "write": "writes, 64 conns",
+    "read": "linearizable reads, 64 conns",
+    "mix": "90% reads / 10% writes, 64 conns",
+    "single": "sequential writes, 1 conn",
+    "noop": "no-op route, 64 conns (Keyper /v1/health, etcd /version)",
+    "health": "etcd GET /health, 64 conns (a Raft proposal in etcd 3.4, not a no-op)",
+}
+keyspaces = sorted({int(r["keys"]) for r in rows})
 
-def group(system, workload):
-    return [r for r in rows if r["system"] == system and r["workload"] == workload]
+def group(keys, system, workload):
+    return [r for r in rows if int(r["keys"]) == keys and r["system"] == system and r["workload"] == workload]
 
 def med(rs, field):
     return statistics.median(float(r[field]) for r in rs) if rs else None
@@ -616,6 +684,16 @@ def errors(rs):
 
 def leader_changes(rs):
     return sum(1 for r in rs if r["leader"] != r["leader_after"])
+
+def best_etcd(keys, workload):
+    """etcd's faster path on this workload: (system, rows), or (None, [])."""
+    candidates = [(s, group(keys, s, workload)) for s in ("etcd-v2", "etcd-v3")]
+    candidates = [(s, rs) for s, rs in candidates if rs]
+    if not candidates:
+        return None, []
+    if workload == "single":   # one client: the lower median latency is the better path
+        return min(candidates, key=lambda c: med(c[1], "p50_us"))
+    return max(candidates, key=lambda c: med(c[1], "rps"))
 
 def fmt_rps(rs):
     if not rs:
@@ -628,68 +706,74 @@ def fmt_rps(rs):
 def fmt_ms(rs, field):
     return "%.2f" % (med(rs, field) / 1000) if rs else "—"
 
-LABELS = {
-    "write": "writes: PUT 256 B, random of 1000 keys, 64 conns",
-    "read": "linearizable reads, 64 conns",
-    "mix": "90% reads / 10% writes, 64 conns",
-    "single": "sequential writes, 1 conn",
-    "noop": "no-op route, 64 conns (Keyper GET /v1/health, etcd GET /version)",
-    "health": "etcd GET /health, 64 conns (a Raft proposal in etcd 3.4, not a no-op)",
-}
+scaling = open(scaling_path, "w")
+scaling.write("keys\tsystem\tworkload\trps\tp50_us\tp99_us\truns\n")
+for keys in keyspaces:
+    for system in ("keyper", "etcd-v2", "etcd-v3"):
+        for w in WORKLOADS:
+            rs = group(keys, system, w)
+            if rs:
+                scaling.write("%d\t%s\t%s\t%.1f\t%.0f\t%.0f\t%d\n" % (keys, system, w, med(rs, "rps"), med(rs, "p50_us"), med(rs, "p99_us"), len(rs)))
 
 print("Medians over %d run(s) of %s each; req/s shows (min–max) over the runs; latencies in ms." % (runs, duration))
-print()
-print("| workload | Keyper req/s | etcd req/s | Keyper ÷ etcd | Keyper p50 | Keyper p99 | etcd p50 | etcd p99 | valid |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-invalid = {}
-for w in ["write", "read", "mix", "single", "noop", "health"]:
-    k, e = group("keyper", w), group("etcd", w)
-    if w == "health":
-        k = []   # Keyper's /v1/health is the no-op row above
-    if not k and not e:
-        continue
-    ratio = "%.2f×" % (med(k, "rps") / med(e, "rps")) if k and e and med(e, "rps") > 0 else "—"
-    notes = []
-    for name, rs in (("Keyper", k), ("etcd", e)):
-        if errors(rs):
-            notes.append("%s: %d non-2xx/socket errors" % (name, errors(rs)))
-        if leader_changes(rs):
-            notes.append("%s: leader changed in %d run(s)" % (name, leader_changes(rs)))
-    if any("errors" in n for n in notes):
-        invalid[w] = True
-    valid = "ok" if not notes else ("INVALID — " if w in invalid else "note — ") + "; ".join(notes)
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-        LABELS[w], fmt_rps(k), fmt_rps(e), ratio, fmt_ms(k, "p50_us"), fmt_ms(k, "p99_us"),
-        fmt_ms(e, "p50_us"), fmt_ms(e, "p99_us"), valid))
+for keys in keyspaces:
+    print()
+    print("### %s keys" % format(keys, ","))
+    print()
+    print("| workload | Keyper req/s | etcd v2 req/s | etcd v3 req/s | Keyper ÷ etcd best | Keyper p50 / p99 | etcd best p50 / p99 | valid |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for w in WORKLOADS:
+        k = group(keys, "keyper", w) if w != "health" else []
+        v2, v3 = group(keys, "etcd-v2", w), group(keys, "etcd-v3", w)
+        if not (k or v2 or v3):
+            continue
+        best, e = best_etcd(keys, w)
+        ratio = "%.2f× (%s)" % (med(k, "rps") / med(e, "rps"), best) if k and e and med(e, "rps") > 0 else "—"
+        notes = []
+        for name, rs in (("Keyper", k), ("etcd v2", v2), ("etcd v3", v3)):
+            if errors(rs):
+                notes.append("%s: %d non-2xx/socket errors" % (name, errors(rs)))
+            if leader_changes(rs):
+                notes.append("%s: leader changed in %d run(s)" % (name, leader_changes(rs)))
+        valid = "ok" if not notes else ("INVALID — " if any("errors" in n for n in notes) else "note — ") + "; ".join(notes)
+        print("| %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |" % (
+            LABELS[w], fmt_rps(k), fmt_rps(v2), fmt_rps(v3), ratio, fmt_ms(k, "p50_us"), fmt_ms(k, "p99_us"),
+            fmt_ms(e, "p50_us"), fmt_ms(e, "p99_us"), valid))
 
-def target(name, needs, check):
-    """needs: the (system, workload) groups the target is computed from."""
-    if any(not group(s, w) for s, w in needs):
-        print("| %s | (not measured) | — |" % name)
-        return
-    value, ok = check()
-    verdict = "met" if ok else "not met"
-    if any(errors(group(s, w)) for s, w in needs):
-        verdict = "invalid (non-2xx or socket errors in a run)"
-    print("| %s | %s | %s |" % (name, value, verdict))
-
-K = lambda w, f: med(group("keyper", w), f)
-E = lambda w, f: med(group("etcd", w), f)
+def verdict(ok, groups):
+    return "invalid (errors in a run)" if any(errors(g) for g in groups) else ("met" if ok else "not met")
 
 print()
-print("| target | measured | verdict |")
-print("| --- | --- | --- |")
-target("writes ≥ 2× etcd req/s, with p99 ≤ etcd's", [("keyper", "write"), ("etcd", "write")], lambda: (
-    "%.2f×, p99 %.2f vs %.2f ms" % (K("write", "rps") / E("write", "rps"), K("write", "p99_us") / 1000, E("write", "p99_us") / 1000),
-    K("write", "rps") >= 2 * E("write", "rps") and K("write", "p99_us") <= E("write", "p99_us")))
-target("linearizable reads ≥ 2× etcd req/s", [("keyper", "read"), ("etcd", "read")], lambda: (
-    "%.2f×" % (K("read", "rps") / E("read", "rps")), K("read", "rps") >= 2 * E("read", "rps")))
-target("single-client write p50 ≤ etcd's", [("keyper", "single"), ("etcd", "single")], lambda: (
-    "%.2f vs %.2f ms" % (K("single", "p50_us") / 1000, E("single", "p50_us") / 1000),
-    K("single", "p50_us") <= E("single", "p50_us")))
-target("Keyper writes ≥ 40% of Keyper's no-op route req/s", [("keyper", "write"), ("keyper", "noop")], lambda: (
-    "%.0f%% (%.0f of %.0f req/s)" % (100 * K("write", "rps") / K("noop", "rps"), K("write", "rps"), K("noop", "rps")),
-    K("write", "rps") >= 0.4 * K("noop", "rps")))
+print("| target | key space | measured | verdict |")
+print("| --- | --- | --- | --- |")
+for keys in keyspaces:
+    K = lambda w: group(keys, "keyper", w)
+    name = format(keys, ",")
+    best, e = best_etcd(keys, "write")
+    if K("write") and e:
+        r, kp, ep = med(K("write"), "rps") / med(e, "rps"), med(K("write"), "p99_us"), med(e, "p99_us")
+        print("| writes ≥ 2× etcd's best, p99 ≤ its p99 | %s | %.2f× %s, p99 %.2f vs %.2f ms | %s |" % (
+            name, r, best, kp / 1000, ep / 1000, verdict(r >= 2 and kp <= ep, [K("write"), e])))
+    best, e = best_etcd(keys, "read")
+    if K("read") and e:
+        r = med(K("read"), "rps") / med(e, "rps")
+        print("| linearizable reads ≥ 2× etcd's best | %s | %.2f× %s | %s |" % (name, r, best, verdict(r >= 2, [K("read"), e])))
+    best, e = best_etcd(keys, "single")
+    if K("single") and e:
+        kp, ep = med(K("single"), "p50_us"), med(e, "p50_us")
+        print("| one-client write p50 ≤ etcd's best | %s | %.2f vs %.2f ms (%s) | %s |" % (
+            name, kp / 1000, ep / 1000, best, verdict(kp <= ep, [K("single"), e])))
+    if K("write") and K("noop"):
+        r = med(K("write"), "rps") / med(K("noop"), "rps")
+        print("| writes ≥ 50%% of the no-op route | %s | %.0f%% | %s |" % (name, 100 * r, verdict(r >= 0.5, [K("write"), K("noop")])))
+small, large = keyspaces[0], keyspaces[-1]
+if large > small:
+    for w in ("write", "read"):
+        a, b = group(small, "keyper", w), group(large, "keyper", w)
+        if a and b:
+            r = med(b, "rps") / med(a, "rps")
+            print("| flat: %ss at %s keys ≥ 80%% of %s keys | — | %.0f%% (%.0f vs %.0f req/s) | %s |" % (
+                w, format(large, ","), format(small, ","), 100 * r, med(b, "rps"), med(a, "rps"), verdict(r >= 0.8, [a, b])))
 PY
 }
 
@@ -702,9 +786,10 @@ main() {
     TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyper-bench.XXXXXX")
     mkdir -p "$TMP_DIR/logs" "$RESULTS_DIR/wrk"
     RESULTS_TSV=$RESULTS_DIR/results.tsv
-    printf '%s\t' run system workload route leader leader_after threads conns duration requests rps \
+    printf '%s\t' keys run system workload route leader leader_after threads conns duration requests rps \
         p50_us p90_us p99_us p999_us max_us status_errors connect_errors read_errors write_errors >"$RESULTS_TSV"
     printf 'timeouts\n' >>"$RESULTS_TSV"
+    printf 'system\tfrom\tto\tseconds\n' >"$RESULTS_DIR/preload.tsv"
     log "temporary directory: $TMP_DIR; results: $RESULTS_DIR"
 
     prepare_keyper
@@ -714,22 +799,19 @@ main() {
     start_keyper
     start_etcd
 
-    local k e
-    k=$(keyper_leader) || die "keyper: no leader"
-    e=$(etcd_leader) || die "etcd: no leader"
-    preload keyper "${k#* }"
-    preload etcd "${e#* }"
-
-    local per_run=$(( ${#WORKLOADS[@]} * 2 - 1 ))
-    log "running $RUNS round(s) of ${#WORKLOADS[@]} workloads ($per_run wrk runs of $DURATION per round)"
-    local run workload first second
-    for run in $(seq 1 "$RUNS"); do
-        if [ $((run % 2)) = 1 ]; then first=keyper; second=etcd; else first=etcd; second=keyper; fi
-        for workload in "${WORKLOADS[@]}"; do
-            for system in "$first" "$second"; do
-                # etcd's /health is measured for reference only; Keyper's health route is the no-op.
-                [ "$workload" = health ] && [ "$system" = keyper ] && continue
-                run_wrk "$system" "$workload" "$run"
+    local systems=(keyper etcd-v2 etcd-v3) loaded=0 keys run workload turn system
+    for keys in "${KEYSPACE_LIST[@]}"; do
+        KEYSPACE=$keys
+        for system in "${systems[@]}"; do preload "$system" "$loaded" "$keys"; done
+        loaded=$keys
+        log "$keys keys: $RUNS round(s) of ${#WORKLOADS[@]} workloads, $DURATION per run"
+        for run in $(seq 1 "$RUNS"); do
+            for workload in "${WORKLOADS[@]}"; do
+                # The order of the systems rotates with the round.
+                for turn in 0 1 2; do
+                    system=${systems[$(( (turn + run - 1) % 3 ))]}
+                    runs_workload "$system" "$workload" && run_wrk "$system" "$workload" "$run"
+                done
             done
         done
     done
@@ -742,12 +824,12 @@ main() {
         summarize
         echo
         echo "Both clusters ran on 127.0.0.1 at the same time; the client (wrk, -t$THREADS, --latency) ran on the same machine."
-        echo "Raw per-run numbers: $RESULTS_TSV; wrk output: $RESULTS_DIR/wrk/."
+        echo "Preload times: $RESULTS_DIR/preload.tsv. Raw per-run numbers: $RESULTS_TSV; wrk output: $RESULTS_DIR/wrk/."
     } >"$RESULTS_DIR/summary.md"
     echo
     cat "$RESULTS_DIR/summary.md"
     echo
-    log "results: $RESULTS_DIR (summary.md, results.tsv, machine.txt, wrk/)"
+    log "results: $RESULTS_DIR (summary.md, results.tsv, scaling.tsv, machine.txt, wrk/)"
 }
 
 main "$@"

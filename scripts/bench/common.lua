@@ -8,7 +8,8 @@
 --   VALUE_BYTES  size of every written value
 --   READ_PERCENT for mix: the share of reads (default 90)
 --   FROM, THREADS  for preload: write every key from bench/FROM to bench/(KEYSPACE-1) once,
---                each of the THREADS wrk threads its share, then stop
+--                each of the THREADS wrk threads its share; each thread prints
+--                "preload: thread N done (F failed)" on stderr when its share is answered
 --
 -- Requests are formatted as they are sent (a key space of 10^6 keys does not fit in a table
 -- of ready-made requests per thread); the value is the same bytes for every key, encoded
@@ -87,21 +88,24 @@ function common.install_request(cfg, write, read, single)
       return write(random(n) - 1)
     end
   elseif cfg.workload == "preload" then
-    -- This thread's share: FROM + (id - 1), then every THREADS-th key. Once every key of the
-    -- share is sent, the last one is sent again (idempotent) until every answer is in; the
-    -- thread stops when its share is answered. Thread 1 reports progress on stderr.
+    -- This thread's share: FROM + (id - 1), then every THREADS-th key, in order, and then
+    -- around again (rewriting a key is harmless). wrk calls the first thread's request() once
+    -- before any connection opens, to check it, and drops what it returns: the second time
+    -- around re-sends that key. The thread stops once its share and as many again as it has
+    -- connections are answered (with one request in flight per connection, the first pass
+    -- is answered by then). Thread 1 reports progress on stderr.
     local id, step = thread_id or 1, cfg.threads
-    local next_key = cfg.from + id - 1
+    local first = cfg.from + id - 1
     local share = 0
-    for _ = next_key, n - 1, step do share = share + 1 end
-    local answered, failed, last = 0, 0, next_key
+    for _ = first, n - 1, step do share = share + 1 end
+    local target = share + 64
+    local answered, failed, next_key = 0, 0, first
     local started = os.time()
     request = function()
-      if next_key < n then
-        last = next_key
-        next_key = next_key + step
-      end
-      return write(last)
+      local key = next_key
+      next_key = next_key + step
+      if next_key >= n then next_key = first end
+      return write(key)
     end
     response = function(status)
       answered = answered + 1
@@ -111,8 +115,10 @@ function common.install_request(cfg, write, read, single)
         io.stderr:write(string.format("preload: thread 1 of %d: %d of %d keys, %.0f/s, %d failed\n",
           step, answered, share, answered / elapsed, failed))
       end
-      if answered >= share then
-        if failed > 0 then io.stderr:write(string.format("preload: thread %d: %d writes failed\n", id, failed)) end
+      if answered == target then
+        -- The line the script waits for, one per thread (wrk itself sleeps out its duration).
+        io.stderr:write(string.format("preload: thread %d done (%d failed)\n", id, failed))
+        io.stderr:flush()
         wrk.thread:stop()
       end
     end
