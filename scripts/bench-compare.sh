@@ -504,13 +504,16 @@ preload() {
     out=$RESULTS_DIR/wrk/preload-$to-$system.txt
     log "$system: preloading keys $from..$((to - 1))"
     started=$SECONDS
+    : >"$out"
     wrk -t"$THREADS" -c"$CONNS" -d24h --timeout "$WRK_TIMEOUT" -s "$LUA_DIR/$(lua_of "$system")" "$url" \
         -- preload "$to" "$VALUE_BYTES" "$READ_PERCENT" "$from" "$THREADS" "$(api_of "$system")" >"$out" 2>&1 &
     WRK_PID=$!
-    while [ "$(grep -c '^preload: thread [0-9]* done' "$out" || true)" -lt "$THREADS" ]; do
+    local done_threads=0
+    while [ "$done_threads" -lt "$THREADS" ]; do
         kill -0 "$WRK_PID" 2>/dev/null || { cat "$out" >&2; die "wrk stopped before the preload of $system was done"; }
         check_alive
         sleep 1
+        done_threads=$(grep -c '^preload: thread [0-9]* done' "$out") || done_threads=0
     done
     # Its numbers are not needed (the keys are checked below): TERM, not INT, which a
     # background job of a script may have ignored.
