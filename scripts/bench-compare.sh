@@ -13,6 +13,7 @@
 #   --runs N           RUNS: rounds over all workloads per key space (default 3); tables show medians
 #   --duration D       DURATION: wrk -d per run (default 10s)
 #   --workloads LIST   WORKLOADS: of write read mix single noop health (default all)
+#   --systems LIST     SYSTEMS: of keyper etcd-v2 etcd-v3 (default all three)
 # Environment only:
 #   KEYPER_BIN   use this keyper binary instead of building (a copy of it is run)
 #   KEEP=1       keep the temporary directory (data dirs, logs) instead of removing it
@@ -69,12 +70,14 @@ WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 RESULTS_DIR=${RESULTS_DIR:-${TMPDIR:-/tmp}/keyper-bench-compare-$(date +%Y%m%d-%H%M%S)}
 KEYSPACES=${KEYSPACES:-1000,100000,1000000}
 WORKLOADS=${WORKLOADS:-write read mix single noop health}
+SYSTEMS=${SYSTEMS:-keyper etcd-v2 etcd-v3}
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) KEYSPACES=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --workloads) WORKLOADS=$2; shift 2 ;;
+        --systems) SYSTEMS=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -89,6 +92,7 @@ WAIT_TIMEOUT=60          # seconds to wait for a cluster to form
 
 # A subset of workloads gives a targets table with only what it can judge.
 read -r -a WORKLOADS <<< "${WORKLOADS//,/ }"
+read -r -a SYSTEM_LIST <<< "${SYSTEMS//,/ }"
 
 # Never let an inherited ETCD_* / ETCDCTL_* variable change how our etcd or etcdctl behave.
 for var in $(compgen -e | grep -E '^ETCD(CTL)?_' || true); do unset "$var"; done
@@ -195,6 +199,9 @@ check_settings() {
     done
     for w in "${WORKLOADS[@]}"; do
         case "$w" in write|read|mix|single|noop|health) ;; *) die "unknown workload '$w'" ;; esac
+    done
+    for w in "${SYSTEM_LIST[@]}"; do
+        case "$w" in keyper|etcd-v2|etcd-v3) ;; *) die "unknown system '$w'" ;; esac
     done
     local f
     for f in common.lua keyper.lua etcd.lua; do
@@ -505,7 +512,12 @@ preload() {
     started=$SECONDS
     if ! preload_pass "$system" "$from" "$to" 1; then
         log "$system: some preload writes failed; writing the same keys again"
-        preload_pass "$system" "$from" "$to" 2 || die "$system: preload writes failed twice"
+        if ! preload_pass "$system" "$from" "$to" 2; then
+            # etcd's v2 API does this at 10^6 keys (its leader stalls for seconds, see
+            # BENCHMARKS.md). A key missing now answers reads with 404, which the tables count
+            # as errors: the runs say so rather than the script stopping.
+            log "WARNING: $system: some writes failed in both passes; reads of those keys will count as errors"
+        fi
     fi
     elapsed=$((SECONDS - started))
     check_preloaded "$system" "$(leader_of "$system" | cut -d' ' -f2)" "$to" || die "$system: the preload of $to keys did not check out"
@@ -810,7 +822,7 @@ main() {
     start_keyper
     start_etcd
 
-    local systems=(keyper etcd-v2 etcd-v3) loaded=0 keys run workload turn system
+    local systems=("${SYSTEM_LIST[@]}") loaded=0 keys run workload turn system count=${#SYSTEM_LIST[@]}
     for keys in "${KEYSPACE_LIST[@]}"; do
         KEYSPACE=$keys
         for system in "${systems[@]}"; do preload "$system" "$loaded" "$keys"; done
@@ -819,8 +831,8 @@ main() {
         for run in $(seq 1 "$RUNS"); do
             for workload in "${WORKLOADS[@]}"; do
                 # The order of the systems rotates with the round.
-                for turn in 0 1 2; do
-                    system=${systems[$(( (turn + run - 1) % 3 ))]}
+                for turn in $(seq 0 $((count - 1))); do
+                    system=${systems[$(( (turn + run - 1) % count ))]}
                     runs_workload "$system" "$workload" && run_wrk "$system" "$workload" "$run"
                 done
             done
