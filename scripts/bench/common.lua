@@ -12,8 +12,9 @@
 --                "preload: thread N done (F failed)" on stderr when its share is answered
 --
 -- Requests are formatted as they are sent (a key space of 10^6 keys does not fit in a table
--- of ready-made requests per thread); the value is the same bytes for every key, encoded
--- once, so a request costs the client one string concatenation for either system.
+-- of ready-made requests per thread); a value is a 12-byte counter and a fixed rest encoded
+-- once (common.value_rest), so a request costs the client a few string operations on either
+-- system.
 
 local common = {}
 
@@ -47,10 +48,27 @@ function common.key(i)
   return "bench/" .. i
 end
 
--- The value every key gets: printable, the same for both systems.
-function common.value(size)
+-- Values: printable, the same bytes for every system, and different on every write. A store
+-- may skip rewriting a value identical to the one it holds (SQLite leaves such a page clean),
+-- which no real update lets it do, so the first 12 bytes are a counter (this thread's id and
+-- its write number) and the rest is a fixed pattern. 12 is a multiple of 3, so for etcd's v3
+-- API the counter's base64 is simply put in front of the rest's, encoded once.
+common.stamp_bytes = 12
+
+function common.value_rest(size)
   local pattern = "value-of-bench-"
-  return string.rep(pattern, math.ceil(size / #pattern)):sub(1, size)
+  local rest = math.max(0, size - common.stamp_bytes)
+  return string.rep(pattern, math.ceil(rest / #pattern)):sub(1, rest)
+end
+
+-- A function returning the next write's 12-byte stamp.
+function common.stamper()
+  local written = 0
+  local id = thread_id or 0
+  return function()
+    written = written + 1
+    return string.format("%03d%09d", id % 1000, written % 1000000000)
+  end
 end
 
 -- Parses the script arguments.

@@ -18,20 +18,22 @@ local common = dofile(dir .. "common.lua")
 function init(args)
   local cfg = common.parse_args(args)
   local api = args[7] or "v3"
-  local value = common.value(cfg.value_bytes)
+  local rest = common.value_rest(cfg.value_bytes)
+  local stamp = common.stamper()
   local format = wrk.format
   local write, read
   if api == "v2" then
     local form = { ["Content-Type"] = "application/x-www-form-urlencoded" }
-    local body = "value=" .. value   -- the value is URL-safe
-    write = function(i) return format("PUT", "/v2/keys/bench/" .. i, form, body) end
+    -- The value is URL-safe (digits and the pattern's letters and dashes).
+    write = function(i) return format("PUT", "/v2/keys/bench/" .. i, form, "value=" .. stamp() .. rest) end
     read = function(i) return format("GET", "/v2/keys/bench/" .. i .. "?quorum=true") end
   elseif api == "v3" then
     local json = { ["Content-Type"] = "application/json" }
-    local value64 = common.base64(value)
+    local rest64 = common.base64(rest)
     local b64 = common.base64
     write = function(i)
-      return format("POST", "/v3/kv/put", json, '{"key":"' .. b64("bench/" .. i) .. '","value":"' .. value64 .. '"}')
+      return format("POST", "/v3/kv/put", json,
+        '{"key":"' .. b64("bench/" .. i) .. '","value":"' .. b64(stamp()) .. rest64 .. '"}')
     end
     read = function(i)
       return format("POST", "/v3/kv/range", json, '{"key":"' .. b64("bench/" .. i) .. '"}')

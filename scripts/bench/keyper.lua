@@ -8,10 +8,11 @@ local common = dofile(dir .. "common.lua")
 
 function init(args)
   local cfg = common.parse_args(args)
-  local value = common.value(cfg.value_bytes)
+  local rest = common.value_rest(cfg.value_bytes)
+  local stamp = common.stamper()
   local put_headers = { ["Content-Type"] = "application/octet-stream" }
   local format = wrk.format
-  local function write(i) return format("PUT", "/v1/keys/bench/" .. i, put_headers, value) end
+  local function write(i) return format("PUT", "/v1/keys/bench/" .. i, put_headers, stamp() .. rest) end
   local function read(i) return format("GET", "/v1/keys/bench/" .. i) end
   common.install_request(cfg, write, read, format("GET", "/v1/health"))
 end
