@@ -126,10 +126,7 @@ public final class KVStore: Sendable {
     /// Closes both connections. Later calls throw.
     public func close() {
         captures.withLock { $0 = true }  // waits for a capture in flight
-        checkpointer.withLock { checkpointer in
-            checkpointer?.stop()
-            checkpointer = nil
-        }
+        stopCheckpointer()
         writer.withLock { $0 = nil }
         reader.withLock { $0 = nil }
         cache.withLock { $0.invalidate() }
@@ -216,6 +213,15 @@ public final class KVStore: Sendable {
         return UInt64(try copy.scalarInt("SELECT value FROM meta WHERE name = 'applied_index'") ?? 0)
     }
 
+    /// Stops background checkpoints (a connection left on a file about to be replaced or
+    /// closed must not outlive it).
+    private func stopCheckpointer() {
+        checkpointer.withLock { checkpointer in
+            checkpointer?.stop()
+            checkpointer = nil
+        }
+    }
+
     /// Replaces the whole state with the database file at `snapshotPath` (a snapshot from
     /// ``copy(to:)``, taken here or received from a leader). The file is copied, so the
     /// snapshot stays; the replacement is atomic (rename) and durable. The copy is file-sized
@@ -244,10 +250,7 @@ public final class KVStore: Sendable {
     private func replaceDatabaseFiles(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
         try writer.withLock { (writer: inout Writer?) throws in
             try reader.withLock { (reader: inout Reader?) throws in
-                checkpointer.withLock { checkpointer in
-                    checkpointer?.stop()
-                    checkpointer = nil
-                }
+                stopCheckpointer()
                 writer = nil
                 reader = nil
                 cache.withLock { $0.invalidate() }
@@ -383,8 +386,11 @@ private final class Writer {
 
     func makeDurable() throws(SQLiteError) -> UInt64 {
         // The same statement the reader uses, on this connection: what this writer committed.
-        let index: UInt64 = try applied.step() ? UInt64(applied.columnInt(0)) : 0
-        applied.reset()
+        let index: UInt64
+        do {
+            defer { applied.reset() }
+            index = try applied.step() ? UInt64(applied.columnInt(0)) : 0
+        }
         try connection.execute("PRAGMA synchronous=FULL")
         defer { try? connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")") }
         // A commit that changes nothing writes no frame and syncs nothing: record the mark.
