@@ -362,7 +362,7 @@ final class LoadHandler: ChannelInboundHandler {
 
     /// The value of the next write: the shared bytes with their start overwritten by a number
     /// that changes every write. A store may skip rewriting a value identical to the one it
-    /// holds (SQLite leaves such a page clean), which no real workload would let it do.
+    /// holds (a B-tree leaves such a page clean), which no real workload would let it do.
     private func nextValue() -> ByteBuffer {
         var value = workload.value
         writesSent &+= 1

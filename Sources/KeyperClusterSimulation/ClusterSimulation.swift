@@ -11,7 +11,7 @@ import Glibc
 
 /// A Keyper cluster run in one thread from one seed: the shipped ``Replica`` with its real WAL
 /// (on a simulated disk that loses unsynced writes and tears the last one when a node crashes)
-/// and its real SQLite state machine and snapshot files (in a scratch directory per node), with
+/// and its real state machine and snapshot files (in a scratch directory per node), with
 /// simulated peers, clock, blocking work and clients.
 ///
 /// Clients go through the replica's own entry points (writes, linearizable reads, joins,

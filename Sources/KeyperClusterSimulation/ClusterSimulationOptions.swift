@@ -33,7 +33,7 @@ public struct ClusterSimulationOptions: Sendable {
     public var fullDisks = true
     /// Take snapshots every few dozen entries (drawn per seed), so installs happen.
     public var snapshots = true
-    /// Where the replicas' data directories go (their SQLite databases and snapshots; the Raft
+    /// Where the replicas' data directories go (their state machines and snapshots; the Raft
     /// logs live on simulated disks). Default: `/dev/shm` when it exists, else `/tmp`.
     public var temporaryDirectory: String?
     /// Print the replicas' log lines, prefixed with the simulated time.

@@ -3,7 +3,7 @@ import KeyperRaft
 /// Committed entries not yet in the state machine, and the part of the lazy-apply policy that
 /// depends on them alone (a failed apply is retried from here).
 ///
-/// A follower's apply answers nobody, and one SQLite transaction for many Readies costs far
+/// A follower's apply answers nobody, and one state machine append for many Readies costs far
 /// less than one per Ready (under a write load it was a third of a follower's CPU): so a
 /// follower lets entries gather until somebody waits for them (the replica decides that),
 /// until the next tick, or until this queue says it is full.

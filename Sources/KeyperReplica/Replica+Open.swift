@@ -19,16 +19,18 @@ package final class OpenedDataDirectory {
 
     /// Opens `path` for node `nodeID`. `truncateCorrupt` is `--wal-truncate-corrupt`: cut the
     /// log at a corrupt record rather than refuse to start. `newIncarnation` draws a new
-    /// incarnation when one is needed (a simulation's is seeded). `backgroundCheckpoints`: see
-    /// ``KVStore`` (a server's; a simulation keeps SQLite's own, on the thread that commits).
+    /// incarnation when one is needed (a simulation's is seeded). `backgroundCompaction`: see
+    /// ``KVStore`` (a server's; a simulation runs nothing in the background).
     package init(path: String, nodeID: String, walFileSystem: @escaping @Sendable () -> any WALFileSystem, truncateCorrupt: Bool,
-                 backgroundCheckpoints: Bool = false,
+                 backgroundCompaction: Bool = false,
                  logger: Logger, newIncarnation: () -> UInt64 = NodeIdentity.newIncarnation) throws {
         let directory = try DataDirectory(path: path)
         if let existing = try directory.identity(), let problem = directory.missingMemberData(existing, logFiles: walFileSystem()) {
             throw DataDirectoryError(path: directory.path, message: problem)
         }
-        let store = try KVStore(path: directory.databasePath, durability: .normal, backgroundCheckpoints: backgroundCheckpoints)
+        let store = try KVStore(path: directory.statePath, durability: .normal, legacyDatabase: directory.legacyDatabasePath,
+                                backgroundCompaction: backgroundCompaction)
+        if let note = store.recoveryNote { logger.warning("state machine repaired at start-up", metadata: ["detail": "\(note)"]) }
         do {
             if try directory.identity() == nil, try store.count() > 0 {
                 throw DataDirectoryError(path: directory.path,

@@ -5,7 +5,7 @@ import KeyperStorage
 import NIOPosix
 import Synchronization
 
-/// Batches concurrent writes into one SQLite transaction, so one fsync covers all of them.
+/// Batches concurrent writes into one appended batch, so one fsync covers all of them.
 ///
 /// Writers that arrive while a batch commits wait for the next one (group commit). The commit
 /// runs on a blocking-I/O thread, never on the event loop or the cooperative pool: an fsync

@@ -12,7 +12,7 @@ public final class NodeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
 
-    /// Time to commit one group of writes to disk (SQLite transaction plus fsync).
+    /// Time to commit one group of writes to disk (one appended batch plus fsync).
     let commitDuration: Metrics.Timer
     /// Writes per group commit: how well batching works.
     let commitBatchWrites: Recorder

@@ -1,7 +1,7 @@
 import KeyperStorage
 
-/// A single node without Raft: SQLite with `synchronous=FULL` is the only copy, so a write is
-/// acknowledged once its group commit is fsynced. Always its own leader.
+/// A single node without Raft: the store, fsynced on every batch, is the only copy, so a write
+/// is acknowledged once its group commit is fsynced. Always its own leader.
 public final class StandaloneNode: KeyValueNode {
     public let configuration: NodeConfiguration
     private let directory: DataDirectory
@@ -15,7 +15,8 @@ public final class StandaloneNode: KeyValueNode {
         self.configuration = configuration
         directory = try DataDirectory(path: configuration.dataDirectory)
         _ = try directory.claim(mode: .standalone, nodeID: configuration.nodeID)
-        store = try KVStore(path: directory.databasePath, durability: .full)
+        store = try KVStore(path: directory.statePath, durability: .full, legacyDatabase: directory.legacyDatabasePath,
+                            backgroundCompaction: true)
         committer = GroupCommitter(store: store, metrics: metrics, pendingWritesMax: configuration.pendingWritesMax)
     }
 

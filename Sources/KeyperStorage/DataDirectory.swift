@@ -25,7 +25,9 @@ public struct DataDirectoryError: Error, CustomStringConvertible, Sendable {
 /// - `KEYPER`: the marker, `keyper-data-dir format=<n>`; written atomically on creation.
 /// - `LOCK`: held with `flock` while a process uses the directory.
 /// - `IDENTITY`: mode, node id, cluster id and incarnation (see ``NodeIdentity``).
-/// - `state.db` (+ `-wal`, `-shm`): the SQLite state machine.
+/// - `state/`: the key-value state machine, segment files of a log-structured store
+///   (``KVStore``). An earlier Keyper kept it in `state.db`, a SQLite database, which the
+///   first open carries over into `state/` and removes.
 /// - `wal/`, `snapshots/`: the Raft log and snapshots (cluster mode).
 ///
 /// Format 2 added incarnations: cluster configurations (in the log and in snapshots) record
@@ -106,8 +108,12 @@ public final class DataDirectory: Sendable {
         if fd >= 0 { close(fd) }
     }
 
-    /// The SQLite database holding the key-value state machine.
-    public var databasePath: String { path + "/state.db" }
+    /// The directory of the key-value state machine (``KVStore``).
+    public var statePath: String { path + "/state" }
+
+    /// Where an earlier Keyper kept the state machine (a SQLite database), carried over into
+    /// ``statePath`` when the store first opens.
+    public var legacyDatabasePath: String { path + "/state.db" }
 }
 
 extension String {
@@ -257,12 +263,17 @@ extension DataDirectory {
     public func missingMemberData(_ identity: NodeIdentity, logFiles: any WALFileSystem = GlibcFileSystem()) -> String? {
         guard identity.mode == .raft, !identity.clusterID.isEmpty else { return nil }
         let segments = ((try? logFiles.contentsOfDirectory(walPath)) ?? []).filter { $0.hasSuffix(".wal") }
-        let missing = segments.isEmpty ? "the Raft log (wal/)" : !fileExists(databasePath) ? "the state machine (state.db)" : nil
+        let missing = segments.isEmpty ? "the Raft log (wal/)" : !hasStateMachine ? "the state machine (state/)" : nil
         guard let missing else { return nil }
         return "IDENTITY says this is node \(identity.nodeID) of cluster \(identity.clusterID), but \(missing) is missing: "
             + "its data is lost. To bring the node back, remove this data directory and start it again with "
             + "--join http://<any member> (the cluster then replaces the old member with this new one). Do not restore this "
             + "directory from a backup: an older copy of the log under the same incarnation could vote as if it held what it lost"
+    }
+
+    /// Whether a state machine is here: segments in `state/`, or an earlier build's `state.db`.
+    private var hasStateMachine: Bool {
+        fileExists(legacyDatabasePath) || ((try? FileIO.listDirectory(statePath)) ?? []).contains { $0.hasSuffix(".seg") }
     }
 
     /// The directory of the Raft log.

@@ -8,7 +8,7 @@ import KeyperRaft
 
 /// Long simulation runs and the core micro-benchmark, outside `swift test`:
 ///   swift run -c release raft-sim [cluster] --seeds 100000 [--start 0] [--nodes 3|5] [--verbose] [--history] [--progress]
-///       (the shipped replica: real WAL on simulated disks, real SQLite, simulated network and clock)
+///       (the shipped replica: real WAL on simulated disks, real state machine, simulated network and clock)
 ///   swift run -c release raft-sim bench --batch 64 [--entries 200000] [--bytes 16]   (the Raft core alone)
 @main
 struct RaftSim {

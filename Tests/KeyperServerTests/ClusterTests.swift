@@ -406,9 +406,9 @@ extension ClusterTests {
             let laggard = cluster.nodes.keys.sorted().first { $0 != leader.configuration.nodeID }!
             await cluster.stop(laggard)
             // The laggard's state machine from before the snapshot it is about to install...
-            let database = root + "/" + laggard + "/state.db"
-            let stale = try KVStore(path: database, durability: .normal)
-            _ = try stale.copy(to: root + "/old-state.db")
+            let state = root + "/" + laggard + "/state"
+            let stale = try KVStore(path: state, durability: .normal)
+            _ = try stale.copy(to: root + "/old-state")
             stale.close()
             for i in 0..<150 { try await leader.put(bytes("late\(i)"), value: bytes("\(i)")) }
             try await cluster.waitUntil("the leader to compact its log") { _ in
@@ -421,9 +421,9 @@ extension ClusterTests {
             await cluster.stop(laggard)
             // ...put back as if the crash hit after its log moved past it but before the
             // database was replaced: the applied index is now behind the log's start.
-            unlink(database + "-wal")
-            unlink(database + "-shm")
-            try FileIO.copyFileAtomically(from: root + "/old-state.db", to: database)
+            FileIO.removeTree(state)
+            try FileIO.makeDirectories(state)
+            try FileIO.copyFile(from: root + "/old-state", to: state + "/0000000000000001.seg")
             restarted = try await cluster.start(laggard)
             for i in 0..<150 {
                 #expect(try await restarted.get(bytes("late\(i)"), consistency: .linearizable) == bytes("\(i)"))

@@ -10,7 +10,7 @@ struct DataDirectoryTests {
         try withTemporaryDirectory { dir in
             let path = dir + "/a/b/data"
             let directory = try DataDirectory(path: path)
-            #expect(directory.databasePath == path + "/state.db")
+            #expect(directory.statePath == path + "/state")
             let marker = try FileIO.readFile(path + "/KEYPER")
             #expect(String(decoding: marker, as: UTF8.self) == "keyper-data-dir format=2\n")
         }
@@ -133,8 +133,12 @@ struct DataDirectoryIdentityTests {
             #expect(directory.missingMemberData(identity)?.contains("wal/") == true)
             try FileIO.makeDirectories(directory.walPath)
             writeFile(directory.walPath + "/0000000000000001.wal", "segment")
-            #expect(directory.missingMemberData(identity)?.contains("state.db") == true)
-            writeFile(directory.databasePath, "db")
+            #expect(directory.missingMemberData(identity)?.contains("state/") == true)
+            try FileIO.makeDirectories(directory.statePath)
+            writeFile(directory.statePath + "/0000000000000001.seg", "segment")
+            #expect(directory.missingMemberData(identity) == nil)
+            unlink(directory.statePath + "/0000000000000001.seg")
+            writeFile(directory.legacyDatabasePath, "an earlier build's database")
             #expect(directory.missingMemberData(identity) == nil)
         }
     }

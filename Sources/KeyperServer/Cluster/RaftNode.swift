@@ -54,7 +54,7 @@ public final class RaftNode: KeyValueNode {
         guard var cluster = configuration.cluster else { preconditionFailure("RaftNode needs a cluster configuration") }
         let walFileSystem = cluster.walFileSystem ?? { GlibcFileSystem() }
         let disk = try OpenedDataDirectory(path: configuration.dataDirectory, nodeID: configuration.nodeID, walFileSystem: walFileSystem,
-                                           truncateCorrupt: cluster.walTruncateCorrupt, backgroundCheckpoints: true, logger: logger)
+                                           truncateCorrupt: cluster.walTruncateCorrupt, backgroundCompaction: true, logger: logger)
 
         let engineBox = EngineBox()
         var transportConfiguration = PeerTransport.Configuration(nodeID: configuration.nodeID, host: cluster.raftAddress.host,

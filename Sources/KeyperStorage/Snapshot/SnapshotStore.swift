@@ -6,7 +6,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// Durable snapshots of the state machine: consistent copies of the SQLite database, each
+/// Durable snapshots of the state machine: consistent copies of the state machine (``KVStore/copy(to:)``), each
 /// with a metadata file naming the Raft index, term and configuration it covers.
 ///
 /// A snapshot is two files, `snap-<index>-<term>.db` and `.meta` (16 hex digits each). The
@@ -132,8 +132,8 @@ public final class SnapshotStore: Sendable {
 
     // MARK: Writing
 
-    /// Takes a snapshot of `store`: a consistent copy (`VACUUM INTO`) made on a connection of
-    /// its own, so neither reads nor writes wait for it. The copy knows which index it covers
+    /// Takes a snapshot of `store`: a consistent copy (``KVStore/copy(to:)``: its segments'
+    /// records up to one moment), made without holding up reads or writes. The copy knows which index it covers
     /// (its applied index); `metadataAt` supplies the term and configuration there.
     public func create(from store: KVStore,
                        metadataAt: (LogIndex) throws -> SnapshotMetadata) throws -> Snapshot {

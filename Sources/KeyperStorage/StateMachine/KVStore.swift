@@ -1,4 +1,5 @@
-import CSQLite
+import Dispatch
+import KeyperWire
 import Synchronization
 
 #if canImport(Glibc)
@@ -31,14 +32,13 @@ public struct MemberRecord: Hashable, Sendable {
     }
 }
 
-/// How hard SQLite itself works to make each commit durable.
+/// How hard the store works to make each applied batch durable.
 public enum KVDurability: Sendable {
-    /// `synchronous=FULL`: each commit is fsynced before it returns. Standalone mode, where
-    /// SQLite is the only copy of the data.
+    /// Every batch is fsynced before ``KVStore/apply(_:appliedIndex:)`` returns. Standalone
+    /// mode, where the store is the only copy of the data.
     case full
-    /// `synchronous=NORMAL` in WAL mode: commits are atomic and ordered, and the last few may be
-    /// lost on power failure. Raft mode, where the Raft log is the source of truth and replays
-    /// everything after the stored applied index.
+    /// Batches reach the file without an fsync; ``KVStore/makeDurable()`` syncs. Raft mode,
+    /// where the Raft log is the source of truth and replays everything after the applied index.
     case normal
 }
 
@@ -49,96 +49,177 @@ public struct KeyPage: Sendable, Equatable {
     public var nextAfter: [UInt8]?
 }
 
-/// The key-value state machine: one SQLite table, `key BLOB PRIMARY KEY, value BLOB`, in WAL mode.
-///
-/// One connection writes (``apply(_:appliedIndex:)``, a transaction per batch) and one reads;
-/// in WAL mode the reader never waits for the writer. Statements are prepared once and reused.
-/// Thread-safe: each connection is guarded by its own lock.
-public final class KVStore: Sendable {
-    /// The schema this build writes (`PRAGMA user_version`). 2 added `members.promote`.
-    public static let schemaVersion: Int64 = 2
-
+/// The store was closed, or a failed replacement left it without files.
+public struct KVStoreClosedError: Error, CustomStringConvertible, Sendable {
     public let path: String
+    public var description: String { "state machine \(path): the store is closed" }
+}
+
+/// The key-value state machine: a log-structured store (docs/storage-at-scale.md).
+///
+/// Every applied batch is appended, as one CRC-framed record, to the active segment file of
+/// the directory at ``path`` (``StateLog`` has the format). An index in memory (``KeyIndex``)
+/// maps each key to where its value lies; a read looks it up and reads the value with `pread`
+/// (through the page cache, and a bounded ``ReadCache`` in front). A write costs its own
+/// bytes on disk whatever the key count, where a B-tree rewrites a page per random key.
+///
+/// Segments are sealed at ``segmentBytes``; a sealed segment more than half dead is rewritten
+/// (its live values appended again, then the file removed) by ``collectGarbage()``, which a
+/// server runs on a thread of its own. Start-up replays the segments to rebuild the index; a
+/// torn write at the end of the newest one (a crash mid-append) is cut, and any other damage
+/// stops the open with the file and offset.
+///
+/// Thread-safe. Applies, durability marks, garbage collection and replacements take the
+/// writer lock, then the tables lock; reads take the tables lock only for the lookup.
+public final class KVStore: Sendable {
+    /// A segment's size before a new one starts.
+    public static let segmentBytesDefault = 64 << 20
+
+    /// The state machine's directory.
+    public let path: String
+    public let durability: KVDurability
+    public let segmentBytes: Int
+    /// What start-up repaired (a torn write cut off the newest segment), to be logged.
+    public let recoveryNote: String?
     private let writer: Mutex<Writer?>
-    private let reader: Mutex<Reader?>
+    private let tables: Mutex<Tables>
     private let cache: Mutex<ReadCache>
-    /// Held while ``copy(to:)`` has a connection of its own on the database, and by whatever
-    /// swaps or closes the file. A connection left on a replaced file would, as the last one
-    /// on its (old) file when it closes, checkpoint and delete `state.db-wal` by name: the new
-    /// database's WAL. True once closed: no capture starts after ``close()``.
-    private let captures = Mutex(false)
-    private let backgroundCheckpoints: Bool
-    private let checkpointer: Mutex<Checkpointer?>
+    private let collector: Mutex<GarbageCollector?>
 
+    /// Where a key's value lies.
+    struct Location: Equatable, BitwiseCopyable, Sendable {
+        var segment: UInt32
+        var length: UInt32
+        var offset: UInt64
+    }
+
+    /// A segment and how much of it is still live.
+    struct SegmentInfo {
+        let file: SegmentFile
+        /// The file's length.
+        var bytes: Int
+        /// Bytes of puts the index still points to (their keys, values and framing).
+        var liveBytes = 0
+        /// False once garbage collection failed on it (it is then kept, and reported by reads).
+        var collectable = true
+    }
+
+    /// Everything a read needs, and what replay rebuilds.
+    struct Tables {
+        var index = KeyIndex<Location>()
+        var segments: [UInt32: SegmentInfo] = [:]
+        var members: [String: MemberRecord] = [:]
+        var applied: UInt64 = 0
+        var durable: UInt64 = 0
+        var activeID: UInt32 = 0
+        var closed = false
+
+        static func cost(_ key: [UInt8], _ length: UInt32) -> Int { StateLog.operationOverhead + key.count + Int(length) }
+
+        mutating func put(_ key: [UInt8], at location: Location) {
+            if let old = index.set(key, location) { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+            segments[location.segment]?.liveBytes += Self.cost(key, location.length)
+        }
+
+        mutating func delete(_ key: [UInt8]) {
+            if let old = index.remove(key) { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+        }
+
+        /// Replays a decoded record of segment `segment`.
+        mutating func replay(_ record: StateLog.Record, payload: [UInt8], segment: UInt32) {
+            switch record {
+            case let .batch(applied, operations):
+                for operation in operations {
+                    switch operation {
+                    case let .put(key, valueOffset, valueRange):
+                        put(key, at: Location(segment: segment, length: UInt32(valueRange.count), offset: UInt64(valueOffset)))
+                    case let .delete(key): delete(key)
+                    case let .setMember(member): members[member.id] = member
+                    case let .removeMember(id): members[id] = nil
+                    }
+                }
+                if applied != 0 { self.applied = applied }
+            case let .checkpoint(_, applied, durable, members):
+                self.applied = applied
+                self.durable = durable
+                self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+            case let .durable(index):
+                durable = index
+            }
+        }
+    }
+
+    /// The active segment, where appends go.
+    struct Writer {
+        var active: SegmentFile
+        var length: Int
+        /// Appended since the last fsync.
+        var unsynced = false
+    }
+
+    /// Opens (or creates) the state machine in the directory `path`. When the directory holds
+    /// no segment and `legacyDatabase` names a SQLite database of an earlier Keyper, its keys,
+    /// members and applied index are carried over and the database is removed.
     /// `cacheBytes`: how much memory recently read or written values may hold (``ReadCache``).
-    /// `backgroundCheckpoints`: copy SQLite's WAL back into the database on a thread of its
-    /// own (``Checkpointer``) rather than inside the commit that fills it.
+    /// `backgroundCompaction`: run ``collectGarbage()`` on a thread of its own (a server's; a
+    /// simulation calls nothing in the background).
     public init(path: String, durability: KVDurability, cacheBytes: Int = 64 << 20,
-                backgroundCheckpoints: Bool = false) throws(SQLiteError) {
+                segmentBytes: Int = KVStore.segmentBytesDefault, legacyDatabase: String? = nil,
+                backgroundCompaction: Bool = false) throws {
         self.path = path
-        self.backgroundCheckpoints = backgroundCheckpoints
+        self.durability = durability
+        self.segmentBytes = segmentBytes
         cache = Mutex(ReadCache(bytesMax: cacheBytes))
-        let writeConnection = try SQLiteConnection(path: path)
-        try Self.prepareSchema(writeConnection, path: path, durability: durability)
-        writer = Mutex(try Writer(connection: writeConnection, durability: durability, backgroundCheckpoints: backgroundCheckpoints))
-        reader = Mutex(try Reader(connection: SQLiteConnection(path: path)))
-        checkpointer = Mutex(backgroundCheckpoints ? try Checkpointer(path: path) : nil)
+        try FileIO.makeDirectories(path)
+        var imported = false
+        if let legacyDatabase, try Self.segmentIDs(in: path).isEmpty, access(legacyDatabase, F_OK) == 0 {
+            let temporary = path + "/import.tmp"
+            try LegacyStateImport.convert(databaseAt: legacyDatabase, toSegmentAt: temporary)
+            try FileIO.renameDurably(from: temporary, to: path + "/" + StateLog.fileName(1))
+            imported = true
+        }
+        let recovered = try Self.recover(path)
+        writer = Mutex(recovered.writer)
+        tables = Mutex(recovered.tables)
+        recoveryNote = recovered.note
+        collector = Mutex(nil)
+        if imported, let legacyDatabase {
+            try makeDurable()
+            for suffix in ["", "-wal", "-shm"] { unlink(legacyDatabase + suffix) }
+            try FileIO.syncDirectory(containing: legacyDatabase)
+        }
+        if backgroundCompaction { collector.withLock { $0 = GarbageCollector(store: self) } }
     }
 
-    private static func prepareSchema(_ db: SQLiteConnection, path: String,
-                                      durability: KVDurability) throws(SQLiteError) {
-        let version = try db.scalarInt("PRAGMA user_version") ?? 0
-        guard version <= schemaVersion else {
-            throw SQLiteError(code: SQLITE_ERROR,
-                              message: "schema version \(version) was written by a newer Keyper (this build reads up to \(schemaVersion))",
-                              context: "opening \(path)")
-        }
-        let mode = try db.scalarText("PRAGMA journal_mode=WAL")
-        guard mode?.lowercased() == "wal" else {
-            throw SQLiteError(code: SQLITE_ERROR, message: "cannot enable WAL journal mode (got \(mode ?? "nothing"))",
-                              context: "opening \(path)")
-        }
-        switch durability {
-        case .full: try db.execute("PRAGMA synchronous=FULL")
-        case .normal: try db.execute("PRAGMA synchronous=NORMAL")
-        }
-        try db.execute("""
-            CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL,
-                                                promote INTEGER NOT NULL DEFAULT 1);
-            """)
-        if version == 1 {
-            // A table created by schema 1 lacks the column (CREATE ... IF NOT EXISTS kept it).
-            // One transaction with the version: a crash leaves schema 1 or schema 2, never a
-            // column added under version 1 (which the next open would try to add again).
-            try db.execute("""
-                BEGIN IMMEDIATE;
-                ALTER TABLE members ADD COLUMN promote INTEGER NOT NULL DEFAULT 1;
-                PRAGMA user_version = \(schemaVersion);
-                COMMIT;
-                """)
-        } else {
-            try db.execute("PRAGMA user_version = \(schemaVersion)")
-        }
-    }
-
-    /// Closes both connections. Later calls throw.
+    /// Stops garbage collection and closes the files. Later calls throw.
     public func close() {
-        captures.withLock { $0 = true }  // waits for a capture in flight
-        stopCheckpointer()
-        writer.withLock { $0 = nil }
-        reader.withLock { $0 = nil }
+        stopCollector()
+        writer.withLock { writer in
+            tables.withLock { tables in
+                tables.closed = true
+                tables.segments = [:]
+                tables.index = KeyIndex()
+            }
+            writer = nil
+        }
         cache.withLock { $0.invalidate() }
+    }
+
+    private func stopCollector() {
+        let running = collector.withLock { collector in
+            defer { collector = nil }
+            return collector
+        }
+        running?.stop()
     }
 
     // MARK: Reads
 
-    public func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
+    public func get(_ key: [UInt8]) throws -> [UInt8]? {
         finishRead(try beginRead(key))
     }
 
-    /// A read between its two steps: the value found (in the cache or the database), and the
+    /// A read between its two steps: the value found (in the cache or the files), and the
     /// cache's version when it was looked up.
     public struct PendingRead: Sendable {
         public let key: [UInt8]
@@ -147,23 +228,31 @@ public final class KVStore: Sendable {
         let fromCache: Bool
     }
 
-    /// The first step of ``get(_:)``: looks in the cache, and on a miss reads the database.
-    /// A simulation runs the two steps apart, so applies can fall between them as they do
-    /// between threads.
-    public func beginRead(_ key: [UInt8]) throws(SQLiteError) -> PendingRead {
+    /// The first step of ``get(_:)``: looks in the cache, and on a miss in the index and the
+    /// segment it names. A simulation runs the two steps apart, so applies can fall between
+    /// them as they do between threads.
+    public func beginRead(_ key: [UInt8]) throws -> PendingRead {
         let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
         switch cached {
         case .value(let value): return PendingRead(key: key, value: value, version: version, fromCache: true)
         case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
         case nil: break
         }
-        let value = try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [UInt8]? in
-            try Self.open(reader, path: path).get(key)
+        let found = try tables.withLock { (tables: inout Tables) throws -> (SegmentFile, Location)? in
+            guard !tables.closed else { throw KVStoreClosedError(path: path) }
+            guard let location = tables.index.get(key) else { return nil }
+            guard let segment = tables.segments[location.segment] else {
+                throw StateLogError(path: path, offset: 0, reason: "the index names segment \(location.segment), which is gone")
+            }
+            return (segment.file, location)
         }
+        // Outside the lock: the bytes at a location never change, and the file stays open
+        // while `file` is held, even if garbage collection removes it meanwhile.
+        let value = try found.map { file, location in try file.read(at: Int(location.offset), count: Int(location.length)) }
         return PendingRead(key: key, value: value, version: version, fromCache: false)
     }
 
-    /// The second step: a value read from the database fills the cache, unless a batch was
+    /// The second step: a value read from the files fills the cache, unless a batch was
     /// applied since the lookup (see ``ReadCache``). Returns the value read.
     public func finishRead(_ read: PendingRead) -> [UInt8]? {
         if !read.fromCache {
@@ -173,145 +262,91 @@ public final class KVStore: Sendable {
     }
 
     /// Keys in byte order that start with `prefix` and sort after `after`, at most `limit`.
-    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws(SQLiteError) -> KeyPage {
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws -> KeyPage {
         precondition(limit > 0, "limit=\(limit)")
-        return try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> KeyPage in
-            try Self.open(reader, path: path).list(prefix: prefix, after: after, limit: limit)
-        }
+        let (keys, more) = try readTables { $0.index.keys(prefix: prefix, after: after, limit: limit) }
+        return KeyPage(keys: keys, nextAfter: more ? keys.last : nil)
     }
 
-    public func count() throws(SQLiteError) -> Int {
-        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> Int in
-            try Self.open(reader, path: path).count()
-        }
+    public func count() throws -> Int {
+        try readTables { $0.index.count }
     }
 
     /// Every member's addresses, by id.
-    public func members() throws(SQLiteError) -> [MemberRecord] {
-        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> [MemberRecord] in
-            try Self.open(reader, path: path).members()
-        }
+    public func members() throws -> [MemberRecord] {
+        try readTables { $0.members.values.sorted { $0.id < $1.id } }
     }
 
-    // MARK: Snapshots
-
-    /// Writes a consistent copy of the database to `path` (`VACUUM INTO`, on a connection of its
-    /// own so neither reads nor writes wait) and returns the applied index the copy reflects.
-    /// The copy is not yet fsynced.
-    public func copy(to path: String) throws(SQLiteError) -> UInt64 {
-        try captures.withLock { (closed: inout Bool) throws(SQLiteError) in
-            guard !closed else { throw SQLiteError(code: SQLITE_MISUSE, message: "the store is closed", context: "copying \(self.path)") }
-            let connection = try SQLiteConnection(path: self.path)
-            defer { connection.close() }
-            let statement = try connection.prepare("VACUUM INTO ?1")
-            defer { statement.finalize() }
-            try statement.bind(path, at: 1)
-            try statement.run()
-        }
-        let copy = try SQLiteConnection(path: path, readOnly: true)
-        defer { copy.close() }
-        return UInt64(try copy.scalarInt("SELECT value FROM meta WHERE name = 'applied_index'") ?? 0)
-    }
-
-    /// Stops background checkpoints (a connection left on a file about to be replaced or
-    /// closed must not outlive it).
-    private func stopCheckpointer() {
-        checkpointer.withLock { checkpointer in
-            checkpointer?.stop()
-            checkpointer = nil
-        }
-    }
-
-    /// Replaces the whole state with the database file at `snapshotPath` (a snapshot from
-    /// ``copy(to:)``, taken here or received from a leader). The file is copied, so the
-    /// snapshot stays; the replacement is atomic (rename) and durable. The copy is file-sized
-    /// work, done while holding both connections: reads wait for it.
-    public func replace(with snapshotPath: String, durability: KVDurability) throws {
-        try replaceDatabase(durability: durability) { () throws(FileIOError) in
-            try FileIO.copyFileAtomically(from: snapshotPath, to: path)
-        }
-    }
-
-    /// Replaces the whole state with `preparedPath`, a complete, fsynced copy of a snapshot
-    /// (``SnapshotStore/prepareInstall(of:)``) on this file system, which is renamed into place:
-    /// no file-sized work, so it may run where a long copy may not. The file is consumed.
-    public func replace(moving preparedPath: String, durability: KVDurability) throws {
-        try replaceDatabase(durability: durability) { () throws(FileIOError) in
-            try FileIO.renameDurably(from: preparedPath, to: path)
-        }
-    }
-
-    private func replaceDatabase(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
-        // Waits for a capture in flight (see `captures`): rare, and the alternative is a
-        // connection on the old file deleting the new one's WAL.
-        try captures.withLock { (_: inout Bool) throws in try replaceDatabaseFiles(durability: durability, install: install) }
-    }
-
-    private func replaceDatabaseFiles(durability: KVDurability, install: () throws(FileIOError) -> Void) throws {
-        try writer.withLock { (writer: inout Writer?) throws in
-            try reader.withLock { (reader: inout Reader?) throws in
-                stopCheckpointer()
-                writer = nil
-                reader = nil
-                cache.withLock { $0.invalidate() }
-                // The old database's WAL must not be replayed onto the new one.
-                unlink(path + "-wal")
-                unlink(path + "-shm")
-                // If this fails (a full disk), the store stays closed: reads and applies fail
-                // rather than serve the old database without its WAL, and the caller retries.
-                try install()
-                let connection = try SQLiteConnection(path: path)
-                try Self.prepareSchema(connection, path: path, durability: durability)
-                writer = try Writer(connection: connection, durability: durability, backgroundCheckpoints: backgroundCheckpoints)
-                reader = try Reader(connection: SQLiteConnection(path: path))
-                if backgroundCheckpoints {
-                    let restarted = try Checkpointer(path: path)
-                    checkpointer.withLock { $0 = restarted }
-                }
-            }
-        }
-    }
-
-    /// Empties the state machine: keys, members and the applied index, in one transaction.
-    /// Used when a node that only ever bootstrapped itself is adopted by another cluster.
-    public func reset() throws(SQLiteError) {
-        try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
-            // A full checkpoint makes the reset durable even with synchronous=NORMAL.
-            try Self.open(writer, path: path).connection.execute(
-                "BEGIN IMMEDIATE; DELETE FROM kv; DELETE FROM members; DELETE FROM meta; COMMIT; PRAGMA wal_checkpoint(FULL);")
-            cache.withLock { $0.invalidate() }
-        }
-    }
-
-    /// The Raft index of the last entry applied, stored in the same transaction as its data.
-    public func appliedIndex() throws(SQLiteError) -> UInt64 {
-        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> UInt64 in
-            try Self.open(reader, path: path).appliedIndex()
-        }
+    /// The Raft index of the last entry applied.
+    public func appliedIndex() throws -> UInt64 {
+        try readTables { $0.applied }
     }
 
     /// The applied index the last ``makeDurable()`` made durable (0 before the first).
-    public func durableIndex() throws(SQLiteError) -> UInt64 {
-        try reader.withLock { (reader: inout Reader?) throws(SQLiteError) -> UInt64 in
-            try Self.open(reader, path: path).durableIndex()
+    public func durableIndex() throws -> UInt64 {
+        try readTables { $0.durable }
+    }
+
+    /// Bytes the index holds in memory (the one structure that grows with the key count).
+    public func indexBytes() throws -> Int {
+        try readTables { $0.index.bytesHeld }
+    }
+
+    /// The segments' total size, and how much of it live keys take.
+    public func diskUsage() throws -> (bytes: Int, liveBytes: Int) {
+        try readTables { tables in
+            tables.segments.values.reduce((0, 0)) { ($0.0 + $1.bytes, $0.1 + $1.liveBytes) }
+        }
+    }
+
+    private func readTables<T>(_ body: (Tables) -> T) throws -> T {
+        try tables.withLock { (tables: inout Tables) throws -> T in
+            guard !tables.closed else { throw KVStoreClosedError(path: path) }
+            return body(tables)
         }
     }
 
     // MARK: Writes
 
-    /// Applies `operations` in one transaction, and records `appliedIndex` in it when given,
-    /// so the data and the index that covers it are durable together or not at all.
-    public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws(SQLiteError) {
-        try writer.withLock { (writer: inout Writer?) throws(SQLiteError) in
-            let writer = try Self.open(writer, path: path)
+    /// Applies `operations` as one record, and records `appliedIndex` in it when given, so
+    /// the data and the index that covers it are on disk together or not at all.
+    public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws {
+        try writer.withLock { (writer: inout Writer?) throws in
+            guard var active = writer else { throw KVStoreClosedError(path: path) }
             cache.withLock { $0.beginApply() }
-            do throws(SQLiteError) {
-                try writer.apply(operations, appliedIndex: appliedIndex)
+            do {
+                var record = ByteWriter(capacity: 64 + operations.reduce(0) { $0 + Self.estimatedBytes($1) })
+                var values: [(offset: Int, length: Int)] = []
+                StateLog.appendRecord(to: &record) { payload in
+                    StateLog.encodeBatch(operations, appliedIndex: appliedIndex ?? 0, into: &payload) { _, offset, length in
+                        values.append((offset, length))
+                    }
+                }
+                let start = try append(record.bytes, to: &active, sync: durability == .full)
+                tables.withLock { tables in
+                    var nextValue = 0
+                    for operation in operations {
+                        switch operation {
+                        case let .put(key, _):
+                            let value = values[nextValue]
+                            nextValue += 1
+                            tables.put(key, at: Location(segment: active.active.id, length: UInt32(value.length),
+                                                         offset: UInt64(start + value.offset)))
+                        case let .delete(key): tables.delete(key)
+                        case let .setMember(id, raftAddress, httpAddress, promote):
+                            tables.members[id] = MemberRecord(id: id, raftAddress: raftAddress, httpAddress: httpAddress, promote: promote)
+                        case let .removeMember(id): tables.members[id] = nil
+                        }
+                    }
+                    if let appliedIndex { tables.applied = appliedIndex }
+                }
+                writer = active
             } catch {
+                writer = active
                 cache.withLock { $0.applyFailed() }
                 throw error
             }
-            // Committed: now, still holding the write lock, the cache learns the same changes.
+            // Appended: now, still holding the write lock, the cache learns the same changes.
             cache.withLock { cache in
                 cache.applied(operations.compactMap { operation in
                     switch operation {
@@ -324,200 +359,469 @@ public final class KVStore: Sendable {
         }
     }
 
+    private static func estimatedBytes(_ operation: KVOperation) -> Int {
+        switch operation {
+        case let .put(key, value): StateLog.operationOverhead + key.count + value.count
+        case let .delete(key): StateLog.operationOverhead + key.count
+        case .setMember, .removeMember: 256
+        }
+    }
+
+    /// Appends a framed record to the active segment (starting a new one first when it would
+    /// overflow), fsyncing it when `sync`; returns the offset it was written at. A failed write
+    /// is cut off again, so the file never keeps half a record the index does not know of.
+    private func append(_ record: [UInt8], to writer: inout Writer, sync: Bool) throws -> Int {
+        let header = StateLog.magic.count
+        if writer.length + record.count > segmentBytes, writer.length > header + 512 {
+            try startSegment(&writer)
+        }
+        let start = writer.length
+        do {
+            try writer.active.write(record, at: start)
+            if sync { try writer.active.sync() }
+        } catch {
+            try? writer.active.truncate(to: start)
+            throw error
+        }
+        writer.length = start + record.count
+        writer.unsynced = !sync
+        let (id, length) = (writer.active.id, writer.length)
+        tables.withLock { $0.segments[id]?.bytes = length }
+        return start
+    }
+
+    /// Seals the active segment (fsynced, so no sealed segment ever has a torn end) and starts
+    /// the next, whose checkpoint carries the members and indexes.
+    private func startSegment(_ writer: inout Writer) throws {
+        try writer.active.sync()
+        writer.unsynced = false
+        let (applied, durable, members) = tables.withLock { ($0.applied, $0.durable, Array($0.members.values)) }
+        let id = writer.active.id + 1
+        let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, members: members)
+        let file = try createSegment(id: id, bytes: header)
+        tables.withLock { tables in
+            tables.segments[id] = SegmentInfo(file: file, bytes: header.count)
+            tables.activeID = id
+        }
+        writer = Writer(active: file, length: header.count)
+    }
+
+    /// A new segment file holding `bytes`, durable with its name.
+    private func createSegment(id: UInt32, bytes: [UInt8]) throws -> SegmentFile {
+        let file = try SegmentFile(id: id, path: path + "/" + StateLog.fileName(id), create: true)
+        do {
+            try file.write(bytes, at: 0)
+            try file.sync()
+            try FileIO.syncDirectory(containing: file.path)
+        } catch {
+            unlink(file.path)
+            throw error
+        }
+        return file
+    }
+
     /// Makes everything applied so far durable, and returns the applied index that now is.
     ///
-    /// Under `synchronous=NORMAL` (raft mode) a commit reaches SQLite's WAL without an fsync,
-    /// so the last commits may be lost on power failure: harmless while the Raft log still
-    /// holds the entries, since the log replays everything after the stored applied index. Log
-    /// compaction may only drop entries the state machine holds durably, and this is the
-    /// barrier it waits for: one small commit with `synchronous=FULL`, whose fsync of the WAL
-    /// covers every frame written before it. No file-sized work, whatever the data size.
-    public func makeDurable() throws(SQLiteError) -> UInt64 {
-        try writer.withLock { (writer: inout Writer?) throws(SQLiteError) -> UInt64 in
-            try Self.open(writer, path: path).makeDurable()
-        }
-    }
-
-    /// The smallest byte string greater than every string starting with `prefix`, or nil when
-    /// there is none (empty prefix, or all 0xFF).
-    static func prefixEnd(_ prefix: [UInt8]) -> [UInt8]? {
-        var end = prefix
-        while let last = end.last {
-            if last < 0xFF {
-                end[end.count - 1] = last + 1
-                return end
+    /// In raft mode an apply reaches the file without an fsync, so the last batches may be
+    /// lost on power failure: harmless while the Raft log still holds the entries, since the
+    /// log replays everything after the stored applied index. Log compaction may only drop
+    /// entries the state machine holds durably, and this is the barrier it waits for: a small
+    /// mark appended, and one fdatasync of the active segment (sealed ones were synced when
+    /// sealed). No file-sized work, whatever the data size.
+    @discardableResult
+    public func makeDurable() throws -> UInt64 {
+        try writer.withLock { (writer: inout Writer?) throws -> UInt64 in
+            guard var active = writer else { throw KVStoreClosedError(path: path) }
+            let (applied, durable) = tables.withLock { ($0.applied, $0.durable) }
+            if applied == durable && !active.unsynced { return applied }
+            var record = ByteWriter(capacity: 32)
+            StateLog.appendRecord(to: &record) { payload in
+                payload.writeUInt8(StateLog.Kind.durable.rawValue)
+                payload.writeUInt64(applied)
             }
-            end.removeLast()
+            do {
+                _ = try append(record.bytes, to: &active, sync: true)
+            } catch {
+                writer = active
+                throw error
+            }
+            writer = active
+            tables.withLock { $0.durable = applied }
+            return applied
         }
-        return nil
     }
 
-    private static func open<T>(_ value: T?, path: String) throws(SQLiteError) -> T {
-        guard let value else { throw SQLiteError(code: SQLITE_MISUSE, message: "store is closed", context: path) }
-        return value
-    }
-}
-
-/// The write connection and its statements.
-private final class Writer {
-    let connection: SQLiteConnection
-    let durability: KVDurability
-    let begin, commit, rollback, put, delete, setApplied, setMember, removeMember: SQLiteStatement
-    let applied, setDurable: SQLiteStatement
-
-    init(connection: SQLiteConnection, durability: KVDurability, backgroundCheckpoints: Bool) throws(SQLiteError) {
-        self.connection = connection
-        self.durability = durability
-        // Interior pages of a large table, and the leaves recently touched, in memory: a
-        // write to a random key then reads no page from the file to find its place.
-        try connection.execute("PRAGMA cache_size=-65536")
-        if backgroundCheckpoints { try connection.execute("PRAGMA wal_autocheckpoint=0") }
-        applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
-        setDurable = try connection.prepare("INSERT INTO meta (name, value) VALUES ('durable_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-        begin = try connection.prepare("BEGIN IMMEDIATE")
-        commit = try connection.prepare("COMMIT")
-        rollback = try connection.prepare("ROLLBACK")
-        put = try connection.prepare("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-        delete = try connection.prepare("DELETE FROM kv WHERE key = ?1")
-        setApplied = try connection.prepare("INSERT INTO meta (name, value) VALUES ('applied_index', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-        setMember = try connection.prepare("INSERT INTO members (id, raft_addr, http_addr, promote) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET raft_addr = excluded.raft_addr, http_addr = excluded.http_addr, promote = excluded.promote")
-        removeMember = try connection.prepare("DELETE FROM members WHERE id = ?1")
-    }
-
-    func makeDurable() throws(SQLiteError) -> UInt64 {
-        // The same statement the reader uses, on this connection: what this writer committed.
-        let index: UInt64
-        do {
-            defer { applied.reset() }
-            index = try applied.step() ? UInt64(applied.columnInt(0)) : 0
+    /// Empties the state machine: keys, members and the applied index, durably. Used when a
+    /// node that only ever bootstrapped itself is adopted by another cluster.
+    public func reset() throws {
+        try writer.withLock { (writer: inout Writer?) throws in
+            guard let active = writer else { throw KVStoreClosedError(path: path) }
+            let id = active.active.id + 1
+            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, members: [])
+            // The base is the commit point: from here a restart ignores every older segment.
+            let file = try createSegment(id: id, bytes: header)
+            let old = tables.withLock { tables in
+                defer {
+                    tables.index = KeyIndex()
+                    tables.segments = [id: SegmentInfo(file: file, bytes: header.count)]
+                    tables.members = [:]
+                    (tables.applied, tables.durable, tables.activeID) = (0, 0, id)
+                }
+                return tables.segments.values.map(\.file)
+            }
+            writer = Writer(active: file, length: header.count)
+            cache.withLock { $0.invalidate() }
+            try removeSegments(old)
         }
-        try connection.execute("PRAGMA synchronous=FULL")
-        defer { try? connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")") }
-        // A commit that changes nothing writes no frame and syncs nothing: record the mark.
-        try begin.run()
+    }
+
+    private func removeSegments(_ files: [SegmentFile]) throws {
+        guard !files.isEmpty else { return }
+        for file in files { unlink(file.path) }
+        try FileIO.syncDirectory(containing: path + "/x")
+    }
+
+    // MARK: Snapshots
+
+    /// Writes a consistent copy of the state to `path`, a file in the segment format (a base
+    /// checkpoint, then the records of every segment), and returns the applied index it
+    /// reflects. The writer lock is held only to note which segments and how much of the
+    /// active one; the bytes are copied after (sealed segments never change, and the active
+    /// one only grows). The copy is not yet fsynced.
+    public func copy(to destination: String) throws -> UInt64 {
+        let (files, activeLength, applied, members) = try writer.withLock { (writer: inout Writer?) throws in
+            guard let active = writer else { throw KVStoreClosedError(path: path) }
+            return tables.withLock { tables in
+                (tables.segments.values.sorted { $0.file.id < $1.file.id }.map { ($0.file, $0.bytes) },
+                 active.length, tables.applied, Array(tables.members.values))
+            }
+        }
+        let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw FileIOError(operation: "open", path: destination, errorNumber: errno) }
+        defer { Glibc.close(output) }
+        try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, members: members), path: destination)
+        for (file, bytes) in files {
+            let end = file === files.last?.0 ? activeLength : bytes
+            var offset = off_t(StateLog.magic.count)
+            while offset < off_t(end) {
+                let count = sendfile(output, file.descriptor, &offset, min(end - Int(offset), 64 << 20))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { throw FileIOError(operation: "sendfile", path: file.path, errorNumber: count < 0 ? errno : EIO) }
+            }
+        }
+        return applied
+    }
+
+    /// Replaces the whole state with the snapshot file at `snapshotPath` (from ``copy(to:)``,
+    /// taken here or received from a leader; a SQLite database from an earlier Keyper is
+    /// converted). The file is copied, so the snapshot stays.
+    public func replace(with snapshotPath: String, durability: KVDurability) throws {
+        let temporary = path + "/install-\(UInt64.random(in: 0...UInt64.max)).tmp"
         do {
-            try setDurable.bind(Int64(index), at: 1)
-            try setDurable.run()
-            try commit.run()
+            try FileIO.copyFile(from: snapshotPath, to: temporary)
+            try replace(moving: temporary, durability: durability)
         } catch {
-            setDurable.reset()
-            try? rollback.run()
+            unlink(temporary)
             throw error
         }
-        return index
     }
 
-    func apply(_ operations: [KVOperation], appliedIndex: UInt64?) throws(SQLiteError) {
-        try begin.run()
+    /// Replaces the whole state with `preparedPath`, a complete, fsynced copy of a snapshot
+    /// (``SnapshotStore/prepareInstall(of:)``) on this file system, which is renamed into place
+    /// as the newest segment and read to rebuild the index. The file is consumed. Applies wait
+    /// meanwhile; reads go on against the old state until the new one is whole.
+    public func replace(moving preparedPath: String, durability: KVDurability) throws {
+        var prepared = preparedPath
+        if try LegacyStateImport.isSQLiteDatabase(prepared) {
+            let converted = path + "/import-\(UInt64.random(in: 0...UInt64.max)).tmp"
+            try LegacyStateImport.convert(databaseAt: prepared, toSegmentAt: converted)
+            unlink(prepared)
+            prepared = converted
+        }
+        try writer.withLock { (writer: inout Writer?) throws in
+            guard let active = writer else { throw KVStoreClosedError(path: path) }
+            let id = active.active.id + 1
+            let target = path + "/" + StateLog.fileName(id)
+            // Named as the newest segment, the file's base checkpoint is the commit point: a
+            // restart from here on ignores the older segments.
+            try FileIO.renameDurably(from: prepared, to: target)
+            var installed = Tables()
+            do {
+                let file = try SegmentFile(id: id, path: target, create: false)
+                _ = try Self.replay(file, into: &installed, tornTailAllowed: false, requireBase: true)
+            } catch {
+                unlink(target)
+                try? FileIO.syncDirectory(containing: target)
+                throw error
+            }
+            // The installed file is fsynced whole: everything it holds is durable.
+            installed.durable = installed.applied
+            let nextID = id + 1
+            let header = StateLog.segmentHeader(base: false, applied: installed.applied, durable: installed.durable,
+                                                members: Array(installed.members.values))
+            let next = try createSegment(id: nextID, bytes: header)
+            installed.segments[nextID] = SegmentInfo(file: next, bytes: header.count)
+            installed.activeID = nextID
+            let old = tables.withLock { tables in
+                defer { tables = installed }
+                return tables.segments.values.map(\.file)
+            }
+            writer = Writer(active: next, length: header.count)
+            cache.withLock { $0.invalidate() }
+            try removeSegments(old)
+        }
+    }
+
+    static func decode(_ payload: [UInt8], payloadOffset: Int, path: String) throws -> StateLog.Record {
         do {
-            for operation in operations {
-                switch operation {
-                case let .put(key, value):
-                    try put.bind(key, at: 1)
-                    try put.bind(value, at: 2)
-                    try put.run()
-                case let .delete(key):
-                    try delete.bind(key, at: 1)
-                    try delete.run()
-                case let .setMember(id, raftAddress, httpAddress, promote):
-                    try setMember.bind(id, at: 1)
-                    try setMember.bind(raftAddress, at: 2)
-                    try setMember.bind(httpAddress, at: 3)
-                    try setMember.bind(Int64(promote ? 1 : 0), at: 4)
-                    try setMember.run()
-                case let .removeMember(id):
-                    try removeMember.bind(id, at: 1)
-                    try removeMember.run()
+            return try StateLog.decode(payload, payloadOffset: payloadOffset)
+        } catch {
+            throw StateLogError(path: path, offset: payloadOffset - StateLog.recordHeaderBytes,
+                                reason: "a record with a good checksum does not decode: \(error)")
+        }
+    }
+
+    // MARK: Garbage collection
+
+    /// Rewrites the oldest sealed segment that is more than half dead, if there is one: its
+    /// live values are appended to the active segment in batches (each under the writer lock,
+    /// checked against the index there), made durable, and the file is removed. Returns
+    /// whether it collected one. Deletes are carried forward while an older segment might
+    /// still hold the key; the oldest segment drops them.
+    @discardableResult
+    public func collectGarbage() throws -> Bool {
+        let candidate = tables.withLock { tables -> (SegmentFile, Int)? in
+            guard !tables.closed else { return nil }
+            return tables.segments.values
+                .filter { $0.file.id != tables.activeID && $0.collectable && $0.liveBytes * 2 < $0.bytes - StateLog.magic.count }
+                .min { $0.file.id < $1.file.id }
+                .map { ($0.file, $0.bytes) }
+        }
+        guard let (file, length) = candidate else { return false }
+        do {
+            var scanner = try SegmentScanner(file: file, length: length)
+            var puts: [(key: [UInt8], value: [UInt8], location: Location)] = []
+            var deletes: [[UInt8]] = []
+            var pendingBytes = 0
+            scanning: while true {
+                switch try scanner.next() {
+                case .end: break scanning
+                case let .bad(reason, _): throw StateLogError(path: file.path, offset: scanner.offset, reason: reason)
+                case let .record(payload, payloadOffset):
+                    guard case let .batch(_, operations) = try Self.decode(payload, payloadOffset: payloadOffset, path: file.path) else { continue }
+                    for operation in operations {
+                        switch operation {
+                        case let .put(key, valueOffset, valueRange):
+                            puts.append((key, Array(payload[valueRange]),
+                                         Location(segment: file.id, length: UInt32(valueRange.count), offset: UInt64(valueOffset))))
+                            pendingBytes += key.count + valueRange.count
+                        case let .delete(key):
+                            deletes.append(key)
+                            pendingBytes += key.count
+                        case .setMember, .removeMember:
+                            break  // every later segment's checkpoint holds the members
+                        }
+                    }
+                    if pendingBytes >= 1 << 20 {
+                        guard try relocate(from: file.id, puts: puts, deletes: deletes) else { return false }
+                        (puts, deletes, pendingBytes) = ([], [], 0)
+                    }
                 }
             }
-            if let appliedIndex {
-                precondition(appliedIndex <= UInt64(Int64.max), "appliedIndex=\(appliedIndex)")
-                try setApplied.bind(Int64(appliedIndex), at: 1)
-                try setApplied.run()
+            guard try relocate(from: file.id, puts: puts, deletes: deletes) else { return false }
+            let removed = try writer.withLock { (writer: inout Writer?) throws -> Bool in
+                guard var active = writer else { return false }
+                if active.unsynced {
+                    try active.active.sync()
+                    active.unsynced = false
+                    writer = active
+                }
+                return tables.withLock { $0.segments.removeValue(forKey: file.id) != nil }
             }
-            try commit.run()
+            if removed { try removeSegments([file]) }
+            return removed
         } catch {
-            // Leave no half-applied batch behind: the caller sees the error and nothing changed.
-            for statement in [put, delete, setApplied, setMember, removeMember] { statement.reset() }
-            try? rollback.run()
+            tables.withLock { $0.segments[file.id]?.collectable = false }
             throw error
+        }
+    }
+
+    /// Appends the puts still live at their old location, and the deletes still needed, as
+    /// one batch that changes no applied index. False when the segment is no longer there (a
+    /// reset or replacement came first).
+    private func relocate(from segment: UInt32, puts: [(key: [UInt8], value: [UInt8], location: Location)],
+                          deletes: [[UInt8]]) throws -> Bool {
+        try writer.withLock { (writer: inout Writer?) throws -> Bool in
+            guard var active = writer else { return false }
+            let kept = tables.withLock { tables -> [KVOperation]? in
+                guard tables.segments[segment] != nil else { return nil }
+                let oldest = tables.segments.keys.min() == segment
+                var operations = puts.filter { tables.index.get($0.key) == $0.location }.map { KVOperation.put(key: $0.key, value: $0.value) }
+                if !oldest { operations += deletes.filter { tables.index.get($0) == nil }.map { KVOperation.delete(key: $0) } }
+                return operations
+            }
+            guard let kept else { return false }
+            guard !kept.isEmpty else { return true }
+            var record = ByteWriter(capacity: 1 << 20)
+            var values: [(offset: Int, length: Int)] = []
+            StateLog.appendRecord(to: &record) { payload in
+                StateLog.encodeBatch(kept, appliedIndex: 0, into: &payload) { _, offset, length in values.append((offset, length)) }
+            }
+            let start: Int
+            do {
+                start = try append(record.bytes, to: &active, sync: false)
+            } catch {
+                writer = active
+                throw error
+            }
+            writer = active
+            tables.withLock { tables in
+                var nextValue = 0
+                for case let .put(key, _) in kept {
+                    let value = values[nextValue]
+                    nextValue += 1
+                    tables.put(key, at: Location(segment: active.active.id, length: UInt32(value.length), offset: UInt64(start + value.offset)))
+                }
+            }
+            return true
+        }
+    }
+
+    // MARK: Opening
+
+    static func segmentIDs(in directory: String) throws -> [UInt32] {
+        try FileIO.listDirectory(directory).compactMap(StateLog.segmentID(fileName:)).sorted()
+    }
+
+    /// Reads every segment from the newest base on, rebuilding the tables; creates the first
+    /// segment of an empty directory.
+    private static func recover(_ path: String) throws -> (tables: Tables, writer: Writer, note: String?) {
+        for name in try FileIO.listDirectory(path) where name.hasSuffix(".tmp") { unlink(path + "/" + name) }
+        var ids = try segmentIDs(in: path)
+        var note: String?
+        // A crash while creating a segment can leave one shorter than its header: nothing was
+        // ever written to it, since it becomes active only once its header is synced.
+        if let last = ids.last {
+            let lastPath = path + "/" + StateLog.fileName(last)
+            let file = try SegmentFile(id: last, path: lastPath, create: false)
+            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, members: []).count
+            if try file.size() < header, try !SegmentScanner.startsWithRecord(file) {
+                unlink(lastPath)
+                ids.removeLast()
+                note = "removed \(lastPath), a segment whose creation a crash interrupted"
+            }
+        }
+        if ids.isEmpty {
+            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, members: [])
+            let file = try SegmentFile(id: 1, path: path + "/" + StateLog.fileName(1), create: true)
+            try file.write(header, at: 0)
+            try file.sync()
+            try FileIO.syncDirectory(containing: file.path)
+            ids = [1]
+        }
+        let files = try ids.map { id throws in try SegmentFile(id: id, path: path + "/" + StateLog.fileName(id), create: false) }
+        // The newest segment that begins with a base checkpoint: nothing older counts (a
+        // reset or an install was interrupted before it removed them).
+        var first = 0
+        for position in files.indices.reversed() where try SegmentScanner.startsWithBase(files[position]) {
+            first = position
+            break
+        }
+        if first > 0 {
+            for file in files[..<first] { unlink(file.path) }
+            try FileIO.syncDirectory(containing: files[first].path)
+        }
+        var tables = Tables()
+        var active: Writer?
+        for file in files[first...] {
+            let isLast = file === files.last
+            let (length, cut) = try replay(file, into: &tables, tornTailAllowed: isLast)
+            if let cut { note = cut }
+            if isLast {
+                active = Writer(active: file, length: length)
+                tables.activeID = file.id
+            }
+        }
+        guard let active else { preconditionFailure("no segment after recovery of \(path)") }
+        return (tables, active, note)
+    }
+
+    /// Replays `file` into `tables`. A bad record at the end of a file whose tail may be torn
+    /// (`tornTailAllowed`: the newest segment) is cut off, and what was cut is returned; any
+    /// other damage throws with the file and offset. `requireBase`: the first record must be
+    /// a base checkpoint (a snapshot). Returns the file's length after any cut.
+    private static func replay(_ file: SegmentFile, into tables: inout Tables, tornTailAllowed: Bool,
+                               requireBase: Bool = false) throws -> (length: Int, cut: String?) {
+        let length = try file.size()
+        tables.segments[file.id] = SegmentInfo(file: file, bytes: length)
+        var scanner = try SegmentScanner(file: file, length: length)
+        var first = true
+        while true {
+            switch try scanner.next() {
+            case .end:
+                return (length, nil)
+            case let .record(payload, payloadOffset):
+                let record = try decode(payload, payloadOffset: payloadOffset, path: file.path)
+                if first, requireBase {
+                    guard case .checkpoint(base: true, _, _, _) = record else {
+                        throw StateLogError(path: file.path, offset: StateLog.magic.count, reason: "a snapshot must begin with a base checkpoint")
+                    }
+                }
+                first = false
+                tables.replay(record, payload: payload, segment: file.id)
+            case let .bad(reason, claimed):
+                // A torn write is the end of the file: damage followed by a whole record is
+                // not a crash mid-append.
+                let next = claimed.map { scanner.offset + StateLog.recordHeaderBytes + $0 }
+                guard tornTailAllowed, !(next.map(scanner.recordIsValid(at:)) ?? false) else {
+                    throw StateLogError(path: file.path, offset: scanner.offset, reason: reason)
+                }
+                let cut = "cut a torn write at offset \(scanner.offset) of \(file.path) (\(length - scanner.offset) bytes: \(reason))"
+                try file.truncate(to: scanner.offset)
+                try file.sync()
+                tables.segments[file.id]?.bytes = scanner.offset
+                return (scanner.offset, cut)
+            }
         }
     }
 }
 
-/// The read connection and its statements.
-private final class Reader {
-    let connection: SQLiteConnection
-    let get, listBounded, listUnbounded, countAll, applied, durable, allMembers: SQLiteStatement
-
-    init(connection: SQLiteConnection) throws(SQLiteError) {
-        self.connection = connection
-        get = try connection.prepare("SELECT value FROM kv WHERE key = ?1")
-        // Two shapes so SQLite can use the primary key for both bounds; `key > ?2` with an empty
-        // blob is true for every (non-empty) key.
-        listBounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4")
-        listUnbounded = try connection.prepare("SELECT key FROM kv WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3")
-        countAll = try connection.prepare("SELECT COUNT(*) FROM kv")
-        applied = try connection.prepare("SELECT value FROM meta WHERE name = 'applied_index'")
-        durable = try connection.prepare("SELECT value FROM meta WHERE name = 'durable_index'")
-        allMembers = try connection.prepare("SELECT id, raft_addr, http_addr, promote FROM members ORDER BY id")
+extension SegmentScanner {
+    /// Whether the file's first record is a base checkpoint.
+    static func startsWithBase(_ file: SegmentFile) throws -> Bool {
+        guard var scanner = try? SegmentScanner(file: file, length: file.size()),
+              case let .record(payload, offset) = try scanner.next(),
+              case .checkpoint(base: true, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
+        return true
     }
 
-    func members() throws(SQLiteError) -> [MemberRecord] {
-        defer { allMembers.reset() }
-        var records: [MemberRecord] = []
-        while try allMembers.step() {
-            records.append(MemberRecord(id: allMembers.columnText(0) ?? "", raftAddress: allMembers.columnText(1) ?? "",
-                                        httpAddress: allMembers.columnText(2) ?? "", promote: allMembers.columnInt(3) != 0))
+    /// Whether the file holds the magic and one whole record.
+    static func startsWithRecord(_ file: SegmentFile) throws -> Bool {
+        guard var scanner = try? SegmentScanner(file: file, length: file.size()),
+              case .record = try scanner.next() else { return false }
+        return true
+    }
+}
+
+/// Runs ``KVStore/collectGarbage()`` on a thread of its own until stopped.
+final class GarbageCollector: Sendable {
+    private let stopped = Mutex(false)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(store: KVStore, everyMilliseconds interval: UInt32 = 200) {
+        DispatchQueue(label: "keyper.state-gc").async { [self] in
+            defer { finished.signal() }
+            while !stopped.withLock({ $0 }) {
+                // A failure (a full disk) marks the segment and is retried with the next one.
+                let collected = (try? store.collectGarbage()) ?? false
+                if !collected { usleep(interval * 1_000) }
+            }
         }
-        return records
     }
 
-    func get(_ key: [UInt8]) throws(SQLiteError) -> [UInt8]? {
-        defer { get.reset() }
-        try get.bind(key, at: 1)
-        guard try get.step() else { return nil }
-        return get.columnBytes(0)
-    }
-
-    func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws(SQLiteError) -> KeyPage {
-        let statement: SQLiteStatement
-        if let upper = KVStore.prefixEnd(prefix) {
-            statement = listBounded
-            try statement.bind(upper, at: 3)
-            try statement.bind(Int64(limit + 1), at: 4)
-        } else {
-            statement = listUnbounded
-            try statement.bind(Int64(limit + 1), at: 3)
-        }
-        defer { statement.reset() }
-        try statement.bind(prefix, at: 1)
-        try statement.bind(after ?? [], at: 2)
-        var keys: [[UInt8]] = []
-        // One row beyond the limit tells whether another page exists.
-        while try statement.step() {
-            keys.append(statement.columnBytes(0))
-        }
-        guard keys.count > limit else { return KeyPage(keys: keys, nextAfter: nil) }
-        keys.removeLast(keys.count - limit)
-        return KeyPage(keys: keys, nextAfter: keys.last)
-    }
-
-    func count() throws(SQLiteError) -> Int {
-        defer { countAll.reset() }
-        _ = try countAll.step()
-        return Int(countAll.columnInt(0))
-    }
-
-    func appliedIndex() throws(SQLiteError) -> UInt64 {
-        defer { applied.reset() }
-        guard try applied.step() else { return 0 }
-        return UInt64(applied.columnInt(0))
-    }
-
-    func durableIndex() throws(SQLiteError) -> UInt64 {
-        defer { durable.reset() }
-        guard try durable.step() else { return 0 }
-        return UInt64(durable.columnInt(0))
+    /// Waits for a collection under way to finish; none starts after.
+    func stop() {
+        stopped.withLock { $0 = true }
+        finished.wait()
     }
 }

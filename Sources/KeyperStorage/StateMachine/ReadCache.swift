@@ -1,13 +1,14 @@
-/// Values of recently read or written keys, so a read of a hot key touches neither SQLite's
-/// file locks nor its pages (a SQLite point read was an eighth of the leader's CPU on a read
-/// load). Write-through: every applied batch updates the keys it changed, in the store's write
-/// lock, after the transaction commits and before the caller learns it applied, so a read that
-/// waits for an applied index always sees the cache at or past it.
+/// Values of recently read or written keys, so a read of a hot key takes neither the index
+/// lock nor a `pread` (a point read from the store was an eighth of the leader's CPU on a read
+/// load, when the store was SQLite). Write-through: every applied batch updates the keys it
+/// changed, in the store's write lock, after the batch is appended and before the caller
+/// learns it applied, so a read that waits for an applied index always sees the cache at or
+/// past it.
 ///
-/// A miss is filled from SQLite only if no batch was applied, or was being applied, between
+/// A miss is filled from the store only if no batch was applied, or was being applied, between
 /// the lookup and the fill (``version`` unchanged, no apply in progress): a fill can never put
 /// back a value older than one a reader may already have seen, not even in the moment between
-/// SQLite's commit and the cache's update. Bounded by bytes; when a new entry would not fit,
+/// the store's append and the cache's update. Bounded by bytes; when a new entry would not fit,
 /// the cache starts over empty (cheap, and only a working set larger than the bound pays).
 struct ReadCache {
     /// A key's cached state: its value, or known to be absent.
@@ -19,7 +20,7 @@ struct ReadCache {
     let bytesMax: Int
     private(set) var version: UInt64 = 0
     private(set) var bytes = 0
-    /// Between ``beginApply()`` and ``applied(_:)`` or ``applyFailed()``: SQLite may already
+    /// Between ``beginApply()`` and ``applied(_:)`` or ``applyFailed()``: the store may already
     /// hold the batch while the cache does not, so no fill is trusted.
     private(set) var applying = false
     private var entries: [[UInt8]: Cached] = [:]

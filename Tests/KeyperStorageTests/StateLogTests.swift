@@ -1,0 +1,228 @@
+import Glibc
+import KeyperBase
+import KeyperTestSupport
+import Testing
+@testable import KeyperStorage
+
+@Suite("State machine segments: rolling, garbage collection, recovery")
+struct StateLogTests {
+    /// Random puts, deletes and member changes over a small key space, in small segments, with
+    /// garbage collection between them; the store must agree with a model throughout and
+    /// after a reopen (deletes carried through collected segments never let a key come back).
+    @Test("garbage collection keeps every live key and every delete, across reopen", arguments: [3, 17, 90])
+    func collectionAgreesWithModel(seed: UInt64) throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            var store = try KVStore(path: path, durability: .normal, cacheBytes: 1_024, segmentBytes: 4_096)
+            var model: [[UInt8]: [UInt8]] = [:]
+            var members: [String: MemberRecord] = [:]
+            var random = SplitMix64(seed: seed)
+            var collected = 0
+            for step in 1...4_000 {
+                let key: [UInt8] = Array("k\(random.next(below: 60))".utf8)
+                switch random.next(below: 100) {
+                case 0..<55:
+                    let value = (0..<random.next(below: 120)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+                    try store.apply([.put(key: key, value: value)], appliedIndex: UInt64(step))
+                    model[key] = value
+                case 55..<85:
+                    try store.apply([.delete(key: key)], appliedIndex: UInt64(step))
+                    model[key] = nil
+                case 85..<88:
+                    let member = MemberRecord(id: "n\(random.next(below: 4))", raftAddress: "r\(step)", httpAddress: "h\(step)")
+                    try store.apply([.setMember(id: member.id, raftAddress: member.raftAddress, httpAddress: member.httpAddress,
+                                                promote: member.promote)], appliedIndex: UInt64(step))
+                    members[member.id] = member
+                case 88..<90:
+                    let id = "n\(random.next(below: 4))"
+                    try store.apply([.removeMember(id: id)], appliedIndex: UInt64(step))
+                    members[id] = nil
+                case 90..<96:
+                    while try store.collectGarbage() { collected += 1 }
+                case 96..<97:
+                    try store.makeDurable()
+                    store.close()
+                    store = try KVStore(path: path, durability: .normal, cacheBytes: 1_024, segmentBytes: 4_096)
+                default:
+                    #expect(try store.get(key) == model[key], "seed \(seed) step \(step)")
+                }
+            }
+            while try store.collectGarbage() { collected += 1 }
+            #expect(collected > 10, "seed \(seed): only \(collected) segments collected")
+            try store.makeDurable()
+            store.close()
+            let reopened = try KVStore(path: path, durability: .normal, segmentBytes: 4_096)
+            defer { reopened.close() }
+            #expect(try reopened.count() == model.count, "seed \(seed)")
+            for k in 0..<60 {
+                let key = Array("k\(k)".utf8)
+                #expect(try reopened.get(key) == model[key], "seed \(seed) key k\(k)")
+            }
+            #expect(try reopened.members() == members.values.sorted { $0.id < $1.id })
+            #expect(try reopened.appliedIndex() == 4_000)
+            // Space stays bounded by about twice what is live.
+            let usage = try reopened.diskUsage()
+            #expect(usage.bytes < max(4 * usage.liveBytes, 64 * 4_096), "seed \(seed): \(usage)")
+        }
+    }
+
+    @Test("a torn write at the end of the newest segment is cut, and the store opens without it")
+    func tornTailCut() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            do {
+                let store = try KVStore(path: path, durability: .full)
+                try store.apply([.put(key: [1], value: [1])], appliedIndex: 1)
+                try store.apply([.put(key: [2], value: [UInt8](repeating: 2, count: 500))], appliedIndex: 2)
+                store.close()
+            }
+            let segment = path + "/" + StateLog.fileName(1)
+            var bytes = try FileIO.readFile(segment)
+            bytes.removeLast(100)  // the last record lost its end
+            unlink(segment)
+            try FileIO.writeFileAtomically(segment, bytes)
+            let store = try KVStore(path: path, durability: .full)
+            #expect(store.recoveryNote?.contains("torn write") == true)
+            #expect(try store.get([1]) == [1])
+            #expect(try store.get([2]) == nil)
+            #expect(try store.appliedIndex() == 1)
+            // The cut tail is gone for good: the next write follows the last whole record.
+            try store.apply([.put(key: [3], value: [3])], appliedIndex: 2)
+            store.close()
+            let again = try KVStore(path: path, durability: .full)
+            #expect(try again.get([3]) == [3] && again.recoveryNote == nil)
+            again.close()
+        }
+    }
+
+    @Test("damage followed by a whole record, or in a sealed segment, stops the open with file and offset")
+    func corruptionRefused() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            do {
+                let store = try KVStore(path: path, durability: .full, segmentBytes: 2_048)
+                for i in 0..<40 {
+                    try store.apply([.put(key: [UInt8(i)], value: [UInt8](repeating: UInt8(i), count: 200))], appliedIndex: UInt64(i + 1))
+                }
+                store.close()
+            }
+            let ids = try KVStore.segmentIDs(in: path)
+            #expect(ids.count > 2)
+            // A byte flipped inside a value of the first (sealed) segment.
+            let sealed = path + "/" + StateLog.fileName(ids[0])
+            var bytes = try FileIO.readFile(sealed)
+            bytes[bytes.count - 50] ^= 0xFF
+            try FileIO.writeBytes([bytes[bytes.count - 50]], to: sealed, at: bytes.count - 50)
+            #expect {
+                _ = try KVStore(path: path, durability: .full, segmentBytes: 2_048)
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains(sealed) && text.contains("offset") && text.contains("checksum")
+            }
+            // Repaired, then damage in the newest segment's first record, with whole ones after.
+            bytes[bytes.count - 50] ^= 0xFF
+            try FileIO.writeBytes([bytes[bytes.count - 50]], to: sealed, at: bytes.count - 50)
+            let newest = path + "/" + StateLog.fileName(ids[ids.count - 1])
+            let newestBytes = try FileIO.readFile(newest)
+            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, members: []).count
+            if newestBytes.count > header + 40 {
+                try FileIO.writeBytes([newestBytes[header + 30] ^ 0xFF], to: newest, at: header + 30)
+                let after = newestBytes.count
+                #expect {
+                    _ = try KVStore(path: path, durability: .full, segmentBytes: 2_048)
+                } throws: { error in "\(error)".contains(newest) }
+                #expect(try FileIO.readFile(newest).count == after, "nothing was cut")
+            }
+        }
+    }
+
+    @Test("a snapshot installed, then a crash before the old segments went: the restart takes the snapshot")
+    func interruptedInstall() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            let store = try KVStore(path: path, durability: .normal, segmentBytes: 1_024)
+            for i in 0..<30 { try store.apply([.put(key: [UInt8(i)], value: [UInt8(i)])], appliedIndex: UInt64(i + 1)) }
+            let snapshot = dir + "/snapshot"
+            #expect(try store.copy(to: snapshot) == 30)
+            // Later changes the snapshot does not hold, including deletes of keys it does.
+            for i in 0..<10 { try store.apply([.delete(key: [UInt8(i)]), .put(key: [UInt8(100 + i)], value: [1])], appliedIndex: UInt64(31 + i)) }
+            try store.makeDurable()
+            let ids = try KVStore.segmentIDs(in: path)
+            store.close()
+            // What an install does first: the snapshot named as the newest segment.
+            try FileIO.copyFile(from: snapshot, to: path + "/" + StateLog.fileName(ids.last! + 1))
+            let reopened = try KVStore(path: path, durability: .normal, segmentBytes: 1_024)
+            #expect(try reopened.appliedIndex() == 30)
+            #expect(try reopened.count() == 30)
+            #expect(try reopened.get([5]) == [5] && reopened.get([105]) == nil)
+            #expect(try KVStore.segmentIDs(in: path).allSatisfy { $0 > ids.last! }, "older segments are removed")
+            reopened.close()
+        }
+    }
+
+    @Test("a reset survives a restart, and a snapshot copy replaces another store's state whole")
+    func resetAndReplace() throws {
+        try withTemporaryDirectory { dir in
+            let a = try KVStore(path: dir + "/a", durability: .normal)
+            try a.apply([.put(key: [1], value: [1]), .setMember(id: "n1", raftAddress: "r", httpAddress: "h", promote: false)],
+                        appliedIndex: 7)
+            _ = try a.copy(to: dir + "/copy")
+            try a.reset()
+            try a.apply([.put(key: [2], value: [2])], appliedIndex: 1)
+            a.close()
+            let reopened = try KVStore(path: dir + "/a", durability: .normal)
+            #expect(try reopened.get([1]) == nil && reopened.get([2]) == [2] && reopened.members().isEmpty)
+            try reopened.replace(with: dir + "/copy", durability: .normal)
+            #expect(try reopened.get([1]) == [1] && reopened.get([2]) == nil)
+            #expect(try reopened.appliedIndex() == 7 && reopened.durableIndex() == 7)
+            #expect(try reopened.members() == [MemberRecord(id: "n1", raftAddress: "r", httpAddress: "h", promote: false)])
+            // A file that is not a snapshot is refused, and the state stays.
+            try FileIO.writeFileAtomically(dir + "/junk", Array("not a snapshot at all".utf8))
+            #expect(throws: (any Error).self) { try reopened.replace(with: dir + "/junk", durability: .normal) }
+            #expect(try reopened.get([1]) == [1])
+            reopened.close()
+        }
+    }
+
+    @Test("an earlier Keyper's SQLite state is carried over, and its snapshots install")
+    func legacyDatabase() throws {
+        try withTemporaryDirectory { dir in
+            let legacy = dir + "/state.db"
+            let db = try SQLiteConnection(path: legacy)
+            try db.execute("""
+                CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+                CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                CREATE TABLE members (id TEXT PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL, promote INTEGER NOT NULL DEFAULT 1);
+                INSERT INTO kv VALUES (x'01', x'0A'), (x'02', x'');
+                INSERT INTO meta VALUES ('applied_index', 12);
+                INSERT INTO members VALUES ('n1', '127.0.0.1:1', '127.0.0.1:2', 0);
+                """)
+            db.close()
+            try FileIO.copyFile(from: legacy, to: dir + "/old-snapshot")
+            let store = try KVStore(path: dir + "/state", durability: .normal, legacyDatabase: legacy)
+            #expect(try store.get([1]) == [0x0A] && store.get([2]) == [] && store.count() == 2)
+            #expect(try store.appliedIndex() == 12 && store.durableIndex() == 12)
+            #expect(try store.members() == [MemberRecord(id: "n1", raftAddress: "127.0.0.1:1", httpAddress: "127.0.0.1:2", promote: false)])
+            #expect(access(legacy, F_OK) != 0, "the old database is removed once carried over")
+            try store.apply([.delete(key: [1])], appliedIndex: 13)
+            try store.replace(with: dir + "/old-snapshot", durability: .normal)
+            #expect(try store.get([1]) == [0x0A] && store.appliedIndex() == 12)
+            store.close()
+        }
+    }
+
+    @Test("a live value is carried out of a collected segment, and reads find it there")
+    func readDuringCollection() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .normal, cacheBytes: 0, segmentBytes: 1_024)
+            try store.apply([.put(key: [1], value: [UInt8](repeating: 7, count: 300))], appliedIndex: 1)
+            for i in 0..<20 { try store.apply([.put(key: [2], value: [UInt8](repeating: UInt8(i), count: 300))], appliedIndex: UInt64(i + 2)) }
+            let pending = try store.beginRead([1])
+            while try store.collectGarbage() {}
+            #expect(try KVStore.segmentIDs(in: dir + "/state").count <= 3)
+            #expect(store.finishRead(pending) == [UInt8](repeating: 7, count: 300))
+            #expect(try store.get([1]) == [UInt8](repeating: 7, count: 300))
+            store.close()
+        }
+    }
+}
