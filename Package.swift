@@ -103,7 +103,7 @@ let package = Package(
         .target(name: "KeyperWire", dependencies: ["KeyperRaft"], swiftSettings: strictSettings),
         .target(
             name: "KeyperStorage",
-            dependencies: ["CSQLite", "KeyperBase", "KeyperRaft", "KeyperWire"],
+            dependencies: ["CLinux", "CSQLite", "KeyperBase", "KeyperRaft", "KeyperWire"],
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "wal-bench", dependencies: ["KeyperRaft", "KeyperStorage"], swiftSettings: strictSettings),
@@ -148,6 +148,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .target(
             name: "KeyperTestSupport",
             dependencies: ["KeyperBase", "KeyperStorage"],

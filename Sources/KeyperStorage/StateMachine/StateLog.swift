@@ -1,3 +1,4 @@
+import CLinux
 import KeyperWire
 import Synchronization
 
@@ -253,6 +254,12 @@ final class SegmentFile: Sendable {
 
     func sync() throws(FileIOError) {
         guard fdatasync(descriptor) == 0 else { throw FileIOError(operation: "fdatasync", path: path, errorNumber: errno) }
+    }
+
+    /// Starts writing `count` bytes at `offset` back to the disk without waiting: the next
+    /// fdatasync then finds little left to write. Best effort (an error is the fsync's to report).
+    func startWriteback(at offset: Int, count: Int) {
+        _ = keyper_start_writeback(descriptor, Int64(offset), Int64(count))
     }
 
     func truncate(to length: Int) throws(FileIOError) {
