@@ -15,6 +15,8 @@ struct StateLogTests {
             let path = dir + "/state"
             var store = try KVStore(path: path, durability: .normal, cacheBytes: 1_024, segmentBytes: 4_096)
             var model: [[UInt8]: [UInt8]] = [:]
+            var revisions: [[UInt8]: KeyRevisions] = [:]
+            var revision: UInt64 = 0
             var members: [String: MemberRecord] = [:]
             var random = SplitMix64(seed: seed)
             var collected = 0
@@ -25,9 +27,13 @@ struct StateLogTests {
                     let value = (0..<random.next(below: 120)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
                     try store.apply([.put(key: key, value: value)], appliedIndex: UInt64(step))
                     model[key] = value
+                    revision += 1
+                    revisions[key] = KeyRevisions(create: revisions[key]?.create ?? revision, mod: revision,
+                                                  version: (revisions[key]?.version ?? 0) + 1)
                 case 55..<85:
                     try store.apply([.delete(key: key)], appliedIndex: UInt64(step))
-                    model[key] = nil
+                    if model.removeValue(forKey: key) != nil { revision += 1 }
+                    revisions[key] = nil
                 case 85..<88:
                     let member = MemberRecord(id: "n\(random.next(below: 4))", raftAddress: "r\(step)", httpAddress: "h\(step)")
                     try store.apply([.setMember(id: member.id, raftAddress: member.raftAddress, httpAddress: member.httpAddress,
@@ -45,6 +51,8 @@ struct StateLogTests {
                     store = try KVStore(path: path, durability: .normal, cacheBytes: 1_024, segmentBytes: 4_096)
                 default:
                     #expect(try store.get(key) == model[key], "seed \(seed) step \(step)")
+                    let versioned = try store.getVersioned(key)
+                    #expect(versioned.value?.revisions == revisions[key] && versioned.revision == revision, "seed \(seed) step \(step)")
                 }
             }
             while try store.collectGarbage() { collected += 1 }
@@ -57,7 +65,9 @@ struct StateLogTests {
             for k in 0..<60 {
                 let key = Array("k\(k)".utf8)
                 #expect(try reopened.get(key) == model[key], "seed \(seed) key k\(k)")
+                #expect(try reopened.getVersioned(key).value?.revisions == revisions[key], "seed \(seed) key k\(k)")
             }
+            #expect(try reopened.revision() == revision)
             #expect(try reopened.members() == members.values.sorted { $0.id < $1.id })
             #expect(try reopened.appliedIndex() == 4_000)
             // Space stays bounded by about twice what is live.
@@ -124,7 +134,7 @@ struct StateLogTests {
             try FileIO.writeBytes([bytes[bytes.count - 50]], to: sealed, at: bytes.count - 50)
             let newest = path + "/" + StateLog.fileName(ids[ids.count - 1])
             let newestBytes = try FileIO.readFile(newest)
-            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, members: []).count
+            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, revision: 0, members: []).count
             if newestBytes.count > header + 40 {
                 try FileIO.writeBytes([newestBytes[header + 30] ^ 0xFF], to: newest, at: header + 30)
                 let after = newestBytes.count
@@ -202,6 +212,9 @@ struct StateLogTests {
             let store = try KVStore(path: dir + "/state", durability: .normal, legacyDatabase: legacy)
             #expect(try store.get([1]) == [0x0A] && store.get([2]) == [] && store.count() == 2)
             #expect(try store.appliedIndex() == 12 && store.durableIndex() == 12)
+            // Revisions the database never had: one per key, in key order.
+            #expect(try store.revision() == 2)
+            #expect(try store.getVersioned([2]).value?.revisions == KeyRevisions(create: 2, mod: 2, version: 1))
             #expect(try store.members() == [MemberRecord(id: "n1", raftAddress: "127.0.0.1:1", httpAddress: "127.0.0.1:2", promote: false)])
             #expect(access(legacy, F_OK) != 0, "the old database is removed once carried over")
             try store.apply([.delete(key: [1])], appliedIndex: 13)
@@ -223,6 +236,45 @@ struct StateLogTests {
             #expect(store.finishRead(pending) == [UInt8](repeating: 7, count: 300))
             #expect(try store.get([1]) == [UInt8](repeating: 7, count: 300))
             store.close()
+        }
+    }
+
+    @Test("revisions: a put is one, a delete of a present key is one; versions count writes since creation")
+    func revisions() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .full)
+            try store.apply([.put(key: [1], value: [1]), .put(key: [2], value: [2]), .put(key: [1], value: [3])])
+            #expect(try store.getVersioned([1]).value?.revisions == KeyRevisions(create: 1, mod: 3, version: 2))
+            #expect(try store.getVersioned([2]).value?.revisions == KeyRevisions(create: 2, mod: 2, version: 1))
+            // Deleting an absent key changes nothing; a delete then a put in one batch starts over.
+            try store.apply([.delete(key: [9])])
+            #expect(try store.revision() == 3)
+            try store.apply([.delete(key: [1]), .put(key: [1], value: [4]), .setMember(id: "n", raftAddress: "r", httpAddress: "h", promote: true)])
+            #expect(try store.getVersioned([1]).value == KVStore.VersionedValue(value: [4], revisions: KeyRevisions(create: 5, mod: 5, version: 1)))
+            #expect(try store.getVersioned([9]).value == nil && store.getVersioned([9]).revision == 5)
+            // A snapshot carries them.
+            _ = try store.copy(to: dir + "/copy")
+            let other = try KVStore(path: dir + "/other", durability: .full)
+            try other.replace(with: dir + "/copy", durability: .full)
+            #expect(try other.revision() == 5)
+            #expect(try other.getVersioned([2]).value?.revisions == KeyRevisions(create: 2, mod: 2, version: 1))
+            store.close()
+            other.close()
+        }
+    }
+
+    @Test("a segment of a newer format is refused, naming both formats")
+    func newerFormatRefused() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            try FileIO.makeDirectories(path)
+            try FileIO.writeFileAtomically(path + "/" + StateLog.fileName(1), Array("KEYPSEG7".utf8) + [UInt8](repeating: 0, count: 40))
+            #expect {
+                _ = try KVStore(path: path, durability: .full)
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains("segment format 7") && text.contains("newer") && text.contains("reads format 1")
+            }
         }
     }
 }

@@ -100,6 +100,12 @@ public final class KVStore: Sendable {
         var offset: UInt64
     }
 
+    /// What the index holds for a key: where its value lies, and its revisions.
+    struct Entry: Equatable, BitwiseCopyable, Sendable {
+        var location: Location
+        var revisions: KeyRevisions
+    }
+
     /// A segment and how much of it is still live.
     struct SegmentInfo {
         let file: SegmentFile
@@ -113,42 +119,76 @@ public final class KVStore: Sendable {
 
     /// Everything a read needs, and what replay rebuilds.
     struct Tables {
-        var index = KeyIndex<Location>()
+        var index = KeyIndex<Entry>()
         var segments: [UInt32: SegmentInfo] = [:]
         var members: [String: MemberRecord] = [:]
         var applied: UInt64 = 0
         var durable: UInt64 = 0
+        /// The store revision: one more for every put, and for every delete that removed a key.
+        var revision: UInt64 = 0
         var activeID: UInt32 = 0
         var closed = false
 
         static func cost(_ key: [UInt8], _ length: UInt32) -> Int { StateLog.operationOverhead + key.count + Int(length) }
 
-        mutating func put(_ key: [UInt8], at location: Location) {
-            if let old = index.set(key, location) { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
-            segments[location.segment]?.liveBytes += Self.cost(key, location.length)
+        mutating func put(_ key: [UInt8], _ entry: Entry) {
+            if let old = index.set(key, entry)?.location { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+            segments[entry.location.segment]?.liveBytes += Self.cost(key, entry.location.length)
         }
 
         mutating func delete(_ key: [UInt8]) {
-            if let old = index.remove(key) { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+            if let old = index.remove(key)?.location { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+        }
+
+        /// The revisions each put of `operations` gives its key, in order, and the store
+        /// revision after them: a put is a new revision, and so is a delete of a present key.
+        func revisions(for operations: [KVOperation]) -> (puts: [KeyRevisions], revision: UInt64) {
+            var revision = self.revision
+            var puts: [KeyRevisions] = []
+            // Keys changed earlier in the same batch (nil: deleted there).
+            var changed: [[UInt8]: KeyRevisions?] = [:]
+            func current(_ key: [UInt8]) -> KeyRevisions? {
+                if let known = changed[key] { return known }
+                return index.get(key)?.revisions
+            }
+            for operation in operations {
+                switch operation {
+                case let .put(key, _):
+                    revision += 1
+                    let previous = current(key)
+                    let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
+                    puts.append(revisions)
+                    changed[key] = .some(revisions)
+                case let .delete(key):
+                    if current(key) != nil { revision += 1 }
+                    changed[key] = .some(nil)
+                case .setMember, .removeMember:
+                    break
+                }
+            }
+            return (puts, revision)
         }
 
         /// Replays a decoded record of segment `segment`.
         mutating func replay(_ record: StateLog.Record, payload: [UInt8], segment: UInt32) {
             switch record {
-            case let .batch(applied, operations):
+            case let .batch(applied, revision, operations):
                 for operation in operations {
                     switch operation {
-                    case let .put(key, valueOffset, valueRange):
-                        put(key, at: Location(segment: segment, length: UInt32(valueRange.count), offset: UInt64(valueOffset)))
+                    case let .put(key, revisions, valueOffset, valueRange):
+                        put(key, Entry(location: Location(segment: segment, length: UInt32(valueRange.count), offset: UInt64(valueOffset)),
+                                       revisions: revisions))
                     case let .delete(key): delete(key)
                     case let .setMember(member): members[member.id] = member
                     case let .removeMember(id): members[id] = nil
                     }
                 }
                 if applied != 0 { self.applied = applied }
-            case let .checkpoint(_, applied, durable, members):
+                if revision != 0 { self.revision = revision }
+            case let .checkpoint(_, applied, durable, revision, members):
                 self.applied = applied
                 self.durable = durable
+                self.revision = revision
                 self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
             case let .durable(index):
                 durable = index
@@ -261,18 +301,45 @@ public final class KVStore: Sendable {
         case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
         case nil: break
         }
-        let found = try tables.withLock { (tables: inout Tables) throws -> (SegmentFile, Location)? in
-            guard !tables.closed else { throw KVStoreClosedError(path: path) }
-            guard let location = tables.index.get(key) else { return nil }
-            guard let segment = tables.segments[location.segment] else {
-                throw StateLogError(path: path, offset: 0, reason: "the index names segment \(location.segment), which is gone")
-            }
-            return (segment.file, location)
-        }
-        // Outside the lock: the bytes at a location never change, and the file stays open
-        // while `file` is held, even if garbage collection removes it meanwhile.
-        let value = try found.map { file, location in try file.read(at: Int(location.offset), count: Int(location.length)) }
+        let value = try lookUp(key).found.map { try $0.file.read(at: Int($0.entry.location.offset), count: Int($0.entry.location.length)) }
         return PendingRead(key: key, value: value, version: version, fromCache: false)
+    }
+
+    /// The key's entry and the file its value is in, and the store revision, under the lock.
+    /// The value is read outside it: the bytes at a location never change, and the file stays
+    /// open while it is held, even if garbage collection removes it meanwhile.
+    private func lookUp(_ key: [UInt8]) throws -> (found: (file: SegmentFile, entry: Entry)?, revision: UInt64) {
+        try tables.withLock { (tables: inout Tables) throws -> ((file: SegmentFile, entry: Entry)?, UInt64) in
+            guard !tables.closed else { throw KVStoreClosedError(path: path) }
+            guard let entry = tables.index.get(key) else { return (nil, tables.revision) }
+            guard let segment = tables.segments[entry.location.segment] else {
+                throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
+            }
+            return ((segment.file, entry), tables.revision)
+        }
+    }
+
+    /// A value with its key's revisions.
+    public struct VersionedValue: Equatable, Sendable {
+        public var value: [UInt8]
+        public var revisions: KeyRevisions
+    }
+
+    /// The key's value and revisions (not through the read cache), and the store revision
+    /// they were read at.
+    public func getVersioned(_ key: [UInt8]) throws -> (value: VersionedValue?, revision: UInt64) {
+        let (found, revision) = try lookUp(key)
+        let value = try found.map { found in
+            VersionedValue(value: try found.file.read(at: Int(found.entry.location.offset), count: Int(found.entry.location.length)),
+                           revisions: found.entry.revisions)
+        }
+        return (value, revision)
+    }
+
+    /// The store revision: how many changes to keys have been applied (puts, and deletes that
+    /// removed a key).
+    public func revision() throws -> UInt64 {
+        try readTables { $0.revision }
     }
 
     /// The second step: a value read from the files fills the cache, unless a batch was
@@ -338,12 +405,14 @@ public final class KVStore: Sendable {
             guard var active = writer else { throw KVStoreClosedError(path: path) }
             cache.withLock { $0.beginApply() }
             do {
+                // Only this lock's holder changes the tables: what they say now holds until
+                // the batch is in them.
+                let (revisions, revision) = tables.withLock { $0.revisions(for: operations) }
                 var record = ByteWriter(capacity: 64 + operations.reduce(0) { $0 + Self.estimatedBytes($1) })
                 var values: [(offset: Int, length: Int)] = []
                 StateLog.appendRecord(to: &record) { payload in
-                    StateLog.encodeBatch(operations, appliedIndex: appliedIndex ?? 0, into: &payload) { _, offset, length in
-                        values.append((offset, length))
-                    }
+                    StateLog.encodeBatch(operations, revisions: revisions, appliedIndex: appliedIndex ?? 0, revision: revision,
+                                         into: &payload) { _, offset, length in values.append((offset, length)) }
                 }
                 let start = try append(record.bytes, to: &active, sync: durability == .full)
                 tables.withLock { tables in
@@ -352,9 +421,9 @@ public final class KVStore: Sendable {
                         switch operation {
                         case let .put(key, _):
                             let value = values[nextValue]
+                            let location = Location(segment: active.active.id, length: UInt32(value.length), offset: UInt64(start + value.offset))
+                            tables.put(key, Entry(location: location, revisions: revisions[nextValue]))
                             nextValue += 1
-                            tables.put(key, at: Location(segment: active.active.id, length: UInt32(value.length),
-                                                         offset: UInt64(start + value.offset)))
                         case let .delete(key): tables.delete(key)
                         case let .setMember(id, raftAddress, httpAddress, promote):
                             tables.members[id] = MemberRecord(id: id, raftAddress: raftAddress, httpAddress: httpAddress, promote: promote)
@@ -362,6 +431,7 @@ public final class KVStore: Sendable {
                         }
                     }
                     if let appliedIndex { tables.applied = appliedIndex }
+                    tables.revision = revision
                 }
                 writer = active
             } catch {
@@ -425,9 +495,9 @@ public final class KVStore: Sendable {
         // Writeback of all but the last step's bytes is under way or done: a short wait.
         try writer.active.sync()
         writer.syncedLength = writer.length
-        let (applied, durable, members) = tables.withLock { ($0.applied, $0.durable, Array($0.members.values)) }
+        let (applied, durable, revision, members) = tables.withLock { ($0.applied, $0.durable, $0.revision, Array($0.members.values)) }
         let id = writer.active.id + 1
-        let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, members: members)
+        let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, revision: revision, members: members)
         let file = try createSegment(id: id, bytes: header)
         tables.withLock { tables in
             tables.segments[id] = SegmentInfo(file: file, bytes: header.count)
@@ -508,7 +578,7 @@ public final class KVStore: Sendable {
         try writer.withLock { (writer: inout Writer?) throws in
             guard let active = writer else { throw KVStoreClosedError(path: path) }
             let id = active.active.id + 1
-            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, members: [])
+            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, revision: 0, members: [])
             // The base is the commit point: from here a restart ignores every older segment.
             let file = try createSegment(id: id, bytes: header)
             let old = tables.withLock { tables in
@@ -516,7 +586,7 @@ public final class KVStore: Sendable {
                     tables.index = KeyIndex()
                     tables.segments = [id: SegmentInfo(file: file, bytes: header.count)]
                     tables.members = [:]
-                    (tables.applied, tables.durable, tables.activeID) = (0, 0, id)
+                    (tables.applied, tables.durable, tables.revision, tables.activeID) = (0, 0, 0, id)
                 }
                 return tables.segments.values.map(\.file)
             }
@@ -540,17 +610,18 @@ public final class KVStore: Sendable {
     /// active one; the bytes are copied after (sealed segments never change, and the active
     /// one only grows). The copy is not yet fsynced.
     public func copy(to destination: String) throws -> UInt64 {
-        let (files, activeLength, applied, members) = try writer.withLock { (writer: inout Writer?) throws in
+        let (files, activeLength, applied, revision, members) = try writer.withLock { (writer: inout Writer?) throws in
             guard let active = writer else { throw KVStoreClosedError(path: path) }
             return tables.withLock { tables in
                 (tables.segments.values.sorted { $0.file.id < $1.file.id }.map { ($0.file, $0.bytes) },
-                 active.length, tables.applied, Array(tables.members.values))
+                 active.length, tables.applied, tables.revision, Array(tables.members.values))
             }
         }
         let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard output >= 0 else { throw FileIOError(operation: "open", path: destination, errorNumber: errno) }
         defer { Glibc.close(output) }
-        try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, members: members), path: destination)
+        try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, revision: revision, members: members),
+                            path: destination)
         for (file, bytes) in files {
             let end = file === files.last?.0 ? activeLength : bytes
             var offset = off_t(StateLog.magic.count)
@@ -609,7 +680,7 @@ public final class KVStore: Sendable {
             installed.durable = installed.applied
             let nextID = id + 1
             let header = StateLog.segmentHeader(base: false, applied: installed.applied, durable: installed.durable,
-                                                members: Array(installed.members.values))
+                                                revision: installed.revision, members: Array(installed.members.values))
             let next = try createSegment(id: nextID, bytes: header)
             installed.segments[nextID] = SegmentInfo(file: next, bytes: header.count)
             installed.activeID = nextID
@@ -659,10 +730,10 @@ public final class KVStore: Sendable {
                 case .end: break scanning
                 case let .bad(reason, _): throw StateLogError(path: file.path, offset: scanner.offset, reason: reason)
                 case let .record(payload, payloadOffset):
-                    guard case let .batch(_, operations) = try Self.decode(payload, payloadOffset: payloadOffset, path: file.path) else { continue }
+                    guard case let .batch(_, _, operations) = try Self.decode(payload, payloadOffset: payloadOffset, path: file.path) else { continue }
                     for operation in operations {
                         switch operation {
-                        case let .put(key, valueOffset, valueRange):
+                        case let .put(key, _, valueOffset, valueRange):
                             puts.append((key, Array(payload[valueRange]),
                                          Location(segment: file.id, length: UInt32(valueRange.count), offset: UInt64(valueOffset))))
                             pendingBytes += key.count + valueRange.count
@@ -699,19 +770,28 @@ public final class KVStore: Sendable {
                           deletes: [[UInt8]]) throws -> Bool {
         try writer.withLock { (writer: inout Writer?) throws -> Bool in
             guard var active = writer else { return false }
-            let kept = tables.withLock { tables -> [KVOperation]? in
+            let found = tables.withLock { tables -> (operations: [KVOperation], revisions: [KeyRevisions])? in
                 guard tables.segments[segment] != nil else { return nil }
                 let oldest = tables.segments.keys.min() == segment
-                var operations = puts.filter { tables.index.get($0.key) == $0.location }.map { KVOperation.put(key: $0.key, value: $0.value) }
+                var operations: [KVOperation] = []
+                var revisions: [KeyRevisions] = []
+                for put in puts {
+                    guard let entry = tables.index.get(put.key), entry.location == put.location else { continue }
+                    operations.append(.put(key: put.key, value: put.value))
+                    revisions.append(entry.revisions)
+                }
                 if !oldest { operations += deletes.filter { tables.index.get($0) == nil }.map { KVOperation.delete(key: $0) } }
-                return operations
+                return (operations, revisions)
             }
-            guard let kept else { return false }
+            guard let (kept, revisions) = found else { return false }
             guard !kept.isEmpty else { return true }
             var record = ByteWriter(capacity: 1 << 20)
             var values: [(offset: Int, length: Int)] = []
             StateLog.appendRecord(to: &record) { payload in
-                StateLog.encodeBatch(kept, appliedIndex: 0, into: &payload) { _, offset, length in values.append((offset, length)) }
+                // Revision 0: the store revision does not change; each value keeps its key's.
+                StateLog.encodeBatch(kept, revisions: revisions, appliedIndex: 0, revision: 0, into: &payload) { _, offset, length in
+                    values.append((offset, length))
+                }
             }
             let start: Int
             do {
@@ -725,8 +805,9 @@ public final class KVStore: Sendable {
                 var nextValue = 0
                 for case let .put(key, _) in kept {
                     let value = values[nextValue]
+                    let location = Location(segment: active.active.id, length: UInt32(value.length), offset: UInt64(start + value.offset))
+                    tables.put(key, Entry(location: location, revisions: revisions[nextValue]))
                     nextValue += 1
-                    tables.put(key, at: Location(segment: active.active.id, length: UInt32(value.length), offset: UInt64(start + value.offset)))
                 }
             }
             return true
@@ -750,15 +831,17 @@ public final class KVStore: Sendable {
         if let last = ids.last {
             let lastPath = path + "/" + StateLog.fileName(last)
             let file = try SegmentFile(id: last, path: lastPath, create: false)
-            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, members: []).count
-            if try file.size() < header, try !SegmentScanner.startsWithRecord(file) {
+            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, revision: 0, members: []).count
+            let size = try file.size()
+            let head = try file.read(at: 0, count: min(size, StateLog.magic.count))
+            if size < header, StateLog.magic.starts(with: head), try !SegmentScanner.startsWithRecord(file) {
                 unlink(lastPath)
                 ids.removeLast()
                 note = "removed \(lastPath), a segment whose creation a crash interrupted"
             }
         }
         if ids.isEmpty {
-            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, members: [])
+            let header = StateLog.segmentHeader(base: true, applied: 0, durable: 0, revision: 0, members: [])
             let file = try SegmentFile(id: 1, path: path + "/" + StateLog.fileName(1), create: true)
             try file.write(header, at: 0)
             try file.sync()
@@ -809,7 +892,7 @@ public final class KVStore: Sendable {
             case let .record(payload, payloadOffset):
                 let record = try decode(payload, payloadOffset: payloadOffset, path: file.path)
                 if first, requireBase {
-                    guard case .checkpoint(base: true, _, _, _) = record else {
+                    guard case .checkpoint(base: true, _, _, _, _) = record else {
                         throw StateLogError(path: file.path, offset: StateLog.magic.count, reason: "a snapshot must begin with a base checkpoint")
                     }
                 }
@@ -837,7 +920,7 @@ extension SegmentScanner {
     static func startsWithBase(_ file: SegmentFile) throws -> Bool {
         guard var scanner = try? SegmentScanner(file: file, length: file.size()),
               case let .record(payload, offset) = try scanner.next(),
-              case .checkpoint(base: true, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
+              case .checkpoint(base: true, _, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
         return true
     }
 

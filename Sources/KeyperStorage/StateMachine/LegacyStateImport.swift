@@ -21,7 +21,9 @@ enum LegacyStateImport {
     }
 
     /// Writes a base checkpoint (applied index, members) and every key of the database at
-    /// `databasePath` into a new, fsynced segment file at `segmentPath`.
+    /// `databasePath` into a new, fsynced segment file at `segmentPath`. The database knew no
+    /// revisions: the keys, in order, are given revisions 1, 2, ... (created and last changed
+    /// there, version 1), and the store revision is the key count.
     static func convert(databaseAt databasePath: String, toSegmentAt segmentPath: String) throws {
         let db = try SQLiteConnection(path: databasePath)
         defer { db.close() }
@@ -37,23 +39,29 @@ enum LegacyStateImport {
         guard output >= 0 else { throw FileIOError(operation: "open", path: segmentPath, errorNumber: errno) }
         defer { close(output) }
         do {
-            try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: applied, members: members),
+            try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: applied, revision: 0, members: members),
                                 path: segmentPath)
             let rows = try db.prepare("SELECT key, value FROM kv ORDER BY key")
             defer { rows.finalize() }
             var batch: [KVOperation] = []
+            var revisions: [KeyRevisions] = []
             var batchBytes = 0
+            var revision: UInt64 = 0
             func flush() throws(FileIOError) {
                 guard !batch.isEmpty else { return }
                 var record = ByteWriter(capacity: batchBytes + 64)
-                StateLog.appendRecord(to: &record) { StateLog.encodeBatch(batch, appliedIndex: 0, into: &$0) { _, _, _ in } }
+                StateLog.appendRecord(to: &record) {
+                    StateLog.encodeBatch(batch, revisions: revisions, appliedIndex: 0, revision: revision, into: &$0) { _, _, _ in }
+                }
                 try FileIO.writeAll(output, record.bytes, path: segmentPath)
-                (batch, batchBytes) = ([], 0)
+                (batch, revisions, batchBytes) = ([], [], 0)
             }
             while try rows.step() {
                 let key = rows.columnBytes(0)
                 let value = rows.columnBytes(1)
+                revision += 1
                 batch.append(.put(key: key, value: value))
+                revisions.append(KeyRevisions(create: revision, mod: revision, version: 1))
                 batchBytes += key.count + value.count + StateLog.operationOverhead
                 if batchBytes >= 1 << 20 { try flush() }
             }

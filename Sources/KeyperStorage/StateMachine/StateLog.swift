@@ -12,16 +12,20 @@ import Glibc
 /// A segment file is the 8-byte magic `KEYPSEG1`, then records. A record is its payload's
 /// length (u32, little-endian), the payload's CRC32C (u32), and the payload, whose first byte
 /// is its kind:
-/// - a **batch** (kind 1): the applied index it sets (0: unchanged), then its operations;
+/// - a **batch** (kind 1): the applied index and the store revision it sets (0: unchanged),
+///   then its operations; a put carries the key's revisions (``KeyRevisions``) with its value;
 /// - a **checkpoint** (kind 2): whether it is a base (nothing in older files counts), the
-///   applied and durable indexes, and every member: the first record of every segment, so a
-///   segment's members never depend on older segments;
+///   applied and durable indexes, the store revision, and every member: the first record of
+///   every segment, so a segment's members never depend on older segments;
 /// - a **durable mark** (kind 3): the applied index an fsync made durable.
 ///
 /// Later records win. A snapshot file has the same format: a base checkpoint, then the
 /// records of every segment it copies.
 enum StateLog {
-    static let magic: [UInt8] = Array("KEYPSEG1".utf8)
+    /// The segment format this build writes and reads: the magic's last character.
+    static let formatVersion = 1
+    static let magicPrefix: [UInt8] = Array("KEYPSEG".utf8)
+    static let magic: [UInt8] = magicPrefix + Array("\(formatVersion)".utf8)
     static let recordHeaderBytes = 8
 
     enum Kind: UInt8 {
@@ -37,9 +41,9 @@ enum StateLog {
         case removeMember = 4
     }
 
-    /// Bytes one operation takes in a batch beyond its key and value (the tag and two lengths):
-    /// what a live key costs its segment, for garbage collection's accounting.
-    static let operationOverhead = 9
+    /// Bytes one put takes in a batch beyond its key and value (the tag, two lengths and the
+    /// revisions): what a live key costs its segment, for garbage collection's accounting.
+    static let operationOverhead = 33
 
     /// A segment's file name: its number in 16 hex digits.
     static func fileName(_ id: UInt32) -> String {
@@ -71,19 +75,26 @@ enum StateLog {
         return payloadAt
     }
 
-    /// Writes a batch's payload; calls `valueAt` with each put's key and where its value lies,
-    /// relative to the start of `writer`.
-    static func encodeBatch(_ operations: [KVOperation], appliedIndex: UInt64, into writer: inout ByteWriter,
-                            valueAt: ([UInt8], Int, Int) -> Void) {
+    /// Writes a batch's payload: `revisions` holds one entry per put, in order. Calls
+    /// `valueAt` with each put's key and where its value lies, relative to the start of `writer`.
+    static func encodeBatch(_ operations: [KVOperation], revisions: [KeyRevisions], appliedIndex: UInt64, revision: UInt64,
+                            into writer: inout ByteWriter, valueAt: ([UInt8], Int, Int) -> Void) {
         writer.writeUInt8(Kind.batch.rawValue)
         writer.writeUInt64(appliedIndex)
+        writer.writeUInt64(revision)
         writer.writeUInt32(UInt32(operations.count))
+        var nextPut = 0
         for operation in operations {
             switch operation {
             case let .put(key, value):
+                let put = revisions[nextPut]
+                nextPut += 1
                 writer.writeUInt8(Tag.put.rawValue)
                 writer.writeUInt32(UInt32(key.count))
                 writer.writeRaw(key)
+                writer.writeUInt64(put.create)
+                writer.writeUInt64(put.mod)
+                writer.writeUInt64(put.version)
                 writer.writeUInt32(UInt32(value.count))
                 valueAt(key, writer.count, value.count)
                 writer.writeRaw(value)
@@ -104,12 +115,13 @@ enum StateLog {
         }
     }
 
-    static func encodeCheckpoint(base: Bool, applied: UInt64, durable: UInt64, members: [MemberRecord],
+    static func encodeCheckpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
                                  into writer: inout ByteWriter) {
         writer.writeUInt8(Kind.checkpoint.rawValue)
         writer.writeBool(base)
         writer.writeUInt64(applied)
         writer.writeUInt64(durable)
+        writer.writeUInt64(revision)
         writer.writeUInt32(UInt32(members.count))
         for member in members.sorted(by: { $0.id < $1.id }) {
             writer.writeString(member.id)
@@ -120,10 +132,12 @@ enum StateLog {
     }
 
     /// A new segment's bytes: the magic and its checkpoint.
-    static func segmentHeader(base: Bool, applied: UInt64, durable: UInt64, members: [MemberRecord]) -> [UInt8] {
+    static func segmentHeader(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord]) -> [UInt8] {
         var writer = ByteWriter(capacity: 256)
         writer.writeRaw(magic)
-        appendRecord(to: &writer) { encodeCheckpoint(base: base, applied: applied, durable: durable, members: members, into: &$0) }
+        appendRecord(to: &writer) {
+            encodeCheckpoint(base: base, applied: applied, durable: durable, revision: revision, members: members, into: &$0)
+        }
         return writer.bytes
     }
 
@@ -132,14 +146,14 @@ enum StateLog {
     /// One decoded record, with what replay needs: keys with where their values lie (offsets
     /// within the file), not the values themselves.
     enum Record {
-        case batch(applied: UInt64, operations: [Operation])
-        case checkpoint(base: Bool, applied: UInt64, durable: UInt64, members: [MemberRecord])
+        case batch(applied: UInt64, revision: UInt64, operations: [Operation])
+        case checkpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord])
         case durable(UInt64)
     }
 
     enum Operation {
         /// `valueOffset` is the value's offset in the file; `valueRange` its range in the payload.
-        case put(key: [UInt8], valueOffset: Int, valueRange: Range<Int>)
+        case put(key: [UInt8], revisions: KeyRevisions, valueOffset: Int, valueRange: Range<Int>)
         case delete(key: [UInt8])
         case setMember(MemberRecord)
         case removeMember(id: String)
@@ -153,8 +167,9 @@ enum StateLog {
         switch kind {
         case .batch:
             let applied = try reader.readUInt64()
+            let revision = try reader.readUInt64()
             let count = Int(try reader.readUInt32())
-            guard count <= payload.count else { throw .invalidValue(field: "operation count", offset: 9) }
+            guard count <= payload.count else { throw .invalidValue(field: "operation count", offset: 17) }
             var operations: [Operation] = []
             operations.reserveCapacity(count)
             for _ in 0..<count {
@@ -165,10 +180,13 @@ enum StateLog {
                 switch tag {
                 case .put:
                     let key = try reader.readRaw(count: Int(try reader.readUInt32()))
+                    let revisions = KeyRevisions(create: try reader.readUInt64(), mod: try reader.readUInt64(),
+                                                 version: try reader.readUInt64())
                     let length = Int(try reader.readUInt32())
                     let start = payload.count - reader.remaining
                     _ = try reader.readRaw(count: length)
-                    operations.append(.put(key: key, valueOffset: payloadOffset + start, valueRange: start..<(start + length)))
+                    operations.append(.put(key: key, revisions: revisions, valueOffset: payloadOffset + start,
+                                           valueRange: start..<(start + length)))
                 case .delete:
                     operations.append(.delete(key: try reader.readRaw(count: Int(try reader.readUInt32()))))
                 case .setMember:
@@ -180,25 +198,40 @@ enum StateLog {
                 }
             }
             try reader.expectEnd()
-            return .batch(applied: applied, operations: operations)
+            return .batch(applied: applied, revision: revision, operations: operations)
         case .checkpoint:
             let base = try reader.readBool()
             let applied = try reader.readUInt64()
             let durable = try reader.readUInt64()
+            let revision = try reader.readUInt64()
             let count = Int(try reader.readUInt32())
-            guard count <= payload.count else { throw .invalidValue(field: "member count", offset: 18) }
+            guard count <= payload.count else { throw .invalidValue(field: "member count", offset: 26) }
             var members: [MemberRecord] = []
             for _ in 0..<count {
                 members.append(MemberRecord(id: try reader.readString(), raftAddress: try reader.readString(),
                                             httpAddress: try reader.readString(), promote: try reader.readBool()))
             }
             try reader.expectEnd()
-            return .checkpoint(base: base, applied: applied, durable: durable, members: members)
+            return .checkpoint(base: base, applied: applied, durable: durable, revision: revision, members: members)
         case .durable:
             let durable = try reader.readUInt64()
             try reader.expectEnd()
             return .durable(durable)
         }
+    }
+}
+
+/// A key's revisions, as etcd keeps them: the store revision that created it (since it was
+/// last absent), the one that last changed it, and how many writes it has had since created.
+public struct KeyRevisions: Equatable, Hashable, BitwiseCopyable, Sendable {
+    public var create: UInt64
+    public var mod: UInt64
+    public var version: UInt64
+
+    public init(create: UInt64, mod: UInt64, version: UInt64) {
+        self.create = create
+        self.mod = mod
+        self.version = version
     }
 }
 
@@ -291,7 +324,12 @@ struct SegmentScanner {
         guard length >= StateLog.magic.count else {
             throw StateLogError(path: file.path, offset: 0, reason: "shorter than the segment magic (\(length) bytes)")
         }
-        guard try file.read(at: 0, count: StateLog.magic.count) == StateLog.magic else {
+        let magic = try file.read(at: 0, count: StateLog.magic.count)
+        guard magic == StateLog.magic else {
+            if magic.starts(with: StateLog.magicPrefix), let version = Int(String(decoding: magic.dropFirst(StateLog.magicPrefix.count), as: UTF8.self)) {
+                throw StateLogError(path: file.path, offset: 0, reason:
+                    "written in segment format \(version) by \(version > StateLog.formatVersion ? "a newer" : "an older") Keyper; this build reads format \(StateLog.formatVersion)")
+            }
             throw StateLogError(path: file.path, offset: 0, reason: "not a Keyper state segment (wrong magic)")
         }
     }
