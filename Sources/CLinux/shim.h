@@ -12,4 +12,18 @@ static inline int keyper_start_writeback(int fd, long long offset, long long cou
     return sync_file_range(fd, offset, count, 2 /* SYNC_FILE_RANGE_WRITE */);
 }
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
+// preadv2(2), likewise.
+extern ssize_t preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags);
+
+/// Reads `count` bytes at `offset` only if they are in the page cache (RWF_NOWAIT): returns
+/// how many were read, or -1 with errno EAGAIN when reading would wait for the disk (or
+/// another errno; EOPNOTSUPP where the file system cannot tell).
+static inline ssize_t keyper_pread_nowait(int fd, void *buffer, size_t count, off_t offset) {
+    struct iovec vector = { buffer, count };
+    return preadv2(fd, &vector, 1, offset, 0x00000008 /* RWF_NOWAIT */);
+}
+
 #endif

@@ -31,7 +31,7 @@ public final class StandaloneNode: KeyValueNode {
     public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
         // A standalone node is its own leader and reads its committed state: every read is
         // linearizable, whatever was asked.
-        do { return try store.get(key) } catch { throw StorageFailure.map(error) }
+        do { return try await DiskReads.get(key, from: store) } catch { throw StorageFailure.map(error) }
     }
 
     public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage {

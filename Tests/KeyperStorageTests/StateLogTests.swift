@@ -277,4 +277,25 @@ struct StateLogTests {
             }
         }
     }
+
+    @Test("a read that can be served from memory is; one that would wait for the disk says so, and a blocking get serves it")
+    func readsWithoutWaiting() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .full, cacheBytes: 0)
+            let value = [UInt8](repeating: 9, count: 3_000)
+            try store.apply([.put(key: [1], value: value)])
+            #expect(try store.getIfCached([2]) == .done(nil))
+            // Written a moment ago: in the page cache.
+            #expect(try store.getIfCached([1]) == .done(value))
+            // Dropped from the page cache (where the file system allows it): the read would block.
+            let segment = dir + "/state/" + StateLog.fileName(1)
+            let fd = open(segment, O_RDONLY)
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+            close(fd)
+            let read = try store.getIfCached([1])
+            #expect(read == .wouldBlock || read == .done(value))
+            #expect(try store.get([1]) == value)
+            store.close()
+        }
+    }
 }

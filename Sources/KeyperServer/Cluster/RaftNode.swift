@@ -269,7 +269,7 @@ public final class RaftNode: KeyValueNode {
 
     public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
         if consistency == .linearizable { try await readBarrier() }
-        do { return try store.get(key) } catch { throw StorageFailure.map(error) }
+        do { return try await DiskReads.get(key, from: store) } catch { throw StorageFailure.map(error) }
     }
 
     public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage {

@@ -305,6 +305,35 @@ public final class KVStore: Sendable {
         return PendingRead(key: key, value: value, version: version, fromCache: false)
     }
 
+    /// What ``getIfCached(_:)`` found.
+    public enum CachedRead: Sendable, Equatable {
+        /// The value (nil: the key is absent), read without waiting for the disk.
+        case done([UInt8]?)
+        /// The value is not in memory: ``get(_:)`` would wait for the disk.
+        case wouldBlock
+    }
+
+    /// ``get(_:)``, but only if it needs no disk read: from the read cache, or from the page
+    /// cache (`preadv2` with `RWF_NOWAIT`). A server tries this on its event loop and sends
+    /// only the reads that would block to threads of their own, so a key space larger than
+    /// memory does not stall every connection behind a few disk reads.
+    public func getIfCached(_ key: [UInt8]) throws -> CachedRead {
+        let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
+        switch cached {
+        case .value(let value): return .done(value)
+        case .absent: return .done(nil)
+        case nil: break
+        }
+        guard let found = try lookUp(key).found else {
+            _ = finishRead(PendingRead(key: key, value: nil, version: version, fromCache: false))
+            return .done(nil)
+        }
+        guard let value = found.file.readIfCached(at: Int(found.entry.location.offset), count: Int(found.entry.location.length)) else {
+            return .wouldBlock
+        }
+        return .done(finishRead(PendingRead(key: key, value: value, version: version, fromCache: false)))
+    }
+
     /// The key's entry and the file its value is in, and the store revision, under the lock.
     /// The value is read outside it: the bytes at a location never change, and the file stays
     /// open while it is held, even if garbage collection removes it meanwhile.

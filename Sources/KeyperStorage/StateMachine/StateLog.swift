@@ -272,6 +272,18 @@ final class SegmentFile: Sendable {
         return bytes
     }
 
+    /// `count` bytes at `offset` if the page cache holds all of them, else nil (reading them
+    /// would wait for the disk): a read that may run on an event loop tries this first.
+    func readIfCached(at offset: Int, count: Int) -> [UInt8]? {
+        guard count > 0 else { return [] }
+        var read = -1
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            read = keyper_pread_nowait(descriptor, buffer.baseAddress, count, off_t(offset))
+            initialized = max(read, 0)
+        }
+        return read == count ? bytes : nil
+    }
+
     /// Writes all of `bytes` at `offset`.
     func write(_ bytes: [UInt8], at offset: Int) throws(FileIOError) {
         var done = 0
