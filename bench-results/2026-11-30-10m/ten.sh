@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# The script that produced ten.log, kept as run: BIN is a release build of keyper
+# (swift build -c release), ports 19201-19204 and 19301-19304, data in /tmp/ten.
 # 10M keys on a 3-node release cluster: load, size, restart after kill -9, reads/writes, a new member's catch-up.
 set -u
 BIN=/tmp/keyper-ten-bin
