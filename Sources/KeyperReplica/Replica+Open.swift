@@ -165,7 +165,7 @@ extension Replica {
                 throw DataDirectoryError(path: directory.path, message:
                     "the Raft log starts after index \(logStart.index.rawValue) but no snapshot at that index is in snapshots/")
             }
-            try store.replace(with: snapshot.databasePath, durability: .normal)
+            try store.replace(with: snapshot.databasePath)
             logger.notice("finished installing a snapshot interrupted by a crash", metadata: ["index": "\(logStart.index.rawValue)"])
         }
         if try store.appliedIndex() > log.lastIndex.rawValue {
@@ -220,7 +220,7 @@ extension Replica {
         }
         let logStart = log.snapshotMetadata.index
         if let snapshot = snapshots.all().first(where: { $0.metadata.index <= last && $0.metadata.index >= logStart }) {
-            try store.replace(with: snapshot.databasePath, durability: .normal)
+            try store.replace(with: snapshot.databasePath)
         } else if logStart == .zero {
             try store.reset()
         } else {

@@ -477,7 +477,7 @@ extension Replica {
         if let prepared = preparedInstall, prepared.metadata == metadata {
             preparedInstall = nil
             do {
-                try store.replace(moving: prepared.path, durability: .normal)
+                try store.replace(moving: prepared.path)
             } catch {
                 FileIO.removeIfPresent(prepared.path)
                 throw error
@@ -486,7 +486,7 @@ extension Replica {
             logger.warning("installing a snapshot without a prepared copy: copying it on the replica's context", metadata: [
                 "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
             ])
-            try store.replace(with: snapshot.databasePath, durability: .normal)
+            try store.replace(with: snapshot.databasePath)
         }
         appliedIndex = metadata.index
         applyQueue.drop(through: metadata.index)

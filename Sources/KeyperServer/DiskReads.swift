@@ -7,10 +7,11 @@ import NIOPosix
 /// (the usual case: a few microseconds) the read runs where the request is handled; when it
 /// does not, the read would block that thread, an event loop or one of the few threads of
 /// Swift's cooperative pool, for a disk access, and with two cores two such reads in flight
-/// stop everything. Measured at 10^6 keys with etcd's 18 GB beside Keyper on one machine
-/// (the page cache squeezed): 3,300 linearizable reads/s. So a read first tries the caches
-/// without waiting (``KVStore/getIfCached(_:)``) and only a miss goes to this pool, whose
-/// threads keep the disk's queue full.
+/// stop everything. (At 10^6 keys with etcd's 18 GB beside Keyper on one machine, the page
+/// cache squeezed, one round read 3,300/s, which this would explain; the pool has not been
+/// measured under that pressure yet.) So a read first tries the caches without waiting
+/// (``KVStore/getIfCached(_:)``) and only a miss goes to this pool, whose threads keep the
+/// disk's queue full.
 enum DiskReads {
     /// Enough threads for a disk's queue, not so many that they crowd two cores.
     static let threadCount = 16

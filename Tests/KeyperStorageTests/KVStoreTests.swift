@@ -94,7 +94,7 @@ struct KVStoreTests {
                     snapshot = (path, model)
                 case 46..<47:
                     if let taken = snapshot {
-                        try store.replace(with: taken.path, durability: .normal)
+                        try store.replace(with: taken.path)
                         model = taken.model
                         snapshot = nil
                     }

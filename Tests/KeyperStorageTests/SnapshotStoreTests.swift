@@ -32,7 +32,7 @@ struct SnapshotStoreTests {
 
             let other = try KVStore(path: dir + "/other.db", durability: .normal)
             try other.apply([.put(key: Array("stale".utf8), value: [1])], appliedIndex: 3)
-            try other.replace(with: snapshot.databasePath, durability: .normal)
+            try other.replace(with: snapshot.databasePath)
             #expect(try other.appliedIndex() == 7)
             #expect(try other.count() == 50)
             #expect(try other.get(Array("stale".utf8)) == nil)
@@ -194,7 +194,7 @@ struct SnapshotStoreTests {
 
             let other = try KVStore(path: dir + "/other.db", durability: .normal)
             try other.apply([.put(key: Array("stale".utf8), value: [1])], appliedIndex: 3)
-            try other.replace(moving: prepared, durability: .normal)
+            try other.replace(moving: prepared)
             #expect(access(prepared, F_OK) != 0)
             #expect(try other.appliedIndex() == 12)
             #expect(try other.count() == 40)

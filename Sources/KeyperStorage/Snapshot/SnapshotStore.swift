@@ -200,7 +200,7 @@ public final class SnapshotStore: Sendable {
     // MARK: Installing
 
     /// A private, fsynced copy of `snapshot`'s database under a temporary name, made ahead of an
-    /// install so that the install itself is a rename (``KVStore/replace(moving:durability:)``)
+    /// install so that the install itself is a rename (``KVStore/replace(moving:)``)
     /// rather than a file-sized copy. File-sized work: call it on a blocking-I/O thread. The
     /// caller moves the copy into place or removes it; one left by a crash goes on open.
     public func prepareInstall(of snapshot: Snapshot) throws(FileIOError) -> String {

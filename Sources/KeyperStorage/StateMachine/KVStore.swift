@@ -113,7 +113,7 @@ public final class KVStore: Sendable {
         var bytes: Int
         /// Bytes of puts the index still points to (their keys, values and framing).
         var liveBytes = 0
-        /// False once garbage collection failed on it (it is then kept, and reported by reads).
+        /// False once garbage collection failed on it (it is then kept as it is).
         var collectable = true
     }
 
@@ -170,7 +170,7 @@ public final class KVStore: Sendable {
         }
 
         /// Replays a decoded record of segment `segment`.
-        mutating func replay(_ record: StateLog.Record, payload: [UInt8], segment: UInt32) {
+        mutating func replay(_ record: StateLog.Record, segment: UInt32) {
             switch record {
             case let .batch(applied, revision, operations):
                 for operation in operations {
@@ -247,7 +247,7 @@ public final class KVStore: Sendable {
         recoveryNote = recovered.note
         collector = Mutex(nil)
         if imported, let legacyDatabase {
-            try makeDurable()
+            // The segment is fsynced and named durably: the database can go.
             for suffix in ["", "-wal", "-shm"] { unlink(legacyDatabase + suffix) }
             try FileIO.syncDirectory(containing: legacyDatabase)
         }
@@ -295,14 +295,8 @@ public final class KVStore: Sendable {
     /// segment it names. A simulation runs the two steps apart, so applies can fall between
     /// them as they do between threads.
     public func beginRead(_ key: [UInt8]) throws -> PendingRead {
-        let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
-        switch cached {
-        case .value(let value): return PendingRead(key: key, value: value, version: version, fromCache: true)
-        case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
-        case nil: break
-        }
-        let value = try lookUp(key).found.map { try $0.file.read(at: Int($0.entry.location.offset), count: Int($0.entry.location.length)) }
-        return PendingRead(key: key, value: value, version: version, fromCache: false)
+        // Never nil: a read allowed to wait always ends with a value or its absence.
+        try beginRead(key, waitingForDisk: true)!
     }
 
     /// What ``getIfCached(_:)`` found.
@@ -314,24 +308,33 @@ public final class KVStore: Sendable {
     }
 
     /// ``get(_:)``, but only if it needs no disk read: from the read cache, or from the page
-    /// cache (`preadv2` with `RWF_NOWAIT`). A server tries this on its event loop and sends
-    /// only the reads that would block to threads of their own, so a key space larger than
-    /// memory does not stall every connection behind a few disk reads.
+    /// cache (`preadv2` with `RWF_NOWAIT`). A server tries this where the request is handled
+    /// and sends only the reads that would block to threads of their own.
     public func getIfCached(_ key: [UInt8]) throws -> CachedRead {
+        guard let read = try beginRead(key, waitingForDisk: false) else { return .wouldBlock }
+        return .done(finishRead(read))
+    }
+
+    /// ``beginRead(_:)``; without `waitingForDisk`, nil when the value is not in memory.
+    private func beginRead(_ key: [UInt8], waitingForDisk: Bool) throws -> PendingRead? {
         let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
         switch cached {
-        case .value(let value): return .done(value)
-        case .absent: return .done(nil)
+        case .value(let value): return PendingRead(key: key, value: value, version: version, fromCache: true)
+        case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
         case nil: break
         }
-        guard let found = try lookUp(key).found else {
-            _ = finishRead(PendingRead(key: key, value: nil, version: version, fromCache: false))
-            return .done(nil)
+        guard let (file, entry) = try lookUp(key).found else {
+            return PendingRead(key: key, value: nil, version: version, fromCache: false)
         }
-        guard let value = found.file.readIfCached(at: Int(found.entry.location.offset), count: Int(found.entry.location.length)) else {
-            return .wouldBlock
+        let (offset, count) = (Int(entry.location.offset), Int(entry.location.length))
+        let value: [UInt8]
+        if waitingForDisk {
+            value = try file.read(at: offset, count: count)
+        } else {
+            guard let cached = file.readIfCached(at: offset, count: count) else { return nil }
+            value = cached
         }
-        return .done(finishRead(PendingRead(key: key, value: value, version: version, fromCache: false)))
+        return PendingRead(key: key, value: value, version: version, fromCache: false)
     }
 
     /// The key's entry and the file its value is in, and the store revision, under the lock.
@@ -441,7 +444,7 @@ public final class KVStore: Sendable {
                 var values: [(offset: Int, length: Int)] = []
                 StateLog.appendRecord(to: &record) { payload in
                     StateLog.encodeBatch(operations, revisions: revisions, appliedIndex: appliedIndex ?? 0, revision: revision,
-                                         into: &payload) { _, offset, length in values.append((offset, length)) }
+                                         into: &payload) { offset, length in values.append((offset, length)) }
                 }
                 let start = try append(record.bytes, to: &active, sync: durability == .full)
                 tables.withLock { tables in
@@ -666,11 +669,11 @@ public final class KVStore: Sendable {
     /// Replaces the whole state with the snapshot file at `snapshotPath` (from ``copy(to:)``,
     /// taken here or received from a leader; a SQLite database from an earlier Keyper is
     /// converted). The file is copied, so the snapshot stays.
-    public func replace(with snapshotPath: String, durability: KVDurability) throws {
+    public func replace(with snapshotPath: String) throws {
         let temporary = path + "/install-\(UInt64.random(in: 0...UInt64.max)).tmp"
         do {
             try FileIO.copyFile(from: snapshotPath, to: temporary)
-            try replace(moving: temporary, durability: durability)
+            try replace(moving: temporary)
         } catch {
             unlink(temporary)
             throw error
@@ -681,7 +684,7 @@ public final class KVStore: Sendable {
     /// (``SnapshotStore/prepareInstall(of:)``) on this file system, which is renamed into place
     /// as the newest segment and read to rebuild the index. The file is consumed. Applies wait
     /// meanwhile; reads go on against the old state until the new one is whole.
-    public func replace(moving preparedPath: String, durability: KVDurability) throws {
+    public func replace(moving preparedPath: String) throws {
         var prepared = preparedPath
         if try LegacyStateImport.isSQLiteDatabase(prepared) {
             let converted = path + "/import-\(UInt64.random(in: 0...UInt64.max)).tmp"
@@ -818,7 +821,7 @@ public final class KVStore: Sendable {
             var values: [(offset: Int, length: Int)] = []
             StateLog.appendRecord(to: &record) { payload in
                 // Revision 0: the store revision does not change; each value keeps its key's.
-                StateLog.encodeBatch(kept, revisions: revisions, appliedIndex: 0, revision: 0, into: &payload) { _, offset, length in
+                StateLog.encodeBatch(kept, revisions: revisions, appliedIndex: 0, revision: 0, into: &payload) { offset, length in
                     values.append((offset, length))
                 }
             }
@@ -926,7 +929,7 @@ public final class KVStore: Sendable {
                     }
                 }
                 first = false
-                tables.replay(record, payload: payload, segment: file.id)
+                tables.replay(record, segment: file.id)
             case let .bad(reason, claimed):
                 // A torn write is the end of the file: damage followed by a whole record is
                 // not a crash mid-append.

@@ -51,7 +51,7 @@ enum LegacyStateImport {
                 guard !batch.isEmpty else { return }
                 var record = ByteWriter(capacity: batchBytes + 64)
                 StateLog.appendRecord(to: &record) {
-                    StateLog.encodeBatch(batch, revisions: revisions, appliedIndex: 0, revision: revision, into: &$0) { _, _, _ in }
+                    StateLog.encodeBatch(batch, revisions: revisions, appliedIndex: 0, revision: revision, into: &$0) { _, _ in }
                 }
                 try FileIO.writeAll(output, record.bytes, path: segmentPath)
                 (batch, revisions, batchBytes) = ([], [], 0)

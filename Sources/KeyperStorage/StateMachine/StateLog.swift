@@ -76,9 +76,9 @@ enum StateLog {
     }
 
     /// Writes a batch's payload: `revisions` holds one entry per put, in order. Calls
-    /// `valueAt` with each put's key and where its value lies, relative to the start of `writer`.
+    /// `valueAt` with where each put's value lies (offset relative to the start of `writer`, length).
     static func encodeBatch(_ operations: [KVOperation], revisions: [KeyRevisions], appliedIndex: UInt64, revision: UInt64,
-                            into writer: inout ByteWriter, valueAt: ([UInt8], Int, Int) -> Void) {
+                            into writer: inout ByteWriter, valueAt: (Int, Int) -> Void) {
         writer.writeUInt8(Kind.batch.rawValue)
         writer.writeUInt64(appliedIndex)
         writer.writeUInt64(revision)
@@ -96,7 +96,7 @@ enum StateLog {
                 writer.writeUInt64(put.mod)
                 writer.writeUInt64(put.version)
                 writer.writeUInt32(UInt32(value.count))
-                valueAt(key, writer.count, value.count)
+                valueAt(writer.count, value.count)
                 writer.writeRaw(value)
             case let .delete(key):
                 writer.writeUInt8(Tag.delete.rawValue)
