@@ -240,7 +240,10 @@ public final class ClusterSimulation: @unchecked Sendable {
         }
         try compareStateMachines()
         try finalReads()
-        for node in nodes { report.snapshotsInstalled += node.replica?.snapshotsInstalled ?? 0 }
+        for node in nodes {
+            report.snapshotsInstalled += node.replica?.snapshotsInstalled ?? 0
+            report.snapshotRestarts += node.replica?.snapshotTransferRestarts ?? 0
+        }
         try closeUnderLoad()
         let result = LinearizabilityChecker.check(history)
         report.operationsChecked = result.operationsChecked
@@ -367,9 +370,12 @@ public final class ClusterSimulation: @unchecked Sendable {
         do {
             opened = try OpenedDataDirectory(path: node.path, nodeID: node.id.rawValue, walFileSystem: { disk.fileSystem },
                                              truncateCorrupt: false, logger: logger, newIncarnation: { random.next() | 1 })
-            let settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
+            var settings = ReplicaSettings(advertisedRaftAddress: node.address, advertisedHTTPAddress: "\(node.id):8080",
                                            electionTicks: options.electionTicks, requestTimeoutMs: options.requestTimeoutMilliseconds,
                                            snapshotEntries: snapshotEntries, catchUpEntries: catchUpEntries)
+            // The simulation's snapshots are kilobytes: small chunks make each transfer many
+            // frames, so drops and connection resets land in the middle of one.
+            settings.snapshotChunkBytes = 1_024
             let replicaOptions = ReplicaOptions(settings: settings, bootstrapIfEmpty: node.bootstraps, heartbeatTicks: options.heartbeatTicks,
                                                 entryBytesMax: 1 << 20, randomSeed: random.next())
             let environment = ReplicaEnvironment(peers: peers, blockingWork: SimulatedBlockingWork(link: link, node: node.index,
@@ -402,6 +408,7 @@ public final class ClusterSimulation: @unchecked Sendable {
         guard let replica = node.replica else { return }
         report.crashes += 1
         report.snapshotsInstalled += replica.snapshotsInstalled
+        report.snapshotRestarts += replica.snapshotTransferRestarts
         node.disk.fileSystem.crash(keepingUnsynced: random.chance(1, in: 2) ? .randomPrefix(seed: random.next()) : .nothing)
         replica.store.close()
         replica.directory.release()
@@ -436,15 +443,17 @@ public final class ClusterSimulation: @unchecked Sendable {
 
     func linkKey(_ from: Int, _ to: Int) -> Int { from * 1_024 + to }
 
-    func send(_ frame: [UInt8], from peers: SimulatedPeers, address: String, peerIncarnation: UInt64) {
+    /// Puts `frame` on the wire; false when it is lost on the way (a partition, or a random drop).
+    @discardableResult
+    func send(_ frame: [UInt8], from peers: SimulatedPeers, address: String, peerIncarnation: UInt64) -> Bool {
         let sender = nodes[peers.node]
-        guard sender.generation == peers.generation, let to = nodeByAddress[address] else { return }
+        guard sender.generation == peers.generation, let to = nodeByAddress[address] else { return false }
         let key = linkKey(sender.index, to)
         var state = links[key] ?? Link(random: SplitMix64(seed: seed ^ (UInt64(key) &* 0x9E37_79B9_7F4A_7C15)))
         if blocked.contains(key) || (faultsActive && state.random.next(below: 100) < dropPercent) {
             report.framesDropped += 1
             links[key] = state
-            return
+            return false
         }
         var latency = Int64(100_000 + state.random.next(below: 1_900_000))
         if faultsActive && options.drops && state.random.chance(1, in: 50) {
@@ -460,7 +469,7 @@ public final class ClusterSimulation: @unchecked Sendable {
             records = try PeerRecord.decodeFrame(frame)
         } catch {
             violation = "\(sender.id) sent a frame that does not decode: \(error)"
-            return
+            return false
         }
         events.push(.deliver(from: sender.index, to: to, epoch: state.epoch, records: records, origin: origin), at: at)
         for case .raft(let message) in records {
@@ -476,6 +485,22 @@ public final class ClusterSimulation: @unchecked Sendable {
         }), random.chance(1, in: 3) {
             events.push(.crash(node: sender.index, generation: sender.generation), at: now)
         }
+        return true
+    }
+
+    /// A bulk frame, paced by its connection: now and then (while faults are on) the
+    /// connection's buffer is full and the frame is not taken. A frame lost on the way takes
+    /// its connection down with it, as TCP loses data only with its connection: the link
+    /// starts a new epoch, whose number the next frame reports.
+    func sendIfReady(_ frame: [UInt8], from peers: SimulatedPeers, address: String, peerIncarnation: UInt64) -> UInt64? {
+        let sender = nodes[peers.node]
+        guard sender.generation == peers.generation, let to = nodeByAddress[address] else { return nil }
+        let key = linkKey(sender.index, to)
+        // Partitioned: no connection can be made. Busy: the connection's buffer is full.
+        if blocked.contains(key) || (faultsActive && links[key]?.random.chance(1, in: 8) == true) { return nil }
+        let epoch = links[key]?.epoch ?? 0
+        if !send(frame, from: peers, address: address, peerIncarnation: peerIncarnation) { resetLink(key: key) }
+        return UInt64(epoch)
     }
 
     /// The replica drops its connection to `peer` (it learned a new incarnation or address).

@@ -74,6 +74,8 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var framesDelivered = 0
     public var framesDropped = 0
     public var snapshotsInstalled = 0
+    /// Snapshot transfers started over because their connection broke mid-way.
+    public var snapshotRestarts = 0
     public var joins = 0
     public var wipes = 0
     public var fullDisks = 0
@@ -98,6 +100,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
         framesDelivered += other.framesDelivered
         framesDropped += other.framesDropped
         snapshotsInstalled += other.snapshotsInstalled
+        snapshotRestarts += other.snapshotRestarts
         joins += other.joins
         wipes += other.wipes
         fullDisks += other.fullDisks
@@ -109,6 +112,6 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
             + "stale=\(staleReads)/unchecked=\(staleReadsUnchecked) removals=\(removals) "
             + "crashes=\(crashes) wipes=\(wipes) fullDisks=\(fullDisks) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
-            + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled) checked=\(operationsChecked)"
+            + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled)/restarts=\(snapshotRestarts) checked=\(operationsChecked)"
     }
 }

@@ -40,7 +40,9 @@ final class SimulatedPeers: PeerSender, @unchecked Sendable {
         link.simulation?.send(frame, from: self, address: address, peerIncarnation: incarnation)
     }
 
-    func canSend(to node: NodeID) -> Bool { true }
+    func sendIfReady(_ frame: [UInt8], to node: NodeID, address: String, incarnation: UInt64) -> UInt64? {
+        link.simulation?.sendIfReady(frame, from: self, address: address, peerIncarnation: incarnation)
+    }
 
     func forget(_ node: NodeID) {
         link.simulation?.resetLink(from: self.node, to: node)

@@ -24,8 +24,12 @@ package struct ReplicaEnvironment: Sendable {
 package protocol PeerSender: Sendable {
     /// Queues `frame` for `node`, reached at `address`, addressing its `incarnation`.
     func send(_ frame: [UInt8], to node: NodeID, address: String, incarnation: UInt64)
-    /// Whether the connection to `node` takes more now (for pacing bulk transfers).
-    func canSend(to node: NodeID) -> Bool
+    /// Sends `frame` only if the connection to `node` takes it now, for bulk transfers that
+    /// pace themselves by the connection; answers the connection's number, or nil (not sent:
+    /// keep it and try again). Frames accepted under one number arrive in order, all or the
+    /// first few of them; a new number means a new connection, and a gap after the last frame
+    /// that went on the old one.
+    func sendIfReady(_ frame: [UInt8], to node: NodeID, address: String, incarnation: UInt64) -> UInt64?
     /// Drops the connection to `node` and what is queued for it.
     func forget(_ node: NodeID)
     /// What this node says about itself when it connects: its cluster, its incarnation and
@@ -77,6 +81,9 @@ package struct ReplicaSettings: Sendable {
     /// follower a little behind (restarted, or slow) catches up from the log rather than
     /// needing a whole snapshot (etcd's snapshot catch-up entries).
     package var catchUpEntries: UInt64
+    /// Bytes of a snapshot per chunk frame: small enough that heartbeats slip between them.
+    /// (Simulations make it small, so that their small snapshots are many chunks.)
+    package var snapshotChunkBytes = 512 * 1024
 
     package init(advertisedRaftAddress: String, advertisedHTTPAddress: String, electionTicks: Int, requestTimeoutMs: Int,
                  snapshotEntries: UInt64, catchUpEntries: UInt64) {

@@ -7,8 +7,8 @@ import Logging
 /// A snapshot on its way to one follower: its chunks are read as blocking work, a few ahead of
 /// the connection, and sent from the replica's context in order as the connection keeps up.
 struct SnapshotSend {
-    /// Tells the reads of this transfer from those of one abandoned before it.
-    let id: UInt64
+    /// Tells the reads of this transfer from those of one abandoned (or started over) before it.
+    var id: UInt64
     let metadata: SnapshotMetadata
     /// The InstallSnapshot message that follows the last chunk (the newest the core asked for).
     var message: Message
@@ -23,14 +23,19 @@ struct SnapshotSend {
     let started: Moment
     /// When the last chunk and the message went out.
     var finished: Moment?
+    /// The number of the connection the chunks went on: all of them must go on one, since
+    /// a connection made anew means some were lost with the old one.
+    var connection: UInt64?
+    /// Times the transfer started over on a new connection.
+    var restarts = 0
 
-    init(id: UInt64, metadata: SnapshotMetadata, message: Message, reader: SnapshotReader, started: Moment) {
+    init(id: UInt64, metadata: SnapshotMetadata, message: Message, reader: SnapshotReader, chunkBytes: Int, started: Moment) {
         self.id = id
         self.metadata = metadata
         self.message = message
         self.reader = reader
         let bytes = reader.snapshot.databaseBytes
-        chunkCount = max(1, (bytes + Replica.snapshotChunkBytes - 1) / Replica.snapshotChunkBytes)
+        chunkCount = max(1, (bytes + chunkBytes - 1) / chunkBytes)
         self.started = started
     }
 }
@@ -45,8 +50,6 @@ struct SnapshotReceive {
 }
 
 extension Replica {
-    /// Bytes of the database per chunk frame: small enough that heartbeats slip between them.
-    static let snapshotChunkBytes = 512 * 1024
     /// Chunks read ahead of the connection per follower (read or being read, not yet sent):
     /// enough to keep a fast connection busy, and a bound on the memory a transfer holds.
     static let snapshotReadsAheadMax = 4
@@ -154,7 +157,8 @@ extension Replica {
             return
         }
         snapshotSends[node] = SnapshotSend(id: snapshotSendNext, metadata: snapshot.metadata,
-                                           message: Self.naming(snapshot.metadata, in: message), reader: reader, started: now)
+                                           message: Self.naming(snapshot.metadata, in: message), reader: reader,
+                                           chunkBytes: settings.snapshotChunkBytes, started: now)
         snapshotSendNext += 1
         logger.info("sending a snapshot", metadata: ["peer": "\(node)", "index": "\(snapshot.metadata.index.rawValue)",
                                                      "bytes": "\(snapshot.databaseBytes)"])
@@ -241,7 +245,7 @@ extension Replica {
             if transfer.finished == nil {
                 logger.info("snapshot transfer abandoned", metadata: [
                     "peer": "\(node)", "index": "\(transfer.metadata.index.rawValue)", "reason": "\(reason)",
-                    "sent_bytes": "\(min(transfer.chunksSent * Self.snapshotChunkBytes, transfer.reader.snapshot.databaseBytes))",
+                    "sent_bytes": "\(min(transfer.chunksSent * settings.snapshotChunkBytes, transfer.reader.snapshot.databaseBytes))",
                 ])
             }
             return
@@ -251,24 +255,39 @@ extension Replica {
             snapshotSends[node] = nil
             return
         }
-        // The first chunk may open the connection; later ones wait until it is writable.
+        // Each frame goes only when the connection takes it (never queued behind heartbeats,
+        // never dropped for back-pressure); the InstallSnapshot message follows the last chunk
+        // on the same connection.
         let incarnation = raw.incarnation(of: node) ?? 0
-        while let frame = transfer.framesReady[transfer.chunksSent],
-              transfer.chunksSent == 0 || peers.canSend(to: node) {
-            transfer.framesReady[transfer.chunksSent] = nil
-            peers.send(frame, to: node, address: address, incarnation: incarnation)
-            transfer.chunksSent += 1
-            if transfer.chunksSent == transfer.chunkCount {
-                peers.send(PeerRecord.encodeFrame([.raft(transfer.message)]), to: node, address: address, incarnation: incarnation)
+        while transfer.finished == nil {
+            let frame: [UInt8]
+            if transfer.chunksSent < transfer.chunkCount {
+                guard let ready = transfer.framesReady[transfer.chunksSent] else { break }
+                frame = ready
+            } else {
+                frame = PeerRecord.encodeFrame([.raft(transfer.message)])
+            }
+            guard let connection = peers.sendIfReady(frame, to: node, address: address, incarnation: incarnation) else { break }
+            if let previous = transfer.connection, previous != connection {
+                // The connection was made anew: what went on the old one may not all have
+                // arrived, and the follower takes chunks only in order. Start over on this one
+                // (the follower ignores the out-of-order frame just sent).
+                startOver(&transfer, on: connection, to: node)
+                break
+            }
+            transfer.connection = connection
+            if transfer.chunksSent < transfer.chunkCount {
+                transfer.framesReady[transfer.chunksSent] = nil
+                transfer.chunksSent += 1
+            } else {
                 let finished = now
                 transfer.finished = finished
                 let bytes = transfer.reader.snapshot.databaseBytes
                 let ms = max(1, (finished - transfer.started).nanoseconds / 1_000_000)
                 logger.info("sent a snapshot", metadata: [
                     "peer": "\(node)", "index": "\(transfer.metadata.index.rawValue)", "bytes": "\(bytes)", "ms": "\(ms)",
-                    "mb_per_s": "\(Int64(bytes) * 1000 / ms / 1_000_000)",
+                    "mb_per_s": "\(Int64(bytes) * 1000 / ms / 1_000_000)", "restarts": "\(transfer.restarts)",
                 ])
-                break
             }
         }
         while transfer.chunksRead < transfer.chunkCount
@@ -278,6 +297,25 @@ extension Replica {
             transfer.readsInFlight += 1
         }
         snapshotSends[node] = transfer
+    }
+
+    /// Sends `transfer` again from its first chunk, on `connection`. Reads in flight for the
+    /// old pass are ignored when they finish (the id changes).
+    private func startOver(_ transfer: inout SnapshotSend, on connection: UInt64, to node: NodeID) {
+        logger.info("snapshot transfer starts over: the connection was made anew", metadata: [
+            "peer": "\(node)", "index": "\(transfer.metadata.index.rawValue)",
+            "sent_bytes": "\(min(transfer.chunksSent * settings.snapshotChunkBytes, transfer.reader.snapshot.databaseBytes))",
+        ])
+        transfer.id = snapshotSendNext
+        snapshotSendNext += 1
+        transfer.connection = connection
+        transfer.chunksRead = 0
+        transfer.chunksSent = 0
+        transfer.readsInFlight = 0
+        transfer.framesReady = [:]
+        transfer.restarts += 1
+        snapshotTransferRestarts += 1
+        metrics.snapshotRestarts.increment()
     }
 
     /// Why a transfer should end now, if it should. A finished one is kept (so that repeated
@@ -302,9 +340,9 @@ extension Replica {
         let reader = transfer.reader
         let metadata = transfer.metadata
         let id = transfer.id
-        let offset = number * Self.snapshotChunkBytes
+        let offset = number * settings.snapshotChunkBytes
         let total = reader.snapshot.databaseBytes
-        let count = min(Self.snapshotChunkBytes, total - offset)
+        let count = min(settings.snapshotChunkBytes, total - offset)
         environment.blockingWork.run({
             let chunk = SnapshotChunk(index: metadata.index, term: metadata.term, offset: UInt64(offset),
                                       totalBytes: UInt64(total), bytes: try reader.read(at: offset, count: count))
@@ -328,8 +366,8 @@ extension Replica {
 
     // MARK: Receiving snapshots
 
-    /// Chunks must arrive in order (one connection carries them); a gap abandons the
-    /// transfer, and the leader sends the snapshot again. A chunk is written where it arrives,
+    /// Chunks must arrive in order (one connection carries them); one that does not continue
+    /// the transfer in progress is ignored, and the leader starts a transfer with a gap over. A chunk is written where it arrives,
     /// on the replica's context: one pwrite of at most ``snapshotChunkBytes`` into the page cache.
     func receive(_ chunk: SnapshotChunk) {
         // Not needed (the log already covers it), or already being made durable or installed:
@@ -349,7 +387,10 @@ extension Replica {
         }
         guard let current = receiving, current.index == chunk.index, current.term == chunk.term,
               current.received == chunk.offset, current.total == chunk.totalBytes else {
-            dropPartialSnapshot()
+            // Out of order: a frame of an earlier connection arriving late, or one sent on a new
+            // connection just before the leader noticed and started over. The transfer in
+            // progress (if any) is kept; one that really has a gap is started over by the
+            // leader from offset 0, which replaces it.
             return
         }
         do {

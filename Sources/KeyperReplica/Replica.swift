@@ -121,6 +121,8 @@ package final class Replica: @unchecked Sendable {
     package var status: Status { raw.status }
     /// Snapshots installed from a leader since this replica was made.
     package internal(set) var snapshotsInstalled = 0
+    /// Snapshot transfers this replica started over on a new connection.
+    package internal(set) var snapshotTransferRestarts = 0
 
     // MARK: Entry points (on the loop)
 

@@ -14,6 +14,8 @@ package final class ReplicaMetrics: Sendable {
     let snapshots: Metrics.Counter
     let snapshotDuration: Metrics.Timer
     let snapshotsInstalled: Metrics.Counter
+    /// Snapshot transfers started over because their connection was made anew mid-way.
+    let snapshotRestarts: Metrics.Counter
 
     package init(factory: any MetricsFactory) {
         walSyncDuration = Metrics.Timer(label: "keyper_wal_sync_duration_seconds", factory: factory)
@@ -26,6 +28,7 @@ package final class ReplicaMetrics: Sendable {
         snapshots = Metrics.Counter(label: "keyper_snapshots_total", factory: factory)
         snapshotDuration = Metrics.Timer(label: "keyper_snapshot_duration_seconds", factory: factory)
         snapshotsInstalled = Metrics.Counter(label: "keyper_snapshots_installed_total", factory: factory)
+        snapshotRestarts = Metrics.Counter(label: "keyper_snapshot_transfer_restarts_total", factory: factory)
     }
 
     /// Counts nothing: for simulations and tests.

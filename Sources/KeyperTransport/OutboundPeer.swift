@@ -17,7 +17,8 @@ final class OutboundPeer: Sendable {
     private enum Connection {
         case idle
         case connecting
-        case connected(any Channel)
+        /// Up, with the transport-wide number it was given when made.
+        case connected(any Channel, number: UInt64)
         /// Failed; a retry is scheduled.
         case waiting
     }
@@ -48,7 +49,7 @@ final class OutboundPeer: Sendable {
         let action = state.withLock { state -> Action in
             guard !state.closed else { return .none }
             switch state.connection {
-            case .connected(let channel):
+            case .connected(let channel, _):
                 return .write(channel)
             case .idle, .connecting, .waiting:
                 state.pending.append(frame)
@@ -70,10 +71,33 @@ final class OutboundPeer: Sendable {
         }
     }
 
-    var isWritable: Bool {
-        state.withLock { state in
-            if case .connected(let channel) = state.connection { return channel.isWritable }
-            return false
+    /// Writes `frame` if the connection is up and below its high-water mark, and answers the
+    /// connection's number; otherwise answers nil and keeps nothing (an idle connection starts
+    /// being made). One check decides: a frame accepted is written, never dropped for
+    /// back-pressure afterwards.
+    func sendIfReady(_ frame: ByteBuffer) -> UInt64? {
+        enum Action { case write(any Channel, UInt64), connect, none }
+        let action = state.withLock { state -> Action in
+            guard !state.closed else { return .none }
+            switch state.connection {
+            case .connected(let channel, let number):
+                return channel.isWritable ? .write(channel, number) : .none
+            case .idle:
+                state.connection = .connecting
+                return .connect
+            case .connecting, .waiting:
+                return .none
+            }
+        }
+        switch action {
+        case .write(let channel, let number):
+            write([frame], to: channel, evenIfFull: true)
+            return number
+        case .connect:
+            connect()
+            return nil
+        case .none:
+            return nil
         }
     }
 
@@ -82,16 +106,16 @@ final class OutboundPeer: Sendable {
             state.closed = true
             state.pending.removeAll()
             state.pendingBytes = 0
-            if case .connected(let channel) = state.connection { return channel }
+            if case .connected(let channel, _) = state.connection { return channel }
             return nil
         }
         channel?.close(promise: nil)
     }
 
-    private func write(_ frames: [ByteBuffer], to channel: any Channel) {
+    private func write(_ frames: [ByteBuffer], to channel: any Channel, evenIfFull: Bool = false) {
         // Back-pressure: a peer that reads slower than we send fills the socket buffer up to the
         // high-water mark; past it, frames are dropped rather than buffered without limit.
-        guard channel.isWritable else {
+        guard evenIfFull || channel.isWritable else {
             transport.count { $0.framesDropped += frames.count }
             return
         }
@@ -136,7 +160,7 @@ final class OutboundPeer: Sendable {
     private func connected(_ channel: any Channel, handshake: [UInt8]) {
         let frames = state.withLock { state -> [ByteBuffer]? in
             guard !state.closed else { return nil }
-            state.connection = .connected(channel)
+            state.connection = .connected(channel, number: transport.nextConnectionNumber())
             state.delayMs = 0
             defer {
                 state.pending.removeAll()
@@ -154,7 +178,7 @@ final class OutboundPeer: Sendable {
 
     private func disconnected(_ channel: any Channel) {
         let reconnect = state.withLock { state -> Bool in
-            guard case .connected(let current) = state.connection, current === channel else { return false }
+            guard case .connected(let current, _) = state.connection, current === channel else { return false }
             state.connection = .idle
             guard !state.closed, !state.pending.isEmpty else { return false }
             state.connection = .connecting

@@ -161,7 +161,29 @@ public final class PeerTransport: Sendable {
     /// the peer's queue is full.
     public func send(_ frame: ByteBuffer, to peer: String, address: String, incarnation: UInt64 = 0) {
         if faultsBox.withLock({ $0.dropTo.contains(peer) }) { return count { $0.framesDropped += 1 } }
-        let outbound = state.withLock { state -> OutboundPeer? in
+        outbound(to: peer, address: address, incarnation: incarnation)?.send(frame)
+    }
+
+    /// Writes `frame` to `peer`'s connection only if it takes it now: the connection is up and
+    /// below its send buffer's high-water mark. Otherwise nothing is kept or dropped: the
+    /// caller keeps the frame and tries again later (this starts making the connection if
+    /// there is none). Bulk transfers (snapshot chunks) go this way, so back-pressure holds
+    /// them with their sender instead of losing one in the middle of a transfer.
+    ///
+    /// Answers the number of the connection the frame went on, or nil. Frames accepted on one
+    /// connection arrive in order, all of them or (if it breaks) the first few; a connection
+    /// made anew has another number, so a sender that sees the number change knows its
+    /// stream has a gap and starts it again.
+    public func sendIfReady(_ frame: ByteBuffer, to peer: String, address: String, incarnation: UInt64 = 0) -> UInt64? {
+        // A partition, as tests inject it: no connection can be made.
+        if faultsBox.withLock({ $0.dropTo.contains(peer) }) { return nil }
+        return outbound(to: peer, address: address, incarnation: incarnation)?.sendIfReady(frame)
+    }
+
+    /// The connection to `peer` at `address`, addressing `incarnation`: the one there is, or a new one
+    /// replacing one made for another address or incarnation. Nil once stopped.
+    private func outbound(to peer: String, address: String, incarnation: UInt64) -> OutboundPeer? {
+        state.withLock { state -> OutboundPeer? in
             guard !state.stopped else { return nil }
             if let existing = state.peers[peer], existing.address == address, existing.incarnation == incarnation { return existing }
             state.peers[peer]?.close()
@@ -169,15 +191,13 @@ public final class PeerTransport: Sendable {
             state.peers[peer] = created
             return created
         }
-        guard let outbound else { return }
-        outbound.send(frame)
     }
 
-    /// Whether a frame for `peer` would be sent now rather than queued or dropped: its
-    /// connection is up and below the send buffer's high-water mark. Bulk senders (snapshots)
-    /// pace themselves with this so they never overflow the queue that heartbeats share.
-    public func canSend(to peer: String) -> Bool {
-        state.withLock { $0.peers[peer] }?.isWritable ?? false
+    private let connectionsMade = Atomic<UInt64>(0)
+
+    /// A number no other connection of this transport has had.
+    func nextConnectionNumber() -> UInt64 {
+        connectionsMade.add(1, ordering: .relaxed).newValue
     }
 
     /// Closes the connection to a peer that left the cluster.

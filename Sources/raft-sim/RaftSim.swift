@@ -64,7 +64,7 @@ struct RaftSim {
         print("cluster seeds=\(seeds) start=\(start) nodes=\(options.nodeCount) failures=\(failures) seconds=\(format(now() - began)) "
               + "writes=\(totals.writesAcknowledged) reads=\(totals.readsAcknowledged) stale=\(totals.staleReads)"
               + "/unchecked=\(totals.staleReadsUnchecked) crashes=\(totals.crashes) wipes=\(totals.wipes) removals=\(totals.removals) "
-              + "installs=\(totals.snapshotsInstalled) leaders=\(totals.leadersElected)")
+              + "installs=\(totals.snapshotsInstalled) restarts=\(totals.snapshotRestarts) leaders=\(totals.leadersElected)")
         if failures > 0 { exit(1) }
     }
 

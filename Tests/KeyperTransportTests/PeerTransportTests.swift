@@ -4,6 +4,9 @@ import NIOPosix
 import Synchronization
 import KeyperTestSupport
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import KeyperTransport
 
 /// Collects what a transport received, and lets a test wait for a condition with a deadline.
@@ -142,4 +145,81 @@ struct PeerSocketOptionTests {
         await a.stop()
         await b.stop()
     }
+}
+
+@Suite("Bulk frames paced by the connection")
+struct PeerTransportBulkTests {
+    @Test("under back-pressure sendIfReady keeps what the connection cannot take: every frame it accepts arrives, in order")
+    func backPressure() async throws {
+        // A receiver slower than the sender: its socket buffers fill, then the sender's.
+        let inboxB = Inbox()
+        let b = PeerTransport(configuration: .init(nodeID: "b", host: "127.0.0.1", port: 0), logger: Logger(label: "test.b")) {
+            from, frame in
+            usleep(300)
+            inboxB.receive(from, frame)
+        }
+        let portB = try await b.start()
+        var configuration = PeerTransport.Configuration(nodeID: "a", host: "127.0.0.1", port: 0)
+        configuration.sendBufferBytesMax = 64 * 1024
+        let a = PeerTransport(configuration: configuration, logger: Logger(label: "test.a"), receiver: { _, _ in })
+        let address = "127.0.0.1:\(portB)"
+
+        // 600 frames of 64 KiB (39 MB): far more than loopback socket buffers hold.
+        let count = 600
+        var numbers: Set<UInt64> = []
+        var busy = 0
+        for i in 0..<count {
+            var frame = [UInt8](repeating: UInt8(i & 0xFF), count: 64 * 1024)
+            frame[0] = UInt8(i & 0xFF)
+            frame[1] = UInt8(i >> 8)
+            while true {
+                // Small frames beside them, as heartbeats would be: these may be dropped.
+                a.send(ByteBuffer(bytes: [0xFF]), to: "b", address: address)
+                if let number = a.sendIfReady(ByteBuffer(bytes: frame), to: "b", address: address) {
+                    numbers.insert(number)
+                    break
+                }
+                busy += 1
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        #expect(try await inboxB.wait(timeout: .seconds(60)) {
+            inboxB.frames.withLock { $0.filter { $0.payload.count > 1 }.count } == count
+        })
+        let bulk = inboxB.frames.withLock { $0.filter { $0.payload.count > 1 } }
+        #expect(bulk.map { Int($0.payload[0]) | Int($0.payload[1]) << 8 } == Array(0..<count))
+        #expect(numbers.count == 1, "one connection carried them all")
+        #expect(busy > 0, "the connection pushed back (39 MB cannot fit in loopback buffers)")
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test("a connection made anew answers with another number; while it is being made, nothing is taken")
+    func newConnectionNewNumber() async throws {
+        let inboxB = Inbox()
+        let a = makeTransport("a", inbox: Inbox())
+        let b = makeTransport("b", inbox: inboxB)
+        let address = "127.0.0.1:\(try await b.start())"
+        #expect(a.sendIfReady(ByteBuffer(bytes: [1, 1]), to: "b", address: address) == nil, "no connection yet: this starts one")
+        let first = try await sendEventually(ByteBuffer(bytes: [2, 2]), from: a, to: address)
+        // A new identity re-opens every connection.
+        a.setIdentity(.init(clusterID: "c", incarnation: 7))
+        let second = try await sendEventually(ByteBuffer(bytes: [3, 3]), from: a, to: address)
+        #expect(first != nil && second != nil)
+        #expect(first != second)
+        #expect(try await inboxB.wait { inboxB.count == 2 })
+        #expect(inboxB.frames.withLock { $0.map(\.payload) } == [[2, 2], [3, 3]], "a frame not taken is not sent later")
+        await a.stop()
+        await b.stop()
+    }
+}
+
+/// Offers `frame` to b until the connection takes it; the connection's number, or nil after 20 s.
+private func sendEventually(_ frame: ByteBuffer, from a: PeerTransport, to address: String) async throws -> UInt64? {
+    let deadline = ContinuousClock.now + .seconds(20)
+    while ContinuousClock.now < deadline {
+        if let number = a.sendIfReady(frame, to: "b", address: address) { return number }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return nil
 }

@@ -103,7 +103,9 @@ struct TransportPeers: PeerSender {
         transport.send(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
     }
 
-    func canSend(to node: NodeID) -> Bool { transport.canSend(to: node.rawValue) }
+    func sendIfReady(_ frame: [UInt8], to node: NodeID, address: String, incarnation: UInt64) -> UInt64? {
+        transport.sendIfReady(ByteBuffer(bytes: frame), to: node.rawValue, address: address, incarnation: incarnation)
+    }
 
     func forget(_ node: NodeID) { transport.forget(node.rawValue) }
 
