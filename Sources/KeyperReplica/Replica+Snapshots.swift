@@ -451,6 +451,7 @@ extension Replica {
         snapshotPreparing = (metadata, message)
         let started = now
         let snapshots = self.snapshots
+        let store = self.store
         let clock = environment.clock
         environment.blockingWork.run({
             let snapshot: SnapshotStore.Snapshot
@@ -462,22 +463,24 @@ extension Replica {
                 snapshot = try snapshots.commit(databaseAt: path, metadata: metadata)
             }
             let committed = clock.now
-            return (try snapshots.prepareInstall(of: snapshot), committed)
+            let replacement = try store.prepareReplacement(moving: try snapshots.prepareInstall(of: snapshot))
+            return (replacement, committed)
         }, then: { [self] result in
             let pending = snapshotPreparing
             snapshotPreparing = nil
             switch result {
-            case .success(let (path, committed)):
+            case .success(let (replacement, committed)):
                 guard !closing, let pending, pending.metadata == metadata else {
-                    FileIO.removeIfPresent(path)
+                    replacement.discard()
                     return
                 }
                 let now = self.now
                 logger.info("stored an incoming snapshot and prepared its install", metadata: [
-                    "index": "\(metadata.index.rawValue)", "commit_ms": "\((committed - started).nanoseconds / 1_000_000)",
-                    "copy_ms": "\((now - committed).nanoseconds / 1_000_000)",
+                    "index": "\(metadata.index.rawValue)", "keys": "\(replacement.keys)",
+                    "commit_ms": "\((committed - started).nanoseconds / 1_000_000)",
+                    "prepare_ms": "\((now - committed).nanoseconds / 1_000_000)",
                 ])
-                snapshotPrepared(path, for: pending)
+                snapshotPrepared(replacement, for: pending)
             case .failure(let error):
                 logger.error("cannot store an incoming snapshot; the leader will resend", metadata: ["error": "\(error)"])
             }
@@ -487,9 +490,9 @@ extension Replica {
     /// Back on the replica's context with the snapshot durable and its install prepared: step the message
     /// (the core decides afresh: a message from an old term, say, is refused) and handle the
     /// Ready it makes, which installs the snapshot.
-    private func snapshotPrepared(_ path: String, for pending: (metadata: SnapshotMetadata, message: Message)) {
-        if let previous = preparedInstall { FileIO.removeIfPresent(previous.path) }
-        preparedInstall = (pending.metadata, path)
+    private func snapshotPrepared(_ replacement: PreparedReplacement, for pending: (metadata: SnapshotMetadata, message: Message)) {
+        if let previous = preparedInstall { previous.replacement.discard() }
+        preparedInstall = (pending.metadata, replacement)
         do {
             try raw.step(pending.message)
         } catch {
@@ -498,7 +501,7 @@ extension Replica {
         processReady()
         // Not installed, and no stalled Ready will (the core no longer needed it): the copy goes.
         if let prepared = preparedInstall, prepared.metadata == pending.metadata, stalledReady?.snapshot != pending.metadata {
-            FileIO.removeIfPresent(prepared.path)
+            prepared.replacement.discard()
             preparedInstall = nil
         }
     }
@@ -507,8 +510,9 @@ extension Replica {
     /// Order for crashes: the snapshot file is durable (before the message was stepped), then
     /// the log records it, then the database is replaced. A crash between the last two is
     /// repaired at start-up (the applied index is behind the log's start: reinstall). The
-    /// replacement is a rename of the copy prepared as blocking work; only without one (a retry
-    /// after a failed install) is the database copied here, holding the replica for as long.
+    /// replacement is a rename and an index swap, prepared as blocking work; only without one
+    /// (a retry after a failed install) is the file copied and read here, holding the replica
+    /// for as long.
     func installSnapshot(_ metadata: SnapshotMetadata) throws {
         guard let snapshot = snapshots.snapshot(at: metadata.index) else {
             fatalError("the core installs snapshot \(metadata.index) but its file is gone")
@@ -517,14 +521,9 @@ extension Replica {
         let started = now
         if let prepared = preparedInstall, prepared.metadata == metadata {
             preparedInstall = nil
-            do {
-                try store.replace(moving: prepared.path)
-            } catch {
-                FileIO.removeIfPresent(prepared.path)
-                throw error
-            }
+            try store.install(prepared.replacement)  // consumes the file, installed or not
         } else {
-            logger.warning("installing a snapshot without a prepared copy: copying it on the replica's context", metadata: [
+            logger.warning("installing a snapshot without a prepared install: copying and reading it on the replica's context", metadata: [
                 "index": "\(metadata.index.rawValue)", "bytes": "\(snapshot.databaseBytes)",
             ])
             try store.replace(with: snapshot.databasePath)

@@ -38,8 +38,8 @@ package final class Replica: @unchecked Sendable {
     /// A received snapshot being made durable, and its install prepared, off the loop; its
     /// InstallSnapshot message is stepped when that is done (at most one at a time).
     var snapshotPreparing: (metadata: SnapshotMetadata, message: Message)?
-    /// The private copy of a snapshot that its install renames into place.
-    var preparedInstall: (metadata: SnapshotMetadata, path: String)?
+    /// A snapshot read into an index of its own, off the loop: its install is a rename and a swap.
+    var preparedInstall: (metadata: SnapshotMetadata, replacement: PreparedReplacement)?
     var identity: NodeIdentity
     let raftConfig: Config
     let settings: ReplicaSettings

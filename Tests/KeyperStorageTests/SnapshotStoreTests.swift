@@ -183,7 +183,7 @@ struct SnapshotStoreTests {
         }
     }
 
-    @Test("a prepared install is a private copy that replaces the state machine by a rename")
+    @Test("a prepared install (a hard link, or a copy) replaces the state machine by a rename and leaves the snapshot as it was")
     func preparedInstall() throws {
         try withTemporaryDirectory { dir in
             let store = try Self.makeStore(dir, count: 40, applied: 12)

@@ -194,6 +194,46 @@ struct StateLogTests {
         }
     }
 
+    @Test("a replacement read off to the side while the store goes on writing (and starts segments) installs whole, renumbered, and survives a reopen")
+    func preparedReplacement() throws {
+        try withTemporaryDirectory { dir in
+            let source = try KVStore(path: dir + "/source", durability: .normal)
+            let keys = (0..<500).map { Array("key-\($0)".utf8) }
+            try source.apply(keys.map { .put(key: $0, value: $0 + [9]) }, appliedIndex: 40)
+            try source.apply([.delete(key: keys[0])], appliedIndex: 41)
+            _ = try source.copy(to: dir + "/snapshot")
+            let expected = try keys.map { try source.getVersioned($0).value }
+            source.close()
+
+            let store = try KVStore(path: dir + "/store", durability: .normal, segmentBytes: 4_096)
+            try store.apply([.put(key: Array("old".utf8), value: [1])], appliedIndex: 5)
+            let prepared = try store.prepareReplacement(moving: dir + "/snapshot")
+            #expect(prepared.keys == 499 && prepared.appliedIndex == 41)
+            #expect(access(dir + "/snapshot", F_OK) == 0, "not moved until installed")
+            // Meanwhile the store is still its old self, takes writes and starts new segments:
+            // the id the replacement was read under is taken by the time it is installed.
+            for index in 6..<30 { try store.apply([.put(key: Array("old-\(index)".utf8), value: [UInt8](repeating: 7, count: 400))], appliedIndex: UInt64(index)) }
+            #expect(try store.get(Array("old".utf8)) == [1])
+            try store.install(prepared)
+            #expect(access(dir + "/snapshot", F_OK) != 0, "consumed")
+
+            func check(_ store: KVStore) throws {
+                #expect(try store.appliedIndex() == 41 && store.count() == 499)
+                #expect(try store.get(Array("old".utf8)) == nil && store.get(Array("old-9".utf8)) == nil)
+                #expect(try keys.map { try store.getVersioned($0).value } == expected)
+            }
+            try check(store)
+            // Writes after it land beside it; a reopen replays the installed file and those.
+            try store.apply([.put(key: keys[0], value: [1, 2])], appliedIndex: 42)
+            store.close()
+            let reopened = try KVStore(path: dir + "/store", durability: .normal, segmentBytes: 4_096)
+            #expect(try reopened.get(keys[0]) == [1, 2])
+            try reopened.apply([.delete(key: keys[0])], appliedIndex: 43)
+            #expect(try reopened.count() == 499 && reopened.get(keys[1]) == keys[1] + [9])
+            reopened.close()
+        }
+    }
+
     @Test("an earlier Keyper's SQLite state is carried over, and its snapshots install")
     func legacyDatabase() throws {
         try withTemporaryDirectory { dir in

@@ -199,13 +199,16 @@ public final class SnapshotStore: Sendable {
 
     // MARK: Installing
 
-    /// A private, fsynced copy of `snapshot`'s database under a temporary name, made ahead of an
-    /// install so that the install itself is a rename (``KVStore/replace(moving:)``)
-    /// rather than a file-sized copy. File-sized work: call it on a blocking-I/O thread. The
-    /// caller moves the copy into place or removes it; one left by a crash goes on open.
+    /// `snapshot`'s database under a temporary name of its own, made ahead of an install so
+    /// that the install itself is a rename (``KVStore/prepareReplacement(moving:)``): a hard
+    /// link to the same (already durable) file, which the state machine only reads once it is
+    /// a segment of its own; or, where the file system has no hard links, an fsynced copy
+    /// (file-sized work: call it on a blocking-I/O thread). The caller moves it into place or
+    /// removes it; one left by a crash goes on open.
     public func prepareInstall(of snapshot: Snapshot) throws(FileIOError) -> String {
         let path = directory + "/install-" + Self.baseName(snapshot.metadata.index, snapshot.metadata.term)
             + "-\(UInt64.random(in: 0...UInt64.max)).db.tmp"
+        if link(snapshot.databasePath, path) == 0 { return path }
         do throws(FileIOError) {
             try FileIO.copyFile(from: snapshot.databasePath, to: path)
         } catch {

@@ -55,6 +55,25 @@ public struct KVStoreClosedError: Error, CustomStringConvertible, Sendable {
     public var description: String { "state machine \(path): the store is closed" }
 }
 
+/// A snapshot read into an index of its own, ready to become a store's state
+/// (``KVStore/prepareReplacement(moving:)``, ``KVStore/install(_:)``).
+public struct PreparedReplacement: Sendable {
+    /// The snapshot file, not yet in the store's directory.
+    let path: String
+    /// The segment id its index entries name.
+    let segment: UInt32
+    let tables: KVStore.Tables
+
+    /// The key count, the applied index and the revision the snapshot holds.
+    public var keys: Int { tables.index.count }
+    public var appliedIndex: UInt64 { tables.applied }
+
+    /// Removes the file, when it will not be installed.
+    public func discard() {
+        unlink(path)
+    }
+}
+
 /// The key-value state machine: a log-structured store (docs/storage-at-scale.md).
 ///
 /// Every applied batch is appended, as one CRC-framed record, to the active segment file of
@@ -681,35 +700,77 @@ public final class KVStore: Sendable {
     }
 
     /// Replaces the whole state with `preparedPath`, a complete, fsynced copy of a snapshot
-    /// (``SnapshotStore/prepareInstall(of:)``) on this file system, which is renamed into place
-    /// as the newest segment and read to rebuild the index. The file is consumed. Applies wait
-    /// meanwhile; reads go on against the old state until the new one is whole.
+    /// (``SnapshotStore/prepareInstall(of:)``) on this file system: ``prepareReplacement(moving:)``
+    /// then ``install(_:)``. The file is consumed.
     public func replace(moving preparedPath: String) throws {
+        try install(try prepareReplacement(moving: preparedPath))
+    }
+
+    /// Reads `preparedPath`, a complete, fsynced copy of a snapshot on this file system, into
+    /// an index of its own, for ``install(_:)``. File-sized work (the index of every key in the
+    /// snapshot is built here: tens of seconds at 10^7 keys), so it runs on a blocking-I/O
+    /// thread while the store goes on serving and applying; the install is then a rename and
+    /// a swap. Memory: the new index beside the current one until the install. The file is
+    /// consumed (on failure, removed; a SQLite database from an earlier Keyper is converted).
+    public func prepareReplacement(moving preparedPath: String) throws -> PreparedReplacement {
         var prepared = preparedPath
-        if try LegacyStateImport.isSQLiteDatabase(prepared) {
-            let converted = path + "/import-\(UInt64.random(in: 0...UInt64.max)).tmp"
-            try LegacyStateImport.convert(databaseAt: prepared, toSegmentAt: converted)
+        do {
+            if try LegacyStateImport.isSQLiteDatabase(prepared) {
+                let converted = path + "/import-\(UInt64.random(in: 0...UInt64.max)).tmp"
+                try LegacyStateImport.convert(databaseAt: prepared, toSegmentAt: converted)
+                unlink(prepared)
+                prepared = converted
+            }
+            // The id it will most likely get (the install renumbers it if segments were started meanwhile).
+            let id = try writer.withLock { (writer: inout Writer?) throws in
+                guard let active = writer else { throw KVStoreClosedError(path: path) }
+                return active.active.id + 1
+            }
+            var tables = Tables()
+            _ = try Self.replay(try SegmentFile(id: id, path: prepared, create: false), into: &tables, tornTailAllowed: false,
+                                requireBase: true)
+            // The file is fsynced whole: everything it holds is durable.
+            tables.durable = tables.applied
+            return PreparedReplacement(path: prepared, segment: id, tables: tables)
+        } catch {
             unlink(prepared)
-            prepared = converted
+            throw error
         }
+    }
+
+    /// Makes `prepared` the state: renamed into place as the newest segment (its base
+    /// checkpoint is the commit point: a restart from here on ignores the older segments), its
+    /// index swapped in, the older segments removed. Applies wait for as long; reads go on
+    /// against the old state until the new one is whole.
+    public func install(_ prepared: PreparedReplacement) throws {
         try writer.withLock { (writer: inout Writer?) throws in
-            guard let active = writer else { throw KVStoreClosedError(path: path) }
+            guard let active = writer else {
+                prepared.discard()
+                throw KVStoreClosedError(path: path)
+            }
             let id = active.active.id + 1
+            var installed = prepared.tables
+            guard let info = installed.segments.removeValue(forKey: prepared.segment) else {
+                preconditionFailure("a prepared replacement without its segment")
+            }
+            if id != prepared.segment {
+                installed.index.updateValues { entry in entry.location.segment = id }
+            }
             let target = path + "/" + StateLog.fileName(id)
-            // Named as the newest segment, the file's base checkpoint is the commit point: a
-            // restart from here on ignores the older segments.
-            try FileIO.renameDurably(from: prepared, to: target)
-            var installed = Tables()
             do {
-                let file = try SegmentFile(id: id, path: target, create: false)
-                _ = try Self.replay(file, into: &installed, tornTailAllowed: false, requireBase: true)
+                try FileIO.renameDurably(from: prepared.path, to: target)
+            } catch {
+                prepared.discard()
+                throw error
+            }
+            do {
+                installed.segments[id] = SegmentInfo(file: try SegmentFile(id: id, path: target, create: false), bytes: info.bytes,
+                                                     liveBytes: info.liveBytes)
             } catch {
                 unlink(target)
                 try? FileIO.syncDirectory(containing: target)
                 throw error
             }
-            // The installed file is fsynced whole: everything it holds is durable.
-            installed.durable = installed.applied
             let nextID = id + 1
             let header = StateLog.segmentHeader(base: false, applied: installed.applied, durable: installed.durable,
                                                 revision: installed.revision, members: Array(installed.members.values))

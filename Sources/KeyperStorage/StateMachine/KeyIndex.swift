@@ -119,6 +119,14 @@ public struct KeyIndex<Value: BitwiseCopyable>: Sendable where Value: Sendable {
         leaves.reduce(leaves.capacity * MemoryLayout<Leaf>.stride) { $0 + $1.bytesHeld }
     }
 
+    /// Changes every stored value in place (keys and order stay): one pass over the leaves,
+    /// with no lookups.
+    public mutating func updateValues(_ update: (inout Value) -> Void) {
+        for leaf in leaves.indices {
+            for position in leaves[leaf].values.indices { update(&leaves[leaf].values[position]) }
+        }
+    }
+
     /// The leaf whose key range holds `key`: the last one whose first key is not above it;
     /// nil when the key sorts before every leaf (or there is none).
     private func leafIndex(for key: [UInt8]) -> Int? {
