@@ -27,6 +27,11 @@ public final class PeerTransport: Sendable {
         public var reconnectDelayMsMin: Int64 = 50
         public var reconnectDelayMsMax: Int64 = 2_000
         public var connectTimeoutMs: Int64 = 1_000
+        /// Bytes of received frames the receiver may hold unprocessed, when it reports what it
+        /// processed (``consumed(bytes:)``); past it, the connection that brought the last frame
+        /// stops being read until the backlog is half gone, and TCP pushes back on its sender.
+        /// Nil: no bound (a receiver that never reports).
+        public var inboundBytesMax: Int?
 
         public init(nodeID: String, host: String, port: Int) {
             self.nodeID = nodeID
@@ -37,7 +42,9 @@ public final class PeerTransport: Sendable {
 
     /// Called on an event loop thread for every frame a peer sent, with the handshake it
     /// opened the connection with (its node id, cluster id and incarnations). Throwing (a frame whose
-    /// content does not decode) closes that connection.
+    /// content does not decode) closes that connection. With ``Configuration/inboundBytesMax``
+    /// set, the receiver reports each frame's bytes to ``consumed(bytes:)`` once it has
+    /// processed it.
     public typealias Receiver = @Sendable (_ from: Handshake, _ frame: ByteBuffer) throws -> Void
 
     public let configuration: Configuration
@@ -98,6 +105,43 @@ public final class PeerTransport: Sendable {
         for peer in peers { peer.close() }
     }
 
+    /// Received bytes not yet processed, and the connections paused because of them.
+    private struct InboundBacklog {
+        var bytes = 0
+        var paused: [ObjectIdentifier: any Channel] = [:]
+    }
+
+    private let backlog = Mutex(InboundBacklog())
+
+    /// A frame of `bytes` went to the receiver from `channel` (on its event loop): past the
+    /// bound, the channel stops reading.
+    fileprivate func delivered(bytes: Int, on channel: any Channel) {
+        guard let limit = configuration.inboundBytesMax else { return }
+        let pause = backlog.withLock { backlog in
+            backlog.bytes += bytes
+            guard backlog.bytes > limit, backlog.paused[ObjectIdentifier(channel)] == nil else { return false }
+            backlog.paused[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        if pause { try? channel.syncOptions?.setOption(.autoRead, value: false) }
+    }
+
+    /// The receiver is done with `bytes` of frames it was handed (any thread): once the backlog
+    /// is down to half the bound, paused connections are read again.
+    public func consumed(bytes: Int) {
+        guard let limit = configuration.inboundBytesMax, bytes > 0 else { return }
+        let resume = backlog.withLock { backlog -> [any Channel] in
+            backlog.bytes -= bytes
+            guard backlog.bytes <= limit / 2, !backlog.paused.isEmpty else { return [] }
+            defer { backlog.paused = [:] }
+            return Array(backlog.paused.values)
+        }
+        for channel in resume { channel.setOption(.autoRead, value: true).whenFailure { _ in } }
+    }
+
+    /// Connections paused for the receiver's backlog (for tests).
+    var pausedConnections: Int { backlog.withLock { $0.paused.count } }
+
     struct State {
         var server: (any Channel)?
         var peers: [String: OutboundPeer] = [:]
@@ -139,6 +183,7 @@ public final class PeerTransport: Sendable {
                 guard accepted else { return channel.close() }
                 channel.closeFuture.whenComplete { [self] _ in
                     state.withLock { _ = $0.inbound.removeValue(forKey: ObjectIdentifier(channel)) }
+                    backlog.withLock { _ = $0.paused.removeValue(forKey: ObjectIdentifier(channel)) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
@@ -263,7 +308,9 @@ final class InboundPeerHandler: ChannelInboundHandler {
             try transport.receiver(peer, frame)
         } catch {
             refuse(context: context, reason: "undecodable frame: \(error)")
+            return
         }
+        transport.delivered(bytes: frame.readableBytes, on: context.channel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

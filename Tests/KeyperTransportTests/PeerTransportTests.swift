@@ -223,3 +223,54 @@ private func sendEventually(_ frame: ByteBuffer, from a: PeerTransport, to addre
     }
     return nil
 }
+
+@Suite("A receiver's backlog bounds what peers have in flight to it")
+struct PeerTransportInboundTests {
+    @Test("past inboundBytesMax unprocessed, the connection stops being read and the sender is pushed back; processing resumes it, nothing lost")
+    func inboundBacklog() async throws {
+        let inboxB = Inbox()
+        var configurationB = PeerTransport.Configuration(nodeID: "b", host: "127.0.0.1", port: 0)
+        configurationB.inboundBytesMax = 1 << 20
+        let b = PeerTransport(configuration: configurationB, logger: Logger(label: "test.b"), receiver: inboxB.receive)
+        let address = "127.0.0.1:\(try await b.start())"
+        var configurationA = PeerTransport.Configuration(nodeID: "a", host: "127.0.0.1", port: 0)
+        configurationA.sendBufferBytesMax = 256 * 1024
+        let a = PeerTransport(configuration: configurationA, logger: Logger(label: "test.a"), receiver: { _, _ in })
+
+        // b processes nothing: a can get out its 1 MiB, plus what the socket buffers and a's
+        // own buffer hold, and then no more.
+        let frameBytes = 64 * 1024
+        var sent = 0
+        var refusedInARow = 0
+        while refusedInARow < 200 && sent < 4_000 {
+            if a.sendIfReady(ByteBuffer(bytes: [UInt8](repeating: UInt8(sent & 0xFF), count: frameBytes)), to: "b", address: address) != nil {
+                sent += 1
+                refusedInARow = 0
+            } else {
+                refusedInARow += 1
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        #expect(sent < 4_000, "the sender was pushed back (250 MB would not fit in any buffer)")
+        #expect(b.pausedConnections == 1)
+        let heldAtPause = inboxB.count
+        #expect(heldAtPause * frameBytes < 4 << 20, "b stopped reading soon after its bound, not after everything")
+
+        // b processes what it holds: reading resumes, and every frame a sent arrives in order.
+        let total = sent
+        let processed = Mutex(0)
+        let arrived = try await inboxB.wait(timeout: .seconds(60)) {
+            let count = inboxB.count
+            let newly = processed.withLock { processed in
+                defer { processed = max(processed, count) }
+                return count - processed
+            }
+            if newly > 0 { b.consumed(bytes: newly * frameBytes) }
+            return count == total
+        }
+        #expect(arrived)
+        #expect(inboxB.frames.withLock { $0.map { Int($0.payload[0]) } } == (0..<sent).map { $0 & 0xFF })
+        await a.stop()
+        await b.stop()
+    }
+}

@@ -17,6 +17,8 @@ import Synchronization
 final class RaftEngine: Sendable {
     struct Inbox {
         var input = ReplicaInput()
+        /// Bytes of peer frames in `input`, reported to ``peerBytesProcessed`` once it ran.
+        var peerBytes = 0
         var scheduled = false
         /// Set on shutdown: work enqueued later is refused at once instead of never running.
         var closed = false
@@ -33,11 +35,17 @@ final class RaftEngine: Sendable {
     /// request that happens to reuse its number (which would acknowledge an uncommitted write).
     let sequence = Atomic<UInt64>(UInt64.random(in: 0...(UInt64.max >> 1)))
 
-    init(replica: Replica, loopGroup: MultiThreadedEventLoopGroup, loop: any EventLoop, clock: SystemClock) {
+    /// Told how many bytes of peer frames each run processed (the transport reads more once
+    /// its backlog is down).
+    let peerBytesProcessed: @Sendable (Int) -> Void
+
+    init(replica: Replica, loopGroup: MultiThreadedEventLoopGroup, loop: any EventLoop, clock: SystemClock,
+         peerBytesProcessed: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.replica = replica
         self.loopGroup = loopGroup
         self.loop = loop
         self.clock = clock
+        self.peerBytesProcessed = peerBytesProcessed
     }
 
     var published: PublishedBox { replica.published }
@@ -46,8 +54,9 @@ final class RaftEngine: Sendable {
         RequestID(node: replica.id, sequence: sequence.wrappingAdd(1, ordering: .relaxed).newValue)
     }
 
-    /// Appends to the inbox and makes sure one run of the loop is coming.
-    func enqueue(_ update: (inout ReplicaInput) -> Void) {
+    /// Appends to the inbox and makes sure one run of the loop is coming. `peerBytes`: the
+    /// size of the peer frame the update carries.
+    func enqueue(peerBytes: Int = 0, _ update: (inout ReplicaInput) -> Void) {
         var refused: ReplicaInput?
         let schedule = inbox.withLock { inbox in
             guard !inbox.closed else {
@@ -57,6 +66,7 @@ final class RaftEngine: Sendable {
                 return false
             }
             update(&inbox.input)
+            inbox.peerBytes += peerBytes
             guard !inbox.scheduled else { return false }
             inbox.scheduled = true
             return true
@@ -64,11 +74,12 @@ final class RaftEngine: Sendable {
         refused?.refuseAll()
         if schedule {
             loop.execute { [self] in
-                let batch = inbox.withLock { inbox in
+                let (batch, peerBytes) = inbox.withLock { inbox in
                     defer { inbox = Inbox() }
-                    return inbox.input
+                    return (inbox.input, inbox.peerBytes)
                 }
                 replica.run(batch)
+                peerBytesProcessed(peerBytes)
             }
         }
     }

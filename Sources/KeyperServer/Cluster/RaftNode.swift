@@ -60,14 +60,23 @@ public final class RaftNode: KeyValueNode {
         var transportConfiguration = PeerTransport.Configuration(nodeID: configuration.nodeID, host: cluster.raftAddress.host,
                                                                  port: cluster.raftAddress.port)
         transportConfiguration.connectTimeoutMs = Int64(cluster.tickMs * cluster.electionTicks)
+        // What peers may have in flight to this node's loop: a snapshot arriving faster than
+        // the loop writes it (a disk throttling writeback, say) waits in TCP, not in memory.
+        transportConfiguration.inboundBytesMax = 32 << 20
         let transport = PeerTransport(configuration: transportConfiguration, logger: logger) { from, frame in
             // Decode on the transport's thread: the loop only steps.
             let records = try PeerRecord.decodeFrame(Array(buffer: frame))
             let origin = FrameOrigin(from)
-            engineBox.engine?.enqueue { input in
+            guard let engine = engineBox.engine else {
+                // Not running yet: the frame is dropped (Raft resends), and so is its count.
+                engineBox.transport?.consumed(bytes: frame.readableBytes)
+                return
+            }
+            engine.enqueue(peerBytes: frame.readableBytes) { input in
                 for record in records { input.records.append((origin, record)) }
             }
         }
+        engineBox.transport = transport
         // Listen before anything is written: the address peers are told (in the bootstrap
         // entry) must be the one actually bound, also when --raft-addr asked for port 0.
         let raftPort: Int
@@ -124,7 +133,8 @@ public final class RaftNode: KeyValueNode {
             try? loopGroup.syncShutdownGracefully()
             throw error
         }
-        let engine = RaftEngine(replica: replica, loopGroup: loopGroup, loop: loop, clock: clock)
+        let engine = RaftEngine(replica: replica, loopGroup: loopGroup, loop: loop, clock: clock,
+                                peerBytesProcessed: { [transport] in transport.consumed(bytes: $0) })
         engineBox.engine = engine
         engine.start(tick: TimeAmount.milliseconds(Int64(cluster.tickMs)))
         return RaftNode(configuration: configuration, cluster: cluster, engine: engine, store: disk.store, transport: transport,
@@ -397,6 +407,12 @@ final class EngineBox: Sendable {
     var engine: RaftEngine? {
         get { box.withLock { $0 } }
         set { box.withLock { $0 = newValue } }
+    }
+    private let transportBox = Mutex<PeerTransport?>(nil)
+    /// The transport whose frames go to the engine: told of frames dropped before there is one.
+    var transport: PeerTransport? {
+        get { transportBox.withLock { $0 } }
+        set { transportBox.withLock { $0 = newValue } }
     }
 }
 
