@@ -22,10 +22,10 @@ enum DiskReads {
         return pool
     }()
 
-    static func get(_ key: [UInt8], from store: KVStore) async throws -> [UInt8]? {
+    static func get(_ key: [UInt8], from store: KVStore) async throws -> KVStore.VersionedRead {
         switch try store.getIfCached(key) {
-        case .done(let value): return value
-        case .wouldBlock: return try await pool.runIfActive { try store.get(key) }
+        case .done(let read): return read
+        case .wouldBlock: return try await pool.runIfActive { try store.getVersioned(key) }
         }
     }
 }

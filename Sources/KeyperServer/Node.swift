@@ -66,7 +66,8 @@ public struct MemberStatus: Codable, Sendable, Equatable {
 public protocol KeyValueNode: Sendable {
     /// The node id to put in `X-Keyper-Leader`, when a leader is known.
     var leaderHint: String? { get }
-    func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]?
+    /// The key's value and revisions (nil value: absent), and the store revision the read saw.
+    func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead
     func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage
     /// Returns once the write is durable (and, in a cluster, committed on a majority).
     func put(_ key: [UInt8], value: [UInt8]) async throws

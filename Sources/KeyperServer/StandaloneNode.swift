@@ -28,7 +28,7 @@ public final class StandaloneNode: KeyValueNode {
 
     public var leaderHint: String? { configuration.nodeID }
 
-    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
+    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead {
         // A standalone node is its own leader and reads its committed state: every read is
         // linearizable, whatever was asked.
         do { return try await DiskReads.get(key, from: store) } catch { throw StorageFailure.map(error) }

@@ -133,6 +133,13 @@ struct ClusterTestError: Error, CustomStringConvertible {
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
+extension KeyValueNode {
+    /// The key's value alone (nil: absent).
+    func value(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
+        try await get(key, consistency: consistency).value?.value
+    }
+}
+
 @Suite("Raft cluster, in process over loopback", .serialized)
 struct ClusterTests {
     @Test("three nodes formed by join replicate, forward follower writes, and read linearizably everywhere")
@@ -146,13 +153,13 @@ struct ClusterTests {
             #expect(followers.count == 2)
             // A write through a follower is forwarded and acknowledged once applied there.
             try await followers[0].put(bytes("b"), value: bytes("2"))
-            #expect(try await followers[0].get(bytes("b"), consistency: .stale) == bytes("2"))
+            #expect(try await followers[0].value(bytes("b"), consistency: .stale) == bytes("2"))
             for node in cluster.nodes.values {
-                #expect(try await node.get(bytes("a"), consistency: .linearizable) == bytes("1"))
-                #expect(try await node.get(bytes("b"), consistency: .linearizable) == bytes("2"))
+                #expect(try await node.value(bytes("a"), consistency: .linearizable) == bytes("1"))
+                #expect(try await node.value(bytes("b"), consistency: .linearizable) == bytes("2"))
             }
             try await followers[1].delete(bytes("a"))
-            #expect(try await leader.get(bytes("a"), consistency: .linearizable) == nil)
+            #expect(try await leader.value(bytes("a"), consistency: .linearizable) == nil)
             let status = try await leader.status()
             #expect(status.members?.map(\.role) == ["voter", "voter", "voter"])
             #expect(status.warnings == nil)
@@ -171,14 +178,14 @@ struct ClusterTests {
             let newLeader = try await cluster.waitForLeader()
             #expect(newLeader.configuration.nodeID != oldName)
             for i in 0..<20 {
-                #expect(try await newLeader.get(bytes("k\(i)"), consistency: .linearizable) == bytes("v\(i)"))
+                #expect(try await newLeader.value(bytes("k\(i)"), consistency: .linearizable) == bytes("v\(i)"))
             }
             try await newLeader.put(bytes("after"), value: bytes("failover"))
             let restarted = try await cluster.start(oldName)
             try await cluster.waitUntil("the old leader to catch up") { _ in
-                (try? await restarted.get(bytes("after"), consistency: .stale)) == bytes("failover")
+                (try? await restarted.value(bytes("after"), consistency: .stale)) == bytes("failover")
             }
-            #expect(try await restarted.get(bytes("k7"), consistency: .linearizable) == bytes("v7"))
+            #expect(try await restarted.value(bytes("k7"), consistency: .linearizable) == bytes("v7"))
             await cluster.stopAll()
         }
     }
@@ -191,14 +198,14 @@ struct ClusterTests {
             let followers = cluster.nodes.values.filter { $0 !== leader }
             for i in 0..<30 { try await leader.put(bytes("lazy\(i)"), value: bytes("v\(i)")) }
             // A linearizable read on a follower waits for its apply, which it then does at once.
-            #expect(try await followers[0].get(bytes("lazy29"), consistency: .linearizable) == bytes("v29"))
+            #expect(try await followers[0].value(bytes("lazy29"), consistency: .linearizable) == bytes("v29"))
             // Nobody asks the other follower anything: its ticks still apply what it holds.
             let commit = try #require(try await leader.status().commitIndex)
             try await cluster.waitUntil("the idle follower to apply everything") { _ in
                 let applied = (try? await followers[1].status().appliedIndex) ?? nil
                 return (applied ?? 0) >= commit
             }
-            #expect(try await followers[1].get(bytes("lazy29"), consistency: .stale) == bytes("v29"))
+            #expect(try await followers[1].value(bytes("lazy29"), consistency: .stale) == bytes("v29"))
             await cluster.stopAll()
         }
     }
@@ -213,7 +220,7 @@ struct ClusterTests {
             for name in cluster.nodes.keys where name != survivorName { await cluster.stop(name) }
             let survivor = cluster.nodes[survivorName]!
             try await cluster.waitUntil("the survivor to apply x") { _ in
-                (try? await survivor.get(bytes("x"), consistency: .stale)) == bytes("1")
+                (try? await survivor.value(bytes("x"), consistency: .stale)) == bytes("1")
             }
             let started = ContinuousClock.now
             await #expect {
@@ -224,11 +231,11 @@ struct ClusterTests {
             }
             #expect(ContinuousClock.now - started >= .seconds(2), "the write should wait for the request timeout")
             await #expect {
-                _ = try await survivor.get(bytes("x"), consistency: .linearizable)
+                _ = try await survivor.value(bytes("x"), consistency: .linearizable)
             } throws: { error in
                 (error as? APIError)?.code == "no_leader" || (error as? APIError)?.code == "timeout"
             }
-            #expect(try await survivor.get(bytes("x"), consistency: .stale) == bytes("1"))
+            #expect(try await survivor.value(bytes("x"), consistency: .stale) == bytes("1"))
             #expect(await survivor.health().healthy == false)
             await cluster.stopAll()
         }
@@ -251,7 +258,7 @@ struct ClusterTests {
                 return error?.status == .conflict && error?.code == "join_refused" && error?.message.contains("client data") == true
             }
             #expect(try await leader.status().members?.count == 1)
-            #expect(try await node9.get(bytes("mine"), consistency: .linearizable) == bytes("precious"))
+            #expect(try await node9.value(bytes("mine"), consistency: .linearizable) == bytes("precious"))
             await other.stopAll()
             await cluster.stopAll()
         }
@@ -312,17 +319,17 @@ struct ClusterTests {
             }
             let restarted = try await cluster.start(laggard)
             try await cluster.waitUntil("the laggard to catch up") { _ in
-                (try? await restarted.get(bytes("s199"), consistency: .stale)) == bytes("199")
+                (try? await restarted.value(bytes("s199"), consistency: .stale)) == bytes("199")
             }
-            #expect(try await restarted.get(bytes("s3"), consistency: .linearizable) == bytes("3"))
+            #expect(try await restarted.value(bytes("s3"), consistency: .linearizable) == bytes("3"))
             let text = String(decoding: restarted.metrics.exposition(), as: UTF8.self)
             #expect(text.contains("keyper_snapshots_installed_total 1"), "the laggard should have installed a snapshot")
             // It restarts from its own snapshot and log, with nothing lost.
             await cluster.stop(laggard)
             let again = try await cluster.start(laggard)
-            #expect(try await again.get(bytes("s60"), consistency: .stale) == bytes("60"))
+            #expect(try await again.value(bytes("s60"), consistency: .stale) == bytes("60"))
             try await leader.put(bytes("after"), value: bytes("snap"))
-            #expect(try await again.get(bytes("after"), consistency: .linearizable) == bytes("snap"))
+            #expect(try await again.value(bytes("after"), consistency: .linearizable) == bytes("snap"))
             await cluster.stopAll()
         }
     }
@@ -342,10 +349,10 @@ struct ClusterTests {
             }
             let restarted = try await cluster.start(laggard)
             try await cluster.waitUntil("the laggard to catch up") { _ in
-                (try? await restarted.get(bytes("big129"), consistency: .stale)) == value + bytes("129")
+                (try? await restarted.value(bytes("big129"), consistency: .stale)) == value + bytes("129")
             }
             for i in [0, 64, 100] {
-                #expect(try await restarted.get(bytes("big\(i)"), consistency: .linearizable) == value + bytes("\(i)"))
+                #expect(try await restarted.value(bytes("big\(i)"), consistency: .linearizable) == value + bytes("\(i)"))
             }
             let text = String(decoding: restarted.metrics.exposition(), as: UTF8.self)
             #expect(text.contains("keyper_snapshots_installed_total 1"), "the laggard should have installed one snapshot")
@@ -373,7 +380,7 @@ struct ClusterTests {
             await cluster.stop("node1")
             let restarted = try await cluster.start("node1")
             for i in 0..<35 {
-                #expect(try await restarted.get(bytes("r\(i)"), consistency: .linearizable) == bytes("\(i)"))
+                #expect(try await restarted.value(bytes("r\(i)"), consistency: .linearizable) == bytes("\(i)"))
             }
             await cluster.stopAll()
         }
@@ -389,7 +396,7 @@ struct ClusterTests {
             for name in victims { await cluster.stop(name) }
             try await leader.put(bytes("five"), value: bytes("2"))
             for node in cluster.nodes.values {
-                #expect(try await node.get(bytes("five"), consistency: .linearizable) == bytes("2"))
+                #expect(try await node.value(bytes("five"), consistency: .linearizable) == bytes("2"))
             }
             await cluster.stopAll()
         }
@@ -426,9 +433,9 @@ extension ClusterTests {
             try FileIO.copyFile(from: root + "/old-state", to: state + "/0000000000000001.seg")
             restarted = try await cluster.start(laggard)
             for i in 0..<150 {
-                #expect(try await restarted.get(bytes("late\(i)"), consistency: .linearizable) == bytes("\(i)"))
+                #expect(try await restarted.value(bytes("late\(i)"), consistency: .linearizable) == bytes("\(i)"))
             }
-            #expect(try await restarted.get(bytes("early"), consistency: .linearizable) == bytes("1"))
+            #expect(try await restarted.value(bytes("early"), consistency: .linearizable) == bytes("1"))
             await cluster.stopAll()
         }
     }
@@ -518,7 +525,7 @@ extension ClusterTests {
             await cluster.stop("node4")
             for node in cluster.nodes.values {
                 for key in keys {
-                    #expect(try await node.get(bytes(key), consistency: .linearizable) != nil, "\(key) lost on \(node.configuration.nodeID)")
+                    #expect(try await node.value(bytes(key), consistency: .linearizable) != nil, "\(key) lost on \(node.configuration.nodeID)")
                 }
             }
             await cluster.stopAll()
@@ -536,7 +543,7 @@ extension ClusterTests {
             let follower = cluster.nodes.values.first { $0 !== leader }!
             // Everything the follower sends the leader is lost for a while, its read request too.
             try follower.setFaults(dropTo: [leader.configuration.nodeID], dropFrom: [])
-            let read = Task { try await follower.get(bytes("r"), consistency: .linearizable) }
+            let read = Task { try await follower.value(bytes("r"), consistency: .linearizable) }
             try await Task.sleep(for: .milliseconds(200))
             try follower.setFaults(dropTo: [], dropFrom: [])
             // Only a retried round can answer it: the first one's request never arrived.
@@ -561,14 +568,14 @@ extension ClusterTests {
             let newLeader = cluster.currentLeader { $0 !== old }!
             try await newLeader.put(bytes("p"), value: bytes("after"))
             // The old leader must not answer a linearizable read from its stale copy.
-            await #expect(throws: APIError.self) { _ = try await old.get(bytes("p"), consistency: .linearizable) }
-            #expect(try await old.get(bytes("p"), consistency: .stale) == bytes("before"))
+            await #expect(throws: APIError.self) { _ = try await old.value(bytes("p"), consistency: .linearizable) }
+            #expect(try await old.value(bytes("p"), consistency: .stale) == bytes("before"))
 
             for node in cluster.nodes.values { try node.setFaults(dropTo: [], dropFrom: []) }
             try await cluster.waitUntil("the old leader to catch up") { _ in
-                (try? await old.get(bytes("p"), consistency: .stale)) == bytes("after")
+                (try? await old.value(bytes("p"), consistency: .stale)) == bytes("after")
             }
-            #expect(try await old.get(bytes("p"), consistency: .linearizable) == bytes("after"))
+            #expect(try await old.value(bytes("p"), consistency: .linearizable) == bytes("after"))
             await cluster.stopAll()
         }
     }
@@ -613,9 +620,9 @@ extension ClusterTests {
             try await cluster.waitUntil("the node to recover") { _ in await node.health().healthy }
             try await node.put(bytes("after"), value: bytes("4"))
             _ = try? await first.value  // acknowledged or timed out: either is allowed for the write in flight
-            #expect(try await node.get(bytes("before"), consistency: .linearizable) == bytes("1"))
-            #expect(try await node.get(bytes("after"), consistency: .linearizable) == bytes("4"))
-            #expect(try await node.get(bytes("refused"), consistency: .linearizable) == nil, "a refused write must change nothing")
+            #expect(try await node.value(bytes("before"), consistency: .linearizable) == bytes("1"))
+            #expect(try await node.value(bytes("after"), consistency: .linearizable) == bytes("4"))
+            #expect(try await node.value(bytes("refused"), consistency: .linearizable) == nil, "a refused write must change nothing")
             await node.close()
         }
     }

@@ -62,6 +62,44 @@ struct HTTPAPITests {
         }
     }
 
+    @Test("a read carries the key's revisions and the store revision; JSON on request, base64 for bytes that are not UTF-8")
+    func revisionsOnRead() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/a", method: .put, body: ByteBuffer(string: "one")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/b", method: .put, body: ByteBuffer(bytes: [0xFF, 0x00])) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/a", method: .put, body: ByteBuffer(string: "two")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/a", method: .get) {
+                #expect($0.text == "two")
+                #expect($0.headers[.eTag] == "\"3\"")
+                #expect($0.headers[.keyperCreateRevision] == "1" && $0.headers[.keyperModRevision] == "3" && $0.headers[.keyperVersion] == "2")
+                #expect($0.headers[.keyperRevision] == "3")
+            }
+            try await client.execute(uri: "/v1/keys/a?format=json", method: .get) {
+                #expect($0.headers[.contentType] == "application/json")
+                #expect($0.text == #"{"key":"a","value":"two","create_revision":1,"mod_revision":3,"version":2,"revision":3}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys/b", method: .get, headers: [.accept: "application/json"]) {
+                #expect($0.text == #"{"key":"b","value_base64":"/wA=","create_revision":2,"mod_revision":2,"version":1,"revision":3}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys/b?format=raw", method: .get, headers: [.accept: "application/json"]) {
+                #expect(Array(buffer: $0.body) == [0xFF, 0x00])
+            }
+            try await client.execute(uri: "/v1/keys/a?format=xml", method: .get) {
+                #expect($0.status == .badRequest && $0.errorCode == "invalid_format")
+            }
+            // A delete of a present key is a revision; an absent key says which revision it was absent at.
+            try await client.execute(uri: "/v1/keys/a", method: .delete) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/a", method: .get) {
+                #expect($0.status == .notFound && $0.headers[.keyperRevision] == "4")
+            }
+            // Created again: a new life, version 1.
+            try await client.execute(uri: "/v1/keys/a", method: .put, body: ByteBuffer(string: "three")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/a", method: .head) {
+                #expect($0.headers[.keyperCreateRevision] == "5" && $0.headers[.keyperVersion] == "1" && $0.headers[.eTag] == "\"5\"")
+            }
+        }
+    }
+
     @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
     func keyEncoding() async throws {
         try await withAPI { client in

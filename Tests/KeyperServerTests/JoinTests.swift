@@ -52,7 +52,7 @@ struct JoinTests {
             #expect(outcome == .learner)
             try await leader.put(bytes("k"), value: bytes("v"))
             try await cluster.waitUntil("node3 to catch up") { cluster in
-                (try? await cluster.nodes["node3"]!.get(bytes("k"), consistency: .stale)) == bytes("v")
+                (try? await cluster.nodes["node3"]!.value(bytes("k"), consistency: .stale)) == bytes("v")
             }
             // Many ticks later it is still a learner (a caught-up learner would be promoted at once).
             try await Task.sleep(for: .milliseconds(40 * cluster.tickMs))

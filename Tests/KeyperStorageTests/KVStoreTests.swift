@@ -109,32 +109,36 @@ struct KVStoreTests {
         }
     }
 
-    @Test("a cache fill read before an apply is dropped, so a stale value never comes back")
+    @Test("a cache fill read before an apply is dropped, so a stale value never comes back; the cache's revision moves with its entries")
     func cacheFillAfterApply() {
-        var cache = ReadCache(bytesMax: 1 << 20)
+        let r1 = KeyRevisions(create: 1, mod: 1, version: 1)
+        let r2 = KeyRevisions(create: 1, mod: 2, version: 2)
+        var cache = ReadCache(bytesMax: 1 << 20, revision: 1)
         let readAt = cache.version
-        // A reader missed, read the old value from SQLite; meanwhile a batch changed the key.
-        cache.applied([(key: [1], value: [2])])
-        cache.fill([1], .value([1]), readAt: readAt)
-        #expect(cache.lookup([1]) == .value([2]))
+        // A reader missed, read the old value from the files; meanwhile a batch changed the key.
+        cache.applied([(key: [1], state: .value([2], r2))], revision: 2)
+        cache.fill([1], .value([1], r1), readAt: readAt)
+        #expect(cache.lookup([1]) == .value([2], r2) && cache.revision == 2)
         // Filling at the current version works; an absent key is remembered as absent.
         cache.fill([9], .absent, readAt: cache.version)
         #expect(cache.lookup([9]) == .absent)
         // While a batch is being committed no fill is trusted, even one read at that version:
-        // SQLite may already hold the new value that another reader has seen.
+        // the files may already hold the new value that another reader has seen.
         cache.beginApply()
-        cache.fill([5], .value([5]), readAt: cache.version)
+        cache.fill([5], .value([5], r1), readAt: cache.version)
         #expect(cache.lookup([5]) == nil)
         cache.applyFailed()
-        cache.fill([5], .value([5]), readAt: cache.version)
-        #expect(cache.lookup([5]) == .value([5]))
-        cache.invalidate()
-        #expect(cache.lookup([1]) == nil && cache.bytes == 0)
+        cache.fill([5], .value([5], r1), readAt: cache.version)
+        #expect(cache.lookup([5]) == .value([5], r1) && cache.revision == 2)
+        cache.invalidate(revision: 7)
+        #expect(cache.lookup([1]) == nil && cache.bytes == 0 && cache.revision == 7)
         // Over the bound, the cache starts over rather than grow.
-        var small = ReadCache(bytesMax: 1_000)
-        for key in 0..<50 { small.applied([(key: [UInt8(key)], value: [UInt8](repeating: 1, count: 20))]) }
-        #expect(small.bytes <= 1_000 && small.count > 0)
-        #expect(small.lookup([49]) == .value([UInt8](repeating: 1, count: 20)))
+        var small = ReadCache(bytesMax: 1_000, revision: 0)
+        for key in 0..<50 {
+            small.applied([(key: [UInt8(key)], state: .value([UInt8](repeating: 1, count: 20), r1))], revision: UInt64(key + 1))
+        }
+        #expect(small.bytes <= 1_000 && small.count > 0 && small.revision == 50)
+        #expect(small.lookup([49]) == .value([UInt8](repeating: 1, count: 20), r1))
     }
 
     @Test("a closed store does not answer from its cache")

@@ -324,9 +324,10 @@ struct StateLogTests {
             let store = try KVStore(path: dir + "/state", durability: .full, cacheBytes: 0)
             let value = [UInt8](repeating: 9, count: 3_000)
             try store.apply([.put(key: [1], value: value)])
-            #expect(try store.getIfCached([2]) == .done(nil))
+            #expect(try store.getIfCached([2]) == .done(KVStore.VersionedRead(value: nil, revision: 1)))
             // Written a moment ago: in the page cache.
-            #expect(try store.getIfCached([1]) == .done(value))
+            let found = KVStore.VersionedRead(value: .init(value: value, revisions: KeyRevisions(create: 1, mod: 1, version: 1)), revision: 1)
+            #expect(try store.getIfCached([1]) == .done(found))
             // Dropped from the page cache (where the file system allows it): the read would block.
             let segment = dir + "/state/" + StateLog.fileName(1)
             let fd = open(segment, O_RDONLY)
@@ -335,7 +336,7 @@ struct StateLogTests {
             let read = try store.getIfCached([1])
             // tmpfs keeps every page in memory: there the read never blocks.
             let onTmpfs = Self.fileSystemType(of: segment) == "tmpfs"
-            #expect(read == (onTmpfs ? .done(value) : .wouldBlock), "tmpfs: \(onTmpfs)")
+            #expect(read == (onTmpfs ? .done(found) : .wouldBlock), "tmpfs: \(onTmpfs)")
             #expect(try store.get([1]) == value)
             store.close()
         }

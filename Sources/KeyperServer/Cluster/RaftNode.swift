@@ -277,7 +277,7 @@ public final class RaftNode: KeyValueNode {
         if case .failure(let error) = result { throw APIError(error) }
     }
 
-    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> [UInt8]? {
+    public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead {
         if consistency == .linearizable { try await readBarrier() }
         do { return try await DiskReads.get(key, from: store) } catch { throw StorageFailure.map(error) }
     }

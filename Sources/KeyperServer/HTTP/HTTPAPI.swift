@@ -11,6 +11,12 @@ extension HTTPField.Name {
     static let keyperLeader = HTTPField.Name("X-Keyper-Leader")!
     /// On a stale read: the log index the local copy reflects.
     static let keyperAppliedIndex = HTTPField.Name("X-Keyper-Applied-Index")!
+    /// The store revision a read saw (or a write made).
+    static let keyperRevision = HTTPField.Name("X-Keyper-Revision")!
+    /// A key's revisions on a read: when it was created, last changed, and writes since creation.
+    static let keyperCreateRevision = HTTPField.Name("X-Keyper-Create-Revision")!
+    static let keyperModRevision = HTTPField.Name("X-Keyper-Mod-Revision")!
+    static let keyperVersion = HTTPField.Name("X-Keyper-Version")!
 }
 
 /// The `/v1` HTTP API, in front of any ``KeyValueNode``.
@@ -110,16 +116,62 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         return key
     }
 
+    /// The raw value, its revisions in headers (`ETag` is the mod revision); with
+    /// `Accept: application/json` or `?format=json`, a JSON object with the same.
     private func get(_ key: [UInt8], _ request: Request) async throws -> Response {
         let consistency = try Self.consistency(request)
+        let json = try Self.wantsJSON(request)
         // Read before the value: the value then reflects at least every entry up to this index
         // (the state machine only moves forward). Read after, it would bound nothing.
         let applied = consistency == .stale ? node.appliedIndex : nil
-        guard let value = try await node.get(key, consistency: consistency) else { throw APIError.keyNotFound() }
+        let read = try await node.get(key, consistency: consistency)
         var headers = HTTPFields()
-        headers[.contentType] = "application/octet-stream"
+        headers[.keyperRevision] = String(read.revision)
         if let applied { headers[.keyperAppliedIndex] = String(applied) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value)))
+        guard let found = read.value else {
+            var error = APIError.keyNotFound()
+            error.headers = headers
+            throw error
+        }
+        let revisions = found.revisions
+        headers[.eTag] = "\"\(revisions.mod)\""
+        headers[.keyperCreateRevision] = String(revisions.create)
+        headers[.keyperModRevision] = String(revisions.mod)
+        headers[.keyperVersion] = String(revisions.version)
+        guard json else {
+            headers[.contentType] = "application/octet-stream"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: found.value)))
+        }
+        headers[.contentType] = "application/json"
+        let body = Self.keyJSON(key: key, found, revision: read.revision)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    /// Whether a read asks for JSON: `?format=json` (or `raw`), else an `Accept` naming
+    /// `application/json`.
+    static func wantsJSON(_ request: Request) throws(APIError) -> Bool {
+        if request.uri.query != nil, let format = request.uri.queryParameters["format"] {
+            switch format {
+            case "json": return true
+            case "raw": return false
+            default: throw APIError.badRequest("invalid_format", "format must be json or raw (got \"\(format)\")")
+            }
+        }
+        return request.headers[.accept]?.contains("application/json") ?? false
+    }
+
+    /// `{"key", "value" | "value_base64", "create_revision", "mod_revision", "version", "revision"}`:
+    /// `value` when the bytes are UTF-8, else `value_base64`.
+    static func keyJSON(key: [UInt8], _ found: KVStore.VersionedValue, revision: UInt64) -> String {
+        let value = if let text = String(validating: found.value, as: UTF8.self) {
+            #""value":"# + JSONText.quoted(text)
+        } else {
+            #""value_base64":""# + Data(found.value).base64EncodedString() + "\""
+        }
+        let revisions = found.revisions
+        return #"{"key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
+            + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)"#
+            + #","revision":\#(revision)}"# + "\n"
     }
 
     private func put(_ key: [UInt8], _ request: Request) async throws -> Response {

@@ -251,7 +251,6 @@ public final class KVStore: Sendable {
         self.path = path
         self.durability = durability
         self.segmentBytes = segmentBytes
-        cache = Mutex(ReadCache(bytesMax: cacheBytes))
         try FileIO.makeDirectories(path)
         var imported = false
         if let legacyDatabase, try Self.segmentIDs(in: path).isEmpty, access(legacyDatabase, F_OK) == 0 {
@@ -263,6 +262,7 @@ public final class KVStore: Sendable {
         let recovered = try Self.recover(path)
         writer = Mutex(recovered.writer)
         tables = Mutex(recovered.tables)
+        cache = Mutex(ReadCache(bytesMax: cacheBytes, revision: recovered.tables.revision))
         recoveryNote = recovered.note
         collector = Mutex(nil)
         if imported, let legacyDatabase {
@@ -284,7 +284,7 @@ public final class KVStore: Sendable {
             }
             writer = nil
         }
-        cache.withLock { $0.invalidate() }
+        cache.withLock { $0.invalidate(revision: 0) }
     }
 
     private func stopCollector() {
@@ -301,11 +301,32 @@ public final class KVStore: Sendable {
         finishRead(try beginRead(key))
     }
 
-    /// A read between its two steps: the value found (in the cache or the files), and the
+    /// A value with its key's revisions.
+    public struct VersionedValue: Equatable, Sendable {
+        public var value: [UInt8]
+        public var revisions: KeyRevisions
+    }
+
+    /// What a read found: the key's value and revisions (nil: absent), and the store revision
+    /// it is current at (the read saw the state as of that revision).
+    public struct VersionedRead: Equatable, Sendable {
+        public var value: VersionedValue?
+        public var revision: UInt64
+    }
+
+    /// The key's value, its revisions and the store revision the read saw.
+    public func getVersioned(_ key: [UInt8]) throws -> VersionedRead {
+        let read = try beginRead(key)
+        _ = finishRead(read)
+        return read.found
+    }
+
+    /// A read between its two steps: what was found (in the cache or the files), and the
     /// cache's version when it was looked up.
     public struct PendingRead: Sendable {
         public let key: [UInt8]
-        public let value: [UInt8]?
+        public let found: VersionedRead
+        public var value: [UInt8]? { found.value?.value }
         let version: UInt64
         let fromCache: Bool
     }
@@ -320,30 +341,35 @@ public final class KVStore: Sendable {
 
     /// What ``getIfCached(_:)`` found.
     public enum CachedRead: Sendable, Equatable {
-        /// The value (nil: the key is absent), read without waiting for the disk.
-        case done([UInt8]?)
-        /// The value is not in memory: ``get(_:)`` would wait for the disk.
+        /// What the read found, without waiting for the disk.
+        case done(VersionedRead)
+        /// The value is not in memory: ``getVersioned(_:)`` would wait for the disk.
         case wouldBlock
     }
 
-    /// ``get(_:)``, but only if it needs no disk read: from the read cache, or from the page
-    /// cache (`preadv2` with `RWF_NOWAIT`). A server tries this where the request is handled
-    /// and sends only the reads that would block to threads of their own.
+    /// ``getVersioned(_:)``, but only if it needs no disk read: from the read cache, or from the
+    /// page cache (`preadv2` with `RWF_NOWAIT`). A server tries this where the request is
+    /// handled and sends only the reads that would block to threads of their own.
     public func getIfCached(_ key: [UInt8]) throws -> CachedRead {
         guard let read = try beginRead(key, waitingForDisk: false) else { return .wouldBlock }
-        return .done(finishRead(read))
+        _ = finishRead(read)
+        return .done(read.found)
     }
 
     /// ``beginRead(_:)``; without `waitingForDisk`, nil when the value is not in memory.
     private func beginRead(_ key: [UInt8], waitingForDisk: Bool) throws -> PendingRead? {
-        let (cached, version) = cache.withLock { ($0.lookup(key), $0.version) }
+        let (cached, version, cachedRevision) = cache.withLock { ($0.lookup(key), $0.version, $0.revision) }
         switch cached {
-        case .value(let value): return PendingRead(key: key, value: value, version: version, fromCache: true)
-        case .absent: return PendingRead(key: key, value: nil, version: version, fromCache: true)
+        case let .value(value, revisions):
+            return PendingRead(key: key, found: VersionedRead(value: VersionedValue(value: value, revisions: revisions), revision: cachedRevision),
+                               version: version, fromCache: true)
+        case .absent:
+            return PendingRead(key: key, found: VersionedRead(value: nil, revision: cachedRevision), version: version, fromCache: true)
         case nil: break
         }
-        guard let (file, entry) = try lookUp(key).found else {
-            return PendingRead(key: key, value: nil, version: version, fromCache: false)
+        let (found, revision) = try lookUp(key)
+        guard let (file, entry) = found else {
+            return PendingRead(key: key, found: VersionedRead(value: nil, revision: revision), version: version, fromCache: false)
         }
         let (offset, count) = (Int(entry.location.offset), Int(entry.location.length))
         let value: [UInt8]
@@ -353,7 +379,8 @@ public final class KVStore: Sendable {
             guard let cached = file.readIfCached(at: offset, count: count) else { return nil }
             value = cached
         }
-        return PendingRead(key: key, value: value, version: version, fromCache: false)
+        return PendingRead(key: key, found: VersionedRead(value: VersionedValue(value: value, revisions: entry.revisions), revision: revision),
+                           version: version, fromCache: false)
     }
 
     /// The key's entry and the file its value is in, and the store revision, under the lock.
@@ -370,23 +397,6 @@ public final class KVStore: Sendable {
         }
     }
 
-    /// A value with its key's revisions.
-    public struct VersionedValue: Equatable, Sendable {
-        public var value: [UInt8]
-        public var revisions: KeyRevisions
-    }
-
-    /// The key's value and revisions (not through the read cache), and the store revision
-    /// they were read at.
-    public func getVersioned(_ key: [UInt8]) throws -> (value: VersionedValue?, revision: UInt64) {
-        let (found, revision) = try lookUp(key)
-        let value = try found.map { found in
-            VersionedValue(value: try found.file.read(at: Int(found.entry.location.offset), count: Int(found.entry.location.length)),
-                           revisions: found.entry.revisions)
-        }
-        return (value, revision)
-    }
-
     /// The store revision: how many changes to keys have been applied (puts, and deletes that
     /// removed a key).
     public func revision() throws -> UInt64 {
@@ -397,7 +407,8 @@ public final class KVStore: Sendable {
     /// applied since the lookup (see ``ReadCache``). Returns the value read.
     public func finishRead(_ read: PendingRead) -> [UInt8]? {
         if !read.fromCache {
-            cache.withLock { $0.fill(read.key, read.value.map(ReadCache.Cached.value) ?? .absent, readAt: read.version) }
+            let state = read.found.value.map { ReadCache.Cached.value($0.value, $0.revisions) } ?? .absent
+            cache.withLock { $0.fill(read.key, state, readAt: read.version) }
         }
         return read.value
     }
@@ -485,20 +496,22 @@ public final class KVStore: Sendable {
                     tables.revision = revision
                 }
                 writer = active
+                // Appended: now, still holding the write lock, the cache learns the same changes.
+                var nextPut = 0
+                let changes = operations.compactMap { operation -> (key: [UInt8], state: ReadCache.Cached)? in
+                    switch operation {
+                    case let .put(key, value):
+                        defer { nextPut += 1 }
+                        return (key, .value(value, revisions[nextPut]))
+                    case let .delete(key): return (key, .absent)
+                    case .setMember, .removeMember: return nil
+                    }
+                }
+                cache.withLock { $0.applied(changes, revision: revision) }
             } catch {
                 writer = active
                 cache.withLock { $0.applyFailed() }
                 throw error
-            }
-            // Appended: now, still holding the write lock, the cache learns the same changes.
-            cache.withLock { cache in
-                cache.applied(operations.compactMap { operation in
-                    switch operation {
-                    case let .put(key, value): (key, value)
-                    case let .delete(key): (key, nil)
-                    case .setMember, .removeMember: nil
-                    }
-                })
             }
         }
     }
@@ -642,7 +655,7 @@ public final class KVStore: Sendable {
                 return tables.segments.values.map(\.file)
             }
             writer = Writer(active: file, length: header.count)
-            cache.withLock { $0.invalidate() }
+            cache.withLock { $0.invalidate(revision: 0) }
             try removeSegments(old)
         }
     }
@@ -782,7 +795,7 @@ public final class KVStore: Sendable {
                 return tables.segments.values.map(\.file)
             }
             writer = Writer(active: next, length: header.count)
-            cache.withLock { $0.invalidate() }
+            cache.withLock { $0.invalidate(revision: installed.revision) }
             try removeSegments(old)
         }
     }

@@ -11,22 +11,26 @@
 /// the store's append and the cache's update. Bounded by bytes; when a new entry would not fit,
 /// the cache starts over empty (cheap, and only a working set larger than the bound pays).
 struct ReadCache {
-    /// A key's cached state: its value, or known to be absent.
+    /// A key's cached state: its value and revisions, or known to be absent.
     enum Cached: Equatable {
-        case value([UInt8])
+        case value([UInt8], KeyRevisions)
         case absent
     }
 
     let bytesMax: Int
     private(set) var version: UInt64 = 0
+    /// The store revision the entries reflect: moved with every batch they learn, so that a
+    /// hit reads a value and the revision it is current at together.
+    private(set) var revision: UInt64
     private(set) var bytes = 0
     /// Between ``beginApply()`` and ``applied(_:)`` or ``applyFailed()``: the store may already
     /// hold the batch while the cache does not, so no fill is trusted.
     private(set) var applying = false
     private var entries: [[UInt8]: Cached] = [:]
 
-    init(bytesMax: Int) {
+    init(bytesMax: Int, revision: UInt64) {
         self.bytesMax = bytesMax
+        self.revision = revision
     }
 
     var count: Int { entries.count }
@@ -51,16 +55,18 @@ struct ReadCache {
         version &+= 1
     }
 
-    /// Records what a committed batch did, in order.
-    mutating func applied(_ changes: [(key: [UInt8], value: [UInt8]?)]) {
+    /// Records what a committed batch did, in order, and the store revision after it.
+    mutating func applied(_ changes: [(key: [UInt8], state: Cached)], revision: UInt64) {
         applying = false
         version &+= 1
-        for change in changes { store(change.key, change.value.map(Cached.value) ?? .absent) }
+        self.revision = revision
+        for change in changes { store(change.key, change.state) }
     }
 
-    /// Forgets everything: the whole state was replaced.
-    mutating func invalidate() {
+    /// Forgets everything: the whole state was replaced by one at `revision`.
+    mutating func invalidate(revision: UInt64) {
         version &+= 1
+        self.revision = revision
         entries = [:]
         bytes = 0
     }
@@ -83,7 +89,7 @@ struct ReadCache {
 
     /// Bytes held for an entry, with a rough allowance for the dictionary and array headers.
     static func size(_ key: [UInt8], _ cached: Cached) -> Int {
-        let value = if case .value(let bytes) = cached { bytes.count } else { 0 }
+        let value = if case .value(let bytes, _) = cached { bytes.count } else { 0 }
         return key.count + value + 64
     }
 }
