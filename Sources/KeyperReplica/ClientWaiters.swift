@@ -1,9 +1,12 @@
 import KeyperBase
 import KeyperRaft
+import KeyperStorage
 
 /// How something a client waited for turned out, when it did not fail.
 package enum WaitOutcome: Sendable {
     case done
+    /// A client write was applied here: what it did (or that its condition did not hold).
+    case written(KVWriteResult)
     /// A join: the node was added as a learner and is promoted to voter once it has caught
     /// up, which did not happen within the request timeout (HTTP 202).
     case joinedAsLearner

@@ -17,18 +17,21 @@ package struct RequestID: Hashable, Sendable, CustomStringConvertible {
 
 /// What a normal entry's data holds: one state-machine command and who asked for it.
 ///
-/// Layout: version (`UInt8`, 1), requester node id (string), sequence (varint), operation tag
-/// (`UInt8`: 1 put, 2 delete), key (length-prefixed), value (length-prefixed, put only).
-/// Tags are persistent (they sit in every WAL and snapshot): never renumber one.
+/// Layout: version (`UInt8`), requester node id (string), sequence (varint), operation tag
+/// (`UInt8`: 1 put, 2 delete), key (length-prefixed), value (length-prefixed, put only); in
+/// version 2 then a condition tag (`UInt8`: 1 mod revision, then the revision as a varint;
+/// 2 the key exists).
+/// A command without a condition is written as version 1, so a node of an earlier release
+/// still reads it. Tags are persistent (they sit in every WAL): never renumber one.
 package struct Command: Equatable, Sendable {
-    static let version: UInt8 = 1
-
     package var request: RequestID
     package var operation: KVOperation
+    /// Checked when the entry is applied: unless it holds, the command changes nothing.
+    package var condition: KVCondition?
 
     package func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 32 + operation.byteCount)
-        writer.writeUInt8(Self.version)
+        var writer = ByteWriter(capacity: 48 + operation.byteCount)
+        writer.writeUInt8(condition == nil ? 1 : 2)
         request.node.encode(to: &writer)
         writer.writeVarint(request.sequence)
         switch operation {
@@ -43,18 +46,28 @@ package struct Command: Equatable, Sendable {
             // Membership travels in configuration-change entries, never in commands.
             preconditionFailure("membership is not a client command: \(operation)")
         }
+        switch condition {
+        case nil: break
+        case .modRevision(let revision):
+            writer.writeUInt8(1)
+            writer.writeVarint(revision)
+        case .exists:
+            writer.writeUInt8(2)
+        }
         return writer.bytes
     }
 
-    package init(request: RequestID, operation: KVOperation) {
+    package init(request: RequestID, operation: KVOperation, condition: KVCondition? = nil) {
         self.request = request
         self.operation = operation
+        self.condition = condition
     }
 
     package init(decoding bytes: [UInt8]) throws(WireError) {
         var reader = ByteReader(bytes)
         let versionOffset = reader.position
-        guard try reader.readUInt8() == Self.version else { throw .invalidValue(field: "command version", offset: versionOffset) }
+        let version = try reader.readUInt8()
+        guard version == 1 || version == 2 else { throw .invalidValue(field: "command version", offset: versionOffset) }
         let node = try NodeID(from: &reader)
         request = RequestID(node: node, sequence: try reader.readVarint())
         let tagOffset = reader.position
@@ -66,6 +79,15 @@ package struct Command: Equatable, Sendable {
             operation = .delete(key: try reader.readLengthPrefixed())
         default:
             throw .invalidValue(field: "command operation", offset: tagOffset)
+        }
+        condition = nil
+        if version == 2 {
+            let conditionOffset = reader.position
+            switch try reader.readUInt8() {
+            case 1: condition = .modRevision(try reader.readVarint())
+            case 2: condition = .exists
+            default: throw .invalidValue(field: "command condition", offset: conditionOffset)
+            }
         }
         try reader.expectEnd()
     }

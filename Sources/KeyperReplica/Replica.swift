@@ -369,8 +369,9 @@ package final class Replica: @unchecked Sendable {
         // Never apply what this node's own log does not hold durably: after a crash the state
         // machine would be ahead of the log it is replayed from.
         precondition(last.index <= log.lastIndex, "applying \(last.index) beyond the durable log (\(log.lastIndex))")
-        var operations: [KVOperation] = []
-        var mine: [UInt64] = []
+        var writes: [KVWrite] = []
+        // This node's clients' writes: their sequence, and where they are in `writes`.
+        var mine: [(sequence: UInt64, position: Int)] = []
         var removed: [NodeID] = []
         var promoted: [NodeID] = []
         for entry in entries {
@@ -385,8 +386,8 @@ package final class Replica: @unchecked Sendable {
                     // Applying it any other way would let replicas diverge.
                     fatalError("committed entry \(entry.index) does not decode as a command: \(error)")
                 }
-                operations.append(command.operation)
-                if command.request.node == id { mine.append(command.request.sequence) }
+                if command.request.node == id { mine.append((command.request.sequence, writes.count)) }
+                writes.append(KVWrite(command.operation, condition: command.condition))
             case .configChange:
                 guard let change = try? ConfChange(decoding: entry.data) else {
                     fatalError("committed configuration entry \(entry.index) does not decode")
@@ -395,18 +396,19 @@ package final class Replica: @unchecked Sendable {
                 case .addLearner, .addVoter:
                     if change.kind == .addVoter { promoted.append(change.node) }
                     if let addresses = try? MemberAddresses(decoding: change.context) {
-                        operations.append(.setMember(id: change.node.rawValue, raftAddress: addresses.raft, httpAddress: addresses.http,
-                                                     promote: addresses.promote))
+                        writes.append(KVWrite(.setMember(id: change.node.rawValue, raftAddress: addresses.raft,
+                                                         httpAddress: addresses.http, promote: addresses.promote)))
                         addressBook[change.node] = addresses
                     }
                 case .removeNode:
-                    operations.append(.removeMember(id: change.node.rawValue))
+                    writes.append(KVWrite(.removeMember(id: change.node.rawValue)))
                     removed.append(change.node)
                 }
             }
         }
+        let results: [KVWriteResult]
         do {
-            try store.apply(operations, appliedIndex: last.index.rawValue)
+            results = try store.apply(writes, appliedIndex: last.index.rawValue)
         } catch {
             if !stateFull {
                 logger.error("cannot apply committed entries; retrying", metadata: ["error": "\(error)", "through": "\(last.index)"])
@@ -419,7 +421,7 @@ package final class Replica: @unchecked Sendable {
         appliedIndex = last.index
         metrics.entriesApplied.increment(by: entries.count)
         maybeCompact()
-        for sequence in mine { clients.writes.removeValue(forKey: sequence)?.succeed() }
+        for write in mine { clients.writes.removeValue(forKey: write.sequence)?.succeed(.written(results[write.position])) }
         if entries.contains(where: { $0.kind == .configChange }) && raw.status.configuration.voters.count == 2 {
             logger.warning("the cluster has two voters and tolerates no failure (a majority of 2 is 2); add a third node")
         }

@@ -13,13 +13,12 @@ import Synchronization
 /// request sharing the thread. There is one hop to that thread per batch, not per write.
 final class GroupCommitter: Sendable {
     private struct Waiter {
-        var operations: [KVOperation]
-        var continuation: CheckedContinuation<Void, any Error>
+        var write: KVWrite
+        var continuation: CheckedContinuation<KVWriteResult, any Error>
     }
 
     private struct State {
         var pending: [Waiter] = []
-        var pendingOperations = 0
         /// True while a drain loop owns the store's writer; at most one runs.
         var draining = false
     }
@@ -28,7 +27,7 @@ final class GroupCommitter: Sendable {
     private let metrics: NodeMetrics
     private let pool: NIOThreadPool
     private let pendingWritesMax: Int
-    /// The most operations committed in one transaction; later writers ride the next one.
+    /// The most writes committed in one batch; later writers ride the next one.
     private let batchOperationsMax: Int
     private let state = Mutex(State())
 
@@ -42,13 +41,13 @@ final class GroupCommitter: Sendable {
         self.batchOperationsMax = batchOperationsMax
     }
 
-    /// Returns once `operations` are committed and durable, or throws and nothing was applied.
-    func commit(_ operations: [KVOperation]) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+    /// Returns once `write` is committed and durable, with what it did, or throws and nothing
+    /// was applied.
+    func commit(_ write: KVWrite) async throws -> KVWriteResult {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<KVWriteResult, any Error>) in
             let outcome = state.withLock { state -> (start: Bool, refused: Bool) in
                 guard state.pending.count < pendingWritesMax else { return (false, true) }
-                state.pending.append(Waiter(operations: operations, continuation: continuation))
-                state.pendingOperations += operations.count
+                state.pending.append(Waiter(write: write, continuation: continuation))
                 guard !state.draining else { return (false, false) }
                 state.draining = true
                 return (true, false)
@@ -70,13 +69,7 @@ final class GroupCommitter: Sendable {
                     state.draining = false
                     return []
                 }
-                var taken = 0
-                var count = 0
-                while taken < state.pending.count && (count == 0 || count + state.pending[taken].operations.count <= batchOperationsMax) {
-                    count += state.pending[taken].operations.count
-                    taken += 1
-                }
-                state.pendingOperations -= count
+                let taken = min(state.pending.count, batchOperationsMax)
                 let batch = Array(state.pending[..<taken])
                 state.pending.removeFirst(taken)
                 return batch
@@ -84,11 +77,11 @@ final class GroupCommitter: Sendable {
             if batch.isEmpty { return }
             let started = ContinuousClock.now
             do {
-                try store.apply(batch.flatMap(\.operations))
+                let results = try store.apply(batch.map(\.write))
                 metrics.commitDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
                 metrics.commitBatchWrites.record(batch.count)
                 metrics.writesCommitted.increment(by: batch.count)
-                for waiter in batch { waiter.continuation.resume() }
+                for (waiter, result) in zip(batch, results) { waiter.continuation.resume(returning: result) }
             } catch {
                 metrics.writesFailed.increment(by: batch.count)
                 let failure = StorageFailure.map(error)

@@ -69,9 +69,11 @@ public protocol KeyValueNode: Sendable {
     /// The key's value and revisions (nil value: absent), and the store revision the read saw.
     func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead
     func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage
-    /// Returns once the write is durable (and, in a cluster, committed on a majority).
-    func put(_ key: [UInt8], value: [UInt8]) async throws
-    func delete(_ key: [UInt8]) async throws
+    /// Returns once the write is durable (and, in a cluster, committed on a majority), with
+    /// what it did: applied (the revisions it made), or its condition did not hold (nothing
+    /// changed; conditions are checked when the write is applied, in log order).
+    func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
+    func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health
@@ -93,6 +95,17 @@ public protocol KeyValueNode: Sendable {
 
 extension KeyValueNode {
     public var appliedIndex: UInt64? { nil }
+
+    /// An unconditional write.
+    @discardableResult
+    public func put(_ key: [UInt8], value: [UInt8]) async throws -> KVWriteResult {
+        try await put(key, value: value, condition: nil)
+    }
+
+    @discardableResult
+    public func delete(_ key: [UInt8]) async throws -> KVWriteResult {
+        try await delete(key, condition: nil)
+    }
 
     public func join(nodeID: String, raftAddress: String, httpAddress: String?, learner: Bool) async throws -> JoinOutcome {
         throw APIError.raftDisabled()

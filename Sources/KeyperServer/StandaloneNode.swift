@@ -38,12 +38,12 @@ public final class StandaloneNode: KeyValueNode {
         do { return try store.list(prefix: prefix, after: after, limit: limit) } catch { throw StorageFailure.map(error) }
     }
 
-    public func put(_ key: [UInt8], value: [UInt8]) async throws {
-        try await committer.commit([.put(key: key, value: value)])
+    public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
+        try await committer.commit(KVWrite(.put(key: key, value: value), condition: condition))
     }
 
-    public func delete(_ key: [UInt8]) async throws {
-        try await committer.commit([.delete(key: key)])
+    public func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
+        try await committer.commit(KVWrite(.delete(key: key), condition: condition))
     }
 
     public func status() async throws -> NodeStatus {

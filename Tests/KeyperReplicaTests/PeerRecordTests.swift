@@ -57,4 +57,19 @@ struct PeerRecordTests {
         #expect(throws: WireError.self) { try Command(decoding: unknown) }
         #expect(throws: WireError.self) { try Command(decoding: command.encoded() + [0]) }
     }
+
+    @Test("a command with a condition is version 2 and round-trips; one without stays version 1, as earlier releases write it")
+    func conditionalCommands() throws {
+        let request = RequestID(node: NodeID("n"), sequence: 9)
+        let plain = Command(request: request, operation: .put(key: [1], value: [2]))
+        #expect(plain.encoded().first == 1)
+        for condition in [KVCondition.modRevision(0), .modRevision(1 << 50), .exists] {
+            let command = Command(request: request, operation: .put(key: [1], value: [2]), condition: condition)
+            #expect(command.encoded().first == 2)
+            #expect(try Command(decoding: command.encoded()) == command)
+        }
+        var unknownCondition = Command(request: request, operation: .delete(key: [1]), condition: .exists).encoded()
+        unknownCondition[unknownCondition.count - 1] = 7
+        #expect(throws: WireError.self) { try Command(decoding: unknownCondition) }
+    }
 }

@@ -167,6 +167,50 @@ struct ClusterTests {
         }
     }
 
+    @Test("compare-and-swap from every node: concurrent CAS increments of one counter never lose or double an update, and every replica agrees on revisions")
+    func compareAndSwap() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            defer { Task { await cluster.stopAll() } }
+            let leader = try await cluster.waitForLeader()
+            let key = bytes("counter")
+            #expect(try await leader.put(key, value: bytes("0"), condition: .modRevision(0)) == .applied(revision: 1, key: KeyRevisions(create: 1, mod: 1, version: 1)))
+            #expect(try await leader.put(key, value: bytes("x"), condition: .modRevision(0)) == .conditionFailed(modRevision: 1))
+            // Four clients on each node add one each, by read-then-CAS, retrying on a mismatch.
+            let nodes = Array(cluster.nodes.values)
+            let increments = 5
+            let attempts = try await withThrowingTaskGroup(of: Int.self) { group in
+                for client in 0..<(nodes.count * 4) {
+                    let node = nodes[client % nodes.count]
+                    group.addTask {
+                        var tries = 0
+                        for _ in 0..<increments {
+                            while true {
+                                tries += 1
+                                let read = try await node.get(key, consistency: .linearizable)
+                                let current = try #require(read.value)
+                                let next = Int(String(decoding: current.value, as: UTF8.self))! + 1
+                                if case .applied = try await node.put(key, value: bytes(String(next)), condition: .modRevision(current.revisions.mod)) {
+                                    break
+                                }
+                            }
+                        }
+                        return tries
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let total = nodes.count * 4 * increments
+            #expect(attempts >= total)
+            for node in nodes {
+                let read = try await node.get(key, consistency: .linearizable)
+                #expect(read.value?.value == bytes(String(total)), "\(node.configuration.nodeID)")
+                #expect(read.value?.revisions.version == UInt64(total + 1))
+            }
+            await cluster.stopAll()
+        }
+    }
+
     @Test("after the leader stops, a new one is elected, no acknowledged write is lost, and the old one catches up")
     func failover() async throws {
         try await withTemporaryDirectory { root in

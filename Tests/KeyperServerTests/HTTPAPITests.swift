@@ -100,6 +100,61 @@ struct HTTPAPITests {
         }
     }
 
+    @Test("conditional writes: If-None-Match create-only, If-Match compare-and-swap, prev_revision; a mismatch is 412 and changes nothing")
+    func conditionalWrites() async throws {
+        try await withAPI { client in
+            // Create only.
+            try await client.execute(uri: "/v1/keys/c", method: .put, headers: [.ifNoneMatch: "*"], body: ByteBuffer(string: "1")) {
+                #expect($0.status == .noContent && $0.headers[.eTag] == "\"1\"" && $0.headers[.keyperRevision] == "1")
+            }
+            try await client.execute(uri: "/v1/keys/c", method: .put, headers: [.ifNoneMatch: "*"], body: ByteBuffer(string: "x")) {
+                #expect($0.status == .preconditionFailed && $0.errorCode == "revision_mismatch")
+                #expect($0.text.contains(#""current_revision":1}"#))
+            }
+            // Compare-and-swap on the ETag read.
+            try await client.execute(uri: "/v1/keys/c", method: .put, headers: [.ifMatch: "\"1\""], body: ByteBuffer(string: "2")) {
+                #expect($0.status == .noContent && $0.headers[.eTag] == "\"2\"")
+            }
+            try await client.execute(uri: "/v1/keys/c", method: .put, headers: [.ifMatch: "\"1\""], body: ByteBuffer(string: "lost")) {
+                #expect($0.status == .preconditionFailed && $0.text.contains(#""current_revision":2}"#))
+            }
+            try await client.execute(uri: "/v1/keys/c?prev_revision=2", method: .put, body: ByteBuffer(string: "3")) {
+                #expect($0.status == .noContent && $0.headers[.eTag] == "\"3\"")
+            }
+            try await client.execute(uri: "/v1/keys/c", method: .get) { #expect($0.text == "3" && $0.headers[.keyperVersion] == "3") }
+            // Conditional deletes; prev_revision=0 is "must not exist".
+            try await client.execute(uri: "/v1/keys/c?prev_revision=2", method: .delete) { #expect($0.status == .preconditionFailed) }
+            try await client.execute(uri: "/v1/keys/c", method: .delete, headers: [.ifMatch: "\"3\""]) {
+                #expect($0.status == .noContent && $0.headers[.keyperRevision] == "4")
+            }
+            try await client.execute(uri: "/v1/keys/c", method: .delete, headers: [.ifMatch: "*"]) {
+                #expect($0.status == .preconditionFailed && $0.text.contains(#""current_revision":0}"#))
+            }
+            try await client.execute(uri: "/v1/keys/c?prev_revision=0", method: .put, body: ByteBuffer(string: "new")) {
+                #expect($0.status == .noContent && $0.headers[.eTag] == "\"5\"")
+            }
+            // Bad conditions are refused before anything happens.
+            let bad: [(String, HTTPFields, String)] = [
+                ("/v1/keys/c", [.ifMatch: "5"], "invalid_etag"),
+                ("/v1/keys/c", [.ifMatch: "W/\"5\""], "invalid_etag"),
+                ("/v1/keys/c", [.ifMatch: "\"-1\""], "invalid_etag"),
+                ("/v1/keys/c", [.ifMatch: "\"0\""], "invalid_etag"),
+                ("/v1/keys/c", [.ifMatch: "\"99999999999999999999999\""], "invalid_etag"),
+                ("/v1/keys/c", [.ifMatch: "\"5\", \"6\""], "invalid_etag"),
+                ("/v1/keys/c", [.ifNoneMatch: "\"5\""], "invalid_etag"),
+                ("/v1/keys/c?prev_revision=-3", [:], "invalid_revision"),
+                ("/v1/keys/c?prev_revision=x", [:], "invalid_revision"),
+                ("/v1/keys/c?prev_revision=5", [.ifNoneMatch: "*"], "conflicting_conditions"),
+            ]
+            for (uri, headers, code) in bad {
+                try await client.execute(uri: uri, method: .put, headers: headers, body: ByteBuffer(string: "bad")) {
+                    #expect($0.status == .badRequest && $0.errorCode == code, "\(uri) \(headers)")
+                }
+            }
+            try await client.execute(uri: "/v1/keys/c", method: .get) { #expect($0.text == "new" && $0.headers[.keyperRevision] == "5") }
+        }
+    }
+
     @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
     func keyEncoding() async throws {
         try await withAPI { client in

@@ -303,6 +303,40 @@ struct StateLogTests {
         }
     }
 
+    @Test("conditional writes are decided in batch order against the state with the earlier ones applied; a failed one changes nothing")
+    func conditionalWrites() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .normal)
+            let a = Array("a".utf8), b = Array("b".utf8)
+            let results = try store.apply([
+                KVWrite(.put(key: a, value: [1]), condition: .modRevision(0)),   // create only: applies (rev 1)
+                KVWrite(.put(key: a, value: [2]), condition: .modRevision(0)),   // exists now: fails
+                KVWrite(.put(key: a, value: [3]), condition: .modRevision(1)),   // CAS on rev 1: applies (rev 2)
+                KVWrite(.delete(key: b), condition: .exists),                    // absent: fails
+                KVWrite(.put(key: b, value: [4]), condition: .exists),           // absent: fails
+                KVWrite(.delete(key: a), condition: .modRevision(1)),            // stale: fails, current 2
+                KVWrite(.delete(key: a)),                                        // applies (rev 3)
+            ], appliedIndex: 10)
+            #expect(results == [
+                .applied(revision: 1, key: KeyRevisions(create: 1, mod: 1, version: 1)),
+                .conditionFailed(modRevision: 1),
+                .applied(revision: 2, key: KeyRevisions(create: 1, mod: 2, version: 2)),
+                .conditionFailed(modRevision: 0),
+                .conditionFailed(modRevision: 0),
+                .conditionFailed(modRevision: 2),
+                .applied(revision: 3, key: nil),
+            ])
+            #expect(try store.get(a) == nil && store.get(b) == nil && store.revision() == 3 && store.appliedIndex() == 10)
+            // A batch whose every condition fails still records its applied index, and changes nothing else.
+            #expect(try store.apply([KVWrite(.put(key: b, value: [5]), condition: .modRevision(7))], appliedIndex: 11)
+                    == [.conditionFailed(modRevision: 0)])
+            store.close()
+            let reopened = try KVStore(path: dir + "/state", durability: .normal)
+            #expect(try reopened.get(a) == nil && reopened.get(b) == nil && reopened.revision() == 3 && reopened.appliedIndex() == 11)
+            reopened.close()
+        }
+    }
+
     @Test("a segment of a newer format is refused, naming both formats")
     func newerFormatRefused() throws {
         try withTemporaryDirectory { dir in

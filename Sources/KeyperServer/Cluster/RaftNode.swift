@@ -268,13 +268,17 @@ public final class RaftNode: KeyValueNode {
         }
     }
 
-    private func write(_ operation: KVOperation) async throws {
-        let command = Command(request: engine.nextRequestID(), operation: operation)
+    private func write(_ operation: KVOperation, condition: KVCondition?) async throws -> KVWriteResult {
+        let command = Command(request: engine.nextRequestID(), operation: operation, condition: condition)
         let data = command.encoded()
         let result = await wait { waiter in
             engine.enqueue { $0.proposals.append(PendingProposal(request: command.request, data: data, waiter: waiter)) }
         }
-        if case .failure(let error) = result { throw APIError(error) }
+        switch result {
+        case .success(.written(let written)): return written
+        case .success(let other): preconditionFailure("a write answered with \(other)")
+        case .failure(let error): throw APIError(error)
+        }
     }
 
     public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead {
@@ -287,12 +291,12 @@ public final class RaftNode: KeyValueNode {
         do { return try store.list(prefix: prefix, after: after, limit: limit) } catch { throw StorageFailure.map(error) }
     }
 
-    public func put(_ key: [UInt8], value: [UInt8]) async throws {
-        try await write(.put(key: key, value: value))
+    public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
+        try await write(.put(key: key, value: value), condition: condition)
     }
 
-    public func delete(_ key: [UInt8]) async throws {
-        try await write(.delete(key: key))
+    public func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
+        try await write(.delete(key: key), condition: condition)
     }
 
     private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async -> Result<WaitOutcome, ReplicaError> {
@@ -311,8 +315,8 @@ public final class RaftNode: KeyValueNode {
         }
         let addresses = MemberAddresses(raft: raftAddress, http: httpAddress ?? "", promote: !learner)
         switch await admin({ .join(node: NodeID(nodeID), addresses: addresses, waiter: $0) }) {
-        case .success(.done): return learner ? .learner : .voter
         case .success(.joinedAsLearner): return .learnerPromoting
+        case .success: return learner ? .learner : .voter
         case .failure(let error): throw APIError(error)
         }
     }

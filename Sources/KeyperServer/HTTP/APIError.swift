@@ -14,6 +14,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     /// For a failure of the replica: `"not_applied"` (safe to retry as is) or `"unknown"` (a
     /// write or membership change was proposed and may still be applied).
     public var outcome: String?
+    /// Further numeric fields of the body, in order (`current_revision` of a failed condition).
+    public var numbers: [(name: String, value: UInt64)] = []
 
     public init(_ status: HTTPResponse.Status, code: String, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
@@ -31,7 +33,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     /// `{"error": …, "code": …}`, with `"outcome"` when the replica said what may still happen.
     var body: String {
         #"{"error":"# + JSONText.quoted(message) + #","code":"# + JSONText.quoted(code)
-            + (outcome.map { #","outcome":"# + JSONText.quoted($0) } ?? "") + "}\n"
+            + (outcome.map { #","outcome":"# + JSONText.quoted($0) } ?? "")
+            + numbers.map { "," + JSONText.quoted($0.name) + ":\($0.value)" }.joined() + "}\n"
     }
 }
 

@@ -96,8 +96,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case .head: return try await get(key, request).createHeadResponse()
         case .put: return try await put(key, request)
         default:
-            try await node.delete(key)
-            return Response(status: .noContent)
+            return try Self.written(await node.delete(key, condition: try Self.condition(request)))
         }
     }
 
@@ -186,8 +185,61 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         } catch is NIOTooManyBytesError {
             throw Self.valueTooLarge(limit)
         }
-        try await node.put(key, value: Array(buffer: body))
-        return Response(status: .noContent)
+        let condition = try Self.condition(request)
+        return try Self.written(await node.put(key, value: Array(buffer: body), condition: condition))
+    }
+
+    /// `204` with the store revision the write made (and the key's new `ETag`), or `412
+    /// revision_mismatch` with the key's current mod revision when its condition did not hold.
+    static func written(_ result: KVWriteResult) throws(APIError) -> Response {
+        switch result {
+        case let .applied(revision, key):
+            var headers = HTTPFields()
+            headers[.keyperRevision] = String(revision)
+            if let key { headers[.eTag] = "\"\(key.mod)\"" }
+            return Response(status: .noContent, headers: headers)
+        case .conditionFailed(let current):
+            var error = APIError(.preconditionFailed, code: "revision_mismatch",
+                                 current == 0 ? "the condition does not hold: the key does not exist; nothing was changed"
+                                     : "the condition does not hold: the key's mod revision is \(current); nothing was changed")
+            error.numbers = [("current_revision", current)]
+            error.headers[.eTag] = current == 0 ? nil : "\"\(current)\""
+            throw error
+        }
+    }
+
+    /// A write's condition: `If-Match: "<mod_revision>"` (or `*`: the key exists),
+    /// `If-None-Match: *` (create only), or `?prev_revision=N` (0: must not exist); at most one.
+    static func condition(_ request: Request) throws(APIError) -> KVCondition? {
+        var conditions: [KVCondition] = []
+        if let value = request.headers[.ifMatch] {
+            let trimmed = value.trimmingASCIISpaces()
+            if trimmed == "*" {
+                conditions.append(.exists)
+            } else {
+                guard trimmed.count >= 3, trimmed.first == "\"", trimmed.last == "\"",
+                      let revision = UInt64(trimmed.dropFirst().dropLast()), revision > 0 else {
+                    throw APIError.badRequest("invalid_etag", "If-Match must be one quoted mod revision such as \"42\", or * (got \(value))")
+                }
+                conditions.append(.modRevision(revision))
+            }
+        }
+        if let value = request.headers[.ifNoneMatch] {
+            guard value.trimmingASCIISpaces() == "*" else {
+                throw APIError.badRequest("invalid_etag", "If-None-Match takes only * (create only; got \(value))")
+            }
+            conditions.append(.modRevision(0))
+        }
+        if request.uri.query != nil, let text = request.uri.queryParameters["prev_revision"] {
+            guard let revision = UInt64(text) else {
+                throw APIError.badRequest("invalid_revision", "prev_revision must be a revision, 0 or more (got \"\(text)\")")
+            }
+            conditions.append(.modRevision(revision))
+        }
+        guard conditions.count <= 1 else {
+            throw APIError.badRequest("conflicting_conditions", "give one of If-Match, If-None-Match and prev_revision")
+        }
+        return conditions.first
     }
 
     private static func valueTooLarge(_ limit: Int) -> APIError {
@@ -419,5 +471,15 @@ public struct KeyperResponder<Node: KeyValueNode>: HTTPResponder {
         return try await middleware.handle(request, path: path, context: context) { request, _ in
             try await api.handleKeys(request, path: path)
         }
+    }
+}
+
+extension String {
+    /// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
+    fileprivate func trimmingASCIISpaces() -> Substring {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let start = firstIndex(where: { !isSpace($0) }) else { return "" }
+        let end = lastIndex(where: { !isSpace($0) })!
+        return self[start...end]
     }
 }

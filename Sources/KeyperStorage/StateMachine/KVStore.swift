@@ -32,6 +32,34 @@ public struct MemberRecord: Hashable, Sendable {
     }
 }
 
+/// A write's precondition, checked when it is applied (so every replica decides the same).
+public enum KVCondition: Hashable, Sendable {
+    /// The key's mod revision must be this; 0: the key must not exist.
+    case modRevision(UInt64)
+    /// The key must exist (HTTP's `If-Match: *`).
+    case exists
+}
+
+/// A change with an optional precondition: it changes nothing unless the condition holds.
+public struct KVWrite: Hashable, Sendable {
+    public var operation: KVOperation
+    public var condition: KVCondition?
+
+    public init(_ operation: KVOperation, condition: KVCondition? = nil) {
+        self.operation = operation
+        self.condition = condition
+    }
+}
+
+/// What applying a ``KVWrite`` did.
+public enum KVWriteResult: Equatable, Sendable {
+    /// Applied: the store revision after it, and the key's revisions after it (nil after a
+    /// delete, or for a membership change).
+    case applied(revision: UInt64, key: KeyRevisions?)
+    /// The condition did not hold and nothing changed: the key's mod revision (0: absent).
+    case conditionFailed(modRevision: UInt64)
+}
+
 /// How hard the store works to make each applied batch durable.
 public enum KVDurability: Sendable {
     /// Every batch is fsynced before ``KVStore/apply(_:appliedIndex:)`` returns. Standalone
@@ -159,33 +187,53 @@ public final class KVStore: Sendable {
             if let old = index.remove(key)?.location { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
         }
 
-        /// The revisions each put of `operations` gives its key, in order, and the store
-        /// revision after them: a put is a new revision, and so is a delete of a present key.
-        func revisions(for operations: [KVOperation]) -> (puts: [KeyRevisions], revision: UInt64) {
+        /// What `writes` do, in order, against the state with the earlier ones of the batch
+        /// applied: the operations that go ahead (their conditions held), the revisions each
+        /// of their puts gives its key, the store revision after them, and each write's result.
+        /// A put is a new revision, and so is a delete of a present key.
+        func plan(_ writes: [KVWrite]) -> (operations: [KVOperation], puts: [KeyRevisions], revision: UInt64, results: [KVWriteResult]) {
             var revision = self.revision
+            var operations: [KVOperation] = []
             var puts: [KeyRevisions] = []
+            var results: [KVWriteResult] = []
+            operations.reserveCapacity(writes.count)
+            results.reserveCapacity(writes.count)
             // Keys changed earlier in the same batch (nil: deleted there).
             var changed: [[UInt8]: KeyRevisions?] = [:]
             func current(_ key: [UInt8]) -> KeyRevisions? {
                 if let known = changed[key] { return known }
                 return index.get(key)?.revisions
             }
-            for operation in operations {
-                switch operation {
-                case let .put(key, _):
-                    revision += 1
+            for write in writes {
+                switch write.operation {
+                case let .put(key, _), let .delete(key):
                     let previous = current(key)
-                    let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
-                    puts.append(revisions)
-                    changed[key] = .some(revisions)
-                case let .delete(key):
-                    if current(key) != nil { revision += 1 }
-                    changed[key] = .some(nil)
+                    let holds = switch write.condition {
+                    case nil: true
+                    case .modRevision(let expected): (previous?.mod ?? 0) == expected
+                    case .exists: previous != nil
+                    }
+                    guard holds else {
+                        results.append(.conditionFailed(modRevision: previous?.mod ?? 0))
+                        continue
+                    }
+                    if case .put = write.operation {
+                        revision += 1
+                        let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
+                        puts.append(revisions)
+                        changed[key] = .some(revisions)
+                        results.append(.applied(revision: revision, key: revisions))
+                    } else {
+                        if previous != nil { revision += 1 }
+                        changed[key] = .some(nil)
+                        results.append(.applied(revision: revision, key: nil))
+                    }
                 case .setMember, .removeMember:
-                    break
+                    results.append(.applied(revision: revision, key: nil))
                 }
+                operations.append(write.operation)
             }
-            return (puts, revision)
+            return (operations, puts, revision, results)
         }
 
         /// Replays a decoded record of segment `segment`.
@@ -463,13 +511,20 @@ public final class KVStore: Sendable {
     /// Applies `operations` as one record, and records `appliedIndex` in it when given, so
     /// the data and the index that covers it are on disk together or not at all.
     public func apply(_ operations: [KVOperation], appliedIndex: UInt64? = nil) throws {
+        _ = try apply(operations.map { KVWrite($0) }, appliedIndex: appliedIndex)
+    }
+
+    /// Applies `writes` in order as one record (those whose condition does not hold change
+    /// nothing), recording `appliedIndex` in it when given; returns what each did.
+    @discardableResult
+    public func apply(_ writes: [KVWrite], appliedIndex: UInt64? = nil) throws -> [KVWriteResult] {
         try writer.withLock { (writer: inout Writer?) throws in
             guard var active = writer else { throw KVStoreClosedError(path: path) }
             cache.withLock { $0.beginApply() }
             do {
                 // Only this lock's holder changes the tables: what they say now holds until
                 // the batch is in them.
-                let (revisions, revision) = tables.withLock { $0.revisions(for: operations) }
+                let (operations, revisions, revision, results) = tables.withLock { $0.plan(writes) }
                 var record = ByteWriter(capacity: 64 + operations.reduce(0) { $0 + Self.estimatedBytes($1) })
                 var values: [(offset: Int, length: Int)] = []
                 StateLog.appendRecord(to: &record) { payload in
@@ -508,6 +563,7 @@ public final class KVStore: Sendable {
                     }
                 }
                 cache.withLock { $0.applied(changes, revision: revision) }
+                return results
             } catch {
                 writer = active
                 cache.withLock { $0.applyFailed() }
