@@ -68,7 +68,9 @@ public protocol KeyValueNode: Sendable {
     var leaderHint: String? { get }
     /// The key's value and revisions (nil value: absent), and the store revision the read saw.
     func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead
-    func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage
+    /// A page of keys with their revisions (and values, when `values`), and the store revision
+    /// it was read at: one consistent read.
+    func list(prefix: [UInt8], after: [UInt8]?, limit: Int, values: Bool, consistency: ReadConsistency) async throws -> KVStore.VersionedPage
     /// Returns once the write is durable (and, in a cluster, committed on a majority), with
     /// what it did: applied (the revisions it made), or its condition did not hold (nothing
     /// changed; conditions are checked when the write is applied, in log order).

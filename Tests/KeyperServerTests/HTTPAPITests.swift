@@ -283,7 +283,7 @@ struct HTTPAPITests {
         for route in Route.allCases where route.methods.contains(.get) { #expect(route.methods.contains(.head)) }
     }
 
-    @Test("listing returns ordered keys with a cursor, caps the limit, and rejects a bad limit")
+    @Test("listing returns ordered keys with a cursor and the revision read at, values on request, caps the limit, and rejects a bad limit")
     func listing() async throws {
         try await withAPI(configure: { $0.listLimitMax = 3 }) { client in
             for key in ["b", "a", "c/1", "c/2", "c/3", "d"] {
@@ -291,7 +291,21 @@ struct HTTPAPITests {
             }
             try await client.execute(uri: "/v1/keys?limit=2", method: .get) {
                 #expect($0.status == .ok)
-                #expect($0.text == #"{"cursor":"b","keys":["a","b"],"more":true}"# + "\n")
+                #expect($0.text == #"{"cursor":"b","keys":["a","b"],"more":true,"revision":6}"# + "\n")
+            }
+            // With values: each key's value and revisions, and the revision the page was read at.
+            try await client.execute(uri: "/v1/keys/c%2F2", method: .put, body: ByteBuffer(bytes: [0xFE])) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys?prefix=c%2F&values=true", method: .get) {
+                #expect($0.headers[.keyperRevision] == "7")
+                #expect($0.text == #"{"kvs":[{"key":"c/1","value":"v","create_revision":3,"mod_revision":3,"version":1},"#
+                        + #"{"key":"c/2","value_base64":"/g==","create_revision":4,"mod_revision":7,"version":2},"#
+                        + #"{"key":"c/3","value":"v","create_revision":5,"mod_revision":5,"version":1}],"more":false,"revision":7}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys?values=true&limit=1", method: .get) {
+                #expect($0.text.hasSuffix(#"}],"more":true,"cursor":"a","revision":7}"# + "\n"))
+            }
+            try await client.execute(uri: "/v1/keys?values=yes", method: .get) {
+                #expect($0.status == .badRequest && $0.errorCode == "invalid_values")
             }
             try await client.execute(uri: "/v1/keys?after=b&limit=100", method: .get) {
                 // Capped at listLimitMax = 3.

@@ -286,9 +286,10 @@ public final class RaftNode: KeyValueNode {
         do { return try await DiskReads.get(key, from: store) } catch { throw StorageFailure.map(error) }
     }
 
-    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, consistency: ReadConsistency) async throws -> KeyPage {
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, values: Bool,
+                     consistency: ReadConsistency) async throws -> KVStore.VersionedPage {
         if consistency == .linearizable { try await readBarrier() }
-        do { return try store.list(prefix: prefix, after: after, limit: limit) } catch { throw StorageFailure.map(error) }
+        do { return try store.listVersioned(prefix: prefix, after: after, limit: limit, values: values) } catch { throw StorageFailure.map(error) }
     }
 
     public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {

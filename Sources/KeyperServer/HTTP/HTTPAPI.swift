@@ -162,15 +162,19 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     /// `{"key", "value" | "value_base64", "create_revision", "mod_revision", "version", "revision"}`:
     /// `value` when the bytes are UTF-8, else `value_base64`.
     static func keyJSON(key: [UInt8], _ found: KVStore.VersionedValue, revision: UInt64) -> String {
+        "{" + entryFields(key: key, found) + #","revision":\#(revision)}"# + "\n"
+    }
+
+    /// `"key", "value" | "value_base64", "create_revision", "mod_revision", "version"`.
+    static func entryFields(key: [UInt8], _ found: KVStore.VersionedValue) -> String {
         let value = if let text = String(validating: found.value, as: UTF8.self) {
             #""value":"# + JSONText.quoted(text)
         } else {
             #""value_base64":""# + Data(found.value).base64EncodedString() + "\""
         }
         let revisions = found.revisions
-        return #"{"key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
+        return #""key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
             + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)"#
-            + #","revision":\#(revision)}"# + "\n"
     }
 
     private func put(_ key: [UInt8], _ request: Request) async throws -> Response {
@@ -257,12 +261,25 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             }
             limit = min(asked, configuration.listLimitMax)
         }
-        let page = try await node.list(prefix: prefix, after: after, limit: limit, consistency: try Self.consistency(request))
-        let listing = KeyListing(
-            keys: page.keys.map { String(decoding: $0, as: UTF8.self) },
-            more: page.nextAfter != nil,
-            cursor: page.nextAfter.map { String(decoding: $0, as: UTF8.self) })
-        return try Self.json(listing)
+        let values: Bool
+        switch query["values"] {
+        case nil, "false": values = false
+        case "true": values = true
+        case let other?: throw APIError.badRequest("invalid_values", "values must be true or false (got \"\(other)\")")
+        }
+        let page = try await node.list(prefix: prefix, after: after, limit: limit, values: values, consistency: try Self.consistency(request))
+        let cursor = page.nextAfter.map { String(decoding: $0, as: UTF8.self) }
+        guard values else {
+            return try Self.json(KeyListing(keys: page.entries.map { String(decoding: $0.key, as: UTF8.self) }, more: cursor != nil,
+                                            cursor: cursor, revision: page.revision))
+        }
+        let kvs = page.entries.map { "{" + Self.entryFields(key: $0.key, $0.value) + "}" }.joined(separator: ",")
+        let body = #"{"kvs":["# + kvs + #"],"more":\#(cursor != nil)"# + (cursor.map { #","cursor":"# + JSONText.quoted($0) } ?? "")
+            + #","revision":\#(page.revision)}"# + "\n"
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.keyperRevision] = String(page.revision)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
     static func consistency(_ request: Request) throws(APIError) -> ReadConsistency {
@@ -391,6 +408,8 @@ struct KeyListing: Codable, Sendable {
     /// True when more keys follow; continue with `after=<cursor>`.
     var more: Bool
     var cursor: String?
+    /// The store revision the page was read at.
+    var revision: UInt64
 }
 
 /// Turns every error into the JSON error body, tells 405 from 404, and names the leader on

@@ -468,6 +468,42 @@ public final class KVStore: Sendable {
         return KeyPage(keys: keys, nextAfter: more ? keys.last : nil)
     }
 
+    /// A page of keys with their values and revisions, and the store revision it was read at:
+    /// one consistent read (the entries are taken under one lock; the values read after are the
+    /// bytes those entries name, which never change).
+    public struct VersionedPage: Sendable, Equatable {
+        public var entries: [(key: [UInt8], value: VersionedValue)]
+        public var nextAfter: [UInt8]?
+        public var revision: UInt64
+
+        public static func == (a: Self, b: Self) -> Bool {
+            a.entries.map(\.key) == b.entries.map(\.key) && a.entries.map(\.value) == b.entries.map(\.value)
+                && a.nextAfter == b.nextAfter && a.revision == b.revision
+        }
+    }
+
+    /// ``list(prefix:after:limit:)`` with revisions, and with values when `values` (else each
+    /// value is empty and nothing is read from the files).
+    public func listVersioned(prefix: [UInt8], after: [UInt8]?, limit: Int, values: Bool = true) throws -> VersionedPage {
+        precondition(limit > 0, "limit=\(limit)")
+        let (found, more, revision) = try tables.withLock { (tables: inout Tables) throws in
+            guard !tables.closed else { throw KVStoreClosedError(path: path) }
+            let (entries, more) = tables.index.entries(prefix: prefix, after: after, limit: limit)
+            let found = try entries.map { key, entry throws -> (key: [UInt8], file: SegmentFile, entry: Entry) in
+                guard let segment = tables.segments[entry.location.segment] else {
+                    throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
+                }
+                return (key, segment.file, entry)
+            }
+            return (found, more, tables.revision)
+        }
+        let entries = try found.map { key, file, entry in
+            let value = values ? try file.read(at: Int(entry.location.offset), count: Int(entry.location.length)) : []
+            return (key: key, value: VersionedValue(value: value, revisions: entry.revisions))
+        }
+        return VersionedPage(entries: entries, nextAfter: more ? entries.last?.key : nil, revision: revision)
+    }
+
     public func count() throws -> Int {
         try readTables { $0.index.count }
     }

@@ -79,17 +79,23 @@ public struct KeyIndex<Value: BitwiseCopyable>: Sendable where Value: Sendable {
     /// Keys in byte order that start with `prefix` and sort after `after`, at most `limit`, and
     /// whether more follow.
     public func keys(prefix: [UInt8], after: [UInt8]?, limit: Int) -> (keys: [[UInt8]], more: Bool) {
+        let (entries, more) = entries(prefix: prefix, after: after, limit: limit)
+        return (entries.map(\.key), more)
+    }
+
+    /// ``keys(prefix:after:limit:)`` with each key's value.
+    public func entries(prefix: [UInt8], after: [UInt8]?, limit: Int) -> (entries: [(key: [UInt8], value: Value)], more: Bool) {
         precondition(limit > 0, "limit=\(limit)")
-        var result: [[UInt8]] = []
+        var result: [(key: [UInt8], value: Value)] = []
         var more = false
         let start = after.map { Self.compare($0, prefix) > 0 ? $0 : prefix } ?? prefix
-        forEach(from: start, skippingEqualTo: after) { key, _ in
+        forEach(from: start, skippingEqualTo: after) { key, value in
             guard key.starts(with: prefix) else { return false }
             if result.count == limit {
                 more = true
                 return false
             }
-            result.append(key)
+            result.append((key, value))
             return true
         }
         return (result, more)
