@@ -162,9 +162,12 @@ extension ClusterSimulation {
     /// What `entry` sets `key` to (`.some(nil)`: deletes it); nil when it leaves `key` alone.
     static func written(_ key: [UInt8], by entry: Entry) -> [UInt8]?? {
         guard entry.kind == .normal, !entry.data.isEmpty, let command = try? Command(decoding: entry.data) else { return nil }
-        switch command.operation {
-        case let .put(written, value) where written == key: return .some(value)
-        case let .delete(written) where written == key: return .some(nil)
+        // The simulation's clients write unconditionally: what an entry does follows from it alone.
+        precondition(command.write.condition == nil, "the simulation issues no conditional writes")
+        switch command.write.change {
+        case let .one(.put(written, value)) where written == key: return .some(value)
+        case let .one(.delete(written)) where written == key: return .some(nil)
+        case let .deletePrefix(prefix) where key.starts(with: prefix): return .some(nil)
         default: return nil
         }
     }

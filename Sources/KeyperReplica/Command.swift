@@ -18,36 +18,44 @@ package struct RequestID: Hashable, Sendable, CustomStringConvertible {
 /// What a normal entry's data holds: one state-machine command and who asked for it.
 ///
 /// Layout: version (`UInt8`), requester node id (string), sequence (varint), operation tag
-/// (`UInt8`: 1 put, 2 delete), key (length-prefixed), value (length-prefixed, put only); in
-/// version 2 then a condition tag (`UInt8`: 1 mod revision, then the revision as a varint;
-/// 2 the key exists).
-/// A command without a condition is written as version 1, so a node of an earlier release
-/// still reads it. Tags are persistent (they sit in every WAL): never renumber one.
+/// (`UInt8`: 1 put, 2 delete, 3 delete every key with a prefix), key or prefix
+/// (length-prefixed), value (length-prefixed, put only); in version 2 then a condition tag
+/// (`UInt8`: 0 none, 1 mod revision then the revision as a varint, 2 the key exists). A put or
+/// delete without a condition is written as version 1, so a node of an earlier release still
+/// reads it (one of an earlier release cannot apply the rest: upgrade every node before using
+/// them). Tags are persistent (they sit in every WAL): never renumber one.
 package struct Command: Equatable, Sendable {
     package var request: RequestID
-    package var operation: KVOperation
-    /// Checked when the entry is applied: unless it holds, the command changes nothing.
-    package var condition: KVCondition?
+    package var write: KVWrite
 
     package func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 48 + operation.byteCount)
-        writer.writeUInt8(condition == nil ? 1 : 2)
+        let version: UInt8 = switch (write.change, write.condition) {
+        case (.one, nil): 1
+        default: 2
+        }
+        var writer = ByteWriter(capacity: 48 + write.byteCount)
+        writer.writeUInt8(version)
         request.node.encode(to: &writer)
         writer.writeVarint(request.sequence)
-        switch operation {
-        case let .put(key, value):
+        switch write.change {
+        case let .one(.put(key, value)):
             writer.writeUInt8(1)
             writer.writeLengthPrefixed(key)
             writer.writeLengthPrefixed(value)
-        case let .delete(key):
+        case let .one(.delete(key)):
             writer.writeUInt8(2)
             writer.writeLengthPrefixed(key)
-        case .setMember, .removeMember:
+        case let .deletePrefix(prefix):
+            writer.writeUInt8(3)
+            writer.writeLengthPrefixed(prefix)
+        case .one(.setMember), .one(.removeMember):
             // Membership travels in configuration-change entries, never in commands.
-            preconditionFailure("membership is not a client command: \(operation)")
+            preconditionFailure("membership is not a client command: \(write)")
         }
-        switch condition {
-        case nil: break
+        guard version == 2 else { return writer.bytes }
+        switch write.condition {
+        case nil:
+            writer.writeUInt8(0)
         case .modRevision(let revision):
             writer.writeUInt8(1)
             writer.writeVarint(revision)
@@ -57,10 +65,13 @@ package struct Command: Equatable, Sendable {
         return writer.bytes
     }
 
-    package init(request: RequestID, operation: KVOperation, condition: KVCondition? = nil) {
+    package init(request: RequestID, write: KVWrite) {
         self.request = request
-        self.operation = operation
-        self.condition = condition
+        self.write = write
+    }
+
+    package init(request: RequestID, operation: KVOperation, condition: KVCondition? = nil) {
+        self.init(request: request, write: KVWrite(operation, condition: condition))
     }
 
     package init(decoding bytes: [UInt8]) throws(WireError) {
@@ -74,22 +85,36 @@ package struct Command: Equatable, Sendable {
         switch try reader.readUInt8() {
         case 1:
             let key = try reader.readLengthPrefixed()
-            operation = .put(key: key, value: try reader.readLengthPrefixed())
+            write = KVWrite(.put(key: key, value: try reader.readLengthPrefixed()))
         case 2:
-            operation = .delete(key: try reader.readLengthPrefixed())
+            write = KVWrite(.delete(key: try reader.readLengthPrefixed()))
+        case 3 where version == 2:
+            write = .deletePrefix(try reader.readLengthPrefixed())
         default:
             throw .invalidValue(field: "command operation", offset: tagOffset)
         }
-        condition = nil
         if version == 2 {
             let conditionOffset = reader.position
             switch try reader.readUInt8() {
-            case 1: condition = .modRevision(try reader.readVarint())
-            case 2: condition = .exists
+            case 0: break
+            case 1: write.condition = .modRevision(try reader.readVarint())
+            case 2: write.condition = .exists
             default: throw .invalidValue(field: "command condition", offset: conditionOffset)
+            }
+            if case .deletePrefix = write.change, write.condition != nil {
+                throw .invalidValue(field: "command condition", offset: conditionOffset)
             }
         }
         try reader.expectEnd()
+    }
+}
+
+extension KVWrite {
+    var byteCount: Int {
+        switch change {
+        case .one(let operation): operation.byteCount
+        case .deletePrefix(let prefix): prefix.count
+        }
     }
 }
 

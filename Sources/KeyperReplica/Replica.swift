@@ -387,7 +387,7 @@ package final class Replica: @unchecked Sendable {
                     fatalError("committed entry \(entry.index) does not decode as a command: \(error)")
                 }
                 if command.request.node == id { mine.append((command.request.sequence, writes.count)) }
-                writes.append(KVWrite(command.operation, condition: command.condition))
+                writes.append(command.write)
             case .configChange:
                 guard let change = try? ConfChange(decoding: entry.data) else {
                     fatalError("committed configuration entry \(entry.index) does not decode")

@@ -76,6 +76,8 @@ public protocol KeyValueNode: Sendable {
     /// changed; conditions are checked when the write is applied, in log order).
     func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
     func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
+    /// Deletes every key that starts with `prefix`, as one change (one revision).
+    func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health

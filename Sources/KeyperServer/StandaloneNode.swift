@@ -47,6 +47,10 @@ public final class StandaloneNode: KeyValueNode {
         try await committer.commit(KVWrite(.delete(key: key), condition: condition))
     }
 
+    public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
+        try await committer.commit(.deletePrefix(prefix))
+    }
+
     public func status() async throws -> NodeStatus {
         let keys: Int
         do { keys = try store.count() } catch { throw StorageFailure.map(error) }

@@ -68,6 +68,9 @@ struct PeerRecordTests {
             #expect(command.encoded().first == 2)
             #expect(try Command(decoding: command.encoded()) == command)
         }
+        let prefix = Command(request: request, write: .deletePrefix(Array("app/".utf8)))
+        #expect(prefix.encoded().first == 2)
+        #expect(try Command(decoding: prefix.encoded()) == prefix)
         var unknownCondition = Command(request: request, operation: .delete(key: [1]), condition: .exists).encoded()
         unknownCondition[unknownCondition.count - 1] = 7
         #expect(throws: WireError.self) { try Command(decoding: unknownCondition) }

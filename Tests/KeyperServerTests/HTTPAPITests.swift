@@ -155,6 +155,30 @@ struct HTTPAPITests {
         }
     }
 
+    @Test("DELETE /v1/keys?prefix= removes the keys under it in one revision; an empty prefix needs all=true")
+    func prefixDelete() async throws {
+        try await withAPI { client in
+            for key in ["cfg/a", "cfg/b", "cfg2", "other"] {
+                try await client.execute(uri: "/v1/keys/\(key)", method: .put, body: ByteBuffer(string: "v")) { #expect($0.status == .noContent) }
+            }
+            try await client.execute(uri: "/v1/keys?prefix=cfg%2F", method: .delete) {
+                #expect($0.status == .ok && $0.text == #"{"deleted":2,"revision":5}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys?prefix=nothing", method: .delete) {
+                #expect($0.text == #"{"deleted":0,"revision":5}"# + "\n")
+            }
+            for (uri, code) in [("/v1/keys", "empty_prefix"), ("/v1/keys?prefix=", "empty_prefix"), ("/v1/keys?all=yes", "invalid_all"),
+                                ("/v1/keys?prefix=c&prev_revision=1", "invalid_condition")] {
+                try await client.execute(uri: uri, method: .delete) { #expect($0.status == .badRequest && $0.errorCode == code, "\(uri)") }
+            }
+            try await client.execute(uri: "/v1/keys", method: .get) { #expect($0.text.contains(#""keys":["cfg2","other"]"#)) }
+            try await client.execute(uri: "/v1/keys?all=true", method: .delete) {
+                #expect($0.text == #"{"deleted":2,"revision":6}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys", method: .get) { #expect($0.text.contains(#""keys":[]"#)) }
+        }
+    }
+
     @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
     func keyEncoding() async throws {
         try await withAPI { client in

@@ -337,6 +337,34 @@ struct StateLogTests {
         }
     }
 
+    @Test("a prefix delete removes every key under it, those the same batch made too, in one revision, and survives a reopen")
+    func prefixDelete() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .normal)
+            let k = { (text: String) in Array(text.utf8) }
+            try store.apply(["app/a", "app/b", "app/c", "apple", "b"].map { KVWrite(.put(key: k($0), value: [1])) }, appliedIndex: 1)
+            let results = try store.apply([
+                KVWrite(.delete(key: k("app/b"))),                 // rev 6
+                KVWrite(.put(key: k("app/new"), value: [2])),      // rev 7
+                .deletePrefix(k("app/")),                          // app/a, app/c, app/new: rev 8
+                .deletePrefix(k("zzz")),                           // nothing: no revision
+                KVWrite(.put(key: k("app/after"), value: [3])),    // rev 9
+            ], appliedIndex: 2)
+            #expect(results[2] == .deletedPrefix(count: 3, revision: 8))
+            #expect(results[3] == .deletedPrefix(count: 0, revision: 8))
+            #expect(results[4] == .applied(revision: 9, key: KeyRevisions(create: 9, mod: 9, version: 1)))
+            func check(_ store: KVStore) throws {
+                #expect(try store.list(prefix: [], after: nil, limit: 100).keys == ["app/after", "apple", "b"].map(k))
+                #expect(try store.revision() == 9)
+            }
+            try check(store)
+            store.close()
+            let reopened = try KVStore(path: dir + "/state", durability: .normal)
+            try check(reopened)
+            reopened.close()
+        }
+    }
+
     @Test("a segment of a newer format is refused, naming both formats")
     func newerFormatRefused() throws {
         try withTemporaryDirectory { dir in

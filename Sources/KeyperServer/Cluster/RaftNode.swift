@@ -268,8 +268,8 @@ public final class RaftNode: KeyValueNode {
         }
     }
 
-    private func write(_ operation: KVOperation, condition: KVCondition?) async throws -> KVWriteResult {
-        let command = Command(request: engine.nextRequestID(), operation: operation, condition: condition)
+    private func write(_ write: KVWrite) async throws -> KVWriteResult {
+        let command = Command(request: engine.nextRequestID(), write: write)
         let data = command.encoded()
         let result = await wait { waiter in
             engine.enqueue { $0.proposals.append(PendingProposal(request: command.request, data: data, waiter: waiter)) }
@@ -293,11 +293,15 @@ public final class RaftNode: KeyValueNode {
     }
 
     public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await write(.put(key: key, value: value), condition: condition)
+        try await write(KVWrite(.put(key: key, value: value), condition: condition))
     }
 
     public func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await write(.delete(key: key), condition: condition)
+        try await write(KVWrite(.delete(key: key), condition: condition))
+    }
+
+    public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
+        try await write(.deletePrefix(prefix))
     }
 
     private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async -> Result<WaitOutcome, ReplicaError> {

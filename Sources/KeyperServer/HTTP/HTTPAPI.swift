@@ -87,6 +87,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         let allowed = Route(path: path)?.methods ?? []
         guard allowed.contains(request.method) else { throw APIError.methodNotAllowed(request.method, allowed: allowed) }
         if path == Self.keysPath {
+            if request.method == .delete { return try await deletePrefix(request) }
             let listing = try await list(request)
             return request.method == .head ? listing.createHeadResponse() : listing
         }
@@ -193,6 +194,34 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         return try Self.written(await node.put(key, value: Array(buffer: body), condition: condition))
     }
 
+    /// `DELETE /v1/keys?prefix=P`: every key under the prefix, in one change. An empty (or
+    /// missing) prefix would delete everything: refused unless `all=true`.
+    private func deletePrefix(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        let prefix = Array((query["prefix"].map(String.init) ?? "").utf8)
+        switch query["all"] {
+        case nil, "false": if prefix.isEmpty {
+            throw APIError.badRequest("empty_prefix", "an empty prefix deletes every key: add all=true if that is what you want")
+        }
+        case "true": break
+        case let other?: throw APIError.badRequest("invalid_all", "all must be true or false (got \"\(other)\")")
+        }
+        guard prefix.count <= configuration.keyBytesMax else {
+            throw APIError.badRequest("key_too_large", "the prefix is \(prefix.count) bytes; the limit is \(configuration.keyBytesMax) (--max-key-bytes)")
+        }
+        if request.headers[.ifMatch] != nil || request.headers[.ifNoneMatch] != nil || query["prev_revision"] != nil {
+            throw APIError.badRequest("invalid_condition", "a prefix delete takes no condition (use a transaction)")
+        }
+        guard case let .deletedPrefix(count, revision) = try await node.deletePrefix(prefix) else {
+            throw APIError.internalError("a prefix delete answered with another result")
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.keyperRevision] = String(revision)
+        return Response(status: .ok, headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: #"{"deleted":\#(count),"revision":\#(revision)}"# + "\n")))
+    }
+
     /// `204` with the store revision the write made (and the key's new `ETag`), or `412
     /// revision_mismatch` with the key's current mod revision when its condition did not hold.
     static func written(_ result: KVWriteResult) throws(APIError) -> Response {
@@ -201,6 +230,10 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             var headers = HTTPFields()
             headers[.keyperRevision] = String(revision)
             if let key { headers[.eTag] = "\"\(key.mod)\"" }
+            return Response(status: .noContent, headers: headers)
+        case .deletedPrefix(_, let revision):
+            var headers = HTTPFields()
+            headers[.keyperRevision] = String(revision)
             return Response(status: .noContent, headers: headers)
         case .conditionFailed(let current):
             var error = APIError(.preconditionFailed, code: "revision_mismatch",

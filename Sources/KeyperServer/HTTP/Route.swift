@@ -32,7 +32,8 @@ enum Route: CaseIterable, Sendable {
     /// The methods it answers (`HEAD` wherever `GET` is).
     var methods: [HTTPRequest.Method] {
         switch self {
-        case .keys, .status, .health, .metrics: [.get, .head]
+        case .status, .health, .metrics: [.get, .head]
+        case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
         case .join, .leaderTransfer: [.post]
         case .member: [.delete]

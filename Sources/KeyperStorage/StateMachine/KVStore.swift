@@ -42,12 +42,25 @@ public enum KVCondition: Hashable, Sendable {
 
 /// A change with an optional precondition: it changes nothing unless the condition holds.
 public struct KVWrite: Hashable, Sendable {
-    public var operation: KVOperation
+    public enum Change: Hashable, Sendable {
+        case one(KVOperation)
+        /// Every key that starts with the prefix, deleted in one revision.
+        case deletePrefix([UInt8])
+    }
+
+    public var change: Change
+    /// Checked against the key of a single operation (a prefix delete takes none).
     public var condition: KVCondition?
 
     public init(_ operation: KVOperation, condition: KVCondition? = nil) {
-        self.operation = operation
+        self.change = .one(operation)
         self.condition = condition
+    }
+
+    public static func deletePrefix(_ prefix: [UInt8]) -> KVWrite {
+        var write = KVWrite(.delete(key: prefix))
+        write.change = .deletePrefix(prefix)
+        return write
     }
 }
 
@@ -58,6 +71,9 @@ public enum KVWriteResult: Equatable, Sendable {
     case applied(revision: UInt64, key: KeyRevisions?)
     /// The condition did not hold and nothing changed: the key's mod revision (0: absent).
     case conditionFailed(modRevision: UInt64)
+    /// A prefix delete: how many keys it removed, and the store revision after it (one more
+    /// than before when it removed any).
+    case deletedPrefix(count: Int, revision: UInt64)
 }
 
 /// How hard the store works to make each applied batch durable.
@@ -205,7 +221,29 @@ public final class KVStore: Sendable {
                 return index.get(key)?.revisions
             }
             for write in writes {
-                switch write.operation {
+                let operation: KVOperation
+                switch write.change {
+                case .one(let one):
+                    operation = one
+                case .deletePrefix(let prefix):
+                    // The keys the index holds and the batch has not deleted, and those the
+                    // batch created, in order.
+                    var keys = Set<[UInt8]>()
+                    index.forEach(from: prefix) { key, _ in
+                        guard key.starts(with: prefix) else { return false }
+                        if changed[key] == nil { keys.insert(key) }
+                        return true
+                    }
+                    for (key, revisions) in changed where revisions != nil && key.starts(with: prefix) { keys.insert(key) }
+                    for key in keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                        operations.append(.delete(key: key))
+                        changed[key] = .some(nil)
+                    }
+                    if !keys.isEmpty { revision += 1 }
+                    results.append(.deletedPrefix(count: keys.count, revision: revision))
+                    continue
+                }
+                switch operation {
                 case let .put(key, _), let .delete(key):
                     let previous = current(key)
                     let holds = switch write.condition {
@@ -217,7 +255,7 @@ public final class KVStore: Sendable {
                         results.append(.conditionFailed(modRevision: previous?.mod ?? 0))
                         continue
                     }
-                    if case .put = write.operation {
+                    if case .put = operation {
                         revision += 1
                         let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
                         puts.append(revisions)
@@ -231,7 +269,7 @@ public final class KVStore: Sendable {
                 case .setMember, .removeMember:
                     results.append(.applied(revision: revision, key: nil))
                 }
-                operations.append(write.operation)
+                operations.append(operation)
             }
             return (operations, puts, revision, results)
         }
