@@ -91,7 +91,7 @@ public final class DataDirectory: Sendable {
 
         let fd = open(path + "/LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw fail("cannot open LOCK: \(FileIO.errnoDescription())") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard Self.lock(fd) else {
             close(fd)
             throw fail("in use by another process (LOCK is held)")
         }
@@ -100,6 +100,19 @@ public final class DataDirectory: Sendable {
     }
 
     deinit { release() }
+
+    /// Takes the `flock` on `fd`, trying for up to 100 ms before giving up. A process that
+    /// starts a child (a test runner, `keyper verify`) lends it every descriptor from fork to
+    /// exec, `O_CLOEXEC` or not, and with them the lock of a directory it has just released:
+    /// opened again at once (a node restarted in process), the directory would look in use.
+    private static func lock(_ fd: Int32) -> Bool {
+        for attempt in 0..<20 {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+            guard errno == EWOULDBLOCK, attempt < 19 else { return false }
+            usleep(5_000)
+        }
+        return false
+    }
 
     /// Gives the directory up so another opener may take it. Closing the descriptor releases
     /// the flock. Idempotent.

@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import KeyperTestSupport
 import Testing
@@ -69,6 +70,21 @@ struct DataDirectoryTests {
             }
             _ = first
             first = nil
+            _ = try DataDirectory(path: dir)
+        }
+    }
+
+    @Test("a lock a child process still holds for a moment after the release (fork to exec) is waited for, briefly")
+    func lockHeldForAMoment() throws {
+        try withTemporaryDirectory { dir in
+            _ = try DataDirectory(path: dir)  // creates the directory and its LOCK, then releases it
+            // Another open file description holding the lock, as a forked child's copy does.
+            let held = open(dir + "/LOCK", O_RDWR | O_CLOEXEC)
+            #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
+            DispatchQueue(label: "releaser").async {
+                usleep(30_000)
+                close(held)
+            }
             _ = try DataDirectory(path: dir)
         }
     }
