@@ -43,15 +43,22 @@ enum Route: CaseIterable, Sendable {
 
     /// The route a request path falls under; nil for an unknown path (404 rather than 405).
     /// Keys are everything after `/v1/keys/`, slashes included; a member id is one segment.
+    /// Runs twice per request, so it compares bytes: a character-wise scan of every pattern
+    /// was 2–3% of a leader's CPU under reads.
     init?(path: String) {
-        if let route = Self.allCases.first(where: { !$0.pattern.contains("{") && $0.pattern == path }) {
-            self = route
-        } else if path.hasPrefix("/v1/keys/") {
+        let bytes = path.utf8
+        if bytes.starts(with: "/v1/keys/".utf8) {
             self = .key
-        } else if path.hasPrefix("/v1/members/"), !path.dropFirst("/v1/members/".count).contains("/") {
+        } else if let route = Self.fixed[path] {
+            self = route
+        } else if bytes.starts(with: "/v1/members/".utf8), !bytes.dropFirst("/v1/members/".utf8.count).contains(UInt8(ascii: "/")) {
             self = .member
         } else {
             return nil
         }
     }
+
+    /// The routes without a parameter, by path.
+    private static let fixed: [String: Route] = Dictionary(
+        uniqueKeysWithValues: allCases.filter { !$0.pattern.utf8.contains(UInt8(ascii: "{")) }.map { ($0.pattern, $0) })
 }
