@@ -53,14 +53,16 @@ public struct KVWrite: Hashable, Sendable {
     public var condition: KVCondition?
 
     public init(_ operation: KVOperation, condition: KVCondition? = nil) {
-        self.change = .one(operation)
+        self.init(change: .one(operation), condition: condition)
+    }
+
+    private init(change: Change, condition: KVCondition?) {
+        self.change = change
         self.condition = condition
     }
 
     public static func deletePrefix(_ prefix: [UInt8]) -> KVWrite {
-        var write = KVWrite(.delete(key: prefix))
-        write.change = .deletePrefix(prefix)
-        return write
+        KVWrite(change: .deletePrefix(prefix), condition: nil)
     }
 }
 
@@ -108,7 +110,7 @@ public struct PreparedReplacement: Sendable {
     let segment: UInt32
     let tables: KVStore.Tables
 
-    /// The key count, the applied index and the revision the snapshot holds.
+    /// The key count and the applied index the snapshot holds.
     public var keys: Int { tables.index.count }
     public var appliedIndex: UInt64 { tables.applied }
 
@@ -476,11 +478,16 @@ public final class KVStore: Sendable {
         try tables.withLock { (tables: inout Tables) throws -> ((file: SegmentFile, entry: Entry)?, UInt64) in
             guard !tables.closed else { throw KVStoreClosedError(path: path) }
             guard let entry = tables.index.get(key) else { return (nil, tables.revision) }
-            guard let segment = tables.segments[entry.location.segment] else {
-                throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
-            }
-            return ((segment.file, entry), tables.revision)
+            return ((try file(of: entry, in: tables), entry), tables.revision)
         }
+    }
+
+    /// The segment file `entry`'s value lies in (call it under the tables lock).
+    private func file(of entry: Entry, in tables: Tables) throws -> SegmentFile {
+        guard let segment = tables.segments[entry.location.segment] else {
+            throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
+        }
+        return segment.file
     }
 
     /// The store revision: how many changes to keys have been applied (puts, and deletes that
@@ -509,15 +516,10 @@ public final class KVStore: Sendable {
     /// A page of keys with their values and revisions, and the store revision it was read at:
     /// one consistent read (the entries are taken under one lock; the values read after are the
     /// bytes those entries name, which never change).
-    public struct VersionedPage: Sendable, Equatable {
+    public struct VersionedPage: Sendable {
         public var entries: [(key: [UInt8], value: VersionedValue)]
         public var nextAfter: [UInt8]?
         public var revision: UInt64
-
-        public static func == (a: Self, b: Self) -> Bool {
-            a.entries.map(\.key) == b.entries.map(\.key) && a.entries.map(\.value) == b.entries.map(\.value)
-                && a.nextAfter == b.nextAfter && a.revision == b.revision
-        }
     }
 
     /// ``list(prefix:after:limit:)`` with revisions, and with values when `values` (else each
@@ -527,12 +529,7 @@ public final class KVStore: Sendable {
         let (found, more, revision) = try tables.withLock { (tables: inout Tables) throws in
             guard !tables.closed else { throw KVStoreClosedError(path: path) }
             let (entries, more) = tables.index.entries(prefix: prefix, after: after, limit: limit)
-            let found = try entries.map { key, entry throws -> (key: [UInt8], file: SegmentFile, entry: Entry) in
-                guard let segment = tables.segments[entry.location.segment] else {
-                    throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
-                }
-                return (key, segment.file, entry)
-            }
+            let found = try entries.map { key, entry in (key: key, file: try file(of: entry, in: tables), entry: entry) }
             return (found, more, tables.revision)
         }
         let entries = try found.map { key, file, entry in
