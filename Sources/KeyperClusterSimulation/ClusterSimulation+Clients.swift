@@ -168,6 +168,7 @@ extension ClusterSimulation {
         case let .one(.put(written, value)) where written == key: return .some(value)
         case let .one(.delete(written)) where written == key: return .some(nil)
         case let .deletePrefix(prefix) where key.starts(with: prefix): return .some(nil)
+        case .transaction: preconditionFailure("the simulation issues no transactions")
         default: return nil
         }
     }

@@ -20,6 +20,15 @@ public struct NodeConfiguration: Sendable {
 
     public init() {}
 
+    /// The largest `POST /v1/txn` body: one value's limit, and 64 KiB for the keys and the
+    /// rest of the request.
+    public var transactionBytesMax: Int { valueBytesMax + 64 * 1024 }
+
+    /// The largest command an entry carries: a put of the largest key and value, or the
+    /// largest transaction (its encoding is never longer than its JSON), with room for the
+    /// command's header.
+    public var entryBytesMax: Int { max(valueBytesMax + keyBytesMax, transactionBytesMax) + 1024 }
+
     /// Rejects values that would make the node misbehave, with a message naming the flag.
     public func validate() throws(ConfigurationError) {
         guard !nodeID.isEmpty, nodeID.utf8.count <= 64,
@@ -37,9 +46,10 @@ public struct NodeConfiguration: Sendable {
         if let cluster {
             try cluster.validate()
             // An entry travels whole in one peer frame; leave room for the append around it.
-            let entryBytesMax = FrameLimits.frameBytesMax / 2
-            guard valueBytesMax + keyBytesMax + 1024 <= entryBytesMax else {
-                throw ConfigurationError("in Raft mode --max-value-bytes plus --max-key-bytes must stay under \(entryBytesMax - 1024) bytes")
+            let frameEntryBytesMax = FrameLimits.frameBytesMax / 2
+            guard entryBytesMax + 1024 <= frameEntryBytesMax else {
+                let valueMax = frameEntryBytesMax - 2 * 1024 - max(keyBytesMax, 64 * 1024)
+                throw ConfigurationError("in Raft mode --max-value-bytes must stay under \(valueMax) bytes with this --max-key-bytes (an entry travels in one peer frame)")
             }
         }
     }

@@ -78,6 +78,10 @@ public protocol KeyValueNode: Sendable {
     func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
     /// Deletes every key that starts with `prefix`, as one change (one revision).
     func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult
+    /// Runs a transaction: one that writes as one change (committed and durable when this
+    /// returns), one that only reads (``KVTransaction/isReadOnly``) as a read of the given
+    /// consistency.
+    func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health

@@ -51,6 +51,11 @@ public final class StandaloneNode: KeyValueNode {
         try await committer.commit(.deletePrefix(prefix))
     }
 
+    public func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
+        guard transaction.isReadOnly else { return try await committer.commit(.transaction(transaction)).transactionResult }
+        do { return try await DiskReads.pool.runIfActive { try self.store.read(transaction) } } catch { throw StorageFailure.map(error) }
+    }
+
     public func status() async throws -> NodeStatus {
         let keys: Int
         do { keys = try store.count() } catch { throw StorageFailure.map(error) }

@@ -75,4 +75,33 @@ struct PeerRecordTests {
         unknownCondition[unknownCondition.count - 1] = 7
         #expect(throws: WireError.self) { try Command(decoding: unknownCondition) }
     }
+
+    @Test("a transaction command round-trips every comparison and operation; a malformed one is refused, never trusted")
+    func transactionCommands() throws {
+        let request = RequestID(node: NodeID("n"), sequence: 3)
+        let transaction = KVTransaction(
+            compare: [KVComparison(key: [1], target: .modRevision, relation: .equal, operand: .number(1 << 40)),
+                      KVComparison(key: [2], target: .createRevision, relation: .less, operand: .number(0)),
+                      KVComparison(key: [3], target: .version, relation: .greater, operand: .number(7)),
+                      KVComparison(key: [4], target: .value, relation: .notEqual, operand: .bytes([0, 255])),
+                      KVComparison(key: [5], target: .exists, relation: .equal, operand: .bool(false))],
+            success: [.put(key: [1], value: [2, 3]), .delete(key: [4]), .deletePrefix(prefix: []), .get(key: [5]),
+                      .list(prefix: [6], after: [7], limit: 1_000, values: true), .list(prefix: [], after: nil, limit: 1, values: false)],
+            failure: [.get(key: [9])])
+        let command = Command(request: request, write: .transaction(transaction))
+        let bytes = command.encoded()
+        #expect(bytes.first == 2)
+        #expect(try Command(decoding: bytes) == command)
+        #expect(try Command(decoding: Command(request: request, write: .transaction(KVTransaction())).encoded()).write == .transaction(KVTransaction()))
+        // Every truncation is refused.
+        for length in 0..<bytes.count {
+            #expect(throws: WireError.self) { try Command(decoding: Array(bytes[..<length])) }
+        }
+        // A comparison whose operand does not fit its target (exists with <) is refused.
+        var bad = KVTransaction(compare: [KVComparison(key: [5], target: .exists, relation: .less, operand: .bool(true))])
+        #expect(throws: WireError.self) { try Command(decoding: Command(request: request, write: .transaction(bad)).encoded()) }
+        // A list with limit 0 is refused.
+        bad = KVTransaction(success: [.list(prefix: [], after: nil, limit: 0, values: false)])
+        #expect(throws: WireError.self) { try Command(decoding: Command(request: request, write: .transaction(bad)).encoded()) }
+    }
 }

@@ -211,6 +211,56 @@ struct ClusterTests {
         }
     }
 
+    @Test("transactions from every node: concurrent increments of two keys at once never lose or double one; read-only ones read linearizably")
+    func transactions() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            defer { Task { await cluster.stopAll() } }
+            let leader = try await cluster.waitForLeader()
+            let (counter, log) = (bytes("counter"), bytes("log"))
+            try await leader.put(counter, value: bytes("0"))
+            let nodes = Array(cluster.nodes.values)
+            let increments = 4
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for client in 0..<(nodes.count * 2) {
+                    let node = nodes[client % nodes.count]
+                    group.addTask {
+                        for _ in 0..<increments {
+                            while true {
+                                // Read both in one read-only transaction, then swap both if the counter did not move.
+                                let read = try await node.transaction(KVTransaction(success: [.get(key: counter)]), consistency: .linearizable)
+                                guard case .get(let found?) = read.results.first else { Issue.record("no counter: \(read)"); return }
+                                let next = Int(String(decoding: found.value, as: UTF8.self))! + 1
+                                let swap = KVTransaction(
+                                    compare: [KVComparison(key: counter, target: .modRevision, relation: .equal, operand: .number(found.revisions.mod))],
+                                    success: [.put(key: counter, value: bytes(String(next))), .put(key: log, value: bytes("client \(client)"))])
+                                let result = try await node.transaction(swap, consistency: .linearizable)
+                                if result.succeeded {
+                                    #expect(result.results == [.put(KeyRevisions(create: 1, mod: result.revision, version: UInt64(next + 1))),
+                                                               .put(KeyRevisions(create: 2, mod: result.revision, version: UInt64(next)))])
+                                    break
+                                }
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let total = nodes.count * 2 * increments
+            for node in nodes {
+                let read = try await node.transaction(KVTransaction(success: [.get(key: counter), .get(key: log)]), consistency: .linearizable)
+                guard case .get(let value?) = read.results[0], case .get(let last?) = read.results[1] else {
+                    Issue.record("\(read)")
+                    continue
+                }
+                #expect(value.value == bytes(String(total)), "\(node.configuration.nodeID)")
+                // One revision per successful transaction: the put of 0, then one per increment.
+                #expect(read.revision == UInt64(1 + total) && value.revisions.mod == read.revision && last.revisions.mod == read.revision)
+            }
+            await cluster.stopAll()
+        }
+    }
+
     @Test("after the leader stops, a new one is elected, no acknowledged write is lost, and the old one catches up")
     func failover() async throws {
         try await withTemporaryDirectory { root in

@@ -179,6 +179,97 @@ struct HTTPAPITests {
         }
     }
 
+    @Test("POST /v1/txn: compare-and-swap, both branches, reads inside, one revision for all writes, read-only transactions")
+    func transactions() async throws {
+        try await withAPI { client in
+            func txn(_ body: String, uri: String = "/v1/txn", _ check: @escaping @Sendable (TestResponse) -> Void) async throws {
+                try await client.execute(uri: uri, method: .post, body: ByteBuffer(string: body)) { check($0) }
+            }
+            // Create-if-absent of two keys at once.
+            try await txn(#"{"compare":[{"key":"cfg/a","target":"exists","op":"==","value":false}],"#
+                          + #""success":[{"op":"put","key":"cfg/a","value":"1"},{"op":"put","key":"cfg/b","value_base64":"AP8="},"#
+                          + #"{"op":"get","key":"cfg/a"}],"failure":[{"op":"get","key":"cfg/a"}]}"#) {
+                #expect($0.status == .ok && $0.headers[.keyperRevision] == "1")
+                #expect($0.text == #"{"succeeded":true,"revision":1,"results":["#
+                        + #"{"op":"put","key":"cfg/a","create_revision":1,"mod_revision":1,"version":1},"#
+                        + #"{"op":"put","key":"cfg/b","create_revision":1,"mod_revision":1,"version":1},"#
+                        + #"{"op":"get","found":true,"key":"cfg/a","value":"1","create_revision":1,"mod_revision":1,"version":1}]}"# + "\n")
+            }
+            // Again: the failure branch runs and nothing changes.
+            try await txn(#"{"compare":[{"key":"cfg/a","target":"exists","op":"==","value":false}],"#
+                          + #""success":[{"op":"put","key":"cfg/a","value":"x"}],"failure":[{"op":"get","key":"nope"}]}"#) {
+                #expect($0.text == #"{"succeeded":false,"revision":1,"results":[{"op":"get","key":"nope","found":false}]}"# + "\n")
+            }
+            // A compare-and-swap on the mod revision, a delete and a listing in one change.
+            try await txn(#"{"compare":[{"key":"cfg/a","target":"mod_revision","op":"==","value":1},"#
+                          + #"{"key":"cfg/a","target":"value","op":"==","value":"1"}],"#
+                          + #""success":[{"op":"put","key":"cfg/a","value":"2"},{"op":"delete","key":"cfg/b"},"#
+                          + #"{"op":"list","prefix":"cfg/","values":true}]}"#) {
+                #expect($0.text == #"{"succeeded":true,"revision":2,"results":["#
+                        + #"{"op":"put","key":"cfg/a","create_revision":1,"mod_revision":2,"version":2},"#
+                        + #"{"op":"delete","key":"cfg/b","deleted":1},"#
+                        + #"{"op":"list","prefix":"cfg/","kvs":[{"key":"cfg/a","value":"2","create_revision":1,"mod_revision":2,"version":2}],"#
+                        + #""more":false}]}"# + "\n")
+            }
+            // A read-only transaction (stale allowed); delete_prefix; a list without values pages.
+            try await txn(#"{"success":[{"op":"list","prefix":"cfg/","limit":1}]}"#, uri: "/v1/txn?consistency=stale") {
+                #expect($0.text.contains(#""kvs":[{"key":"cfg/a","create_revision":1,"mod_revision":2,"version":2}],"more":false}"#))
+            }
+            try await txn(#"{"success":[{"op":"delete_prefix","prefix":"cfg/"}]}"#) {
+                #expect($0.text == #"{"succeeded":true,"revision":3,"results":[{"op":"delete_prefix","prefix":"cfg/","deleted":1}]}"# + "\n")
+            }
+            try await txn(#"{"success":[{"op":"delete_prefix","prefix":"","all":true}]}"#) {
+                #expect($0.text.contains(#""revision":3,"#) && $0.text.contains(#""deleted":0"#))
+            }
+            try await txn(#"{"success":[{"op":"put","key":"w","value":"1"}]}"#, uri: "/v1/txn?consistency=stale") {
+                #expect($0.status == .badRequest && $0.errorCode == "invalid_consistency")
+            }
+            try await client.execute(uri: "/v1/txn", method: .get) { #expect($0.status == .methodNotAllowed) }
+        }
+    }
+
+    @Test("a bad transaction gets 400 invalid_txn naming the field, or 413 txn_too_large, and changes nothing")
+    func badTransactions() async throws {
+        try await withAPI(configure: { $0.valueBytesMax = 100 }) { client in
+            let put = #"{"op":"put","key":"k","value":"v"}"#
+            let cases: [(String, String, String)] = [
+                ("not json", "invalid_txn", ""),
+                (#"{"sucess":[]}"#, "invalid_txn", "sucess"),
+                (#"{"compare":[{"key":"k","target":"modrev","op":"==","value":1}]}"#, "invalid_txn", "compare[0].target"),
+                (#"{"compare":[{"key":"k","target":"version","op":"=~","value":1}]}"#, "invalid_txn", "compare[0].op"),
+                (#"{"compare":[{"key":"k","target":"version","op":"==","value":-1}]}"#, "invalid_txn", "compare[0].value"),
+                (#"{"compare":[{"key":"k","target":"version","op":"==","value":"1"}]}"#, "invalid_txn", "compare[0].value"),
+                (#"{"compare":[{"key":"k","target":"version","op":"==","value":1.5}]}"#, "invalid_txn", "compare[0].value"),
+                (#"{"compare":[{"key":"k","target":"mod_revision","op":"==","value":99999999999999999999999}]}"#, "invalid_txn", "compare[0].value"),
+                (#"{"compare":[{"key":"k","target":"exists","op":"<","value":true}]}"#, "invalid_txn", "compare[0].op"),
+                (#"{"compare":[{"key":"","target":"exists","op":"==","value":true}]}"#, "invalid_txn", "compare[0].key"),
+                (#"{"compare":[{"target":"exists","op":"==","value":true}]}"#, "invalid_txn", "compare[0].key"),
+                (#"{"success":[{"op":"upsert","key":"k"}]}"#, "invalid_txn", "success[0].op"),
+                (#"{"success":[{"op":"put","key":"k"}]}"#, "invalid_txn", "success[0].value"),
+                (#"{"success":[{"op":"put","key":"k","value":"a","value_base64":"YQ=="}]}"#, "invalid_txn", "success[0].value"),
+                (#"{"success":[{"op":"put","key":"k","value_base64":"%%%"}]}"#, "invalid_txn", "success[0].value_base64"),
+                (#"{"success":[{"op":"get","key":"k","value":"v"}]}"#, "invalid_txn", "success[0].value"),
+                (#"{"failure":[{"op":"list","limit":0}]}"#, "invalid_txn", "failure[0].limit"),
+                (#"{"success":[{"op":"delete_prefix","prefix":""}]}"#, "invalid_txn", "success[0].prefix"),
+                (#"{"success":["# + put + "," + put + "]}", "invalid_txn", "success[1]"),
+                (#"{"success":["# + put + #",{"op":"delete","key":"k"}]}"#, "invalid_txn", "success[1]"),
+                (#"{"success":[{"op":"put","key":"k","value":""# + String(repeating: "x", count: 101) + #""}]}"#, "txn_too_large", "success[0].value"),
+                (#"{"success":["# + Array(repeating: #"{"op":"get","key":"k"}"#, count: 129).joined(separator: ",") + "]}", "txn_too_large", "success"),
+                (#"{"success":["# + Array(repeating: #"{"op":"get","key":"k"}"#, count: 5_000).joined(separator: ",") + "]}", "txn_too_large", ""),
+            ]
+            for (body, code, field) in cases {
+                try await client.execute(uri: "/v1/txn", method: .post, body: ByteBuffer(string: body)) {
+                    let status: HTTPResponse.Status = code == "txn_too_large" ? .contentTooLarge : .badRequest
+                    #expect($0.status == status && $0.errorCode == code, "\(body.prefix(120)): \($0.text)")
+                    #expect(field.isEmpty || $0.text.contains(#""error":""# + field), "\(body.prefix(120)): \($0.text)")
+                }
+            }
+            try await client.execute(uri: "/v1/keys?values=true", method: .get) {
+                #expect($0.text.contains(#""kvs":[]"#) && $0.text.contains(#""revision":0"#))
+            }
+        }
+    }
+
     @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
     func keyEncoding() async throws {
         try await withAPI { client in

@@ -122,7 +122,7 @@ public final class RaftNode: KeyValueNode {
                                        requestTimeoutMs: cluster.requestTimeoutMs, snapshotEntries: UInt64(cluster.snapshotEntries),
                                        catchUpEntries: UInt64(cluster.catchUpEntries))
         let options = ReplicaOptions(settings: settings, bootstrapIfEmpty: cluster.joinURL == nil, heartbeatTicks: cluster.heartbeatTicks,
-                                     entryBytesMax: configuration.valueBytesMax + configuration.keyBytesMax + 256,
+                                     entryBytesMax: configuration.entryBytesMax,
                                      randomSeed: UInt64.random(in: 0...UInt64.max))
         let environment = ReplicaEnvironment(peers: TransportPeers(transport: transport), blockingWork: ThreadPoolWork(loop: loop),
                                              clock: clock)
@@ -302,6 +302,12 @@ public final class RaftNode: KeyValueNode {
 
     public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
         try await write(.deletePrefix(prefix))
+    }
+
+    public func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
+        guard transaction.isReadOnly else { return try await write(.transaction(transaction)).transactionResult }
+        if consistency == .linearizable { try await readBarrier() }
+        do { return try await DiskReads.pool.runIfActive { [store] in try store.read(transaction) } } catch { throw StorageFailure.map(error) }
     }
 
     private func admin(_ make: @escaping @Sendable (Waiter) -> AdminRequest) async -> Result<WaitOutcome, ReplicaError> {

@@ -71,6 +71,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             try await node.removeMember(try context.parameters.require("id"))
             return Response(status: .noContent)
         case (.leaderTransfer, _): return try await transfer(request)
+        case (.transaction, _): return try await transaction(request)
         case (.debugFaults, .post): return try await faults(request)
         case (.debugFaults, _):
             try node.setFaults(dropTo: [], dropFrom: [])
@@ -163,19 +164,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     /// `{"key", "value" | "value_base64", "create_revision", "mod_revision", "version", "revision"}`:
     /// `value` when the bytes are UTF-8, else `value_base64`.
     static func keyJSON(key: [UInt8], _ found: KVStore.VersionedValue, revision: UInt64) -> String {
-        "{" + entryFields(key: key, found) + #","revision":\#(revision)}"# + "\n"
-    }
-
-    /// `"key", "value" | "value_base64", "create_revision", "mod_revision", "version"`.
-    static func entryFields(key: [UInt8], _ found: KVStore.VersionedValue) -> String {
-        let value = if let text = String(validating: found.value, as: UTF8.self) {
-            #""value":"# + JSONText.quoted(text)
-        } else {
-            #""value_base64":""# + Data(found.value).base64EncodedString() + "\""
-        }
-        let revisions = found.revisions
-        return #""key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
-            + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)"#
+        "{" + EntryJSON.fields(key: key, found) + #","revision":\#(revision)}"# + "\n"
     }
 
     private func put(_ key: [UInt8], _ request: Request) async throws -> Response {
@@ -235,6 +224,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             var headers = HTTPFields()
             headers[.keyperRevision] = String(revision)
             return Response(status: .noContent, headers: headers)
+        case .transaction:
+            preconditionFailure("a transaction is answered by TransactionAPI")
         case .conditionFailed(let current):
             var error = APIError(.preconditionFailed, code: "revision_mismatch",
                                  current == 0 ? "the condition does not hold: the key does not exist; nothing was changed"
@@ -306,7 +297,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             return try Self.json(KeyListing(keys: page.entries.map { String(decoding: $0.key, as: UTF8.self) }, more: cursor != nil,
                                             cursor: cursor, revision: page.revision))
         }
-        let kvs = page.entries.map { "{" + Self.entryFields(key: $0.key, $0.value) + "}" }.joined(separator: ",")
+        let kvs = page.entries.map { "{" + EntryJSON.fields(key: $0.key, $0.value) + "}" }.joined(separator: ",")
         let body = #"{"kvs":["# + kvs + #"],"more":\#(cursor != nil)"# + (cursor.map { #","cursor":"# + JSONText.quoted($0) } ?? "")
             + #","revision":\#(page.revision)}"# + "\n"
         var headers = HTTPFields()
@@ -322,6 +313,33 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
         }
         return consistency
+    }
+
+    /// `POST /v1/txn` (``TransactionAPI``): one that writes is one log entry; one that only
+    /// reads is a read, linearizable unless `?consistency=stale`.
+    private func transaction(_ request: Request) async throws -> Response {
+        let limit = configuration.transactionBytesMax
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw Self.transactionTooLarge(limit)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw Self.transactionTooLarge(limit)
+        }
+        let limits = TransactionAPI.Limits(keyBytesMax: configuration.keyBytesMax, valueBytesMax: configuration.valueBytesMax,
+                                           listLimitMax: configuration.listLimitMax)
+        let transaction = try TransactionAPI.parse(body, limits: limits)
+        let consistency = try Self.consistency(request)
+        if consistency == .stale && !transaction.isReadOnly {
+            throw APIError.badRequest("invalid_consistency", "a transaction that writes goes through the log: consistency=stale is for reads")
+        }
+        return TransactionAPI.response(try await node.transaction(transaction, consistency: consistency), of: transaction)
+    }
+
+    private static func transactionTooLarge(_ limit: Int) -> APIError {
+        APIError(.contentTooLarge, code: "txn_too_large", "the transaction exceeds \(limit) bytes (--max-value-bytes plus 64 KiB)")
     }
 
     // MARK: Membership
@@ -433,6 +451,21 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+/// A key's entry in JSON, as reads, listings and transactions answer it.
+enum EntryJSON {
+/// `"key", "value" | "value_base64", "create_revision", "mod_revision", "version"`.
+static func fields(key: [UInt8], _ found: KVStore.VersionedValue) -> String {
+    let value = if let text = String(validating: found.value, as: UTF8.self) {
+        #""value":"# + JSONText.quoted(text)
+    } else {
+        #""value_base64":""# + Data(found.value).base64EncodedString() + "\""
+    }
+    let revisions = found.revisions
+    return #""key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
+        + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)"#
+}
 }
 
 /// `GET /v1/keys` response.

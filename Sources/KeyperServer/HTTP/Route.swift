@@ -11,6 +11,7 @@ enum Route: CaseIterable, Sendable {
     case join
     case member
     case leaderTransfer
+    case transaction
     case debugFaults
 
     /// The path, with `{name}` for a parameter (also the metric label: a fixed set, so keys
@@ -25,6 +26,7 @@ enum Route: CaseIterable, Sendable {
         case .join: "/v1/join"
         case .member: "/v1/members/{id}"
         case .leaderTransfer: "/v1/leader/transfer"
+        case .transaction: "/v1/txn"
         case .debugFaults: "/v1/debug/faults"
         }
     }
@@ -35,7 +37,7 @@ enum Route: CaseIterable, Sendable {
         case .status, .health, .metrics: [.get, .head]
         case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
-        case .join, .leaderTransfer: [.post]
+        case .join, .leaderTransfer, .transaction: [.post]
         case .member: [.delete]
         case .debugFaults: [.post, .delete]
         }

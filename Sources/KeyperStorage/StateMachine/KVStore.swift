@@ -46,10 +46,13 @@ public struct KVWrite: Hashable, Sendable {
         case one(KVOperation)
         /// Every key that starts with the prefix, deleted in one revision.
         case deletePrefix([UInt8])
+        /// Comparisons, then one branch of operations, as one change (one revision).
+        case transaction(KVTransaction)
     }
 
     public var change: Change
-    /// Checked against the key of a single operation (a prefix delete takes none).
+    /// Checked against the key of a single operation (a prefix delete or a transaction takes
+    /// none: a transaction has its comparisons).
     public var condition: KVCondition?
 
     public init(_ operation: KVOperation, condition: KVCondition? = nil) {
@@ -64,6 +67,10 @@ public struct KVWrite: Hashable, Sendable {
     public static func deletePrefix(_ prefix: [UInt8]) -> KVWrite {
         KVWrite(change: .deletePrefix(prefix), condition: nil)
     }
+
+    public static func transaction(_ transaction: KVTransaction) -> KVWrite {
+        KVWrite(change: .transaction(transaction), condition: nil)
+    }
 }
 
 /// What applying a ``KVWrite`` did.
@@ -76,6 +83,13 @@ public enum KVWriteResult: Equatable, Sendable {
     /// A prefix delete: how many keys it removed, and the store revision after it (one more
     /// than before when it removed any).
     case deletedPrefix(count: Int, revision: UInt64)
+    case transaction(KVTransactionResult)
+
+    /// The transaction's result (only for a transaction's write).
+    public var transactionResult: KVTransactionResult {
+        guard case .transaction(let result) = self else { preconditionFailure("not a transaction's result: \(self)") }
+        return result
+    }
 }
 
 /// How hard the store works to make each applied batch durable.
@@ -205,44 +219,140 @@ public final class KVStore: Sendable {
             if let old = index.remove(key)?.location { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
         }
 
-        /// What `writes` do, in order, against the state with the earlier ones of the batch
-        /// applied: the operations that go ahead (their conditions held), the revisions each
-        /// of their puts gives its key, the store revision after them, and each write's result.
-        /// A put is a new revision, and so is a delete of a present key.
-        func plan(_ writes: [KVWrite]) -> (operations: [KVOperation], puts: [KeyRevisions], revision: UInt64, results: [KVWriteResult]) {
-            var revision = self.revision
+        /// What a batch does: the operations that go ahead, the revisions each of their puts
+        /// gives its key, the store revision after them, and each write's result.
+        struct Plan {
             var operations: [KVOperation] = []
             var puts: [KeyRevisions] = []
-            var results: [KVWriteResult] = []
-            operations.reserveCapacity(writes.count)
-            results.reserveCapacity(writes.count)
-            // Keys changed earlier in the same batch (nil: deleted there).
-            var changed: [[UInt8]: KeyRevisions?] = [:]
+            var revision: UInt64
+            var results: [PlannedResult] = []
+        }
+
+        /// A write's result, with the values a transaction read still to be fetched.
+        enum PlannedResult {
+            case done(KVWriteResult)
+            case transaction(PlannedTransaction)
+
+            func fetch() throws -> KVWriteResult {
+                switch self {
+                case .done(let result): result
+                case .transaction(let planned): .transaction(try planned.fetch())
+                }
+            }
+        }
+
+        /// What `writes` do, in order, against the state with the earlier ones of the batch
+        /// applied. A put is a new revision, and so is a delete of a present key, a prefix
+        /// delete that removed any, and a transaction that changed anything (one for all of
+        /// its changes). `path` names the store in errors. Reads a value from the files only
+        /// for a transaction's comparison of a value.
+        func plan(_ writes: [KVWrite], path: String) throws -> Plan {
+            var plan = Plan(revision: revision)
+            plan.operations.reserveCapacity(writes.count)
+            plan.results.reserveCapacity(writes.count)
+            // Keys changed earlier in the same batch: their value and revisions (nil: deleted).
+            var changed: [[UInt8]: VersionedValue?] = [:]
             func current(_ key: [UInt8]) -> KeyRevisions? {
-                if let known = changed[key] { return known }
+                if let known = changed[key] { return known?.revisions }
                 return index.get(key)?.revisions
             }
+            func file(of entry: Entry) throws -> SegmentFile {
+                guard let segment = segments[entry.location.segment] else {
+                    throw StateLogError(path: path, offset: 0, reason: "the index names segment \(entry.location.segment), which is gone")
+                }
+                return segment.file
+            }
+            /// The key's revisions and where its value is, at this point of the batch.
+            func source(_ key: [UInt8]) throws -> (KeyRevisions, ValueSource)? {
+                if let known = changed[key] { return known.map { ($0.revisions, .inline($0.value)) } }
+                guard let entry = index.get(key) else { return nil }
+                return (entry.revisions, .stored(try file(of: entry), entry.location))
+            }
+            /// The keys under `prefix` at this point of the batch, in order.
+            func keys(under prefix: [UInt8]) -> [[UInt8]] {
+                var keys = Set<[UInt8]>()
+                index.forEach(from: prefix) { key, _ in
+                    guard key.starts(with: prefix) else { return false }
+                    if changed[key] == nil { keys.insert(key) }
+                    return true
+                }
+                for (key, state) in changed where state != nil && key.starts(with: prefix) { keys.insert(key) }
+                return keys.sorted { $0.lexicographicallyPrecedes($1) }
+            }
+            func put(_ key: [UInt8], _ value: [UInt8], at revision: UInt64) -> KeyRevisions {
+                let previous = current(key)
+                let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
+                plan.operations.append(.put(key: key, value: value))
+                plan.puts.append(revisions)
+                changed[key] = .some(VersionedValue(value: value, revisions: revisions))
+                return revisions
+            }
+            /// Deletes the key; whether it was there.
+            func delete(_ key: [UInt8]) -> Bool {
+                let present = current(key) != nil
+                plan.operations.append(.delete(key: key))
+                changed[key] = .some(nil)
+                return present
+            }
+            /// A transaction's listing: the index's entries with the batch's changes over them.
+            func list(prefix: [UInt8], after: [UInt8]?, limit: Int, values: Bool) throws -> PlannedTransaction.Result {
+                let inRange = changed.filter { key, _ in
+                    key.starts(with: prefix) && after.map { KeyIndex<Entry>.compare(key, $0) > 0 } ?? true
+                }
+                // Each changed key hides at most one stored entry: with that many more, the
+                // first `limit` of the merge are all at or before the last entry fetched.
+                let (stored, more) = index.entries(prefix: prefix, after: after, limit: limit + inRange.count)
+                var merged = try stored.compactMap { key, entry -> (key: [UInt8], revisions: KeyRevisions, value: ValueSource?)? in
+                    guard inRange[key] == nil else { return nil }
+                    return (key, entry.revisions, values ? .stored(try file(of: entry), entry.location) : nil)
+                }
+                for case let (key, state?) in inRange { merged.append((key, state.revisions, values ? .inline(state.value) : nil)) }
+                merged.sort { $0.key.lexicographicallyPrecedes($1.key) }
+                let truncated = more || merged.count > limit
+                if merged.count > limit { merged.removeLast(merged.count - limit) }
+                return .list(merged, nextAfter: truncated ? merged.last?.key : nil)
+            }
+
             for write in writes {
                 let operation: KVOperation
                 switch write.change {
                 case .one(let one):
                     operation = one
                 case .deletePrefix(let prefix):
-                    // The keys the index holds and the batch has not deleted, and those the
-                    // batch created, in order.
-                    var keys = Set<[UInt8]>()
-                    index.forEach(from: prefix) { key, _ in
-                        guard key.starts(with: prefix) else { return false }
-                        if changed[key] == nil { keys.insert(key) }
-                        return true
+                    let keys = keys(under: prefix)
+                    for key in keys { _ = delete(key) }
+                    if !keys.isEmpty { plan.revision += 1 }
+                    plan.results.append(.done(.deletedPrefix(count: keys.count, revision: plan.revision)))
+                    continue
+                case .transaction(let transaction):
+                    let succeeded = try transaction.compare.allSatisfy { comparison in
+                        try comparison.holds(for: current(comparison.key)) { try source(comparison.key)!.1.read() }
                     }
-                    for (key, revisions) in changed where revisions != nil && key.starts(with: prefix) { keys.insert(key) }
-                    for key in keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-                        operations.append(.delete(key: key))
-                        changed[key] = .some(nil)
+                    let next = plan.revision + 1
+                    var changes = false
+                    var results: [PlannedTransaction.Result] = []
+                    for operation in succeeded ? transaction.success : transaction.failure {
+                        switch operation {
+                        case let .put(key, value):
+                            results.append(.done(.put(put(key, value, at: next))))
+                            changes = true
+                        case let .delete(key):
+                            let removed = delete(key)
+                            changes = changes || removed
+                            results.append(.done(.delete(count: removed ? 1 : 0)))
+                        case let .deletePrefix(prefix):
+                            let keys = keys(under: prefix)
+                            for key in keys { _ = delete(key) }
+                            changes = changes || !keys.isEmpty
+                            results.append(.done(.deletePrefix(count: keys.count)))
+                        case let .get(key):
+                            results.append(try source(key).map { .get($0.0, $0.1) } ?? .done(.get(nil)))
+                        case let .list(prefix, after, limit, values):
+                            results.append(try list(prefix: prefix, after: after, limit: limit, values: values))
+                        }
                     }
-                    if !keys.isEmpty { revision += 1 }
-                    results.append(.deletedPrefix(count: keys.count, revision: revision))
+                    if changes { plan.revision = next }
+                    plan.results.append(.transaction(PlannedTransaction(succeeded: succeeded, revision: plan.revision, results: results)))
                     continue
                 }
                 switch operation {
@@ -254,26 +364,23 @@ public final class KVStore: Sendable {
                     case .exists: previous != nil
                     }
                     guard holds else {
-                        results.append(.conditionFailed(modRevision: previous?.mod ?? 0))
+                        plan.results.append(.done(.conditionFailed(modRevision: previous?.mod ?? 0)))
                         continue
                     }
-                    if case .put = operation {
-                        revision += 1
-                        let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
-                        puts.append(revisions)
-                        changed[key] = .some(revisions)
-                        results.append(.applied(revision: revision, key: revisions))
+                    if case let .put(_, value) = operation {
+                        plan.revision += 1
+                        let revisions = put(key, value, at: plan.revision)
+                        plan.results.append(.done(.applied(revision: plan.revision, key: revisions)))
                     } else {
-                        if previous != nil { revision += 1 }
-                        changed[key] = .some(nil)
-                        results.append(.applied(revision: revision, key: nil))
+                        if delete(key) { plan.revision += 1 }
+                        plan.results.append(.done(.applied(revision: plan.revision, key: nil)))
                     }
                 case .setMember, .removeMember:
-                    results.append(.applied(revision: revision, key: nil))
+                    plan.operations.append(operation)
+                    plan.results.append(.done(.applied(revision: plan.revision, key: nil)))
                 }
-                operations.append(operation)
             }
-            return (operations, puts, revision, results)
+            return plan
         }
 
         /// Replays a decoded record of segment `segment`.
@@ -539,6 +646,18 @@ public final class KVStore: Sendable {
         return VersionedPage(entries: entries, nextAfter: more ? entries.last?.key : nil, revision: revision)
     }
 
+    /// Runs a transaction that writes nothing (``KVTransaction/isReadOnly``) against the state
+    /// as of one store revision: its comparisons and the entries it reads are taken under one
+    /// lock, the values read after.
+    public func read(_ transaction: KVTransaction) throws -> KVTransactionResult {
+        precondition(transaction.isReadOnly, "a transaction that writes is applied, not read")
+        let plan = try tables.withLock { (tables: inout Tables) throws in
+            guard !tables.closed else { throw KVStoreClosedError(path: path) }
+            return try tables.plan([.transaction(transaction)], path: path)
+        }
+        return try plan.results[0].fetch().transactionResult
+    }
+
     public func count() throws -> Int {
         try readTables { $0.index.count }
     }
@@ -595,7 +714,10 @@ public final class KVStore: Sendable {
             do {
                 // Only this lock's holder changes the tables: what they say now holds until
                 // the batch is in them.
-                let (operations, revisions, revision, results) = tables.withLock { $0.plan(writes) }
+                let plan = try tables.withLock { try $0.plan(writes, path: path) }
+                let (operations, revisions, revision) = (plan.operations, plan.puts, plan.revision)
+                // A transaction's reads, from locations whose bytes never change.
+                let results = try plan.results.map { try $0.fetch() }
                 var record = ByteWriter(capacity: 64 + operations.reduce(0) { $0 + Self.estimatedBytes($1) })
                 var values: [(offset: Int, length: Int)] = []
                 StateLog.appendRecord(to: &record) { payload in
