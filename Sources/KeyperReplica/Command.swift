@@ -20,18 +20,22 @@ package struct RequestID: Hashable, Sendable, CustomStringConvertible {
 /// Layout: version (`UInt8`), requester node id (string), sequence (varint), operation tag
 /// (`UInt8`: 1 put, 2 delete, 3 delete every key with a prefix, 4 transaction), key or prefix
 /// (length-prefixed), value (length-prefixed, put only), or the transaction
-/// (``KVTransaction/encode(to:)``); in version 2 then a condition tag
-/// (`UInt8`: 0 none, 1 mod revision then the revision as a varint, 2 the key exists). A put or
-/// delete without a condition is written as version 1, so a node of an earlier release still
-/// reads it (one of an earlier release cannot apply the rest: upgrade every node before using
-/// them). Tags are persistent (they sit in every WAL): never renumber one.
+/// (``KVTransaction/encode(to:)``); in version 2 and 3 then a condition tag
+/// (`UInt8`: 0 none, 1 mod revision then the revision as a varint, 2 the key exists); in
+/// version 3 then the idempotency key (length-prefixed) and the time it was proposed at
+/// (varint, milliseconds of the Unix epoch). A put or delete without a condition or an
+/// idempotency key is written as version 1, so a node of an earlier release still reads it;
+/// one with either as the oldest version that carries it (a node of an earlier release cannot
+/// apply those: upgrade every node before using them). Tags are persistent (they sit in every
+/// WAL): never renumber one.
 package struct Command: Equatable, Sendable {
     package var request: RequestID
     package var write: KVWrite
 
     package func encoded() -> [UInt8] {
-        let version: UInt8 = switch (write.change, write.condition) {
-        case (.one, nil): 1
+        let version: UInt8 = switch (write.change, write.condition, write.idempotency) {
+        case (_, _, _?): 3
+        case (.one, nil, nil): 1
         default: 2
         }
         var writer = ByteWriter(capacity: 48 + write.byteCount)
@@ -56,7 +60,7 @@ package struct Command: Equatable, Sendable {
             // Membership travels in configuration-change entries, never in commands.
             preconditionFailure("membership is not a client command: \(write)")
         }
-        guard version == 2 else { return writer.bytes }
+        guard version >= 2 else { return writer.bytes }
         switch write.condition {
         case nil:
             writer.writeUInt8(0)
@@ -65,6 +69,10 @@ package struct Command: Equatable, Sendable {
             writer.writeVarint(revision)
         case .exists:
             writer.writeUInt8(2)
+        }
+        if let token = write.idempotency {
+            writer.writeLengthPrefixed(token.key)
+            writer.writeVarint(token.time)
         }
         return writer.bytes
     }
@@ -82,7 +90,7 @@ package struct Command: Equatable, Sendable {
         var reader = ByteReader(bytes)
         let versionOffset = reader.position
         let version = try reader.readUInt8()
-        guard version == 1 || version == 2 else { throw .invalidValue(field: "command version", offset: versionOffset) }
+        guard (1...3).contains(version) else { throw .invalidValue(field: "command version", offset: versionOffset) }
         let node = try NodeID(from: &reader)
         request = RequestID(node: node, sequence: try reader.readVarint())
         let tagOffset = reader.position
@@ -92,14 +100,14 @@ package struct Command: Equatable, Sendable {
             write = KVWrite(.put(key: key, value: try reader.readLengthPrefixed()))
         case 2:
             write = KVWrite(.delete(key: try reader.readLengthPrefixed()))
-        case 3 where version == 2:
+        case 3 where version >= 2:
             write = .deletePrefix(try reader.readLengthPrefixed())
-        case 4 where version == 2:
+        case 4 where version >= 2:
             write = .transaction(try KVTransaction(from: &reader))
         default:
             throw .invalidValue(field: "command operation", offset: tagOffset)
         }
-        if version == 2 {
+        if version >= 2 {
             let conditionOffset = reader.position
             switch try reader.readUInt8() {
             case 0: break
@@ -110,6 +118,10 @@ package struct Command: Equatable, Sendable {
             if case .one = write.change {} else if write.condition != nil {
                 throw .invalidValue(field: "command condition", offset: conditionOffset)
             }
+        }
+        if version == 3 {
+            let key = try reader.readLengthPrefixed()
+            write.idempotency = IdempotencyToken(key: key, time: try reader.readVarint())
         }
         try reader.expectEnd()
     }

@@ -73,15 +73,11 @@ public protocol KeyValueNode: Sendable {
     func list(prefix: [UInt8], after: [UInt8]?, limit: Int, values: Bool, consistency: ReadConsistency) async throws -> KVStore.VersionedPage
     /// Returns once the write is durable (and, in a cluster, committed on a majority), with
     /// what it did: applied (the revisions it made), or its condition did not hold (nothing
-    /// changed; conditions are checked when the write is applied, in log order).
-    func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
-    func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult
-    /// Deletes every key that starts with `prefix`, as one change (one revision).
-    func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult
-    /// Runs a transaction: one that writes as one change (committed and durable when this
-    /// returns), one that only reads (``KVTransaction/isReadOnly``) as a read of the given
-    /// consistency.
-    func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult
+    /// changed; conditions are checked when the write is applied, in log order), or a retry
+    /// of one remembered by its idempotency key (nothing applied again).
+    func write(_ write: KVWrite) async throws -> KVWriteResult
+    /// Runs a transaction that only reads (``KVTransaction/isReadOnly``): no log entry.
+    func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health
@@ -104,15 +100,26 @@ public protocol KeyValueNode: Sendable {
 extension KeyValueNode {
     public var appliedIndex: UInt64? { nil }
 
-    /// An unconditional write.
     @discardableResult
-    public func put(_ key: [UInt8], value: [UInt8]) async throws -> KVWriteResult {
-        try await put(key, value: value, condition: nil)
+    public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition? = nil) async throws -> KVWriteResult {
+        try await write(KVWrite(.put(key: key, value: value), condition: condition))
     }
 
     @discardableResult
-    public func delete(_ key: [UInt8]) async throws -> KVWriteResult {
-        try await delete(key, condition: nil)
+    public func delete(_ key: [UInt8], condition: KVCondition? = nil) async throws -> KVWriteResult {
+        try await write(KVWrite(.delete(key: key), condition: condition))
+    }
+
+    /// Deletes every key that starts with `prefix`, as one change (one revision).
+    public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
+        try await write(.deletePrefix(prefix))
+    }
+
+    /// Runs a transaction: one that writes as one change (committed and durable when this
+    /// returns), one that only reads as a read of the given consistency.
+    public func transaction(_ transaction: KVTransaction, consistency: ReadConsistency = .linearizable) async throws -> KVTransactionResult {
+        guard transaction.isReadOnly else { return try await write(.transaction(transaction)).transactionResult }
+        return try await read(transaction, consistency: consistency)
     }
 
     public func join(nodeID: String, raftAddress: String, httpAddress: String?, learner: Bool) async throws -> JoinOutcome {

@@ -39,20 +39,11 @@ public final class StandaloneNode: KeyValueNode {
         do { return try store.listVersioned(prefix: prefix, after: after, limit: limit, values: values) } catch { throw StorageFailure.map(error) }
     }
 
-    public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await committer.commit(KVWrite(.put(key: key, value: value), condition: condition))
+    public func write(_ write: KVWrite) async throws -> KVWriteResult {
+        try await committer.commit(write)
     }
 
-    public func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await committer.commit(KVWrite(.delete(key: key), condition: condition))
-    }
-
-    public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
-        try await committer.commit(.deletePrefix(prefix))
-    }
-
-    public func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
-        guard transaction.isReadOnly else { return try await committer.commit(.transaction(transaction)).transactionResult }
+    public func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
         do { return try await DiskReads.pool.runIfActive { try self.store.read(transaction) } } catch { throw StorageFailure.map(error) }
     }
 

@@ -71,6 +71,16 @@ struct PeerRecordTests {
         let prefix = Command(request: request, write: .deletePrefix(Array("app/".utf8)))
         #expect(prefix.encoded().first == 2)
         #expect(try Command(decoding: prefix.encoded()) == prefix)
+        // An idempotency key makes it version 3, with or without a condition.
+        for condition in [nil, KVCondition.exists] {
+            let token = IdempotencyToken(key: Array("retry-1".utf8), time: 1_765_000_000_000)
+            let command = Command(request: request, write: KVWrite(.put(key: [1], value: [2]), condition: condition, idempotency: token))
+            #expect(command.encoded().first == 3)
+            #expect(try Command(decoding: command.encoded()) == command)
+            var transaction = KVWrite.transaction(KVTransaction(success: [.delete(key: [1])]))
+            transaction.idempotency = token
+            #expect(try Command(decoding: Command(request: request, write: transaction).encoded()).write == transaction)
+        }
         var unknownCondition = Command(request: request, operation: .delete(key: [1]), condition: .exists).encoded()
         unknownCondition[unknownCondition.count - 1] = 7
         #expect(throws: WireError.self) { try Command(decoding: unknownCondition) }

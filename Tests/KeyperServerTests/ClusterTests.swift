@@ -261,16 +261,20 @@ struct ClusterTests {
         }
     }
 
-    @Test("after the leader stops, a new one is elected, no acknowledged write is lost, and the old one catches up")
+    @Test("after the leader stops, a new one is elected, no acknowledged write is lost, a retry with an idempotency key is not applied twice, and the old one catches up")
     func failover() async throws {
         try await withTemporaryDirectory { root in
             let cluster = try await TestCluster.make(3, root: root)
             let leader = try await cluster.waitForLeader()
             for i in 0..<20 { try await leader.put(bytes("k\(i)"), value: bytes("v\(i)")) }
+            let once = KVWrite(.put(key: bytes("once"), value: bytes("1")), idempotency: IdempotencyToken(key: bytes("retry-me"), time: 1))
+            let first = try await leader.write(once)
             let oldName = leader.configuration.nodeID
             await cluster.stop(oldName)
             let newLeader = try await cluster.waitForLeader()
             #expect(newLeader.configuration.nodeID != oldName)
+            // The retry of a write whose answer was lost with the old leader: the new one remembers it.
+            #expect(try await newLeader.write(once) == .replayed(first))
             for i in 0..<20 {
                 #expect(try await newLeader.value(bytes("k\(i)"), consistency: .linearizable) == bytes("v\(i)"))
             }
@@ -280,6 +284,8 @@ struct ClusterTests {
                 (try? await restarted.value(bytes("after"), consistency: .stale)) == bytes("failover")
             }
             #expect(try await restarted.value(bytes("k7"), consistency: .linearizable) == bytes("v7"))
+            #expect(try await restarted.write(once) == .replayed(first))
+            #expect(try await restarted.get(bytes("once"), consistency: .linearizable).value?.revisions.version == 1)
             await cluster.stopAll()
         }
     }

@@ -270,6 +270,64 @@ struct HTTPAPITests {
         }
     }
 
+    @Test("Idempotency-Key: a retry answers as the first attempt did and applies nothing; another request under the key is 422")
+    func idempotencyKeys() async throws {
+        try await withAPI { client in
+            let key: HTTPFields = [.idempotencyKey: "3f1c0d7e-retry"]
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: key, body: ByteBuffer(string: "1")) {
+                #expect($0.status == .noContent && $0.headers[.keyperRevision] == "1" && $0.headers[.idempotentReplayed] == nil)
+            }
+            try await client.execute(uri: "/v1/keys/other", method: .put, body: ByteBuffer(string: "x")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: key, body: ByteBuffer(string: "1")) {
+                #expect($0.status == .noContent && $0.headers[.keyperRevision] == "1" && $0.headers[.eTag] == "\"1\"")
+                #expect($0.headers[.idempotentReplayed] == "true")
+            }
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: key, body: ByteBuffer(string: "2")) {
+                #expect($0.status == .unprocessableContent && $0.errorCode == "idempotency_key_reused")
+            }
+            try await client.execute(uri: "/v1/keys/n", method: .get) { #expect($0.text == "1" && $0.headers[.keyperVersion] == "1") }
+            // A conditional write that failed fails the same way on a retry, even once the condition would hold.
+            let cas: HTTPFields = [.idempotencyKey: "\"cas-7\"", .ifMatch: "\"3\""]
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: cas, body: ByteBuffer(string: "3")) {
+                #expect($0.status == .preconditionFailed)
+            }
+            try await client.execute(uri: "/v1/keys/pad", method: .put, body: ByteBuffer(string: "")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: [.ifMatch: "\"1\""], body: ByteBuffer(string: "2")) {
+                #expect($0.headers[.eTag] == "\"4\"")
+            }
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: cas, body: ByteBuffer(string: "another")) {
+                #expect($0.status == .unprocessableContent)
+            }
+            try await client.execute(uri: "/v1/keys/n", method: .put, headers: cas, body: ByteBuffer(string: "3")) {
+                #expect($0.status == .preconditionFailed && $0.headers[.idempotentReplayed] == "true")
+            }
+            // Transactions and prefix deletes.
+            let body = #"{"success":[{"op":"put","key":"t","value":"v"},{"op":"get","key":"n"}]}"#
+            var first = ""
+            try await client.execute(uri: "/v1/txn", method: .post, headers: [.idempotencyKey: "txn-1"], body: ByteBuffer(string: body)) {
+                first = $0.text
+                #expect($0.status == .ok && $0.text.contains(#""revision":5"#))
+            }
+            try await client.execute(uri: "/v1/txn", method: .post, headers: [.idempotencyKey: "txn-1"], body: ByteBuffer(string: body)) {
+                #expect($0.text == first && $0.headers[.idempotentReplayed] == "true")
+            }
+            try await client.execute(uri: "/v1/keys?prefix=t", method: .delete, headers: [.idempotencyKey: "wipe"]) {
+                #expect($0.text == #"{"deleted":1,"revision":6}"# + "\n")
+            }
+            try await client.execute(uri: "/v1/keys/t", method: .put, body: ByteBuffer(string: "again")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys?prefix=t", method: .delete, headers: [.idempotencyKey: "wipe"]) {
+                #expect($0.text == #"{"deleted":1,"revision":6}"# + "\n" && $0.headers[.idempotentReplayed] == "true")
+            }
+            try await client.execute(uri: "/v1/keys/t", method: .get) { #expect($0.text == "again") }
+            for bad in ["", "has space", String(repeating: "x", count: 129), "caf\u{e9}"] {
+                try await client.execute(uri: "/v1/keys/z", method: .put, headers: [.idempotencyKey: bad], body: ByteBuffer(string: "1")) {
+                    #expect($0.status == .badRequest && $0.errorCode == "invalid_idempotency_key", "\(bad)")
+                }
+            }
+            try await client.execute(uri: "/v1/keys/z", method: .get) { #expect($0.status == .notFound) }
+        }
+    }
+
     @Test("keys with slashes, escaped slashes, spaces and UTF-8 are distinct and round-trip")
     func keyEncoding() async throws {
         try await withAPI { client in

@@ -375,7 +375,7 @@ struct StateLogTests {
                 _ = try KVStore(path: path, durability: .full)
             } throws: { error in
                 let text = "\(error)"
-                return text.contains("segment format 7") && text.contains("newer") && text.contains("reads format 1")
+                return text.contains("segment format 7") && text.contains("newer") && text.contains("reads formats 1 to 2")
             }
         }
     }

@@ -268,7 +268,7 @@ public final class RaftNode: KeyValueNode {
         }
     }
 
-    private func write(_ write: KVWrite) async throws -> KVWriteResult {
+    public func write(_ write: KVWrite) async throws -> KVWriteResult {
         let command = Command(request: engine.nextRequestID(), write: write)
         let data = command.encoded()
         let result = await wait { waiter in
@@ -292,20 +292,7 @@ public final class RaftNode: KeyValueNode {
         do { return try store.listVersioned(prefix: prefix, after: after, limit: limit, values: values) } catch { throw StorageFailure.map(error) }
     }
 
-    public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await write(KVWrite(.put(key: key, value: value), condition: condition))
-    }
-
-    public func delete(_ key: [UInt8], condition: KVCondition?) async throws -> KVWriteResult {
-        try await write(KVWrite(.delete(key: key), condition: condition))
-    }
-
-    public func deletePrefix(_ prefix: [UInt8]) async throws -> KVWriteResult {
-        try await write(.deletePrefix(prefix))
-    }
-
-    public func transaction(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
-        guard transaction.isReadOnly else { return try await write(.transaction(transaction)).transactionResult }
+    public func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
         if consistency == .linearizable { try await readBarrier() }
         do { return try await DiskReads.pool.runIfActive { [store] in try store.read(transaction) } } catch { throw StorageFailure.map(error) }
     }

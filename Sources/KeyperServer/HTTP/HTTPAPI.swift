@@ -17,6 +17,11 @@ extension HTTPField.Name {
     static let keyperCreateRevision = HTTPField.Name("X-Keyper-Create-Revision")!
     static let keyperModRevision = HTTPField.Name("X-Keyper-Mod-Revision")!
     static let keyperVersion = HTTPField.Name("X-Keyper-Version")!
+    /// A client's key for exactly-once retries of a write.
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    /// On the answer to a retry the store remembered: nothing was applied again; this is the
+    /// first attempt's answer.
+    static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
 }
 
 /// The `/v1` HTTP API, in front of any ``KeyValueNode``.
@@ -98,7 +103,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case .head: return try await get(key, request).createHeadResponse()
         case .put: return try await put(key, request)
         default:
-            return try Self.written(await node.delete(key, condition: try Self.condition(request)))
+            let write = KVWrite(.delete(key: key), condition: try Self.condition(request), idempotency: try Self.idempotency(request))
+            return try Self.written(await node.write(write))
         }
     }
 
@@ -180,7 +186,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             throw Self.valueTooLarge(limit)
         }
         let condition = try Self.condition(request)
-        return try Self.written(await node.put(key, value: Array(buffer: body), condition: condition))
+        let write = KVWrite(.put(key: key, value: Array(buffer: body)), condition: condition, idempotency: try Self.idempotency(request))
+        return try Self.written(await node.write(write))
     }
 
     /// `DELETE /v1/keys?prefix=P`: every key under the prefix, in one change. An empty (or
@@ -201,19 +208,69 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         if request.headers[.ifMatch] != nil || request.headers[.ifNoneMatch] != nil || query["prev_revision"] != nil {
             throw APIError.badRequest("invalid_condition", "a prefix delete takes no condition (use a transaction)")
         }
-        guard case let .deletedPrefix(count, revision) = try await node.deletePrefix(prefix) else {
-            throw APIError.internalError("a prefix delete answered with another result")
+        var write = KVWrite.deletePrefix(prefix)
+        write.idempotency = try Self.idempotency(request)
+        return try Self.answer(try await node.write(write)) { result throws(APIError) in
+            guard case let .deletedPrefix(count, revision) = result else {
+                throw APIError.internalError("a prefix delete answered with \(result)")
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            headers[.keyperRevision] = String(revision)
+            return Response(status: .ok, headers: headers,
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"deleted":\#(count),"revision":\#(revision)}"# + "\n")))
         }
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        headers[.keyperRevision] = String(revision)
-        return Response(status: .ok, headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(string: #"{"deleted":\#(count),"revision":\#(revision)}"# + "\n")))
+    }
+
+    /// The token of a write's `Idempotency-Key` (1-128 visible ASCII characters, optionally
+    /// quoted as a structured-field string), stamped with this node's wall clock.
+    static func idempotency(_ request: Request) throws(APIError) -> IdempotencyToken? {
+        guard let value = request.headers[.idempotencyKey] else { return nil }
+        var key = Array(value.trimmingASCIISpaces().utf8)
+        if key.count >= 2, key.first == UInt8(ascii: "\""), key.last == UInt8(ascii: "\"") { key = Array(key.dropFirst().dropLast()) }
+        guard (1...128).contains(key.count), key.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") }) else {
+            throw APIError.badRequest("invalid_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters, such as a UUID (got \(value))")
+        }
+        let now = Date().timeIntervalSince1970
+        return IdempotencyToken(key: key, time: UInt64(max(0, now * 1000)))
+    }
+
+    /// `respond`'s answer to `result`, unless it is about an idempotency key: a retry the store
+    /// remembered answers as the first attempt did, marked `Idempotent-Replayed: true`; a
+    /// key reused for another change is `422 idempotency_key_reused`; a first attempt whose
+    /// result was too large to keep is `409 already_applied` with its revision.
+    static func answer(_ result: KVWriteResult, _ respond: (KVWriteResult) throws(APIError) -> Response) throws(APIError) -> Response {
+        switch result {
+        case .replayed(let first):
+            do {
+                var response = try answer(first, respond)
+                response.headers[.idempotentReplayed] = "true"
+                return response
+            } catch {
+                var error = error
+                error.headers[.idempotentReplayed] = "true"
+                throw error
+            }
+        case .idempotencyKeyReused:
+            throw APIError(.unprocessableContent, code: "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different request (a retry must repeat the request exactly); nothing was applied")
+        case .alreadyApplied(let revision):
+            var error = APIError(.conflict, code: "already_applied",
+                                 "this request was applied at revision \(revision); its result was too large to keep for a retry: read what you need")
+            error.numbers = [("revision", revision)]
+            throw error
+        default:
+            return try respond(result)
+        }
     }
 
     /// `204` with the store revision the write made (and the key's new `ETag`), or `412
     /// revision_mismatch` with the key's current mod revision when its condition did not hold.
     static func written(_ result: KVWriteResult) throws(APIError) -> Response {
+        try answer(result) { result throws(APIError) in try writtenOne(result) }
+    }
+
+    private static func writtenOne(_ result: KVWriteResult) throws(APIError) -> Response {
         switch result {
         case let .applied(revision, key):
             var headers = HTTPFields()
@@ -224,8 +281,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             var headers = HTTPFields()
             headers[.keyperRevision] = String(revision)
             return Response(status: .noContent, headers: headers)
-        case .transaction:
-            preconditionFailure("a transaction is answered by TransactionAPI")
+        case .transaction, .replayed, .idempotencyKeyReused, .alreadyApplied:
+            throw APIError.internalError("a write of one key answered with \(result)")
         case .conditionFailed(let current):
             var error = APIError(.preconditionFailed, code: "revision_mismatch",
                                  current == 0 ? "the condition does not hold: the key does not exist; nothing was changed"
@@ -335,7 +392,17 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         if consistency == .stale && !transaction.isReadOnly {
             throw APIError.badRequest("invalid_consistency", "a transaction that writes goes through the log: consistency=stale is for reads")
         }
-        return TransactionAPI.response(try await node.transaction(transaction, consistency: consistency), of: transaction)
+        let idempotency = try Self.idempotency(request)
+        // A transaction that only reads is safe to retry as it is: an Idempotency-Key changes nothing.
+        guard !transaction.isReadOnly else {
+            return TransactionAPI.response(try await node.read(transaction, consistency: consistency), of: transaction)
+        }
+        var write = KVWrite.transaction(transaction)
+        write.idempotency = idempotency
+        return try Self.answer(try await node.write(write)) { result throws(APIError) in
+            guard case .transaction(let done) = result else { throw APIError.internalError("a transaction answered with \(result)") }
+            return TransactionAPI.response(done, of: transaction)
+        }
     }
 
     private static func transactionTooLarge(_ limit: Int) -> APIError {

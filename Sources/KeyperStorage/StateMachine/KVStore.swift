@@ -54,9 +54,13 @@ public struct KVWrite: Hashable, Sendable {
     /// Checked against the key of a single operation (a prefix delete or a transaction takes
     /// none: a transaction has its comparisons).
     public var condition: KVCondition?
+    /// The client's idempotency key: a write with the key of one the store still remembers
+    /// is not applied again, and answers that one's result (``KVWriteResult/replayed(_:)``).
+    public var idempotency: IdempotencyToken?
 
-    public init(_ operation: KVOperation, condition: KVCondition? = nil) {
+    public init(_ operation: KVOperation, condition: KVCondition? = nil, idempotency: IdempotencyToken? = nil) {
         self.init(change: .one(operation), condition: condition)
+        self.idempotency = idempotency
     }
 
     private init(change: Change, condition: KVCondition?) {
@@ -84,11 +88,23 @@ public enum KVWriteResult: Equatable, Sendable {
     /// than before when it removed any).
     case deletedPrefix(count: Int, revision: UInt64)
     case transaction(KVTransactionResult)
+    /// A retry with the idempotency key of a write the store remembers: nothing was applied;
+    /// this is what the first attempt did.
+    indirect case replayed(KVWriteResult)
+    /// A retry whose idempotency key the store remembers for a different change: nothing
+    /// was applied.
+    case idempotencyKeyReused
+    /// What a retry learns of a first attempt whose result was too large to remember (a
+    /// transaction that read much): it was applied, at this store revision.
+    case alreadyApplied(revision: UInt64)
 
     /// The transaction's result (only for a transaction's write).
     public var transactionResult: KVTransactionResult {
-        guard case .transaction(let result) = self else { preconditionFailure("not a transaction's result: \(self)") }
-        return result
+        switch self {
+        case .transaction(let result): return result
+        case .replayed(let result): return result.transactionResult
+        default: preconditionFailure("not a transaction's result: \(self)")
+        }
     }
 }
 
@@ -201,6 +217,8 @@ public final class KVStore: Sendable {
         var index = KeyIndex<Entry>()
         var segments: [UInt32: SegmentInfo] = [:]
         var members: [String: MemberRecord] = [:]
+        /// Writes with idempotency keys, remembered for their retries.
+        var idempotency = IdempotencyTable()
         var applied: UInt64 = 0
         var durable: UInt64 = 0
         /// The store revision: one more for every put, and for every delete that removed a key.
@@ -226,6 +244,8 @@ public final class KVStore: Sendable {
             var puts: [KeyRevisions] = []
             var revision: UInt64
             var results: [PlannedResult] = []
+            /// The idempotency records the batch's writes make.
+            var remembered: [IdempotencyRecord] = []
         }
 
         /// A write's result, with the values a transaction read still to be fetched.
@@ -313,7 +333,8 @@ public final class KVStore: Sendable {
                 return .list(merged, nextAfter: truncated ? merged.last?.key : nil)
             }
 
-            for write in writes {
+            /// What `write` does, against the batch so far.
+            func planned(_ write: KVWrite) throws -> PlannedResult {
                 let operation: KVOperation
                 switch write.change {
                 case .one(let one):
@@ -322,8 +343,7 @@ public final class KVStore: Sendable {
                     let keys = keys(under: prefix)
                     for key in keys { _ = delete(key) }
                     if !keys.isEmpty { plan.revision += 1 }
-                    plan.results.append(.done(.deletedPrefix(count: keys.count, revision: plan.revision)))
-                    continue
+                    return .done(.deletedPrefix(count: keys.count, revision: plan.revision))
                 case .transaction(let transaction):
                     let succeeded = try transaction.compare.allSatisfy { comparison in
                         try comparison.holds(for: current(comparison.key)) { try source(comparison.key)!.1.read() }
@@ -352,8 +372,7 @@ public final class KVStore: Sendable {
                         }
                     }
                     if changes { plan.revision = next }
-                    plan.results.append(.transaction(PlannedTransaction(succeeded: succeeded, revision: plan.revision, results: results)))
-                    continue
+                    return .transaction(PlannedTransaction(succeeded: succeeded, revision: plan.revision, results: results))
                 }
                 switch operation {
                 case let .put(key, _), let .delete(key):
@@ -363,22 +382,48 @@ public final class KVStore: Sendable {
                     case .modRevision(let expected): (previous?.mod ?? 0) == expected
                     case .exists: previous != nil
                     }
-                    guard holds else {
-                        plan.results.append(.done(.conditionFailed(modRevision: previous?.mod ?? 0)))
-                        continue
-                    }
+                    guard holds else { return .done(.conditionFailed(modRevision: previous?.mod ?? 0)) }
                     if case let .put(_, value) = operation {
                         plan.revision += 1
                         let revisions = put(key, value, at: plan.revision)
-                        plan.results.append(.done(.applied(revision: plan.revision, key: revisions)))
-                    } else {
-                        if delete(key) { plan.revision += 1 }
-                        plan.results.append(.done(.applied(revision: plan.revision, key: nil)))
+                        return .done(.applied(revision: plan.revision, key: revisions))
                     }
+                    if delete(key) { plan.revision += 1 }
+                    return .done(.applied(revision: plan.revision, key: nil))
                 case .setMember, .removeMember:
                     plan.operations.append(operation)
-                    plan.results.append(.done(.applied(revision: plan.revision, key: nil)))
+                    return .done(.applied(revision: plan.revision, key: nil))
                 }
+            }
+
+            // The idempotency records the batch made so far, and where the log is with them.
+            var counters = idempotency.counters
+            var remembered: [[UInt8]: IdempotencyRecord] = [:]
+            for write in writes {
+                guard let token = write.idempotency else {
+                    plan.results.append(try planned(write))
+                    continue
+                }
+                let fingerprint = write.fingerprint
+                if let record = remembered[token.key].flatMap({ counters.counts($0, at: token.time) ? $0 : nil })
+                    ?? idempotency.lookUp(token.key, at: token.time, counters: counters) {
+                    guard record.fingerprint == fingerprint else {
+                        plan.results.append(.done(.idempotencyKeyReused))
+                        continue
+                    }
+                    do {
+                        plan.results.append(.done(.replayed(try KVWriteResult(decoding: record.result))))
+                    } catch {
+                        throw StateLogError(path: path, offset: 0, reason: "a remembered result does not decode: \(error)")
+                    }
+                    continue
+                }
+                // The result is remembered whole: a transaction's reads are fetched now.
+                let result = try planned(write).fetch()
+                let record = counters.record(key: token.key, fingerprint: fingerprint, time: token.time, result: result)
+                remembered[token.key] = record
+                plan.remembered.append(record)
+                plan.results.append(.done(result))
             }
             return plan
         }
@@ -395,15 +440,18 @@ public final class KVStore: Sendable {
                     case let .delete(key): delete(key)
                     case let .setMember(member): members[member.id] = member
                     case let .removeMember(id): members[id] = nil
+                    case let .remember(record): idempotency.insert(record)
                     }
                 }
                 if applied != 0 { self.applied = applied }
                 if revision != 0 { self.revision = revision }
-            case let .checkpoint(_, applied, durable, revision, members):
+                idempotency.prune()
+            case let .checkpoint(_, applied, durable, revision, members, idempotency):
                 self.applied = applied
                 self.durable = durable
                 self.revision = revision
                 self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+                self.idempotency = idempotency
             case let .durable(index):
                 durable = index
             }
@@ -721,8 +769,8 @@ public final class KVStore: Sendable {
                 var record = ByteWriter(capacity: 64 + operations.reduce(0) { $0 + Self.estimatedBytes($1) })
                 var values: [(offset: Int, length: Int)] = []
                 StateLog.appendRecord(to: &record) { payload in
-                    StateLog.encodeBatch(operations, revisions: revisions, appliedIndex: appliedIndex ?? 0, revision: revision,
-                                         into: &payload) { offset, length in values.append((offset, length)) }
+                    StateLog.encodeBatch(operations, revisions: revisions, remembered: plan.remembered, appliedIndex: appliedIndex ?? 0,
+                                         revision: revision, into: &payload) { offset, length in values.append((offset, length)) }
                 }
                 let start = try append(record.bytes, to: &active, sync: durability == .full)
                 tables.withLock { tables in
@@ -742,6 +790,10 @@ public final class KVStore: Sendable {
                     }
                     if let appliedIndex { tables.applied = appliedIndex }
                     tables.revision = revision
+                    if !plan.remembered.isEmpty {
+                        for record in plan.remembered { tables.idempotency.insert(record) }
+                        tables.idempotency.prune()
+                    }
                 }
                 writer = active
                 // Appended: now, still holding the write lock, the cache learns the same changes.
@@ -808,9 +860,12 @@ public final class KVStore: Sendable {
         // Writeback of all but the last step's bytes is under way or done: a short wait.
         try writer.active.sync()
         writer.syncedLength = writer.length
-        let (applied, durable, revision, members) = tables.withLock { ($0.applied, $0.durable, $0.revision, Array($0.members.values)) }
+        let (applied, durable, revision, members, idempotency) = tables.withLock {
+            ($0.applied, $0.durable, $0.revision, Array($0.members.values), $0.idempotency)
+        }
         let id = writer.active.id + 1
-        let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, revision: revision, members: members)
+        let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, revision: revision, members: members,
+                                            idempotency: idempotency)
         let file = try createSegment(id: id, bytes: header)
         tables.withLock { tables in
             tables.segments[id] = SegmentInfo(file: file, bytes: header.count)
@@ -923,18 +978,18 @@ public final class KVStore: Sendable {
     /// active one; the bytes are copied after (sealed segments never change, and the active
     /// one only grows). The copy is not yet fsynced.
     public func copy(to destination: String) throws -> UInt64 {
-        let (files, activeLength, applied, revision, members) = try writer.withLock { (writer: inout Writer?) throws in
+        let (files, activeLength, applied, revision, members, idempotency) = try writer.withLock { (writer: inout Writer?) throws in
             guard let active = writer else { throw KVStoreClosedError(path: path) }
             return tables.withLock { tables in
                 (tables.segments.values.sorted { $0.file.id < $1.file.id }.map { ($0.file, $0.bytes) },
-                 active.length, tables.applied, tables.revision, Array(tables.members.values))
+                 active.length, tables.applied, tables.revision, Array(tables.members.values), tables.idempotency)
             }
         }
         let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard output >= 0 else { throw FileIOError(operation: "open", path: destination, errorNumber: errno) }
         defer { Glibc.close(output) }
-        try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, revision: revision, members: members),
-                            path: destination)
+        try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, revision: revision, members: members,
+                                                           idempotency: idempotency), path: destination)
         for (file, bytes) in files {
             let end = file === files.last?.0 ? activeLength : bytes
             var offset = off_t(StateLog.magic.count)
@@ -1035,7 +1090,8 @@ public final class KVStore: Sendable {
             }
             let nextID = id + 1
             let header = StateLog.segmentHeader(base: false, applied: installed.applied, durable: installed.durable,
-                                                revision: installed.revision, members: Array(installed.members.values))
+                                                revision: installed.revision, members: Array(installed.members.values),
+                                                idempotency: installed.idempotency)
             let next = try createSegment(id: nextID, bytes: header)
             installed.segments[nextID] = SegmentInfo(file: next, bytes: header.count)
             installed.activeID = nextID
@@ -1095,8 +1151,8 @@ public final class KVStore: Sendable {
                         case let .delete(key):
                             deletes.append(key)
                             pendingBytes += key.count
-                        case .setMember, .removeMember:
-                            break  // every later segment's checkpoint holds the members
+                        case .setMember, .removeMember, .remember:
+                            break  // every later segment's checkpoint holds the members and the idempotency table
                         }
                     }
                     if pendingBytes >= 1 << 20 {
@@ -1181,15 +1237,15 @@ public final class KVStore: Sendable {
         for name in try FileIO.listDirectory(path) where name.hasSuffix(".tmp") { unlink(path + "/" + name) }
         var ids = try segmentIDs(in: path)
         var note: String?
-        // A crash while creating a segment can leave one shorter than its header: nothing was
-        // ever written to it, since it becomes active only once its header is synced.
+        // A crash while creating a segment can leave one without its whole header (whose
+        // idempotency table may be large): nothing was ever written to it, since it becomes
+        // active only once its header is synced.
         if let last = ids.last {
             let lastPath = path + "/" + StateLog.fileName(last)
             let file = try SegmentFile(id: last, path: lastPath, create: false)
-            let header = StateLog.segmentHeader(base: false, applied: 0, durable: 0, revision: 0, members: []).count
             let size = try file.size()
             let head = try file.read(at: 0, count: min(size, StateLog.magic.count))
-            if size < header, StateLog.magic.starts(with: head), try !SegmentScanner.startsWithRecord(file) {
+            if StateLog.magic.starts(with: head), try SegmentScanner.headerIsTorn(file) {
                 unlink(lastPath)
                 ids.removeLast()
                 note = "removed \(lastPath), a segment whose creation a crash interrupted"
@@ -1247,7 +1303,7 @@ public final class KVStore: Sendable {
             case let .record(payload, payloadOffset):
                 let record = try decode(payload, payloadOffset: payloadOffset, path: file.path)
                 if first, requireBase {
-                    guard case .checkpoint(base: true, _, _, _, _) = record else {
+                    guard case .checkpoint(base: true, _, _, _, _, _) = record else {
                         throw StateLogError(path: file.path, offset: StateLog.magic.count, reason: "a snapshot must begin with a base checkpoint")
                     }
                 }
@@ -1275,7 +1331,7 @@ extension SegmentScanner {
     static func startsWithBase(_ file: SegmentFile) throws -> Bool {
         guard var scanner = try? SegmentScanner(file: file, length: file.size()),
               case let .record(payload, offset) = try scanner.next(),
-              case .checkpoint(base: true, _, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
+              case .checkpoint(base: true, _, _, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
         return true
     }
 
@@ -1284,6 +1340,23 @@ extension SegmentScanner {
         guard var scanner = try? SegmentScanner(file: file, length: file.size()),
               case .record = try scanner.next() else { return false }
         return true
+    }
+
+    /// Whether the file is a segment whose creation a crash interrupted: at most the magic
+    /// and a first record that is not whole and runs to the end of the file. A bad first
+    /// record with more after it is damage, not a torn creation, and is left for replay to
+    /// report.
+    static func headerIsTorn(_ file: SegmentFile) throws -> Bool {
+        let size = try file.size()
+        guard size >= StateLog.magic.count else { return true }
+        var scanner = try SegmentScanner(file: file, length: size)
+        switch try scanner.next() {
+        case .record: return false
+        case .end: return true
+        case .bad(_, let claimed):
+            guard let claimed else { return true }
+            return StateLog.magic.count + StateLog.recordHeaderBytes + claimed >= size
+        }
     }
 }
 

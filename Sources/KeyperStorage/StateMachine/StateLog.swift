@@ -9,21 +9,26 @@ import Glibc
 /// The on-disk format of the state machine's log (docs/storage-at-scale.md): segment files of
 /// CRC32C-framed records, appended and never changed.
 ///
-/// A segment file is the 8-byte magic `KEYPSEG1`, then records. A record is its payload's
+/// A segment file is the 8-byte magic `KEYPSEG2` (or `KEYPSEG1`: format 1 is format 2 without
+/// idempotency records, and is still read), then records. A record is its payload's
 /// length (u32, little-endian), the payload's CRC32C (u32), and the payload, whose first byte
 /// is its kind:
 /// - a **batch** (kind 1): the applied index and the store revision it sets (0: unchanged),
 ///   then its operations; a put carries the key's revisions (``KeyRevisions``) with its value;
+///   a remember operation (format 2) an idempotency record (``IdempotencyRecord``);
 /// - a **checkpoint** (kind 2): whether it is a base (nothing in older files counts), the
-///   applied and durable indexes, the store revision, and every member: the first record of
-///   every segment, so a segment's members never depend on older segments;
+///   applied and durable indexes, the store revision, every member, and (format 2) the
+///   idempotency table: the first record of every segment, so a segment's members and table
+///   never depend on older segments;
 /// - a **durable mark** (kind 3): the applied index an fsync made durable.
 ///
 /// Later records win. A snapshot file has the same format: a base checkpoint, then the
 /// records of every segment it copies.
 enum StateLog {
     /// The segment format this build writes and reads: the magic's last character.
-    static let formatVersion = 1
+    static let formatVersion = 2
+    /// The oldest format this build still reads.
+    static let oldestFormatVersion = 1
     static let magicPrefix: [UInt8] = Array("KEYPSEG".utf8)
     static let magic: [UInt8] = magicPrefix + Array("\(formatVersion)".utf8)
     static let recordHeaderBytes = 8
@@ -39,6 +44,7 @@ enum StateLog {
         case delete = 2
         case setMember = 3
         case removeMember = 4
+        case remember = 5
     }
 
     /// Bytes one put takes in a batch beyond its key and value (the tag, two lengths and the
@@ -77,12 +83,13 @@ enum StateLog {
 
     /// Writes a batch's payload: `revisions` holds one entry per put, in order. Calls
     /// `valueAt` with where each put's value lies (offset relative to the start of `writer`, length).
-    static func encodeBatch(_ operations: [KVOperation], revisions: [KeyRevisions], appliedIndex: UInt64, revision: UInt64,
-                            into writer: inout ByteWriter, valueAt: (Int, Int) -> Void) {
+    /// `remembered`: idempotency records, written after the operations.
+    static func encodeBatch(_ operations: [KVOperation], revisions: [KeyRevisions], remembered: [IdempotencyRecord] = [],
+                            appliedIndex: UInt64, revision: UInt64, into writer: inout ByteWriter, valueAt: (Int, Int) -> Void) {
         writer.writeUInt8(Kind.batch.rawValue)
         writer.writeUInt64(appliedIndex)
         writer.writeUInt64(revision)
-        writer.writeUInt32(UInt32(operations.count))
+        writer.writeUInt32(UInt32(operations.count + remembered.count))
         var nextPut = 0
         for operation in operations {
             switch operation {
@@ -113,10 +120,14 @@ enum StateLog {
                 writer.writeString(id)
             }
         }
+        for record in remembered {
+            writer.writeUInt8(Tag.remember.rawValue)
+            record.encode(to: &writer)
+        }
     }
 
     static func encodeCheckpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
-                                 into writer: inout ByteWriter) {
+                                 idempotency: IdempotencyTable, into writer: inout ByteWriter) {
         writer.writeUInt8(Kind.checkpoint.rawValue)
         writer.writeBool(base)
         writer.writeUInt64(applied)
@@ -129,14 +140,17 @@ enum StateLog {
             writer.writeString(member.httpAddress)
             writer.writeBool(member.promote)
         }
+        idempotency.encode(to: &writer)
     }
 
     /// A new segment's bytes: the magic and its checkpoint.
-    static func segmentHeader(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord]) -> [UInt8] {
+    static func segmentHeader(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
+                              idempotency: IdempotencyTable = IdempotencyTable()) -> [UInt8] {
         var writer = ByteWriter(capacity: 256)
         writer.writeRaw(magic)
         appendRecord(to: &writer) {
-            encodeCheckpoint(base: base, applied: applied, durable: durable, revision: revision, members: members, into: &$0)
+            encodeCheckpoint(base: base, applied: applied, durable: durable, revision: revision, members: members,
+                             idempotency: idempotency, into: &$0)
         }
         return writer.bytes
     }
@@ -147,7 +161,8 @@ enum StateLog {
     /// within the file), not the values themselves.
     enum Record {
         case batch(applied: UInt64, revision: UInt64, operations: [Operation])
-        case checkpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord])
+        case checkpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
+                        idempotency: IdempotencyTable)
         case durable(UInt64)
     }
 
@@ -157,6 +172,7 @@ enum StateLog {
         case delete(key: [UInt8])
         case setMember(MemberRecord)
         case removeMember(id: String)
+        case remember(IdempotencyRecord)
     }
 
     /// Decodes a payload that passed its CRC; `payloadOffset` is where it lies in its file.
@@ -195,6 +211,8 @@ enum StateLog {
                                                               promote: try reader.readBool())))
                 case .removeMember:
                     operations.append(.removeMember(id: try reader.readString()))
+                case .remember:
+                    operations.append(.remember(try IdempotencyRecord(from: &reader)))
                 }
             }
             try reader.expectEnd()
@@ -211,8 +229,11 @@ enum StateLog {
                 members.append(MemberRecord(id: try reader.readString(), raftAddress: try reader.readString(),
                                             httpAddress: try reader.readString(), promote: try reader.readBool()))
             }
+            // Format 1 ends here.
+            let idempotency = reader.remaining == 0 ? IdempotencyTable() : try IdempotencyTable(from: &reader)
             try reader.expectEnd()
-            return .checkpoint(base: base, applied: applied, durable: durable, revision: revision, members: members)
+            return .checkpoint(base: base, applied: applied, durable: durable, revision: revision, members: members,
+                               idempotency: idempotency)
         case .durable:
             let durable = try reader.readUInt64()
             try reader.expectEnd()
@@ -337,12 +358,15 @@ struct SegmentScanner {
             throw StateLogError(path: file.path, offset: 0, reason: "shorter than the segment magic (\(length) bytes)")
         }
         let magic = try file.read(at: 0, count: StateLog.magic.count)
-        guard magic == StateLog.magic else {
-            if magic.starts(with: StateLog.magicPrefix), let version = Int(String(decoding: magic.dropFirst(StateLog.magicPrefix.count), as: UTF8.self)) {
-                throw StateLogError(path: file.path, offset: 0, reason:
-                    "written in segment format \(version) by \(version > StateLog.formatVersion ? "a newer" : "an older") Keyper; this build reads format \(StateLog.formatVersion)")
-            }
+        guard magic.starts(with: StateLog.magicPrefix),
+              let version = Int(String(decoding: magic.dropFirst(StateLog.magicPrefix.count), as: UTF8.self)) else {
             throw StateLogError(path: file.path, offset: 0, reason: "not a Keyper state segment (wrong magic)")
+        }
+        guard (StateLog.oldestFormatVersion...StateLog.formatVersion).contains(version) else {
+            let reads = StateLog.oldestFormatVersion == StateLog.formatVersion ? "format \(StateLog.formatVersion)"
+                : "formats \(StateLog.oldestFormatVersion) to \(StateLog.formatVersion)"
+            throw StateLogError(path: file.path, offset: 0, reason:
+                "written in segment format \(version) by \(version > StateLog.formatVersion ? "a newer" : "an older") Keyper; this build reads \(reads)")
         }
     }
 
