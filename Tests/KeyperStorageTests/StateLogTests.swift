@@ -365,6 +365,53 @@ struct StateLogTests {
         }
     }
 
+    /// A format-1 segment as Keyper wrote it before idempotency records (built by hand from
+    /// that format's description, and kept as bytes so no later encoder can change it): a
+    /// base checkpoint with member node1, then one batch at applied index 5 putting a=1, b=2
+    /// and a=x (store revision 3).
+    static let formatOneSegment: [String] = [
+        "4b45595053454731430000000cf99322020100000000000000000000000000000000000000000000000001000000056e",
+        "6f6465310e3132372e302e302e313a373030300e3132372e302e302e313a38303830017e000000b17e23d40105000000",
+        "000000000300000000000000030000000101000000610100000000000000010000000000000001000000000000000100",
+        "000031010100000062020000000000000002000000000000000100000000000000010000003201010000006101000000",
+        "00000000030000000000000002000000000000000100000078",
+    ]
+
+    @Test("a format-1 segment is read as it was written; new records go to a format-2 segment after it; both survive a reopen")
+    func formatOneIsRead() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/state"
+            try FileIO.makeDirectories(path)
+            let hex = Self.formatOneSegment.joined()
+            let bytes = stride(from: 0, to: hex.count, by: 2).map { offset -> UInt8 in
+                let start = hex.index(hex.startIndex, offsetBy: offset)
+                return UInt8(hex[start..<hex.index(start, offsetBy: 2)], radix: 16)!
+            }
+            try FileIO.writeFileAtomically(path + "/" + StateLog.fileName(1), bytes)
+            let k = { (text: String) in Array(text.utf8) }
+            func check(_ store: KVStore) throws {
+                #expect(try store.getVersioned(k("a")).value == KVStore.VersionedValue(value: k("x"), revisions: KeyRevisions(create: 1, mod: 3, version: 2)))
+                #expect(try store.get(k("b")) == k("2"))
+                #expect(try store.members().map(\.id) == ["node1"])
+            }
+            let store = try KVStore(path: path, durability: .normal)
+            try check(store)
+            #expect(try store.revision() == 3 && store.appliedIndex() == 5)
+            let token = IdempotencyToken(key: k("retry"), time: 1)
+            let write = KVWrite(.put(key: k("c"), value: k("3")), idempotency: token)
+            let first = try store.apply([write], appliedIndex: 6)
+            #expect(first == [.applied(revision: 4, key: KeyRevisions(create: 4, mod: 4, version: 1))])
+            store.close()
+            #expect(try KVStore.segmentIDs(in: path) == [1, 2])
+            #expect(try SegmentScanner.formatVersion(of: SegmentFile(id: 2, path: path + "/" + StateLog.fileName(2), create: false)) == 2)
+            let reopened = try KVStore(path: path, durability: .normal)
+            try check(reopened)
+            #expect(try reopened.apply([write]) == [.replayed(first[0])])
+            #expect(try reopened.revision() == 4 && reopened.appliedIndex() == 6)
+            reopened.close()
+        }
+    }
+
     @Test("a segment of a newer format is refused, naming both formats")
     func newerFormatRefused() throws {
         try withTemporaryDirectory { dir in

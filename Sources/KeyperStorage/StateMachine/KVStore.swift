@@ -508,6 +508,15 @@ public final class KVStore: Sendable {
         cache = Mutex(ReadCache(bytesMax: cacheBytes, revision: recovered.tables.revision))
         recoveryNote = recovered.note
         collector = Mutex(nil)
+        // New records go to a segment of this build's format: an older release then refuses
+        // the files by their format, rather than at a record it cannot decode.
+        if try SegmentScanner.formatVersion(of: recovered.writer.active) < StateLog.formatVersion {
+            try writer.withLock { (writer: inout Writer?) throws in
+                guard var active = writer else { return }
+                try startSegment(&active)
+                writer = active
+            }
+        }
         if imported, let legacyDatabase {
             // The segment is fsynced and named durably: the database can go.
             for suffix in ["", "-wal", "-shm"] { unlink(legacyDatabase + suffix) }
@@ -1340,6 +1349,12 @@ extension SegmentScanner {
         guard var scanner = try? SegmentScanner(file: file, length: file.size()),
               case .record = try scanner.next() else { return false }
         return true
+    }
+
+    /// The format the segment's magic names.
+    static func formatVersion(of file: SegmentFile) throws -> Int {
+        let magic = try file.read(at: 0, count: StateLog.magic.count)
+        return Int(String(decoding: magic.dropFirst(StateLog.magicPrefix.count), as: UTF8.self)) ?? 0
     }
 
     /// Whether the file is a segment whose creation a crash interrupted: at most the magic
