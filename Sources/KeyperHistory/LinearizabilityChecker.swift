@@ -1,6 +1,10 @@
 /// One client operation on a key-value store, as observed by the client.
 public struct ClientOperation: Hashable, Sendable {
-    public enum Kind: Hashable, Sendable { case read, write, delete }
+    public enum Kind: Hashable, Sendable {
+        case read, write, delete
+        /// Compare-and-set: `value` if the key holds `expected` (nil: absent), else nothing.
+        case cas
+    }
     public enum Outcome: Hashable, Sendable {
         /// Returned successfully; for reads `value` is what was observed.
         case ok
@@ -18,14 +22,22 @@ public struct ClientOperation: Hashable, Sendable {
     /// Required for `.ok`; ignored otherwise.
     public var returnTime: UInt64
     public var outcome: Outcome
+    /// A compare-and-set's expected value (nil: the key must be absent).
+    public var expected: String?
+    /// Whether an `.ok` compare-and-set answered that it set the value (false: the key did
+    /// not hold `expected`, and nothing changed).
+    public var succeeded: Bool
 
-    public init(key: String, kind: Kind, value: String?, callTime: UInt64, returnTime: UInt64, outcome: Outcome) {
+    public init(key: String, kind: Kind, value: String?, callTime: UInt64, returnTime: UInt64, outcome: Outcome,
+                expected: String? = nil, succeeded: Bool = false) {
         self.key = key
         self.kind = kind
         self.value = value
         self.callTime = callTime
         self.returnTime = returnTime
         self.outcome = outcome
+        self.expected = expected
+        self.succeeded = succeeded
     }
 }
 
@@ -83,6 +95,7 @@ public enum LinearizabilityChecker {
             return id
         }
         let values = operations.map { $0.kind == .delete ? 0 : valueID($0.value) }
+        let expected = operations.map { $0.kind == .cas ? valueID($0.expected) : 0 }
         // Events: 2k is the call of operation k, 2k+1 its return. Indeterminate writes return at
         // infinity: linearizing them last is the same as their never having happened.
         func time(_ event: Int) -> UInt64 {
@@ -129,6 +142,12 @@ public enum LinearizabilityChecker {
                 case .write, .delete:
                     allowed = true
                     newState = values[operation]
+                case .cas:
+                    let holds = expected[operation] == state
+                    // An answered one must have found what it says; an unanswered one did
+                    // whatever the state makes it do.
+                    allowed = operations[operation].outcome != .ok || operations[operation].succeeded == holds
+                    if holds { newState = values[operation] }
                 }
                 if allowed {
                     var candidate = linearized

@@ -37,6 +37,9 @@ public struct VerifyOptions: Sendable {
     public var duration: Duration = .seconds(30)
     public var clients = 6
     public var keys = 4
+    /// Registers written only by compare-and-set (conditional PUTs and transactions, each
+    /// with an idempotency key and retried with it when unanswered); 0: none.
+    public var registers = 2
     /// Every key the workload touches starts with this; nothing else is read or written.
     public var prefix = "keyper-verify/"
     public var faults: Set<Fault> = Set(Fault.allCases)
@@ -56,23 +59,39 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
     public var linearizable = true
     public var failingKey: String?
     public var lostWrites: [String] = []
+    /// Compare-and-set operations: answered set or refused, and left unanswered after retries.
+    public var casSet = 0
+    public var casRefused = 0
+    public var casUnanswered = 0
+    /// Retries sent with an idempotency key, and how many the cluster answered as a replay.
+    public var casRetries = 0
+    public var casReplays = 0
+    /// Answers that break the idempotency contract (a retry refused as another request).
+    public var idempotencyErrors: [String] = []
     public var historyPath: String?
     public var seed: UInt64 = 0
     /// Why the nemesis gave up: the cluster did not recover from a fault within its timeout.
     public var nemesisFailure: String?
 
-    public var passed: Bool { linearizable && lostWrites.isEmpty && nemesisFailure == nil }
+    public var passed: Bool { linearizable && lostWrites.isEmpty && idempotencyErrors.isEmpty && nemesisFailure == nil }
 
     public var description: String {
-        var lines = [
+        let casLine: String = "compare-and-set: \(casSet) set, \(casRefused) refused, \(casUnanswered) unanswered; "
+            + "\(casRetries) retries with an idempotency key, \(casReplays) answered as replays"
+        let lostLine: String = lostWrites.isEmpty ? "none" : lostWrites.prefix(5).joined(separator: "; ")
+        var lines: [String] = [
             "operations: \(operations) (ok \(ok), failed \(failed), indeterminate \(indeterminate))",
             "faults: " + (faults.isEmpty ? "none" : Fault.allCases.compactMap { fault in
                 faults[fault].map { "\(fault.rawValue) \($0)" }
             }.joined(separator: ", ")),
             "linearizable: " + (linearizable ? "yes" : "NO (key \(failingKey ?? "?"))"),
-            "lost acknowledged writes: " + (lostWrites.isEmpty ? "none" : lostWrites.prefix(5).joined(separator: "; ")),
+            "lost acknowledged writes: " + lostLine,
+            casLine,
             "seed: \(seed)",
         ]
+        if !idempotencyErrors.isEmpty {
+            lines.insert("idempotency: BROKEN (" + idempotencyErrors.prefix(3).joined(separator: "; ") + ")", at: lines.count - 1)
+        }
         if let nemesisFailure { lines.append("liveness: FAILED (\(nemesisFailure))") }
         if let historyPath { lines.append("history: \(historyPath)") }
         lines.append("verdict: " + (passed ? "PASS" : "FAIL"))
@@ -88,6 +107,13 @@ public final class Verifier: Sendable {
     private let started = ContinuousClock.now
     private let history = Mutex<[ClientOperation]>([])
     private let nemesisFailure = Mutex<String?>(nil)
+    private let casCounts = Mutex(CASCounts())
+
+    private struct CASCounts {
+        var retries = 0
+        var replays = 0
+        var errors: [String] = []
+    }
     private let log: @Sendable (String) -> Void
 
     public init(options: VerifyOptions, log: @escaping @Sendable (String) -> Void = { print($0) }) {
@@ -156,6 +182,11 @@ public final class Verifier: Sendable {
         summary.linearizable = result.isLinearizable
         summary.failingKey = result.failingKey
         summary.lostWrites = Self.lostWrites(operations)
+        let cas = operations.filter { $0.kind == .cas }
+        summary.casSet = cas.filter { $0.outcome == .ok && $0.succeeded }.count
+        summary.casRefused = cas.filter { $0.outcome == .ok && !$0.succeeded }.count
+        summary.casUnanswered = cas.filter { $0.outcome == .indeterminate }.count
+        (summary.casRetries, summary.casReplays, summary.idempotencyErrors) = casCounts.withLock { ($0.retries, $0.replays, $0.errors) }
         let path = options.historyPath
             ?? (temporary.map { $0 + "/history.jsonl" } ?? "/tmp/keyper-verify-history-\(options.seed).jsonl")
         try Self.write(operations, to: path)
@@ -172,7 +203,11 @@ public final class Verifier: Sendable {
             let key = options.prefix + "k\(random.next(below: options.keys))"
             let endpoint = endpoints[random.next(below: endpoints.count)]
             let roll = random.next(below: 10)
-            if roll < 5 {
+            if options.registers > 0 && random.next(below: 10) < 3 {
+                sequence += 1
+                let register = options.prefix + "cas/r\(random.next(below: options.registers))"
+                await compareAndSet(register, value: "c\(number)-\(sequence)", endpoints: endpoints, random: &random)
+            } else if roll < 5 {
                 await read(key, at: endpoint)
             } else if roll < 9 {
                 sequence += 1
@@ -219,14 +254,69 @@ public final class Verifier: Sendable {
         record(operation)
     }
 
+    /// Reads the register, then sets it to `value` if it still holds what was read: by a PUT
+    /// with `If-Match` (or `If-None-Match: *`), or by a transaction comparing the value. The
+    /// write carries an idempotency key; while unanswered (no answer, a 5xx) it is sent again,
+    /// as it is, to a random node. A retry may only answer as the first attempt did: a second
+    /// application would answer "refused" for a value that is set, which the checker catches.
+    private func compareAndSet(_ key: String, value: String, endpoints: [String], random: inout SplitMix64) async {
+        let readCall = now
+        guard let read = try? await HTTPRequester.send(.GET, url(endpoints[random.next(below: endpoints.count)], key), timeout: .seconds(4)),
+              read.status == 200 || read.status == 404 else { return }
+        let expected = read.status == 200 ? read.text : nil
+        record(ClientOperation(key: key, kind: .read, value: expected, callTime: readCall, returnTime: now, outcome: .ok))
+        let idempotencyKey = "verify-\(options.seed)-\(value)"
+        let (method, path, body, headers): (HTTPMethod, String, [UInt8], [(String, String)])
+        if random.next(below: 2) == 0 {
+            let condition = read.header("ETag").map { ("If-Match", $0) } ?? ("If-None-Match", "*")
+            (method, path, body, headers) = (.PUT, "/v1/keys/" + KeyPath.encode(Array(key.utf8)), Array(value.utf8),
+                                             [condition, ("Idempotency-Key", idempotencyKey)])
+        } else {
+            let compare = expected.map { #"{"key":"\#(key)","target":"value","op":"==","value":"\#($0)"}"# }
+                ?? #"{"key":"\#(key)","target":"exists","op":"==","value":false}"#
+            let text = #"{"compare":[\#(compare)],"success":[{"op":"put","key":"\#(key)","value":"\#(value)"}]}"#
+            (method, path, body, headers) = (.POST, "/v1/txn", Array(text.utf8),
+                                             [("Content-Type", "application/json"), ("Idempotency-Key", idempotencyKey)])
+        }
+        var operation = ClientOperation(key: key, kind: .cas, value: value, callTime: now, returnTime: 0, outcome: .indeterminate,
+                                        expected: expected)
+        attempts: for attempt in 0..<6 {
+            if attempt > 0 {
+                casCounts.withLock { $0.retries += 1 }
+                try? await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+            guard let result = try? await HTTPRequester.send(method, endpoints[random.next(below: endpoints.count)] + path, body: body,
+                                                             headers: headers, timeout: .seconds(4)) else { continue }
+            if result.header("Idempotent-Replayed") == "true" { casCounts.withLock { $0.replays += 1 } }
+            switch result.status {
+            case 204:
+                (operation.outcome, operation.succeeded) = (.ok, true)
+            case 200 where method == .POST:
+                (operation.outcome, operation.succeeded) = (.ok, result.text.hasPrefix(#"{"succeeded":true"#))
+            case 412:
+                (operation.outcome, operation.succeeded) = (.ok, false)
+            case 422:
+                casCounts.withLock { $0.errors.append("\(key): a retry of \(value) was refused as another request: \(result.text)") }
+                operation.outcome = .indeterminate
+            case 400..<500:
+                operation.outcome = attempt == 0 ? .failed : .indeterminate
+            default:
+                continue attempts  // 5xx: unknown, retry
+            }
+            break attempts
+        }
+        operation.returnTime = now
+        record(operation)
+    }
+
     private func record(_ operation: ClientOperation) {
         history.withLock { $0.append(operation) }
     }
 
     /// After the faults: every key read once more, linearizably, so a lost write shows.
     private func finalReads(endpoints: [String]) async throws {
-        for index in 0..<options.keys {
-            let key = options.prefix + "k\(index)"
+        let keys = (0..<options.keys).map { options.prefix + "k\($0)" } + (0..<options.registers).map { options.prefix + "cas/r\($0)" }
+        for key in keys {
             var done = false
             for attempt in 0..<40 where !done {
                 let endpoint = endpoints[attempt % endpoints.count]
@@ -444,7 +534,9 @@ public final class Verifier: Sendable {
         var text = ""
         for operation in operations.sorted(by: { $0.callTime < $1.callTime }) {
             let value = operation.value.map { "\"\($0)\"" } ?? "null"
-            text += #"{"key":"\#(operation.key)","kind":"\#(operation.kind)","value":\#(value),"call_ns":\#(operation.callTime),"return_ns":\#(operation.returnTime),"outcome":"\#(operation.outcome)"}"# + "\n"
+            let cas = operation.kind != .cas ? ""
+                : #","expected":\#(operation.expected.map { "\"\($0)\"" } ?? "null"),"succeeded":\#(operation.succeeded)"#
+            text += #"{"key":"\#(operation.key)","kind":"\#(operation.kind)","value":\#(value)\#(cas),"call_ns":\#(operation.callTime),"return_ns":\#(operation.returnTime),"outcome":"\#(operation.outcome)"}"# + "\n"
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw VerifyError("cannot write the history to \(path)") }

@@ -36,6 +36,9 @@ struct Verify: AsyncParsableCommand {
     @Option(help: "Keys the workload uses.")
     var keys = 4
 
+    @Option(help: "Registers written only by compare-and-set with idempotency keys (0: none).")
+    var registers = 2
+
     @Option(help: "Key prefix; nothing outside it is read or written.")
     var prefix = "keyper-verify/"
 
@@ -59,6 +62,7 @@ struct Verify: AsyncParsableCommand {
             throw ValidationError("unknown fault '\(fault)': use kill, pause, partition, transfer, membership or none")
         }
         guard clients >= 1, keys >= 1 else { throw ValidationError("--clients and --keys must be positive") }
+        guard registers >= 0 else { throw ValidationError("--registers must be 0 or more") }
     }
 
     func run() async throws {
@@ -68,6 +72,7 @@ struct Verify: AsyncParsableCommand {
         options.duration = .milliseconds(Keyper.milliseconds(duration)!)
         options.clients = clients
         options.keys = keys
+        options.registers = registers
         options.prefix = prefix
         options.historyPath = history
         options.faults = Set(nemesis.split(separator: ",").compactMap { Fault(rawValue: String($0)) })

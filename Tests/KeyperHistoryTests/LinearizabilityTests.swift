@@ -63,4 +63,30 @@ struct LinearizabilityTests {
         ]
         #expect(LinearizabilityChecker.check(history).isLinearizable)
     }
+
+    private func cas(_ key: String, _ expected: String?, _ value: String, _ call: UInt64, _ end: UInt64,
+                     _ outcome: ClientOperation.Outcome = .ok, succeeded: Bool = true) -> ClientOperation {
+        ClientOperation(key: key, kind: .cas, value: value, callTime: call, returnTime: end, outcome: outcome, expected: expected,
+                        succeeded: succeeded)
+    }
+
+    @Test("compare-and-set: a success must have found its expected value, a refusal must not have; an unanswered one may apply")
+    func compareAndSet() {
+        #expect(LinearizabilityChecker.check([cas("k", nil, "1", 1, 2), cas("k", "1", "2", 3, 4), read("k", "2", 5, 6)]).isLinearizable)
+        // Two concurrent CAS from the same value: only one may succeed.
+        #expect(!LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 5), cas("k", "0", "b", 2, 5)]).isLinearizable)
+        #expect(LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 5), cas("k", "0", "b", 2, 5, succeeded: false)])
+            .isLinearizable)
+        // A retry answered "refused" for a CAS that was in fact applied (applied, then its retry applied again and
+        // failed): the value it wrote is read later, but it says it changed nothing.
+        #expect(!LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 5, succeeded: false), read("k", "a", 6, 7)])
+            .isLinearizable)
+        // A lost CAS: acknowledged, yet a later read shows the value before it.
+        #expect(!LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 3), read("k", "0", 4, 5)]).isLinearizable)
+        // Unanswered: may have applied or not.
+        #expect(LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 0, .indeterminate), read("k", "a", 4, 5)])
+            .isLinearizable)
+        #expect(LinearizabilityChecker.check([write("k", "0", 0, 1), cas("k", "0", "a", 2, 0, .indeterminate), read("k", "0", 4, 5)])
+            .isLinearizable)
+    }
 }

@@ -16,6 +16,7 @@ struct VerifyTests {
         print(summary)
         #expect(summary.passed, "\(summary)")
         #expect(summary.ok > 100, "the workload should make progress: \(summary)")
+        #expect(summary.casSet > 10, "compare-and-set should succeed often: \(summary)")
         #expect(summary.faults.values.reduce(0, +) >= 3, "the nemesis should have struck: \(summary)")
     }
 
