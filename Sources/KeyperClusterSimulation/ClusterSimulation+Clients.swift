@@ -34,36 +34,80 @@ extension ClusterSimulation {
             return staleRead(index, at: node, key: Array(key.utf8))
         }
         let operation = history.count
-        let waiter = waiter(for: node, what: roll < 40 ? "read" : "write") { simulation, result in
-            simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
-        }
         if roll < 40 {
+            let waiter = waiter(for: node, what: "read") { simulation, result in
+                simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
+            }
             history.append(ClientOperation(key: key, kind: .read, value: nil, callTime: tick(), returnTime: 0,
                                                         outcome: .indeterminate))
             node.input.reads.append(waiter)
+            clients[index] = client
+            return sent(operation, for: index, to: node)
+        }
+        let value = "v\(operation)"
+        let write: KVWrite
+        if options.compareAndSet && roll >= 70 && roll < 85 {
+            // Compare-and-set on the mod revision this client last read of the key (0: it expects
+            // the key absent), with an idempotency key it keeps across retries.
+            let last = client.lastRead[key] ?? (value: nil, mod: 0)
+            let token = IdempotencyToken(key: Array("cas-\(operation)".utf8), time: UInt64(now / 1_000_000))
+            write = KVWrite(.put(key: Array(key.utf8), value: Array(value.utf8)), condition: .modRevision(last.mod), idempotency: token)
+            history.append(ClientOperation(key: key, kind: .cas, value: value, callTime: tick(), returnTime: 0, outcome: .indeterminate,
+                                           expected: last.value))
+            client.compareAndSet = PendingCompareAndSet(write: write)
         } else {
             let isDelete = roll >= 85
-            let value = "v\(operation)"
-            node.sequence += 1
-            let request = RequestID(node: node.id, sequence: node.sequence)
-            let command = Command(request: request, operation: isDelete ? .delete(key: Array(key.utf8))
-                                                                        : .put(key: Array(key.utf8), value: Array(value.utf8)))
+            write = KVWrite(isDelete ? .delete(key: Array(key.utf8)) : .put(key: Array(key.utf8), value: Array(value.utf8)))
             history.append(ClientOperation(key: key, kind: isDelete ? .delete : .write, value: isDelete ? nil : value,
                                                         callTime: tick(), returnTime: 0, outcome: .indeterminate))
-            node.input.proposals.append(PendingProposal(request: request, data: command.encoded(), waiter: waiter))
+            client.compareAndSet = nil
         }
-        client.operation = operation
-        client.node = node.index
-        client.generation = node.generation
         clients[index] = client
+        propose(write, for: index, operation: operation, at: node)
+    }
+
+    /// Sends a client's write to `node`, and the client's timeout for it.
+    func propose(_ write: KVWrite, for index: Int, operation: Int, at node: Node) {
+        let waiter = waiter(for: node, what: "write") { simulation, result in
+            simulation.events.push(.answered(client: index, operation: operation, result: result), at: simulation.now)
+        }
+        node.sequence += 1
+        let request = RequestID(node: node.id, sequence: node.sequence)
+        node.input.proposals.append(PendingProposal(request: request, data: Command(request: request, write: write).encoded(), waiter: waiter))
+        sent(operation, for: index, to: node)
+    }
+
+    /// Notes where a client's operation went, runs the node, and sets the client's own
+    /// timeout (a node that crashed never answers).
+    private func sent(_ operation: Int, for index: Int, to node: Node) {
+        clients[index].operation = operation
+        clients[index].node = node.index
+        clients[index].generation = node.generation
         scheduleRun(node)
-        // The client's own timeout: a node that crashed never answers.
         events.push(.clientGivesUp(client: index, operation: operation),
                     at: now + milliseconds(Int64(options.requestTimeoutMilliseconds + 500)))
     }
 
+    /// A compare-and-set left unanswered is sent again, with its idempotency key (restamped
+    /// by the node that takes it, as the HTTP layer does), to a node that is up; after a few
+    /// tries it stays unknown.
+    func retryCompareAndSet(_ index: Int, operation: Int) -> Bool {
+        guard var pending = clients[index].compareAndSet, pending.attempts < 4 else { return false }
+        let up = nodes.filter(\.isUp)
+        guard !up.isEmpty else { return false }
+        pending.attempts += 1
+        pending.unknown = true
+        pending.write.idempotency?.time = UInt64(now / 1_000_000)
+        clients[index].compareAndSet = pending
+        report.compareAndSetRetries += 1
+        let node = up[clients[index].random.next(below: up.count)]
+        propose(pending.write, for: index, operation: operation, at: node)
+        return true
+    }
+
     func giveUp(_ index: Int, operation: Int) {
         guard clients[index].operation == operation else { return }
+        if history[operation].kind == .cas, retryCompareAndSet(index, operation: operation) { return }
         // A write's fate is unknown; a read simply returned nothing.
         finish(index, outcome: history[operation].kind == .read ? .failed : .indeterminate)
     }
@@ -89,6 +133,28 @@ extension ClusterSimulation {
                         at: now + Int64(clients[index].random.next(below: 5_000_000)))
         case (.read, .failure):
             finish(index, outcome: .failed)
+        case (.cas, .success(.written(let result))):
+            var answer = result
+            if case .replayed(let first) = result {
+                report.compareAndSetReplays += 1
+                answer = first
+            }
+            switch answer {
+            case .applied:
+                history[operation].succeeded = true
+                report.compareAndSetsSet += 1
+            case .conditionFailed:
+                report.compareAndSetsRefused += 1
+            default:
+                violation = "a compare-and-set of \(history[operation].key) retried with its idempotency key was answered \(result)"
+                return
+            }
+            finish(index, outcome: .ok)
+        case (.cas, .failure(let error)):
+            // Refused before it was proposed means nothing only for a first attempt.
+            if error.outcome == .notApplied && clients[index].compareAndSet?.unknown == false { return finish(index, outcome: .failed) }
+            if retryCompareAndSet(index, operation: operation) { return }
+            finish(index, outcome: .indeterminate)
         case (_, .success):
             finish(index, outcome: .ok)
         case (_, .failure(let error)):
@@ -141,36 +207,54 @@ extension ClusterSimulation {
     func valuesAllowed(_ key: [UInt8], from: LogIndex, through: LogIndex) -> Set<[UInt8]?>? {
         guard from <= through, Int(through.rawValue) <= appliedLog.count else { return nil }
         var allowed: Set<[UInt8]?> = []
-        // The value as of `from`: the last write of `key` at or before it.
+        // The value as of `from`: the last write of `key` at or before it (and, past a
+        // conditional one that may not have applied, what came before it too).
         var slot = Int(from.rawValue) - 1
-        while slot >= 0 {
+        walk: while slot >= 0 {
             guard let entry = appliedLog[slot] else { return nil }
-            if let value = Self.written(key, by: entry) {
+            switch Self.effect(on: key, of: entry) {
+            case .none: break
+            case .sets(let value):
                 allowed.insert(value)
-                break
+                break walk
+            case .maySet(let value): allowed.insert(value)
             }
             slot -= 1
         }
         if slot < 0 { allowed.insert(nil) }
         for slot in Int(from.rawValue)..<Int(through.rawValue) {
             guard let entry = appliedLog[slot] else { return nil }
-            if let value = Self.written(key, by: entry) { allowed.insert(value) }
+            switch Self.effect(on: key, of: entry) {
+            case .none: break
+            case .sets(let value), .maySet(let value): allowed.insert(value)
+            }
         }
         return allowed
     }
 
-    /// What `entry` sets `key` to (`.some(nil)`: deletes it); nil when it leaves `key` alone.
-    static func written(_ key: [UInt8], by entry: Entry) -> [UInt8]?? {
-        guard entry.kind == .normal, !entry.data.isEmpty, let command = try? Command(decoding: entry.data) else { return nil }
-        // The simulation's clients write unconditionally: what an entry does follows from it alone.
-        precondition(command.write.condition == nil, "the simulation issues no conditional writes")
+    /// What `entry` does to `key`.
+    enum Effect {
+        case none
+        /// Sets it to this value (nil: deletes it).
+        case sets([UInt8]?)
+        /// Sets it to this value if its condition held (a compare-and-set, or a retry of one
+        /// the store may answer from memory): what it did depends on the state before it.
+        case maySet([UInt8]?)
+    }
+
+    static func effect(on key: [UInt8], of entry: Entry) -> Effect {
+        guard entry.kind == .normal, !entry.data.isEmpty, let command = try? Command(decoding: entry.data) else { return .none }
+        let conditional = command.write.condition != nil || command.write.idempotency != nil
+        let effect: [UInt8]??
         switch command.write.change {
-        case let .one(.put(written, value)) where written == key: return .some(value)
-        case let .one(.delete(written)) where written == key: return .some(nil)
-        case let .deletePrefix(prefix) where key.starts(with: prefix): return .some(nil)
+        case let .one(.put(written, value)) where written == key: effect = .some(value)
+        case let .one(.delete(written)) where written == key: effect = .some(nil)
+        case let .deletePrefix(prefix) where key.starts(with: prefix): effect = .some(nil)
         case .transaction: preconditionFailure("the simulation issues no transactions")
-        default: return nil
+        default: effect = nil
         }
+        guard let effect else { return .none }
+        return conditional ? .maySet(effect) : .sets(effect)
     }
 
     func readFinished(_ index: Int, operation: Int, generation: Int, read: KVStore.PendingRead) {
@@ -179,6 +263,7 @@ extension ClusterSimulation {
         guard node.generation == generation, let store = node.replica?.store else { return finish(index, outcome: .failed) }
         let value = store.finishRead(read)
         history[operation].value = value.map { String(decoding: $0, as: UTF8.self) }
+        clients[index].lastRead[history[operation].key] = (history[operation].value, read.found.value?.revisions.mod ?? 0)
         finish(index, outcome: .ok)
     }
 

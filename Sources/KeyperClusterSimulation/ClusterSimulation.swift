@@ -91,6 +91,19 @@ public final class ClusterSimulation: @unchecked Sendable {
         var operation: Int?
         var node = 0
         var generation = 0
+        /// What the client last read of each key, linearizably: the value and its mod
+        /// revision (0: absent), for its compare-and-sets.
+        var lastRead: [String: (value: String?, mod: UInt64)] = [:]
+        /// The outstanding operation, when it is a compare-and-set.
+        var compareAndSet: PendingCompareAndSet?
+    }
+
+    /// A compare-and-set in flight: the write (with its idempotency key), how often it was
+    /// sent, and whether an earlier attempt's fate is unknown.
+    struct PendingCompareAndSet {
+        var write: KVWrite
+        var attempts = 1
+        var unknown = false
     }
 
     /// One direction between two nodes: a TCP connection, replaced by a new one (a new epoch)

@@ -28,6 +28,9 @@ public struct ClusterSimulationOptions: Sendable {
     /// A share of client reads are stale (`?consistency=stale`): served from the local state
     /// machine, checked against the log every replica applied.
     public var staleReads = true
+    /// A share of client writes are compare-and-sets (a put conditioned on the mod revision
+    /// the client last read), each with an idempotency key, retried with it when unanswered.
+    public var compareAndSet = true
     /// Fill a node's Raft log disk for a while (writes fail with ENOSPC); it must stall, refuse
     /// writes, and resume when space returns.
     public var fullDisks = true
@@ -80,6 +83,12 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
     public var wipes = 0
     public var fullDisks = 0
     public var operationsChecked = 0
+    /// Compare-and-sets answered set or refused; retries with an idempotency key, and those
+    /// answered from the store's memory of the first attempt.
+    public var compareAndSetsSet = 0
+    public var compareAndSetsRefused = 0
+    public var compareAndSetRetries = 0
+    public var compareAndSetReplays = 0
 
     public init() {}
 
@@ -105,6 +114,10 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
         wipes += other.wipes
         fullDisks += other.fullDisks
         operationsChecked += other.operationsChecked
+        compareAndSetsSet += other.compareAndSetsSet
+        compareAndSetsRefused += other.compareAndSetsRefused
+        compareAndSetRetries += other.compareAndSetRetries
+        compareAndSetReplays += other.compareAndSetReplays
     }
 
     public var description: String {
@@ -112,6 +125,7 @@ public struct ClusterSimulationReport: Sendable, CustomStringConvertible {
             + "/failed=\(writesFailed)/unknown=\(writesIndeterminate) reads=\(readsAcknowledged)/failed=\(readsFailed) "
             + "stale=\(staleReads)/unchecked=\(staleReadsUnchecked) removals=\(removals) "
             + "crashes=\(crashes) wipes=\(wipes) fullDisks=\(fullDisks) partitions=\(partitions) transfers=\(transfers) joins=\(joins) "
-            + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled)/restarts=\(snapshotRestarts) checked=\(operationsChecked)"
+            + "frames=\(framesDelivered)/dropped=\(framesDropped) installs=\(snapshotsInstalled)/restarts=\(snapshotRestarts) checked=\(operationsChecked) "
+            + "cas=\(compareAndSetsSet)/refused=\(compareAndSetsRefused)/retries=\(compareAndSetRetries)/replays=\(compareAndSetReplays)"
     }
 }

@@ -64,7 +64,9 @@ struct RaftSim {
         print("cluster seeds=\(seeds) start=\(start) nodes=\(options.nodeCount) failures=\(failures) seconds=\(format(now() - began)) "
               + "writes=\(totals.writesAcknowledged) reads=\(totals.readsAcknowledged) stale=\(totals.staleReads)"
               + "/unchecked=\(totals.staleReadsUnchecked) crashes=\(totals.crashes) wipes=\(totals.wipes) removals=\(totals.removals) "
-              + "installs=\(totals.snapshotsInstalled) restarts=\(totals.snapshotRestarts) leaders=\(totals.leadersElected)")
+              + "installs=\(totals.snapshotsInstalled) restarts=\(totals.snapshotRestarts) leaders=\(totals.leadersElected) "
+              + "cas=\(totals.compareAndSetsSet)/refused=\(totals.compareAndSetsRefused)/retries=\(totals.compareAndSetRetries)"
+              + "/replays=\(totals.compareAndSetReplays)")
         if failures > 0 { exit(1) }
     }
 
