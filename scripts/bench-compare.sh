@@ -12,7 +12,7 @@
 #   --keys LIST        KEYSPACES: key-space sizes, ascending (default 1000,100000,1000000)
 #   --runs N           RUNS: rounds over all workloads per key space (default 3); tables show medians
 #   --duration D       DURATION: wrk -d per run (default 10s)
-#   --workloads LIST   WORKLOADS: of write read mix single noop health (default all)
+#   --workloads LIST   WORKLOADS: of write read mix single noop health cas txn txn1 (default all)
 #   --systems LIST     SYSTEMS: of keyper etcd-v2 etcd-v3 (default all three)
 # Environment only:
 #   KEYPER_BIN   use this keyper binary instead of building (a copy of it is run)
@@ -49,6 +49,12 @@
 #           /health is not a no-op: it proposes a v2 QGET through Raft, so each call is a log
 #           entry appended and fsynced on a quorum. It is measured separately:
 #   health  etcd only, 64 connections, GET /health, for reference.
+#   cas     64 connections, a conditional write of a random (existing) key
+#           (Keyper PUT /v1/keys with If-Match: *; etcd-v2 PUT ?prevExist=true; etcd-v3 POST
+#           /v3/kv/txn comparing the key's version > 0, then a put: the gateway has no other)
+#   txn     64 connections, a transaction: compare key N's version > 0, then put keys N..N+3
+#           (Keyper POST /v1/txn; etcd-v3 POST /v3/kv/txn; etcd-v2 has none)
+#   txn1    the same with one put: what a transaction costs beyond its writes
 #
 # Outputs in RESULTS_DIR: summary.md (the tables), results.tsv (one line per wrk run),
 # scaling.tsv (medians per key space, system and workload, for scripts/plot-scaling.py),
@@ -69,7 +75,7 @@ KEEP=${KEEP:-0}
 WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 RESULTS_DIR=${RESULTS_DIR:-${TMPDIR:-/tmp}/keyper-bench-compare-$(date +%Y%m%d-%H%M%S)}
 KEYSPACES=${KEYSPACES:-1000,100000,1000000}
-WORKLOADS=${WORKLOADS:-write read mix single noop health}
+WORKLOADS=${WORKLOADS:-write read mix single noop health cas txn txn1}
 SYSTEMS=${SYSTEMS:-keyper etcd-v2 etcd-v3}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -198,7 +204,7 @@ check_settings() {
         previous=$k
     done
     for w in "${WORKLOADS[@]}"; do
-        case "$w" in write|read|mix|single|noop|health) ;; *) die "unknown workload '$w'" ;; esac
+        case "$w" in write|read|mix|single|noop|health|cas|txn|txn1) ;; *) die "unknown workload '$w'" ;; esac
     done
     for w in "${SYSTEM_LIST[@]}"; do
         case "$w" in keyper|etcd-v2|etcd-v3) ;; *) die "unknown system '$w'" ;; esac
@@ -603,6 +609,13 @@ route_of() {
         keyper:read) echo "GET /v1/keys/bench/N" ;;
         keyper:mix) echo "GET|PUT /v1/keys/bench/N" ;;
         keyper:noop|keyper:health) echo "GET /v1/health" ;;
+        keyper:cas) echo "PUT /v1/keys/bench/N If-Match: *" ;;
+        keyper:txn) echo "POST /v1/txn (1 compare, 4 puts)" ;;
+        keyper:txn1) echo "POST /v1/txn (1 compare, 1 put)" ;;
+        etcd-v2:cas) echo "PUT /v2/keys/bench/N?prevExist=true" ;;
+        etcd-v3:cas) echo "POST /v3/kv/txn (1 compare, 1 put)" ;;
+        etcd-v3:txn) echo "POST /v3/kv/txn (1 compare, 4 puts)" ;;
+        etcd-v3:txn1) echo "POST /v3/kv/txn (1 compare, 1 put)" ;;
         etcd-v2:write|etcd-v2:single) echo "PUT /v2/keys/bench/N" ;;
         etcd-v2:read) echo "GET /v2/keys/bench/N?quorum=true" ;;
         etcd-v2:mix) echo "GET|PUT /v2/keys/bench/N" ;;
@@ -628,7 +641,7 @@ api_of() { case "$1" in etcd-v2) echo v2 ;; *) echo v3 ;; esac; }
 # measured once (as etcd-v3); Keyper's health route is the no-op row.
 runs_workload() {
     case "$1:$2" in
-        keyper:health|etcd-v2:noop|etcd-v2:health) return 1 ;;
+        keyper:health|etcd-v2:noop|etcd-v2:health|etcd-v2:txn|etcd-v2:txn1) return 1 ;;
         *) return 0 ;;
     esac
 }
@@ -685,7 +698,7 @@ import csv, statistics, sys
 path, runs, duration, scaling_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 ERR = ["status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"]
-WORKLOADS = ["write", "read", "mix", "single", "noop", "health"]
+WORKLOADS = ["write", "read", "mix", "single", "noop", "health", "cas", "txn", "txn1"]
 LABELS = {
     "write": "writes, 64 conns",
     "read": "linearizable reads, 64 conns",
@@ -693,6 +706,9 @@ LABELS = {
     "single": "sequential writes, 1 conn",
     "noop": "no-op route, 64 conns (Keyper /v1/health, etcd /version)",
     "health": "etcd GET /health, 64 conns (a Raft proposal in etcd 3.4, not a no-op)",
+    "cas": "conditional writes, 64 conns",
+    "txn": "transactions (1 compare, 4 puts), 64 conns",
+    "txn1": "transactions (1 compare, 1 put), 64 conns",
 }
 keyspaces = sorted({int(r["keys"]) for r in rows})
 
@@ -789,6 +805,15 @@ for keys in keyspaces:
     if K("write") and K("noop"):
         r = med(K("write"), "rps") / med(K("noop"), "rps")
         print("| writes ≥ 50%% of the no-op route | %s | %.0f%% | %s |" % (name, 100 * r, verdict(r >= 0.5, [K("write"), K("noop")])))
+    for w, label in (("cas", "conditional writes"), ("txn", "transactions of 4 puts"), ("txn1", "transactions of 1 put")):
+        if K("write") and K(w):
+            r = med(K(w), "rps") / med(K("write"), "rps")
+            print("| %s ≥ 90%% of plain writes | %s | %.0f%% (%.0f vs %.0f req/s) | %s |" % (
+                label, name, 100 * r, med(K(w), "rps"), med(K("write"), "rps"), verdict(r >= 0.9, [K(w), K("write")])))
+        best, e = best_etcd(keys, w)
+        if K(w) and e:
+            r = med(K(w), "rps") / med(e, "rps")
+            print("| %s vs etcd's best | %s | %.2f× %s | %s |" % (label, name, r, best, verdict(r >= 1, [K(w), e])))
 small, large = keyspaces[0], keyspaces[-1]
 if large > small:
     for w in ("write", "read"):

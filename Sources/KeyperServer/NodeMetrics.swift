@@ -18,6 +18,10 @@ public final class NodeMetrics: Sendable {
     let commitBatchWrites: Recorder
     let writesCommitted: Metrics.Counter
     let writesFailed: Metrics.Counter
+    /// Retries with an idempotency key answered from the store's memory of the first attempt,
+    /// and those refused because the key was used for another request.
+    let idempotentReplays: Metrics.Counter
+    let idempotencyKeysReused: Metrics.Counter
     /// The Raft replica's own metrics (Raft mode).
     let replica: ReplicaMetrics
 
@@ -42,6 +46,8 @@ public final class NodeMetrics: Sendable {
         commitBatchWrites = Recorder(label: "keyper_commit_batch_writes", aggregate: true, factory: factory)
         writesCommitted = Metrics.Counter(label: "keyper_writes_committed_total", factory: factory)
         writesFailed = Metrics.Counter(label: "keyper_writes_failed_total", factory: factory)
+        idempotentReplays = Metrics.Counter(label: "keyper_idempotent_replays_total", factory: factory)
+        idempotencyKeysReused = Metrics.Counter(label: "keyper_idempotency_key_reused_total", factory: factory)
         replica = ReplicaMetrics(factory: factory)
     }
 

@@ -3,7 +3,10 @@
 --
 -- Arguments (after `--` on the wrk command line):
 --   WORKLOAD KEYSPACE VALUE_BYTES [READ_PERCENT] [FROM] [THREADS]
---   WORKLOAD     write | read | mix | noop | health | preload
+--   WORKLOAD     write | read | mix | cas | txn | noop | health | preload
+--                cas: a conditional write of a random key (it exists: preloaded);
+--                txn: a transaction comparing key N's version, then putting keys N..N+3;
+--                txn1: the same with one put (key N): what a transaction costs beyond its writes
 --   KEYSPACE     keys are bench/0 .. bench/(KEYSPACE-1), chosen at random (uniformly)
 --   VALUE_BYTES  size of every written value
 --   READ_PERCENT for mix: the share of reads (default 90)
@@ -81,21 +84,29 @@ function common.parse_args(args)
     from = tonumber(args[5] or "0"),
     threads = tonumber(args[6] or "1"),
   }
-  local ok = { write = true, read = true, mix = true, noop = true, health = true, preload = true }
+  local ok = { write = true, read = true, mix = true, cas = true, txn = true, txn1 = true, noop = true, health = true,
+               preload = true }
   if not ok[cfg.workload] then
-    error("unknown workload '" .. tostring(cfg.workload) .. "' (write|read|mix|noop|health|preload)")
+    error("unknown workload '" .. tostring(cfg.workload) .. "' (write|read|mix|cas|txn|txn1|noop|health|preload)")
   end
   math.randomseed(os.time() * 1000 + (thread_id or 0) * 7919)
   return cfg
 end
 
 -- Builds the global request() (and, for preload, response()) for cfg from the system's
--- request makers: write(i) and read(i) format a request for key i; single is the
--- pre-formatted request of noop/health.
-function common.install_request(cfg, write, read, single)
+-- request makers: write(i) and read(i) format a request for key i, cas(i) a conditional write
+-- of it, txn(i, n, puts) a transaction putting keys i..i+puts-1 (modulo n); single is the pre-formatted
+-- request of noop/health.
+function common.install_request(cfg, write, read, single, cas, txn)
   local n = cfg.keys
   local random = math.random
-  if cfg.workload == "write" then
+  if cfg.workload == "cas" then
+    request = function() return cas(random(n) - 1) end
+  elseif cfg.workload == "txn" then
+    request = function() return txn(random(n) - 1, n, 4) end
+  elseif cfg.workload == "txn1" then
+    request = function() return txn(random(n) - 1, n, 1) end
+  elseif cfg.workload == "write" then
     request = function() return write(random(n) - 1) end
   elseif cfg.workload == "read" then
     request = function() return read(random(n) - 1) end

@@ -104,7 +104,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case .put: return try await put(key, request)
         default:
             let write = KVWrite(.delete(key: key), condition: try Self.condition(request), idempotency: try Self.idempotency(request))
-            return try Self.written(await node.write(write))
+            return try written(await node.write(write))
         }
     }
 
@@ -187,7 +187,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         }
         let condition = try Self.condition(request)
         let write = KVWrite(.put(key: key, value: Array(buffer: body)), condition: condition, idempotency: try Self.idempotency(request))
-        return try Self.written(await node.write(write))
+        return try written(await node.write(write))
     }
 
     /// `DELETE /v1/keys?prefix=P`: every key under the prefix, in one change. An empty (or
@@ -210,7 +210,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         }
         var write = KVWrite.deletePrefix(prefix)
         write.idempotency = try Self.idempotency(request)
-        return try Self.answer(try await node.write(write)) { result throws(APIError) in
+        return try answer(try await node.write(write)) { result throws(APIError) in
             guard case let .deletedPrefix(count, revision) = result else {
                 throw APIError.internalError("a prefix delete answered with \(result)")
             }
@@ -239,9 +239,10 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     /// remembered answers as the first attempt did, marked `Idempotent-Replayed: true`; a
     /// key reused for another change is `422 idempotency_key_reused`; a first attempt whose
     /// result was too large to keep is `409 already_applied` with its revision.
-    static func answer(_ result: KVWriteResult, _ respond: (KVWriteResult) throws(APIError) -> Response) throws(APIError) -> Response {
+    func answer(_ result: KVWriteResult, _ respond: (KVWriteResult) throws(APIError) -> Response) throws(APIError) -> Response {
         switch result {
         case .replayed(let first):
+            node.metrics.idempotentReplays.increment()
             do {
                 var response = try answer(first, respond)
                 response.headers[.idempotentReplayed] = "true"
@@ -252,6 +253,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
                 throw error
             }
         case .idempotencyKeyReused:
+            node.metrics.idempotencyKeysReused.increment()
             throw APIError(.unprocessableContent, code: "idempotency_key_reused",
                            "this Idempotency-Key was used for a different request (a retry must repeat the request exactly); nothing was applied")
         case .alreadyApplied(let revision):
@@ -266,8 +268,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
 
     /// `204` with the store revision the write made (and the key's new `ETag`), or `412
     /// revision_mismatch` with the key's current mod revision when its condition did not hold.
-    static func written(_ result: KVWriteResult) throws(APIError) -> Response {
-        try answer(result) { result throws(APIError) in try writtenOne(result) }
+    func written(_ result: KVWriteResult) throws(APIError) -> Response {
+        try answer(result) { result throws(APIError) in try Self.writtenOne(result) }
     }
 
     private static func writtenOne(_ result: KVWriteResult) throws(APIError) -> Response {
@@ -399,7 +401,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         }
         var write = KVWrite.transaction(transaction)
         write.idempotency = idempotency
-        return try Self.answer(try await node.write(write)) { result throws(APIError) in
+        return try answer(try await node.write(write)) { result throws(APIError) in
             guard case .transaction(let done) = result else { throw APIError.internalError("a transaction answered with \(result)") }
             return TransactionAPI.response(done, of: transaction)
         }

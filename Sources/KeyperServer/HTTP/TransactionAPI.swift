@@ -16,7 +16,8 @@ import NIOCore
 /// `value_base64`), `exists` (a Boolean, with `==` or `!=`). Operations: `put` (`key`, `value`
 /// or `value_base64`), `delete` (`key`), `delete_prefix` (`prefix`; an empty one needs
 /// `"all": true`), `get` (`key`), `list` (`prefix`, `after`, `limit`, `values`). Unknown fields
-/// are refused, so a misspelt `"sucess"` is an error rather than an empty branch.
+/// are refused, so a misspelt `"sucess"` is an error rather than an empty branch. A field set
+/// to `null` counts as absent. The body is read by ``JSONValue``, not `JSONDecoder`.
 enum TransactionAPI {
     /// Comparisons, and operations in each branch, one transaction may have (etcd's default).
     static let partsMax = 128
@@ -30,27 +31,31 @@ enum TransactionAPI {
     /// The transaction a request body asks for, checked: `400 invalid_txn` naming the field,
     /// `413 txn_too_large` for too many parts or a value over the limit.
     static func parse(_ body: ByteBuffer, limits: Limits) throws(APIError) -> KVTransaction {
-        let request: RequestBody
+        let document: JSONValue
         do {
-            request = try JSONDecoder().decode(RequestBody.self, from: Data(buffer: body))
-        } catch let error as DecodingError {
-            throw invalid(error)
+            document = try JSONValue.parse(Array(buffer: body))
         } catch {
             throw invalid("", "the body is not a JSON transaction: \(error)")
         }
+        let request = try Fields(document, at: "", known: ["compare", "success", "failure"])
         var transaction = KVTransaction()
-        for (name, count) in [("compare", request.compare.count), ("success", request.success.count), ("failure", request.failure.count)]
-        where count > partsMax {
-            throw APIError(.contentTooLarge, code: "txn_too_large", "\(name) has \(count) entries; a transaction takes at most \(partsMax) in each")
+        var parts: [String: [JSONValue]] = [:]
+        for name in ["compare", "success", "failure"] {
+            let elements = try request.array(name) ?? []
+            guard elements.count <= partsMax else {
+                throw APIError(.contentTooLarge, code: "txn_too_large",
+                               "\(name) has \(elements.count) entries; a transaction takes at most \(partsMax) in each")
+            }
+            parts[name] = elements
         }
-        for (position, raw) in request.compare.enumerated() {
-            transaction.compare.append(try raw.comparison(at: "compare[\(position)]", limits: limits))
+        for (position, element) in (parts["compare"] ?? []).enumerated() {
+            transaction.compare.append(try comparison(element, at: "compare[\(position)]", limits: limits))
         }
-        transaction.success = try request.success.enumerated().map { (position, raw) throws(APIError) in
-            try raw.operation(at: "success[\(position)]", limits: limits)
+        for (position, element) in (parts["success"] ?? []).enumerated() {
+            transaction.success.append(try operation(element, at: "success[\(position)]", limits: limits))
         }
-        transaction.failure = try request.failure.enumerated().map { (position, raw) throws(APIError) in
-            try raw.operation(at: "failure[\(position)]", limits: limits)
+        for (position, element) in (parts["failure"] ?? []).enumerated() {
+            transaction.failure.append(try operation(element, at: "failure[\(position)]", limits: limits))
         }
         if let conflict = transaction.conflict() { throw invalid("", conflict) }
         return transaction
@@ -105,204 +110,162 @@ enum TransactionAPI {
         APIError(.contentTooLarge, code: "txn_too_large", "\(field): \(message)")
     }
 
-    /// A decoding error as `invalid_txn`, naming the field where it happened.
-    private static func invalid(_ error: DecodingError) -> APIError {
-        let (path, message): ([any CodingKey], String) = switch error {
-        case let .typeMismatch(_, context), let .valueNotFound(_, context), let .dataCorrupted(context): (context.codingPath, context.debugDescription)
-        case let .keyNotFound(key, context): (context.codingPath + [key], "is required")
-        @unknown default: ([], "\(error)")
-        }
-        return invalid(fieldName(path), message)
-    }
+    /// An object's members, refusing any not in `known` (and a member given twice). Objects
+    /// here have a handful of members: they are looked up by a scan, not hashed.
+    private struct Fields {
+        let members: [(key: String, value: JSONValue)]
+        let path: String
 
-    /// `success[2].value` for the path success, 2, value.
-    static func fieldName(_ path: [any CodingKey]) -> String {
-        path.reduce(into: "") { name, key in
-            if let index = key.intValue { name += "[\(index)]" } else { name += (name.isEmpty ? "" : ".") + key.stringValue }
-        }
-    }
-
-    /// Any field name, to see every field an object has.
-    private struct FieldKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    /// An object's fields, refusing any not in `known`.
-    private static func fields(of decoder: any Decoder, known: Set<String>) throws -> KeyedDecodingContainer<FieldKey> {
-        let container = try decoder.container(keyedBy: FieldKey.self)
-        if let unknown = container.allKeys.first(where: { !known.contains($0.stringValue) }) {
-            throw DecodingError.dataCorruptedError(forKey: unknown, in: container,
-                                                   debugDescription: "unknown field (expected one of \(known.sorted().joined(separator: ", ")))")
-        }
-        return container
-    }
-
-    private struct RequestBody: Decodable {
-        var compare: [RawComparison]
-        var success: [RawOperation]
-        var failure: [RawOperation]
-
-        init(from decoder: any Decoder) throws {
-            let fields = try TransactionAPI.fields(of: decoder, known: ["compare", "success", "failure"])
-            compare = try fields.decodeIfPresent([RawComparison].self, forKey: FieldKey(stringValue: "compare")) ?? []
-            success = try fields.decodeIfPresent([RawOperation].self, forKey: FieldKey(stringValue: "success")) ?? []
-            failure = try fields.decodeIfPresent([RawOperation].self, forKey: FieldKey(stringValue: "failure")) ?? []
-        }
-    }
-
-    /// A JSON string, number (0 or more) or Boolean.
-    private enum Scalar: Decodable {
-        case string(String)
-        case number(UInt64)
-        case bool(Bool)
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if let value = try? container.decode(Bool.self) {
-                self = .bool(value)
-            } else if let value = try? container.decode(UInt64.self) {
-                self = .number(value)
-            } else if let value = try? container.decode(String.self) {
-                self = .string(value)
-            } else {
-                throw DecodingError.dataCorruptedError(in: container, debugDescription: "expected a string, a whole number 0 or more, or a Boolean")
-            }
-        }
-    }
-
-    private struct RawComparison: Decodable {
-        var key: String
-        var target: String
-        var op: String
-        var value: Scalar?
-        var valueBase64: String?
-
-        init(from decoder: any Decoder) throws {
-            let fields = try TransactionAPI.fields(of: decoder, known: ["key", "target", "op", "value", "value_base64"])
-            key = try fields.decode(String.self, forKey: FieldKey(stringValue: "key"))
-            target = try fields.decode(String.self, forKey: FieldKey(stringValue: "target"))
-            op = try fields.decode(String.self, forKey: FieldKey(stringValue: "op"))
-            value = try fields.decodeIfPresent(Scalar.self, forKey: FieldKey(stringValue: "value"))
-            valueBase64 = try fields.decodeIfPresent(String.self, forKey: FieldKey(stringValue: "value_base64"))
-        }
-
-        func comparison(at field: String, limits: Limits) throws(APIError) -> KVComparison {
-            let key = try TransactionAPI.key(self.key, at: field + ".key", limits: limits)
-            let target: KVComparison.Target = switch self.target {
-            case "mod_revision": .modRevision
-            case "create_revision": .createRevision
-            case "version": .version
-            case "value": .value
-            case "exists": .exists
-            default: throw invalid(field + ".target", "unknown target \"\(self.target)\" (mod_revision, create_revision, version, value or exists)")
-            }
-            let relation: KVComparison.Relation = switch op {
-            case "==": .equal
-            case "!=": .notEqual
-            case "<": .less
-            case ">": .greater
-            default: throw invalid(field + ".op", "unknown comparison \"\(op)\" (==, !=, < or >)")
-            }
-            let operand: KVComparison.Operand
-            switch (target, value, valueBase64) {
-            case (.value, _, _):
-                let bytes = try TransactionAPI.value(value, base64: valueBase64, at: field, limits: limits)
-                operand = .bytes(bytes)
-            case (.exists, .bool(let exists)?, nil):
-                guard relation == .equal || relation == .notEqual else {
-                    throw invalid(field + ".op", "exists compares with == or != only")
+        init(_ value: JSONValue, at path: String, known: Set<String>) throws(APIError) {
+            guard case .object(let pairs) = value else { throw invalid(path, "must be an object (got \(value.kind))") }
+            for (position, (key, _)) in pairs.enumerated() {
+                guard known.contains(key) else {
+                    throw invalid(Self.name(path, key), "unknown field (expected one of \(known.sorted().joined(separator: ", ")))")
                 }
-                operand = .bool(exists)
-            case (.exists, _, _):
-                throw invalid(field + ".value", "exists compares with true or false")
-            case (_, .number(let number)?, nil):
-                operand = .number(number)
-            default:
-                throw invalid(field + ".value", "\(self.target) compares with a whole number, 0 or more")
+                guard !pairs[..<position].contains(where: { $0.key == key }) else { throw invalid(Self.name(path, key), "given twice") }
             }
-            return KVComparison(key: key, target: target, relation: relation, operand: operand)
+            members = pairs
+            self.path = path
+        }
+
+        static func name(_ path: String, _ key: String) -> String { path.isEmpty ? key : path + "." + key }
+        func name(_ key: String) -> String { Self.name(path, key) }
+
+        subscript(_ key: String) -> JSONValue? {
+            guard let value = members.first(where: { $0.key == key })?.value, value != .null else { return nil }
+            return value
+        }
+
+        /// A string's UTF-8 bytes.
+        func bytes(_ key: String) throws(APIError) -> [UInt8]? {
+            guard let value = self[key] else { return nil }
+            guard case .string(let bytes) = value else { throw invalid(name(key), "must be a string (got \(value.kind))") }
+            return bytes
+        }
+
+        func requiredBytes(_ key: String) throws(APIError) -> [UInt8] {
+            guard let bytes = try bytes(key) else { throw invalid(name(key), "is required") }
+            return bytes
+        }
+
+        func requiredString(_ key: String) throws(APIError) -> String {
+            String(decoding: try requiredBytes(key), as: UTF8.self)
+        }
+
+        func bool(_ key: String) throws(APIError) -> Bool? {
+            guard let value = self[key] else { return nil }
+            guard case .bool(let flag) = value else { throw invalid(name(key), "must be true or false (got \(value.kind))") }
+            return flag
+        }
+
+        func array(_ key: String) throws(APIError) -> [JSONValue]? {
+            guard let value = self[key] else { return nil }
+            guard case .array(let elements) = value else { throw invalid(name(key), "must be an array (got \(value.kind))") }
+            return elements
+        }
+
+        /// A whole number, 0 or more.
+        func number(_ key: String, what: String) throws(APIError) -> UInt64? {
+            guard let value = self[key] else { return nil }
+            guard case .number(let text) = value, let number = UInt64(text) else {
+                let got = if case .number(let text) = value { text } else { value.kind }
+                throw invalid(name(key), "\(what) must be a whole number, 0 or more (got \(got))")
+            }
+            return number
         }
     }
 
-    private struct RawOperation: Decodable {
-        var op: String
-        var key: String?
-        var prefix: String?
-        var value: Scalar?
-        var valueBase64: String?
-        var after: String?
-        var limit: Int?
-        var values: Bool?
-        var all: Bool?
-
-        init(from decoder: any Decoder) throws {
-            let fields = try TransactionAPI.fields(of: decoder, known: ["op", "key", "prefix", "value", "value_base64", "after", "limit", "values", "all"])
-            op = try fields.decode(String.self, forKey: FieldKey(stringValue: "op"))
-            key = try fields.decodeIfPresent(String.self, forKey: FieldKey(stringValue: "key"))
-            prefix = try fields.decodeIfPresent(String.self, forKey: FieldKey(stringValue: "prefix"))
-            value = try fields.decodeIfPresent(Scalar.self, forKey: FieldKey(stringValue: "value"))
-            valueBase64 = try fields.decodeIfPresent(String.self, forKey: FieldKey(stringValue: "value_base64"))
-            after = try fields.decodeIfPresent(String.self, forKey: FieldKey(stringValue: "after"))
-            limit = try fields.decodeIfPresent(Int.self, forKey: FieldKey(stringValue: "limit"))
-            values = try fields.decodeIfPresent(Bool.self, forKey: FieldKey(stringValue: "values"))
-            all = try fields.decodeIfPresent(Bool.self, forKey: FieldKey(stringValue: "all"))
+    private static func comparison(_ element: JSONValue, at field: String, limits: Limits) throws(APIError) -> KVComparison {
+        let fields = try Fields(element, at: field, known: ["key", "target", "op", "value", "value_base64"])
+        let key = try Self.key(try fields.requiredBytes("key"), at: field + ".key", limits: limits)
+        let targetName = try fields.requiredString("target")
+        let target: KVComparison.Target = switch targetName {
+        case "mod_revision": .modRevision
+        case "create_revision": .createRevision
+        case "version": .version
+        case "value": .value
+        case "exists": .exists
+        default: throw invalid(field + ".target", "unknown target \"\(targetName)\" (mod_revision, create_revision, version, value or exists)")
         }
+        let op = try fields.requiredString("op")
+        let relation: KVComparison.Relation = switch op {
+        case "==": .equal
+        case "!=": .notEqual
+        case "<": .less
+        case ">": .greater
+        default: throw invalid(field + ".op", "unknown comparison \"\(op)\" (==, !=, < or >)")
+        }
+        let operand: KVComparison.Operand
+        switch target {
+        case .value:
+            operand = .bytes(try value(fields, at: field, limits: limits))
+        case .exists:
+            guard fields["value_base64"] == nil else { throw invalid(field + ".value_base64", "exists compares with true or false") }
+            guard let exists = try? fields.bool("value") else { throw invalid(field + ".value", "exists compares with true or false") }
+            guard relation == .equal || relation == .notEqual else { throw invalid(field + ".op", "exists compares with == or != only") }
+            operand = .bool(exists)
+        case .modRevision, .createRevision, .version:
+            guard fields["value_base64"] == nil else { throw invalid(field + ".value_base64", "\(targetName) compares with a number") }
+            guard let number = try fields.number("value", what: targetName) else {
+                throw invalid(field + ".value", "\(targetName) compares with a whole number, 0 or more")
+            }
+            operand = .number(number)
+        }
+        return KVComparison(key: key, target: target, relation: relation, operand: operand)
+    }
 
-        func operation(at field: String, limits: Limits) throws(APIError) -> KVTransactionOperation {
-            /// The fields this operation takes besides `op`; any other given is refused.
-            func only(_ allowed: Set<String>) throws(APIError) {
-                let given: [(String, Bool)] = [("key", key != nil), ("prefix", prefix != nil), ("value", value != nil),
-                                               ("value_base64", valueBase64 != nil), ("after", after != nil), ("limit", limit != nil),
-                                               ("values", values != nil), ("all", all != nil)]
-                if let (name, _) = given.first(where: { $0.1 && !allowed.contains($0.0) }) {
-                    throw invalid(field + "." + name, "a \(op) takes no \(name)")
-                }
+    private static func operation(_ element: JSONValue, at field: String, limits: Limits) throws(APIError) -> KVTransactionOperation {
+        let all: Set<String> = ["op", "key", "prefix", "value", "value_base64", "after", "limit", "values", "all"]
+        let fields = try Fields(element, at: field, known: all)
+        let op = try fields.requiredString("op")
+        /// The fields this operation takes besides `op`; any other given is refused.
+        func only(_ allowed: Set<String>) throws(APIError) {
+            if let extra = fields.members.map(\.key).sorted().first(where: { $0 != "op" && !allowed.contains($0) }) {
+                throw invalid(field + "." + extra, "a \(op) takes no \(extra)")
             }
-            func requiredKey() throws(APIError) -> [UInt8] {
-                guard let key else { throw invalid(field + ".key", "is required") }
-                return try TransactionAPI.key(key, at: field + ".key", limits: limits)
+        }
+        func requiredKey() throws(APIError) -> [UInt8] {
+            try Self.key(try fields.requiredBytes("key"), at: field + ".key", limits: limits)
+        }
+        func checkedPrefix() throws(APIError) -> [UInt8] {
+            let bytes = try fields.bytes("prefix") ?? []
+            guard bytes.count <= limits.keyBytesMax else {
+                throw invalid(field + ".prefix", "is \(bytes.count) bytes; the limit is \(limits.keyBytesMax) (--max-key-bytes)")
             }
-            func checkedPrefix() throws(APIError) -> [UInt8] {
-                let bytes = Array((prefix ?? "").utf8)
-                guard bytes.count <= limits.keyBytesMax else {
-                    throw invalid(field + ".prefix", "is \(bytes.count) bytes; the limit is \(limits.keyBytesMax) (--max-key-bytes)")
-                }
-                return bytes
+            return bytes
+        }
+        switch op {
+        case "put":
+            try only(["key", "value", "value_base64"])
+            let key = try requiredKey()
+            return .put(key: key, value: try value(fields, at: field, limits: limits))
+        case "delete":
+            try only(["key"])
+            return .delete(key: try requiredKey())
+        case "delete_prefix":
+            try only(["prefix", "all"])
+            let prefix = try checkedPrefix()
+            let all = try fields.bool("all") ?? false
+            if prefix.isEmpty && !all {
+                throw invalid(field + ".prefix", "an empty prefix deletes every key: add \"all\": true if that is what you want")
             }
-            switch op {
-            case "put":
-                try only(["key", "value", "value_base64"])
-                let key = try requiredKey()
-                return .put(key: key, value: try TransactionAPI.value(value, base64: valueBase64, at: field, limits: limits))
-            case "delete":
-                try only(["key"])
-                return .delete(key: try requiredKey())
-            case "delete_prefix":
-                try only(["prefix", "all"])
-                let prefix = try checkedPrefix()
-                if prefix.isEmpty && all != true {
-                    throw invalid(field + ".prefix", "an empty prefix deletes every key: add \"all\": true if that is what you want")
-                }
-                return .deletePrefix(prefix: prefix)
-            case "get":
-                try only(["key"])
-                return .get(key: try requiredKey())
-            case "list":
-                try only(["prefix", "after", "limit", "values"])
-                if let limit, limit <= 0 { throw invalid(field + ".limit", "must be a positive integer (got \(limit))") }
-                return .list(prefix: try checkedPrefix(), after: after.map { Array($0.utf8) },
-                             limit: min(limit ?? limits.listLimitMax, limits.listLimitMax), values: values ?? false)
-            default:
-                throw invalid(field + ".op", "unknown operation \"\(op)\" (put, delete, delete_prefix, get or list)")
-            }
+            return .deletePrefix(prefix: prefix)
+        case "get":
+            try only(["key"])
+            return .get(key: try requiredKey())
+        case "list":
+            try only(["prefix", "after", "limit", "values"])
+            let limit = try fields.number("limit", what: "limit")
+            if let limit, limit == 0 { throw invalid(field + ".limit", "must be a positive integer (got 0)") }
+            return .list(prefix: try checkedPrefix(), after: try fields.bytes("after"),
+                         limit: Int(min(limit ?? UInt64(limits.listLimitMax), UInt64(limits.listLimitMax))),
+                         values: try fields.bool("values") ?? false)
+        default:
+            throw invalid(field + ".op", "unknown operation \"\(op)\" (put, delete, delete_prefix, get or list)")
         }
     }
 
-    private static func key(_ text: String, at field: String, limits: Limits) throws(APIError) -> [UInt8] {
-        let key = Array(text.utf8)
+    private static func key(_ key: [UInt8], at field: String, limits: Limits) throws(APIError) -> [UInt8] {
         guard !key.isEmpty else { throw invalid(field, "the key is empty") }
         guard key.count <= limits.keyBytesMax else {
             throw invalid(field, "the key is \(key.count) bytes; the limit is \(limits.keyBytesMax) (--max-key-bytes)")
@@ -311,14 +274,16 @@ enum TransactionAPI {
     }
 
     /// A value given as `value` (a string) or `value_base64`, exactly one.
-    private static func value(_ value: Scalar?, base64: String?, at field: String, limits: Limits) throws(APIError) -> [UInt8] {
+    private static func value(_ fields: Fields, at field: String, limits: Limits) throws(APIError) -> [UInt8] {
         let bytes: [UInt8]
-        switch (value, base64) {
+        switch (fields["value"], fields["value_base64"]) {
         case (.string(let text)?, nil):
-            bytes = Array(text.utf8)
-        case (nil, let encoded?):
-            guard let data = Data(base64Encoded: encoded) else { throw invalid(field + ".value_base64", "is not valid base64") }
+            bytes = text
+        case (nil, .string(let encoded)?):
+            guard let data = Data(base64Encoded: String(decoding: encoded, as: UTF8.self)) else { throw invalid(field + ".value_base64", "is not valid base64") }
             bytes = Array(data)
+        case (nil, _?):
+            throw invalid(field + ".value_base64", "must be a string of base64")
         case (nil, nil):
             throw invalid(field + ".value", "is required (a string, or value_base64)")
         case (_?, _?):
