@@ -174,17 +174,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     }
 
     private func put(_ key: [UInt8], _ request: Request) async throws -> Response {
-        let limit = configuration.valueBytesMax
-        // Refuse a declared oversize body before reading any of it.
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
-            throw Self.valueTooLarge(limit)
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw Self.valueTooLarge(limit)
-        }
+        let body = try await Self.body(of: request, limit: configuration.valueBytesMax, tooLarge: Self.valueTooLarge)
         let condition = try Self.condition(request)
         let write = KVWrite(.put(key: key, value: Array(buffer: body)), condition: condition, idempotency: try Self.idempotency(request))
         return try written(await node.write(write))
@@ -329,6 +319,17 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         return conditions.first
     }
 
+    /// The request's body, at most `limit` bytes: a larger one is `tooLarge(limit)`, refused
+    /// before any of it is read when its length is declared.
+    private static func body(of request: Request, limit: Int, tooLarge: (Int) -> APIError) async throws -> ByteBuffer {
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit { throw tooLarge(limit) }
+        do {
+            return try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge(limit)
+        }
+    }
+
     private static func valueTooLarge(_ limit: Int) -> APIError {
         APIError(.contentTooLarge, code: "value_too_large", "the value exceeds \(limit) bytes (--max-value-bytes)")
     }
@@ -377,16 +378,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     /// `POST /v1/txn` (``TransactionAPI``): one that writes is one log entry; one that only
     /// reads is a read, linearizable unless `?consistency=stale`.
     private func transaction(_ request: Request) async throws -> Response {
-        let limit = configuration.transactionBytesMax
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
-            throw Self.transactionTooLarge(limit)
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw Self.transactionTooLarge(limit)
-        }
+        let body = try await Self.body(of: request, limit: configuration.transactionBytesMax, tooLarge: Self.transactionTooLarge)
         let limits = TransactionAPI.Limits(keyBytesMax: configuration.keyBytesMax, valueBytesMax: configuration.valueBytesMax,
                                            listLimitMax: configuration.listLimitMax)
         let transaction = try TransactionAPI.parse(body, limits: limits)

@@ -51,12 +51,15 @@ enum TransactionAPI {
         for (position, element) in (parts["compare"] ?? []).enumerated() {
             transaction.compare.append(try comparison(element, at: "compare[\(position)]", limits: limits))
         }
-        for (position, element) in (parts["success"] ?? []).enumerated() {
-            transaction.success.append(try operation(element, at: "success[\(position)]", limits: limits))
+        func branch(_ name: String) throws(APIError) -> [KVTransactionOperation] {
+            var operations: [KVTransactionOperation] = []
+            for (position, element) in (parts[name] ?? []).enumerated() {
+                operations.append(try operation(element, at: "\(name)[\(position)]", limits: limits))
+            }
+            return operations
         }
-        for (position, element) in (parts["failure"] ?? []).enumerated() {
-            transaction.failure.append(try operation(element, at: "failure[\(position)]", limits: limits))
-        }
+        transaction.success = try branch("success")
+        transaction.failure = try branch("failure")
         if let conflict = transaction.conflict() { throw invalid("", conflict) }
         return transaction
     }

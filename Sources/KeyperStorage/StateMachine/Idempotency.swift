@@ -319,106 +319,13 @@ extension KVWriteResult {
 extension KVWrite {
     /// A hash of the change and its condition (not of the idempotency token), the same in
     /// every process and release: a retry with the same key must ask for the same change.
-    /// FNV-1a over a tagged, length-prefixed walk of the write.
+    /// 64-bit FNV-1a of their binary form (``encodeChange(to:)``, ``encodeCondition(to:)``).
     public var fingerprint: UInt64 {
-        var hash = Fingerprint()
-        switch change {
-        case .one(let operation):
-            hash.add(operation)
-        case .deletePrefix(let prefix):
-            hash.add(3)
-            hash.add(prefix)
-        case .transaction(let transaction):
-            hash.add(4)
-            hash.add(UInt64(transaction.compare.count))
-            for comparison in transaction.compare {
-                hash.add(comparison.key)
-                hash.add(UInt64(comparison.target.rawValue))
-                hash.add(UInt64(comparison.relation.rawValue))
-                switch comparison.operand {
-                case .number(let number):
-                    hash.add(1)
-                    hash.add(number)
-                case .bytes(let bytes):
-                    hash.add(2)
-                    hash.add(bytes)
-                case .bool(let bool):
-                    hash.add(bool ? 4 : 3)
-                }
-            }
-            for branch in [transaction.success, transaction.failure] {
-                hash.add(UInt64(branch.count))
-                for operation in branch {
-                    switch operation {
-                    case let .put(key, value):
-                        hash.add(1)
-                        hash.add(key)
-                        hash.add(value)
-                    case let .delete(key):
-                        hash.add(2)
-                        hash.add(key)
-                    case let .deletePrefix(prefix):
-                        hash.add(3)
-                        hash.add(prefix)
-                    case let .get(key):
-                        hash.add(4)
-                        hash.add(key)
-                    case let .list(prefix, after, limit, values):
-                        hash.add(5)
-                        hash.add(prefix)
-                        hash.add(after.map { [1] + $0 } ?? [0])
-                        hash.add(UInt64(limit))
-                        hash.add(values ? 1 : 0)
-                    }
-                }
-            }
-        }
-        switch condition {
-        case nil: hash.add(0)
-        case .modRevision(let revision):
-            hash.add(1)
-            hash.add(revision)
-        case .exists: hash.add(2)
-        }
-        return hash.value
-    }
-}
-
-/// 64-bit FNV-1a, fed whole numbers (8 bytes, little-endian) and length-prefixed bytes.
-private struct Fingerprint {
-    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
-
-    private mutating func byte(_ byte: UInt8) {
-        value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-    }
-
-    mutating func add(_ number: UInt64) {
-        for shift in stride(from: 0, to: 64, by: 8) { byte(UInt8(truncatingIfNeeded: number >> UInt64(shift))) }
-    }
-
-    mutating func add(_ bytes: [UInt8]) {
-        add(UInt64(bytes.count))
-        for item in bytes { byte(item) }
-    }
-
-    mutating func add(_ operation: KVOperation) {
-        switch operation {
-        case let .put(key, value):
-            add(1)
-            add(key)
-            add(value)
-        case let .delete(key):
-            add(2)
-            add(key)
-        case let .setMember(id, raftAddress, httpAddress, promote):
-            add(5)
-            add(Array(id.utf8))
-            add(Array(raftAddress.utf8))
-            add(Array(httpAddress.utf8))
-            add(promote ? 1 : 0)
-        case let .removeMember(id):
-            add(6)
-            add(Array(id.utf8))
-        }
+        var writer = ByteWriter(capacity: 32 + byteCount)
+        encodeChange(to: &writer)
+        encodeCondition(to: &writer)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in writer.bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return hash
     }
 }
