@@ -37,7 +37,7 @@ enum TransactionAPI {
         } catch {
             throw invalid("", "the body is not a JSON transaction: \(error)")
         }
-        let request = try Fields(document, at: "", known: ["compare", "success", "failure"])
+        let request = try Fields(document, at: "", known: Self.requestFields)
         var transaction = KVTransaction()
         var parts: [String: [JSONValue]] = [:]
         for name in ["compare", "success", "failure"] {
@@ -67,43 +67,63 @@ enum TransactionAPI {
     /// `{"succeeded", "revision", "results": [...]}`, one result per operation of the branch that ran.
     static func response(_ result: KVTransactionResult, of transaction: KVTransaction) -> Response {
         let operations = result.succeeded ? transaction.success : transaction.failure
-        let results = zip(operations, result.results).map { operation, result in resultJSON(operation, result) }
-        let body = #"{"succeeded":\#(result.succeeded),"revision":\#(result.revision),"results":["# + results.joined(separator: ",") + "]}\n"
+        var body = #"{"succeeded":\#(result.succeeded),"revision":\#(result.revision),"results":["#
+        body.reserveCapacity(64 + 96 * operations.count)
+        for (position, (operation, operationResult)) in zip(operations, result.results).enumerated() {
+            if position > 0 { body += "," }
+            appendResult(operation, operationResult, to: &body)
+        }
+        body += "]}\n"
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[.keyperRevision] = String(result.revision)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
-    private static func resultJSON(_ operation: KVTransactionOperation, _ result: KVTransactionOperationResult) -> String {
+    /// One operation's result, appended to `out`.
+    private static func appendResult(_ operation: KVTransactionOperation, _ result: KVTransactionOperationResult, to out: inout String) {
         func text(_ bytes: [UInt8]) -> String { JSONText.quoted(String(decoding: bytes, as: UTF8.self)) }
+        func revisions(_ revisions: KeyRevisions) {
+            out += #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)}"#
+        }
         switch (operation, result) {
-        case let (.put(key, _), .put(revisions)):
-            return #"{"op":"put","key":"# + text(key)
-                + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)}"#
+        case let (.put(key, _), .put(put)):
+            out += #"{"op":"put","key":"#
+            out += text(key)
+            revisions(put)
         case let (.delete(key), .delete(count)):
-            return #"{"op":"delete","key":"# + text(key) + #","deleted":\#(count)}"#
+            out += #"{"op":"delete","key":"# + text(key) + #","deleted":\#(count)}"#
         case let (.deletePrefix(prefix), .deletePrefix(count)):
-            return #"{"op":"delete_prefix","prefix":"# + text(prefix) + #","deleted":\#(count)}"#
+            out += #"{"op":"delete_prefix","prefix":"# + text(prefix) + #","deleted":\#(count)}"#
         case let (.get(key), .get(found)):
-            guard let found else { return #"{"op":"get","key":"# + text(key) + #","found":false}"# }
-            return #"{"op":"get","found":true,"# + EntryJSON.fields(key: key, found) + "}"
-        case let (.list(prefix, _, _, values), .list(entries, nextAfter)):
-            let kvs = entries.map { key, found in
-                guard values else {
-                    return #"{"key":"# + text(key) + #","create_revision":\#(found.revisions.create),"mod_revision":\#(found.revisions.mod),"#
-                        + #""version":\#(found.revisions.version)}"#
-                }
-                return "{" + EntryJSON.fields(key: key, found) + "}"
+            guard let found else {
+                out += #"{"op":"get","key":"# + text(key) + #","found":false}"#
+                return
             }
-            return #"{"op":"list","prefix":"# + text(prefix) + #","kvs":["# + kvs.joined(separator: ",") + #"],"more":\#(nextAfter != nil)"#
-                + (nextAfter.map { #","cursor":"# + text($0) } ?? "") + "}"
+            out += #"{"op":"get","found":true,"# + EntryJSON.fields(key: key, found) + "}"
+        case let (.list(prefix, _, _, values), .list(entries, nextAfter)):
+            out += #"{"op":"list","prefix":"# + text(prefix) + #","kvs":["#
+            for (position, (key, found)) in entries.enumerated() {
+                if position > 0 { out += "," }
+                if values {
+                    out += "{" + EntryJSON.fields(key: key, found) + "}"
+                } else {
+                    out += #"{"key":"# + text(key)
+                    revisions(found.revisions)
+                }
+            }
+            out += #"],"more":\#(nextAfter != nil)"# + (nextAfter.map { #","cursor":"# + text($0) } ?? "") + "}"
         default:
             preconditionFailure("result \(result) does not answer operation \(operation)")
         }
     }
 
     // MARK: The request body
+
+    /// The fields each object may have (looked up by a scan: a handful each).
+    private static let requestFields = ["compare", "success", "failure"]
+    private static let comparisonFields = ["key", "target", "op", "value", "value_base64"]
+    private static let operationFields = ["op", "key", "prefix", "value", "value_base64", "after", "limit", "values", "all"]
 
     private static func invalid(_ field: String, _ message: String) -> APIError {
         .badRequest("invalid_txn", field.isEmpty ? message : "\(field): \(message)")
@@ -119,7 +139,7 @@ enum TransactionAPI {
         let members: [(key: String, value: JSONValue)]
         let path: String
 
-        init(_ value: JSONValue, at path: String, known: Set<String>) throws(APIError) {
+        init(_ value: JSONValue, at path: String, known: [String]) throws(APIError) {
             guard case .object(let pairs) = value else { throw invalid(path, "must be an object (got \(value.kind))") }
             for (position, (key, _)) in pairs.enumerated() {
                 guard known.contains(key) else {
@@ -179,7 +199,7 @@ enum TransactionAPI {
     }
 
     private static func comparison(_ element: JSONValue, at field: String, limits: Limits) throws(APIError) -> KVComparison {
-        let fields = try Fields(element, at: field, known: ["key", "target", "op", "value", "value_base64"])
+        let fields = try Fields(element, at: field, known: Self.comparisonFields)
         let key = try Self.key(try fields.requiredBytes("key"), at: field + ".key", limits: limits)
         let targetName = try fields.requiredString("target")
         let target: KVComparison.Target = switch targetName {
@@ -218,12 +238,11 @@ enum TransactionAPI {
     }
 
     private static func operation(_ element: JSONValue, at field: String, limits: Limits) throws(APIError) -> KVTransactionOperation {
-        let all: Set<String> = ["op", "key", "prefix", "value", "value_base64", "after", "limit", "values", "all"]
-        let fields = try Fields(element, at: field, known: all)
+        let fields = try Fields(element, at: field, known: Self.operationFields)
         let op = try fields.requiredString("op")
         /// The fields this operation takes besides `op`; any other given is refused.
-        func only(_ allowed: Set<String>) throws(APIError) {
-            if let extra = fields.members.map(\.key).sorted().first(where: { $0 != "op" && !allowed.contains($0) }) {
+        func only(_ allowed: [String]) throws(APIError) {
+            if let extra = fields.members.first(where: { $0.key != "op" && !allowed.contains($0.key) })?.key {
                 throw invalid(field + "." + extra, "a \(op) takes no \(extra)")
             }
         }
