@@ -22,14 +22,14 @@ package final class OpenedDataDirectory {
     /// incarnation when one is needed (a simulation's is seeded). `backgroundCompaction`: see
     /// ``KVStore`` (a server's; a simulation runs nothing in the background).
     package init(path: String, nodeID: String, walFileSystem: @escaping @Sendable () -> any WALFileSystem, truncateCorrupt: Bool,
-                 backgroundCompaction: Bool = false,
+                 backgroundCompaction: Bool = false, changeLimits: ChangeFeed.Limits = ChangeFeed.Limits(),
                  logger: Logger, newIncarnation: () -> UInt64 = NodeIdentity.newIncarnation) throws {
         let directory = try DataDirectory(path: path)
         if let existing = try directory.identity(), let problem = directory.missingMemberData(existing, logFiles: walFileSystem()) {
             throw DataDirectoryError(path: directory.path, message: problem)
         }
         let store = try KVStore(path: directory.statePath, durability: .normal, legacyDatabase: directory.legacyDatabasePath,
-                                backgroundCompaction: backgroundCompaction)
+                                backgroundCompaction: backgroundCompaction, changeLimits: changeLimits)
         if let note = store.recoveryNote { logger.warning("state machine repaired at start-up", metadata: ["detail": "\(note)"]) }
         do {
             if try directory.identity() == nil, try store.count() > 0 {

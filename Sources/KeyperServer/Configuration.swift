@@ -14,6 +14,11 @@ public struct NodeConfiguration: Sendable {
     public var listLimitMax = 1_000
     /// Writes waiting for the next group commit beyond which new writes are refused (503).
     public var pendingWritesMax = 10_000
+    /// Watches: the revisions of history kept for watches that start in the past
+    /// (`--history-revisions`) and its bytes, a watcher's buffer, and how often an idle watch
+    /// stream says it is current.
+    public var changeLimits = ChangeFeed.Limits()
+    public var watchProgressInterval: Duration = .seconds(5)
     public var logLevel: Logger.Level = .info
     /// Present in Raft mode (`--enable-raft`).
     public var cluster: ClusterConfiguration?

@@ -76,6 +76,9 @@ public protocol KeyValueNode: Sendable {
     /// changed; conditions are checked when the write is applied, in log order), or a retry
     /// of one remembered by its idempotency key (nothing applied again).
     func write(_ write: KVWrite) async throws -> KVWriteResult
+    /// The node's recent changes and its watchers: what it applied, in revision order (a
+    /// follower's too, from its own applied state).
+    var changes: ChangeFeed { get }
     /// Runs a transaction that only reads (``KVTransaction/isReadOnly``): no log entry.
     func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult
     func status() async throws -> NodeStatus

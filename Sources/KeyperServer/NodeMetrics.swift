@@ -22,6 +22,8 @@ public final class NodeMetrics: Sendable {
     /// and those refused because the key was used for another request.
     let idempotentReplays: Metrics.Counter
     let idempotencyKeysReused: Metrics.Counter
+    /// Watch streams open.
+    let watchers: Metrics.Gauge
     /// The Raft replica's own metrics (Raft mode).
     let replica: ReplicaMetrics
 
@@ -48,6 +50,7 @@ public final class NodeMetrics: Sendable {
         writesFailed = Metrics.Counter(label: "keyper_writes_failed_total", factory: factory)
         idempotentReplays = Metrics.Counter(label: "keyper_idempotent_replays_total", factory: factory)
         idempotencyKeysReused = Metrics.Counter(label: "keyper_idempotency_key_reused_total", factory: factory)
+        watchers = Metrics.Gauge(label: "keyper_watchers", factory: factory)
         replica = ReplicaMetrics(factory: factory)
     }
 

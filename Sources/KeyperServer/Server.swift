@@ -44,8 +44,9 @@ public enum KeyperServer {
                 logger.notice("listening on http://\(address)")
             },
             logger: logger)
+        let progress = WatchProgress(feed: node.changes, interval: configuration.watchProgressInterval)
         let group = ServiceGroup(configuration: .init(
-            services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [app, progress], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -16,7 +16,7 @@ public final class StandaloneNode: KeyValueNode {
         directory = try DataDirectory(path: configuration.dataDirectory)
         _ = try directory.claim(mode: .standalone, nodeID: configuration.nodeID)
         store = try KVStore(path: directory.statePath, durability: .full, legacyDatabase: directory.legacyDatabasePath,
-                            backgroundCompaction: true)
+                            backgroundCompaction: true, changeLimits: configuration.changeLimits)
         committer = GroupCommitter(store: store, metrics: metrics, pendingWritesMax: configuration.pendingWritesMax)
     }
 
@@ -27,6 +27,8 @@ public final class StandaloneNode: KeyValueNode {
     }
 
     public var leaderHint: String? { configuration.nodeID }
+
+    public var changes: ChangeFeed { store.changes }
 
     public func get(_ key: [UInt8], consistency: ReadConsistency) async throws -> KVStore.VersionedRead {
         // A standalone node is its own leader and reads its committed state: every read is

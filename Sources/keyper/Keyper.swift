@@ -70,6 +70,12 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("max-key-bytes"), help: "Longest key accepted, in bytes after percent-decoding; longer keys get 400.")
     var keyBytesMax = 4 * 1024
 
+    @Option(name: .customLong("history-revisions"), help: "Revisions of change history kept for watches that start in the past (also bounded to 64 MiB).")
+    var historyRevisions = 1_000_000
+
+    @Option(name: .customLong("watch-progress-interval"), help: "How often an idle watch stream says it is current, e.g. 5s.")
+    var watchProgressInterval = "5s"
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -77,8 +83,10 @@ struct Keyper: AsyncParsableCommand {
         guard HostPort(parsing: httpAddress, listening: true) != nil else {
             throw ValidationError("--http-addr must look like ':8080' or '127.0.0.1:8080' (got '\(httpAddress)')")
         }
+        guard historyRevisions >= 1 else { throw ValidationError("--history-revisions must be at least 1") }
         for (flag, value) in [("--tick-interval", tickInterval), ("--election-timeout", electionTimeout),
-                              ("--heartbeat-interval", heartbeatInterval), ("--request-timeout", requestTimeout)] {
+                              ("--heartbeat-interval", heartbeatInterval), ("--request-timeout", requestTimeout),
+                              ("--watch-progress-interval", watchProgressInterval)] {
             guard Self.milliseconds(value) != nil else {
                 throw ValidationError("\(flag) must be a duration like 100ms, 1s or 2m (got '\(value)')")
             }
@@ -121,6 +129,8 @@ struct Keyper: AsyncParsableCommand {
         configuration.keyBytesMax = keyBytesMax
         configuration.valueBytesMax = valueBytesMax
         configuration.logLevel = level
+        configuration.changeLimits.historyRevisions = historyRevisions
+        configuration.watchProgressInterval = .milliseconds(Self.milliseconds(watchProgressInterval)!)
         if enableRaft {
             let listen = HostPort(parsing: raftAddress, listening: true)!
             let http = configuration.httpAddress

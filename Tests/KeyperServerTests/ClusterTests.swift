@@ -261,6 +261,32 @@ struct ClusterTests {
         }
     }
 
+    @Test("a watch on a follower sees every change in revision order, once, across a leader change")
+    func watchOnFollower() async throws {
+        try await withTemporaryDirectory { root in
+            let cluster = try await TestCluster.make(3, root: root)
+            defer { Task { await cluster.stopAll() } }
+            let leader = try await cluster.waitForLeader()
+            let followers = cluster.nodes.values.filter { $0 !== leader }
+            let watcher = try followers[0].changes.watch(.prefix(bytes("w/")), from: WatchStart(revision: 1))
+            for i in 0..<10 { try await (i % 2 == 0 ? leader : followers[1]).put(bytes("w/\(i % 3)"), value: bytes("\(i)")) }
+            await cluster.stop(leader.configuration.nodeID)
+            let next = try await cluster.waitForLeader()
+            for i in 10..<20 { try await next.put(bytes("w/\(i % 3)"), value: bytes("\(i)")) }
+            _ = try await next.deletePrefix(bytes("w/"))
+            var seen: [KVEvent] = []
+            while seen.count < 23 {
+                guard case .events(let events) = await watcher.next() else { Issue.record("the watch ended"); break }
+                seen += events
+            }
+            #expect(seen.prefix(20).map(\.revision) == Array(1...20))
+            #expect(seen.prefix(20).map { String(decoding: $0.value, as: UTF8.self) } == (0..<20).map { "\($0)" })
+            #expect(seen.suffix(3).allSatisfy { $0.kind == .delete && $0.revision == 21 } && seen.suffix(3).map(\.index) == [0, 1, 2])
+            watcher.cancel()
+            await cluster.stopAll()
+        }
+    }
+
     @Test("after the leader stops, a new one is elected, no acknowledged write is lost, a retry with an idempotency key is not applied twice, and the old one catches up")
     func failover() async throws {
         try await withTemporaryDirectory { root in

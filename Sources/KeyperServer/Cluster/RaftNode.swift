@@ -54,7 +54,8 @@ public final class RaftNode: KeyValueNode {
         guard var cluster = configuration.cluster else { preconditionFailure("RaftNode needs a cluster configuration") }
         let walFileSystem = cluster.walFileSystem ?? { GlibcFileSystem() }
         let disk = try OpenedDataDirectory(path: configuration.dataDirectory, nodeID: configuration.nodeID, walFileSystem: walFileSystem,
-                                           truncateCorrupt: cluster.walTruncateCorrupt, backgroundCompaction: true, logger: logger)
+                                           truncateCorrupt: cluster.walTruncateCorrupt, backgroundCompaction: true,
+                                           changeLimits: configuration.changeLimits, logger: logger)
 
         let engineBox = EngineBox()
         var transportConfiguration = PeerTransport.Configuration(nodeID: configuration.nodeID, host: cluster.raftAddress.host,
@@ -291,6 +292,8 @@ public final class RaftNode: KeyValueNode {
         if consistency == .linearizable { try await readBarrier() }
         do { return try store.listVersioned(prefix: prefix, after: after, limit: limit, values: values) } catch { throw StorageFailure.map(error) }
     }
+
+    public var changes: ChangeFeed { store.changes }
 
     public func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
         if consistency == .linearizable { try await readBarrier() }

@@ -68,6 +68,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.status, _): return try await status()
         case (.health, _): return await health()
         case (.metrics, _):
+            node.metrics.watchers.record(node.changes.watcherCount)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.exposition())))
@@ -77,6 +78,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             return Response(status: .noContent)
         case (.leaderTransfer, _): return try await transfer(request)
         case (.transaction, _): return try await transaction(request)
+        case (.watch, _): return try WatchAPI.stream(request, feed: node.changes, keyBytesMax: configuration.keyBytesMax)
         case (.debugFaults, .post): return try await faults(request)
         case (.debugFaults, _):
             try node.setFaults(dropTo: [], dropFrom: [])

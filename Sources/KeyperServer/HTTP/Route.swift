@@ -12,6 +12,7 @@ enum Route: CaseIterable, Sendable {
     case member
     case leaderTransfer
     case transaction
+    case watch
     case debugFaults
 
     /// The path, with `{name}` for a parameter (also the metric label: a fixed set, so keys
@@ -27,6 +28,7 @@ enum Route: CaseIterable, Sendable {
         case .member: "/v1/members/{id}"
         case .leaderTransfer: "/v1/leader/transfer"
         case .transaction: "/v1/txn"
+        case .watch: "/v1/watch"
         case .debugFaults: "/v1/debug/faults"
         }
     }
@@ -35,6 +37,7 @@ enum Route: CaseIterable, Sendable {
     var methods: [HTTPRequest.Method] {
         switch self {
         case .status, .health, .metrics: [.get, .head]
+        case .watch: [.get, .head]
         case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
         case .join, .leaderTransfer, .transaction: [.post]

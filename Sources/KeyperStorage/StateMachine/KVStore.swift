@@ -187,6 +187,8 @@ public final class KVStore: Sendable {
     private let tables: Mutex<Tables>
     private let cache: Mutex<ReadCache>
     private let collector: Mutex<GarbageCollector?>
+    /// The recent changes, and the watchers following them.
+    public let changes: ChangeFeed
 
     /// Where a key's value lies.
     struct Location: Equatable, BitwiseCopyable, Sendable {
@@ -246,6 +248,8 @@ public final class KVStore: Sendable {
             var results: [PlannedResult] = []
             /// The idempotency records the batch's writes make.
             var remembered: [IdempotencyRecord] = []
+            /// What watchers see: each put, and each delete of a key that was there, in order.
+            var events: [KVEvent] = []
         }
 
         /// A write's result, with the values a transaction read still to be fetched.
@@ -304,13 +308,15 @@ public final class KVStore: Sendable {
                 let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
                 plan.operations.append(.put(key: key, value: value))
                 plan.puts.append(revisions)
+                plan.events.append(KVEvent(kind: .put, key: key, value: value, revisions: revisions))
                 changed[key] = .some(VersionedValue(value: value, revisions: revisions))
                 return revisions
             }
-            /// Deletes the key; whether it was there.
-            func delete(_ key: [UInt8]) -> Bool {
+            /// Deletes the key (a change at `revision` if it was there); whether it was there.
+            func delete(_ key: [UInt8], at revision: UInt64) -> Bool {
                 let present = current(key) != nil
                 plan.operations.append(.delete(key: key))
+                if present { plan.events.append(KVEvent(kind: .delete, key: key, value: [], revisions: KeyRevisions(create: 0, mod: revision, version: 0))) }
                 changed[key] = .some(nil)
                 return present
             }
@@ -341,7 +347,7 @@ public final class KVStore: Sendable {
                     operation = one
                 case .deletePrefix(let prefix):
                     let keys = keys(under: prefix)
-                    for key in keys { _ = delete(key) }
+                    for key in keys { _ = delete(key, at: plan.revision + 1) }
                     if !keys.isEmpty { plan.revision += 1 }
                     return .done(.deletedPrefix(count: keys.count, revision: plan.revision))
                 case .transaction(let transaction):
@@ -357,12 +363,12 @@ public final class KVStore: Sendable {
                             results.append(.done(.put(put(key, value, at: next))))
                             changes = true
                         case let .delete(key):
-                            let removed = delete(key)
+                            let removed = delete(key, at: next)
                             changes = changes || removed
                             results.append(.done(.delete(count: removed ? 1 : 0)))
                         case let .deletePrefix(prefix):
                             let keys = keys(under: prefix)
-                            for key in keys { _ = delete(key) }
+                            for key in keys { _ = delete(key, at: next) }
                             changes = changes || !keys.isEmpty
                             results.append(.done(.deletePrefix(count: keys.count)))
                         case let .get(key):
@@ -388,7 +394,7 @@ public final class KVStore: Sendable {
                         let revisions = put(key, value, at: plan.revision)
                         return .done(.applied(revision: plan.revision, key: revisions))
                     }
-                    if delete(key) { plan.revision += 1 }
+                    if delete(key, at: plan.revision + 1) { plan.revision += 1 }
                     return .done(.applied(revision: plan.revision, key: nil))
                 case .setMember, .removeMember:
                     plan.operations.append(operation)
@@ -490,7 +496,7 @@ public final class KVStore: Sendable {
     /// simulation calls nothing in the background).
     public init(path: String, durability: KVDurability, cacheBytes: Int = KVStore.cacheBytesDefault,
                 segmentBytes: Int = KVStore.segmentBytesDefault, legacyDatabase: String? = nil,
-                backgroundCompaction: Bool = false) throws {
+                backgroundCompaction: Bool = false, changeLimits: ChangeFeed.Limits = ChangeFeed.Limits()) throws {
         self.path = path
         self.durability = durability
         self.segmentBytes = segmentBytes
@@ -506,6 +512,7 @@ public final class KVStore: Sendable {
         writer = Mutex(recovered.writer)
         tables = Mutex(recovered.tables)
         cache = Mutex(ReadCache(bytesMax: cacheBytes, revision: recovered.tables.revision))
+        changes = ChangeFeed(revision: recovered.tables.revision, limits: changeLimits)
         recoveryNote = recovered.note
         collector = Mutex(nil)
         // New records go to a segment of this build's format: an older release then refuses
@@ -537,6 +544,7 @@ public final class KVStore: Sendable {
             writer = nil
         }
         cache.withLock { $0.invalidate(revision: 0) }
+        changes.close()
     }
 
     private func stopCollector() {
@@ -557,6 +565,11 @@ public final class KVStore: Sendable {
     public struct VersionedValue: Equatable, Sendable {
         public var value: [UInt8]
         public var revisions: KeyRevisions
+
+        public init(value: [UInt8], revisions: KeyRevisions) {
+            self.value = value
+            self.revisions = revisions
+        }
     }
 
     /// What a read found: the key's value and revisions (nil: absent), and the store revision
@@ -817,6 +830,8 @@ public final class KVStore: Sendable {
                     }
                 }
                 cache.withLock { $0.applied(changes, revision: revision) }
+                // And the watchers, in revision order (still in the write lock).
+                self.changes.publish(Self.numbered(plan.events), revision: revision)
                 return results
             } catch {
                 writer = active
@@ -824,6 +839,22 @@ public final class KVStore: Sendable {
                 throw error
             }
         }
+    }
+
+    /// `events` with each one's place among the events of its revision.
+    private static func numbered(_ events: [KVEvent]) -> [KVEvent] {
+        var events = events
+        var start = 0
+        while start < events.count {
+            var end = start + 1
+            while end < events.count, events[end].revision == events[start].revision { end += 1 }
+            for position in start..<end {
+                events[position].index = position - start
+                events[position].count = end - start
+            }
+            start = end
+        }
+        return events
     }
 
     private static func estimatedBytes(_ operation: KVOperation) -> Int {
@@ -963,12 +994,14 @@ public final class KVStore: Sendable {
                     tables.index = KeyIndex()
                     tables.segments = [id: SegmentInfo(file: file, bytes: header.count)]
                     tables.members = [:]
+                    tables.idempotency = IdempotencyTable()
                     (tables.applied, tables.durable, tables.revision, tables.activeID) = (0, 0, 0, id)
                 }
                 return tables.segments.values.map(\.file)
             }
             writer = Writer(active: file, length: header.count)
             cache.withLock { $0.invalidate(revision: 0) }
+            changes.replaced(revision: 0)
             try removeSegments(old)
         }
     }
@@ -1110,6 +1143,7 @@ public final class KVStore: Sendable {
             }
             writer = Writer(active: next, length: header.count)
             cache.withLock { $0.invalidate(revision: installed.revision) }
+            changes.replaced(revision: installed.revision)
             try removeSegments(old)
         }
     }
