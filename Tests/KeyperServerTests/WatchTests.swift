@@ -79,6 +79,37 @@ struct WatchTests {
         }
     }
 
+    @Test("a long poll (wait_revision) answers at once when the key changed since, on a change, or at its timeout")
+    func longPoll() async throws {
+        try await withWatchAPI { client, node in
+            try await node.put(bytes("k"), value: bytes("1"))
+            try await client.execute(uri: "/v1/keys/k?wait_revision=1", method: .get) { #expect($0.text == "1") }
+            // Waits for the write at revision 2.
+            let started = ContinuousClock.now
+            async let changed = client.execute(uri: "/v1/keys/k?wait_revision=2&timeout=10s", method: .get) { response in
+                (response.text, response.headers[.eTag])
+            }
+            while node.changes.watcherCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            try await node.put(bytes("k"), value: bytes("2"))
+            let (text, etag) = try await changed
+            #expect(text == "2" && etag == "\"2\"" && ContinuousClock.now - started < .seconds(5))
+            // Nothing happens: the current state at the timeout.
+            let quiet = ContinuousClock.now
+            try await client.execute(uri: "/v1/keys/k?wait_revision=3&timeout=300ms", method: .get) { #expect($0.text == "2") }
+            #expect(ContinuousClock.now - quiet >= .milliseconds(300))
+            // A delete is a change too.
+            async let deleted = client.execute(uri: "/v1/keys/k?wait_revision=3&timeout=10s", method: .get) { $0.status }
+            while node.changes.watcherCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            try await node.delete(bytes("k"))
+            #expect(try await deleted == .notFound)
+            for (uri, code) in [("/v1/keys/k?wait_revision=0", "invalid_revision"), ("/v1/keys/k?wait_revision=x", "invalid_revision"),
+                                ("/v1/keys/k?wait_revision=1&timeout=10m", "invalid_timeout"), ("/v1/keys/k?wait_revision=1&timeout=-1s", "invalid_timeout")] {
+                try await client.execute(uri: uri, method: .get) { #expect($0.status == .badRequest && $0.errorCode == code, "\(uri)") }
+            }
+            #expect(node.changes.watcherCount == 0)
+        }
+    }
+
     @Test("a start older than the history is 410 revision_compacted; bad requests are 400")
     func refusals() async throws {
         try await withWatchAPI(configure: { $0.changeLimits = ChangeFeed.Limits(historyRevisions: 2) }) { client, node in

@@ -95,6 +95,12 @@ struct ChangeFeedTests {
             // Five events are more than the watcher's buffer of three: it is ended, not buffered.
             #expect(await recent.next() == .ended(.lagging(events: 5)))
             #expect(store.changes.watcherCount == 1)
+            // A watch from beyond the current revision waits for it.
+            let ahead = try store.changes.watch(.prefix([]), from: WatchStart(revision: 13))
+            try store.apply([KVWrite(.put(key: k("early"), value: [1]))])
+            try store.apply([KVWrite(.put(key: k("due"), value: [1]))])
+            #expect(await events(ahead).map(\.key) == [k("due")])
+            ahead.cancel()
             // A snapshot installed ends the watchers still there: their next events are unknown.
             let other = try KVStore(path: dir + "/other", durability: .normal)
             try other.apply([KVWrite(.put(key: k("x"), value: [1]))])

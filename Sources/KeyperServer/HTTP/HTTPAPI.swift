@@ -130,6 +130,11 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     private func get(_ key: [UInt8], _ request: Request) async throws -> Response {
         let consistency = try Self.consistency(request)
         let json = try Self.wantsJSON(request)
+        if let (revision, timeout) = try Self.longPoll(request) {
+            try await WatchAPI.waitForChange(of: key, since: revision, timeout: timeout, feed: node.changes) {
+                try await node.get(key, consistency: consistency).value?.revisions.mod
+            }
+        }
         // Read before the value: the value then reflects at least every entry up to this index
         // (the state machine only moves forward). Read after, it would bound nothing.
         let applied = consistency == .stale ? node.appliedIndex : nil
@@ -154,6 +159,30 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         headers[.contentType] = "application/json"
         let body = Self.keyJSON(key: key, found, revision: read.revision)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    /// `wait_revision=N` and `timeout=` (default 30 s, at most 5 minutes) of a long poll.
+    static func longPoll(_ request: Request) throws(APIError) -> (revision: UInt64, timeout: Duration)? {
+        guard request.uri.query != nil, let text = request.uri.queryParameters["wait_revision"] else { return nil }
+        guard let revision = UInt64(text), revision > 0 else {
+            throw APIError.badRequest("invalid_revision", "wait_revision must be a revision, 1 or more (got \"\(text)\")")
+        }
+        var timeout = Duration.seconds(30)
+        if let given = request.uri.queryParameters["timeout"] {
+            guard let milliseconds = Self.milliseconds(String(given)), milliseconds <= 300_000 else {
+                throw APIError.badRequest("invalid_timeout", "timeout must be a duration such as 500ms, 30s or 5m, at most 5m (got \"\(given)\")")
+            }
+            timeout = .milliseconds(milliseconds)
+        }
+        return (revision, timeout)
+    }
+
+    /// "500ms", "30s", "5m" or a bare number of seconds, in milliseconds.
+    static func milliseconds(_ text: String) -> Int? {
+        for (suffix, factor) in [("ms", 1), ("s", 1_000), ("m", 60_000)] where text.hasSuffix(suffix) {
+            return Int(text.dropLast(suffix.count)).flatMap { $0 >= 0 ? $0 * factor : nil }
+        }
+        return Int(text).flatMap { $0 >= 0 ? $0 * 1_000 : nil }
     }
 
     /// Whether a read asks for JSON: `?format=json` (or `raw`), else an `Accept` naming

@@ -111,6 +111,32 @@ enum WatchAPI {
         return WatchStart(revision: revision)
     }
 
+    /// A long poll (`GET /v1/keys/{key}?wait_revision=N`, Consul's blocking query in revision
+    /// terms): returns once the key changed at revision N or later (written or deleted), or at
+    /// the timeout. `modRevision` reads the key's current mod revision (nil: absent); the
+    /// watch is started first, so a change between the read and the wait is not missed.
+    static func waitForChange(of key: [UInt8], since revision: UInt64, timeout: Duration, feed: ChangeFeed,
+                              modRevision: @Sendable () async throws -> UInt64?) async throws {
+        let watcher: Watcher
+        do {
+            watcher = try feed.watch(.key(key), from: WatchStart(revision: revision))
+        } catch {
+            // The history no longer reaches back to N: whether the key changed since is not
+            // known, so the poll answers at once with the current state.
+            return
+        }
+        defer { watcher.cancel() }
+        if let current = try await modRevision(), current >= revision { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while case .idle = await watcher.next() {}
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// One event in the stream's format.
     static func sse(_ event: KVEvent) -> String {
         let id = event.index + 1 == event.count ? "\(event.revision)" : "\(event.revision):\(event.index)"

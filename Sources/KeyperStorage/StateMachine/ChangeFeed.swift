@@ -137,7 +137,7 @@ public final class ChangeFeed: Sendable {
             guard start.revision > state.compacted else { throw WatchEnd.compacted(compactRevision: state.compacted) }
             let id = state.nextID
             state.nextID += 1
-            let watcher = Watcher(id: id, filter: filter, feed: self, limits: limits)
+            let watcher = Watcher(id: id, filter: filter, start: start, feed: self, limits: limits)
             var backlog: [KVEvent] = []
             if start.revision <= state.revision {
                 // The history holds every event after `compacted`: find the first at `start`.
@@ -295,13 +295,16 @@ public final class Watcher: Sendable {
 
     let id: UInt64
     public let filter: WatchFilter
+    /// Events before it are not delivered (a watch may start beyond the current revision).
+    let start: WatchStart
     private let feed: ChangeFeed
     private let limits: ChangeFeed.Limits
     private let state = Mutex(State())
 
-    init(id: UInt64, filter: WatchFilter, feed: ChangeFeed, limits: ChangeFeed.Limits) {
+    init(id: UInt64, filter: WatchFilter, start: WatchStart, feed: ChangeFeed, limits: ChangeFeed.Limits) {
         self.id = id
         self.filter = filter
+        self.start = start
         self.feed = feed
         self.limits = limits
     }
@@ -311,6 +314,7 @@ public final class Watcher: Sendable {
     /// Queues `events`; past the bounds the watcher ends instead. Whether a waiter should be
     /// woken.
     func deliver(_ events: [KVEvent]) -> Bool {
+        let events = events.filter { $0.revision > start.revision || ($0.revision == start.revision && $0.index >= start.skip) }
         guard !events.isEmpty else { return false }
         return state.withLock { state in
             guard state.ended == nil else { return false }
