@@ -40,6 +40,8 @@ public struct VerifyOptions: Sendable {
     /// Registers written only by compare-and-set (conditional PUTs and transactions, each
     /// with an idempotency key and retried with it when unanswered); 0: none.
     public var registers = 2
+    /// Follow the prefix with a watch stream per node, and check what they saw.
+    public var watches = true
     /// Every key the workload touches starts with this; nothing else is read or written.
     public var prefix = "keyper-verify/"
     public var faults: Set<Fault> = Set(Fault.allCases)
@@ -68,17 +70,28 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
     public var casReplays = 0
     /// Answers that break the idempotency contract (a retry refused as another request).
     public var idempotencyErrors: [String] = []
+    /// Watch streams: events recorded, reconnections (with Last-Event-ID), what they saw wrong.
+    public var watchStreams = 0
+    public var watchEvents = 0
+    public var watchReconnects = 0
+    public var watchGaps = 0
+    public var watchViolations: [String] = []
     public var historyPath: String?
     public var seed: UInt64 = 0
     /// Why the nemesis gave up: the cluster did not recover from a fault within its timeout.
     public var nemesisFailure: String?
 
-    public var passed: Bool { linearizable && lostWrites.isEmpty && idempotencyErrors.isEmpty && nemesisFailure == nil }
+    public var passed: Bool {
+        linearizable && lostWrites.isEmpty && idempotencyErrors.isEmpty && watchViolations.isEmpty && nemesisFailure == nil
+    }
 
     public var description: String {
         let casLine: String = "compare-and-set: \(casSet) set, \(casRefused) refused, \(casUnanswered) unanswered; "
             + "\(casRetries) retries with an idempotency key, \(casReplays) answered as replays"
         let lostLine: String = lostWrites.isEmpty ? "none" : lostWrites.prefix(5).joined(separator: "; ")
+        let watchLine: String = "watches: \(watchStreams) streams, \(watchEvents) events, \(watchReconnects) reconnections, "
+            + "\(watchGaps) restarts from the present; " + (watchViolations.isEmpty ? "in order, none missed, none twice"
+                : "BROKEN: " + watchViolations.prefix(3).joined(separator: "; "))
         var lines: [String] = [
             "operations: \(operations) (ok \(ok), failed \(failed), indeterminate \(indeterminate))",
             "faults: " + (faults.isEmpty ? "none" : Fault.allCases.compactMap { fault in
@@ -87,6 +100,7 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
             "linearizable: " + (linearizable ? "yes" : "NO (key \(failingKey ?? "?"))"),
             "lost acknowledged writes: " + lostLine,
             casLine,
+            watchLine,
             "seed: \(seed)",
         ]
         if !idempotencyErrors.isEmpty {
@@ -146,6 +160,9 @@ public final class Verifier: Sendable {
         guard !endpoints.isEmpty else { throw VerifyError("no endpoints: give --endpoints or --local-cluster") }
         defer { cluster?.stopAll() }
 
+        let recorders = options.watches
+            ? endpoints.indices.map { WatchRecorder(name: "watch@node\($0 + 1)", endpoints: endpoints, home: $0, prefix: options.prefix) } : []
+        for recorder in recorders { recorder.start() }
         let deadline = ContinuousClock.now + options.duration
         let endpointsFixed = endpoints
         await withTaskGroup(of: [Fault: Int].self) { group in
@@ -170,7 +187,12 @@ public final class Verifier: Sendable {
         }
         summary.nemesisFailure = nemesisFailure.withLock { $0 }
         if let cluster { try await heal(cluster) }
-        try await finalReads(endpoints: endpoints)
+        let finalRevision = try await finalReads(endpoints: endpoints)
+        for recorder in recorders { await recorder.stop(after: finalRevision, timeout: .seconds(30)) }
+        let streams = recorders.map { recorder in
+            let summary = recorder.summary
+            return (name: recorder.name, events: summary.events, gaps: summary.gaps, reconnects: summary.reconnects, problem: summary.problem)
+        }
 
         let operations = history.withLock { $0 }
         summary.operations = operations.count
@@ -187,6 +209,17 @@ public final class Verifier: Sendable {
         summary.casRefused = cas.filter { $0.outcome == .ok && !$0.succeeded }.count
         summary.casUnanswered = cas.filter { $0.outcome == .indeterminate }.count
         (summary.casRetries, summary.casReplays, summary.idempotencyErrors) = casCounts.withLock { ($0.retries, $0.replays, $0.errors) }
+        if !streams.isEmpty {
+            summary.watchStreams = streams.count
+            summary.watchEvents = streams.reduce(0) { $0 + $1.events.count }
+            summary.watchReconnects = streams.reduce(0) { $0 + $1.reconnects }
+            summary.watchGaps = streams.reduce(0) { $0 + $1.gaps.count }
+            summary.watchViolations = streams.compactMap(\.problem)
+                + Self.watchViolations(streams.map { ($0.name, $0.events, $0.gaps) }, history: operations)
+            for stream in streams where (stream.events.last?.revision ?? 0) < finalRevision {
+                summary.watchViolations.append("\(stream.name) did not reach revision \(finalRevision) (it saw \(stream.events.last?.revision ?? 0))")
+            }
+        }
         let path = options.historyPath
             ?? (temporary.map { $0 + "/history.jsonl" } ?? "/tmp/keyper-verify-history-\(options.seed).jsonl")
         try Self.write(operations, to: path)
@@ -314,7 +347,9 @@ public final class Verifier: Sendable {
     }
 
     /// After the faults: every key read once more, linearizably, so a lost write shows.
-    private func finalReads(endpoints: [String]) async throws {
+    /// Returns the highest store revision those reads saw.
+    private func finalReads(endpoints: [String]) async throws -> UInt64 {
+        var revision: UInt64 = 0
         let keys = (0..<options.keys).map { options.prefix + "k\($0)" } + (0..<options.registers).map { options.prefix + "cas/r\($0)" }
         for key in keys {
             var done = false
@@ -325,6 +360,7 @@ public final class Verifier: Sendable {
                    result.status == 200 || result.status == 404 {
                     record(ClientOperation(key: key, kind: .read, value: result.status == 200 ? result.text : nil,
                                        callTime: call, returnTime: now, outcome: .ok))
+                    revision = max(revision, result.header("X-Keyper-Revision").flatMap { UInt64($0) } ?? 0)
                     done = true
                 } else {
                     try await Task.sleep(for: .milliseconds(250))
@@ -332,6 +368,7 @@ public final class Verifier: Sendable {
             }
             guard done else { throw VerifyError("no node answered a final read of \(key)") }
         }
+        return revision
     }
 
     // MARK: Nemesis

@@ -34,4 +34,29 @@ struct VerifyTests {
         // "a" was written again (indeterminately) after "b": reading "a" at the end is fine.
         #expect(Verifier.lostWrites(overwritten).isEmpty)
     }
+
+    @Test("the watch check flags an event twice or out of order, a missing revision, a stream that disagrees, a missed write")
+    func watchCheck() {
+        typealias Op = KeyperHistory.ClientOperation
+        func put(_ revision: UInt64, _ value: String, index: Int? = nil) -> WatchedEvent {
+            WatchedEvent(revision: revision, index: index, kind: "put", key: "k", value: value)
+        }
+        let history = [Op(key: "k", kind: .write, value: "a", callTime: 1, returnTime: 2, outcome: .ok),
+                       Op(key: "k", kind: .write, value: "b", callTime: 3, returnTime: 4, outcome: .ok),
+                       Op(key: "k", kind: .write, value: "c", callTime: 5, returnTime: 6, outcome: .ok),
+                       Op(key: "k", kind: .write, value: "x", callTime: 5, returnTime: 6, outcome: .failed)]
+        let good = [put(1, "a"), put(2, "b", index: 0), put(2, "b2"), put(3, "c")]
+        #expect(Verifier.watchViolations([("one", good, []), ("two", good, [])], history: history).isEmpty)
+        let twice = [put(1, "a"), put(2, "b", index: 0), put(2, "b", index: 0), put(2, "b2"), put(3, "c")]
+        #expect(Verifier.watchViolations([("one", twice, [])], history: history).first?.contains("out of order or twice") == true)
+        let gap = [put(1, "a"), put(3, "c")]
+        #expect(Verifier.watchViolations([("one", good, []), ("two", gap, [])], history: history).contains { $0.contains("revision 2 is missing") })
+        #expect(Verifier.watchViolations([("one", good, []), ("two", gap, [1])], history: history).isEmpty)  // a recorded restart
+        let different = [put(1, "a"), put(2, "b", index: 0), put(2, "zz"), put(3, "c")]
+        #expect(Verifier.watchViolations([("one", good, []), ("two", different, [])], history: history).contains { $0.contains("another stream saw") })
+        let failedSeen = good + [put(4, "x")]
+        #expect(Verifier.watchViolations([("one", failedSeen, [])], history: history).contains { $0.contains("failed was watched") })
+        #expect(Verifier.watchViolations([("one", Array(good.prefix(1)) + [put(2, "b2"), put(3, "c")], [])], history: history)
+            .contains { $0.contains("no stream saw the acknowledged write of k=b") })
+    }
 }
