@@ -30,6 +30,8 @@ public struct BenchOptions: Sendable {
     public var seed: UInt64 = UInt64.random(in: 0...UInt64.max)
     /// An answer slower than this closes the connection and counts as an error.
     public var requestTimeout: Duration = .seconds(10)
+    /// Watch streams on `prefix` held open during the timed run, counting what they receive.
+    public var watchers = 0
 
     public init() {}
 }
@@ -64,6 +66,10 @@ public struct BenchResult: Sendable {
     public var preload: (keys: UInt64, elapsed: Duration)?
     /// Only a preload ran (``BenchOptions/preloadOnly``): the counts are its writes.
     public var preloadOnly = false
+    /// With watchers: the events they received during the timed run, and the streams the
+    /// server ended (lagging) or that broke.
+    public var watchEvents: UInt64 = 0
+    public var watchersEnded: UInt64 = 0
 
     public var all: OperationStats {
         var all = reads
@@ -119,6 +125,7 @@ public enum LoadGenerator {
             return result
         }
 
+        let watches = options.watchers > 0 ? try await WatchLoad.open(count: options.watchers, options: options, group: group) : nil
         let workload = Workload(options: options, value: value, phase: .timed)
         let start = ContinuousClock.now
         let stop = NIODeadline.now() + .nanoseconds(Int64(options.duration.components.seconds) * 1_000_000_000
@@ -128,6 +135,11 @@ public enum LoadGenerator {
         result.elapsed = ContinuousClock.now - start
         result.preload = preloaded.map { (keys: $0.writes.ok, elapsed: $0.elapsed) }
         reporter?.cancel()
+        if let watches {
+            result.watchEvents = watches.events.load(ordering: .relaxed)
+            result.watchersEnded = watches.ended.load(ordering: .relaxed)
+            await watches.close()
+        }
         return result
     }
 

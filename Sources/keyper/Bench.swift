@@ -21,6 +21,8 @@ struct Bench: AsyncParsableCommand {
               keyper bench --keys 10000000 --preload-only
               keyper bench --keys 10000000 --no-preload --duration 30s
             Grow it to 20 million later with --keys 20000000 --preload-only --preload-from 10000000.
+            With 1,000 watch streams on the prefix, counting the events they receive:
+              keyper bench --watchers 1000 --duration 10s
             Every write's value differs from the last (its first 16 bytes change), as real updates do.
             """)
 
@@ -60,6 +62,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("preload-from"), help: "Preload only the keys from this number on (the rest were loaded before).")
     var preloadFrom = 0
 
+    @Option(help: "Watch streams on --prefix held open during the timed run; reports the events they receive.")
+    var watchers = 0
+
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
@@ -68,6 +73,7 @@ struct Bench: AsyncParsableCommand {
 
     func validate() throws {
         guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+        guard watchers >= 0 else { throw ValidationError("--watchers must not be negative") }
         guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
         guard valueBytes >= 0 else { throw ValidationError("--value-bytes must not be negative") }
         guard (0...1).contains(readRatio) else { throw ValidationError("--read-ratio must be between 0 and 1") }
@@ -102,6 +108,7 @@ struct Bench: AsyncParsableCommand {
         options.preload = preload || preloadOnly || (!noPreload && readRatio > 0)
         options.preloadOnly = preloadOnly
         options.preloadFrom = preloadFrom
+        options.watchers = watchers
         if let seed { options.seed = seed }
 
         let interactive = isatty(STDERR_FILENO) == 1
@@ -162,6 +169,11 @@ enum BenchReport {
         if result.writes.latency.count > 0 { lines.append(row("writes", result.writes)) }
         lines.append("(milliseconds; count after the name)")
         if result.reads.notFound > 0 { lines.append("reads that found no value: \(result.reads.notFound)") }
+        if options.watchers > 0 {
+            lines.append("watch events: \(result.watchEvents) to \(options.watchers) watchers = "
+                + "\(format(Double(result.watchEvents) / Swift.max(result.elapsed.seconds, 0.001), 0)) events/s; "
+                + "streams ended by the server or broken: \(result.watchersEnded)")
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -190,7 +202,7 @@ enum BenchReport {
         }
         let options = result.options
         let endpoints = options.endpoints.map { "\"http://\($0.host):\($0.port)\"" }.joined(separator: ",")
-        return #"{"endpoints":[\#(endpoints)],"connections":\#(options.connections),"value_bytes":\#(options.valueBytes),"keys":\#(options.keys),"read_ratio":\#(options.readRatio),"consistency":"\#(options.consistency.rawValue)","elapsed_s":\#(format(result.elapsed.seconds, 3)),"preload_only":\#(result.preloadOnly),"preload_keys":\#(result.preload?.keys ?? 0),"preload_s":\#(format(result.preload?.elapsed.seconds ?? 0, 3)),"requests":\#(result.requests),"throughput":\#(format(result.throughput, 1)),"errors":\#(result.errors),"connection_errors":\#(result.connectionErrors),"all":\#(stats(result.all)),"reads":\#(stats(result.reads)),"writes":\#(stats(result.writes))}"#
+        return #"{"endpoints":[\#(endpoints)],"connections":\#(options.connections),"value_bytes":\#(options.valueBytes),"keys":\#(options.keys),"read_ratio":\#(options.readRatio),"consistency":"\#(options.consistency.rawValue)","elapsed_s":\#(format(result.elapsed.seconds, 3)),"preload_only":\#(result.preloadOnly),"preload_keys":\#(result.preload?.keys ?? 0),"preload_s":\#(format(result.preload?.elapsed.seconds ?? 0, 3)),"requests":\#(result.requests),"throughput":\#(format(result.throughput, 1)),"errors":\#(result.errors),"connection_errors":\#(result.connectionErrors),"watchers":\#(options.watchers),"watch_events":\#(result.watchEvents),"watchers_ended":\#(result.watchersEnded),"all":\#(stats(result.all)),"reads":\#(stats(result.reads)),"writes":\#(stats(result.writes))}"#
     }
 
     static func milliseconds(_ nanoseconds: UInt64) -> String { format(Double(nanoseconds) / 1e6, 3) }

@@ -39,6 +39,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     public init(node: Node, configuration: NodeConfiguration) {
         self.node = node
         self.configuration = configuration
+        node.changes.setEncoder { Array(WatchAPI.sse($0).utf8) }
     }
 
     /// Every route, the JSON error middleware on each: `/v1/keys` and `/v1/keys/{key}` served

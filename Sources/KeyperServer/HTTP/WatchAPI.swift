@@ -66,9 +66,10 @@ enum WatchAPI {
             streaming: while true {
                 switch await watcher.next() {
                 case .events(let events):
-                    var buffer = ByteBuffer()
-                    for event in events { buffer.writeString(Self.sse(event)) }
-                    try await writer.write(buffer)
+                    var bytes: [UInt8] = []
+                    bytes.reserveCapacity(events.reduce(0) { $0 + ($1.encoded?.count ?? 256) })
+                    for event in events { bytes += event.encoded ?? Array(Self.sse(event).utf8) }
+                    try await writer.write(ByteBuffer(bytes: bytes))
                 case .idle(let revision):
                     try await writer.write(ByteBuffer(string: ": progress revision=\(revision)\n\n"))
                 case .ended(let reason):

@@ -18,6 +18,9 @@ public struct KVEvent: Sendable, Equatable {
     /// several, in the order it applied them), and how many there are.
     public var index = 0
     public var count = 1
+    /// The event as a watch stream sends it, made once for all watchers
+    /// (``ChangeFeed/setEncoder(_:)``); nil when no watcher was following it then.
+    public var encoded: [UInt8]?
 
     public var revision: UInt64 { revisions.mod }
 
@@ -115,6 +118,20 @@ public final class ChangeFeed: Sendable {
 
     public let limits: Limits
     private let state: Mutex<State>
+    /// The encoder, boxed: a closure kept in a generic container and read back is wrapped in
+    /// conversion thunks each time (perf showed chains of them taking most of a leader's CPU).
+    private final class Encoder: Sendable {
+        let encode: @Sendable (KVEvent) -> [UInt8]
+        init(_ encode: @escaping @Sendable (KVEvent) -> [UInt8]) { self.encode = encode }
+    }
+    private let encoder = Mutex<Encoder?>(nil)
+
+    /// How a watch stream sends an event: published events are encoded once, when some
+    /// watcher follows them, instead of once per watcher.
+    public func setEncoder(_ encode: @escaping @Sendable (KVEvent) -> [UInt8]) {
+        let boxed = Encoder(encode)
+        encoder.withLock { $0 = boxed }
+    }
 
     init(revision: UInt64, limits: Limits) {
         self.limits = limits
@@ -186,6 +203,10 @@ public final class ChangeFeed: Sendable {
 
     /// A batch's events (in revision order) and the store revision after it.
     func publish(_ events: [KVEvent], revision: UInt64) {
+        var events = events
+        if let encoder = encoder.withLock({ $0 }), watcherCount > 0 {
+            for position in events.indices { events[position].encoded = encoder.encode(events[position]) }
+        }
         let wake = state.withLock { (state: inout State) -> [Watcher] in
             state.revision = revision
             guard !events.isEmpty else { return [] }
