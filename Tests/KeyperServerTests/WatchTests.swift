@@ -125,6 +125,8 @@ struct WatchTests {
                 ("/v1/watch?key=a&start_revision=-1", [:], "invalid_revision"),
                 ("/v1/watch?key=a", [.lastEventID: "x"], "invalid_revision"),
                 ("/v1/watch?key=a", [.lastEventID: "3:"], "invalid_revision"),
+                ("/v1/watch?key=a", [.lastEventID: "18446744073709551615"], "invalid_revision"),
+                ("/v1/watch?key=a", [.lastEventID: "1:9223372036854775807"], "invalid_revision"),
             ]
             for (uri, headers, code) in bad {
                 try await client.execute(uri: uri, method: .get, headers: headers) {

@@ -94,11 +94,11 @@ enum WatchAPI {
     static func start(_ request: Request) throws(APIError) -> WatchStart? {
         if let last = request.headers[.lastEventID] {
             let parts = last.split(separator: ":", omittingEmptySubsequences: false)
-            guard let revision = parts.first.flatMap({ UInt64($0) }), parts.count <= 2 else {
+            guard let revision = parts.first.flatMap({ UInt64($0) }), revision < UInt64.max, parts.count <= 2 else {
                 throw APIError.badRequest("invalid_revision", "Last-Event-ID must be an event id this API sent, such as 42 or 42:0 (got \(last))")
             }
             if parts.count == 2 {
-                guard let index = Int(parts[1]), index >= 0 else {
+                guard let index = Int(parts[1]), index >= 0, index < Int(Int32.max) else {
                     throw APIError.badRequest("invalid_revision", "Last-Event-ID must be an event id this API sent, such as 42 or 42:0 (got \(last))")
                 }
                 return WatchStart(revision: revision, skip: index + 1)
@@ -170,6 +170,7 @@ struct WatchProgress: Service {
                 feed.wakeIdle()
             }
         }
-        feed.endWatchers()
+        // Streams end, and none starts while the server drains.
+        feed.close()
     }
 }

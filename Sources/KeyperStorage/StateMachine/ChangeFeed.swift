@@ -32,7 +32,7 @@ public struct KVEvent: Sendable, Equatable {
     }
 
     /// Bytes it holds, for the history's and a watcher's bounds.
-    var bytes: Int { key.count + value.count + 64 }
+    var bytes: Int { key.count + value.count + (encoded?.count ?? 0) + 64 }
 }
 
 /// Which keys a watch follows.
@@ -265,8 +265,8 @@ public final class ChangeFeed: Sendable {
         for watcher in ended { watcher.end(.compacted(compactRevision: revision)) }
     }
 
-    /// Ends every watcher; later watches are refused.
-    func close() {
+    /// Ends every watcher; later watches are refused (a server shutting down, a store closed).
+    public func close() {
         state.withLock { $0.closed = true }
         endWatchers()
     }
@@ -332,16 +332,19 @@ public final class Watcher: Sendable {
 
     var hasEnded: Bool { state.withLock { $0.ended != nil } }
 
-    /// Queues `events`; past the bounds the watcher ends instead. Whether a waiter should be
-    /// woken.
+    /// Queues `events`; past the bounds the watcher ends instead, unless it had taken
+    /// everything before (a resumed watch's backlog, or one revision larger than the bounds,
+    /// goes out whole: ending it would only make the client ask for the same again). Whether
+    /// a waiter should be woken.
     func deliver(_ events: [KVEvent]) -> Bool {
         let events = events.filter { $0.revision > start.revision || ($0.revision == start.revision && $0.index >= start.skip) }
         guard !events.isEmpty else { return false }
         return state.withLock { state in
             guard state.ended == nil else { return false }
+            let caughtUp = state.queue.isEmpty
             state.queue += events
             state.bytes += events.reduce(0) { $0 + $1.bytes }
-            if state.queue.count > limits.watcherEvents || state.bytes > limits.watcherBytes {
+            if !caughtUp, state.queue.count > limits.watcherEvents || state.bytes > limits.watcherBytes {
                 state.ended = .lagging(events: state.queue.count)
                 state.queue = []
                 state.bytes = 0
@@ -375,6 +378,10 @@ public final class Watcher: Sendable {
     /// Cancelling the calling task cancels the watcher.
     public func next() async -> Delivery {
         while true {
+            // Read before looking at the queue: every event up to this revision is queued by
+            // now (publishing queues a revision's events before it releases the feed), so an
+            // idle answer never claims a revision whose events are still to come.
+            let published = feed.revisions.current
             let ready = state.withLock { state -> Delivery? in
                 if !state.queue.isEmpty {
                     defer {
@@ -392,7 +399,7 @@ public final class Watcher: Sendable {
                 return nil
             }
             switch ready {
-            case .idle?: return .idle(revision: feed.revisions.current)
+            case .idle?: return .idle(revision: published)
             case let ready?: return ready
             case nil: break
             }

@@ -266,7 +266,11 @@ extension KVWriteResult {
         func revisions() throws(WireError) -> KeyRevisions {
             KeyRevisions(create: try reader.readVarint(), mod: try reader.readVarint(), version: try reader.readVarint())
         }
-        func count() throws(WireError) -> Int { try reader.readCount(field: "result count", limit: bytes.count) }
+        /// A number of keys (no bound from the encoding's size: a prefix delete of a million
+        /// keys encodes in a few bytes).
+        func count() throws(WireError) -> Int { try reader.readCount(field: "result count", limit: Int(Int32.max)) }
+        /// A number of items that follow in the encoding, each at least a byte.
+        func items() throws(WireError) -> Int { try reader.readCount(field: "result count", limit: bytes.count) }
         let tagOffset = reader.position
         switch try reader.readUInt8() {
         case 1:
@@ -281,7 +285,7 @@ extension KVWriteResult {
             let succeeded = try reader.readBool()
             let revision = try reader.readVarint()
             var results: [KVTransactionOperationResult] = []
-            for _ in 0..<(try count()) {
+            for _ in 0..<(try items()) {
                 let operationOffset = reader.position
                 switch try reader.readUInt8() {
                 case 1: results.append(.put(try revisions()))
@@ -296,7 +300,7 @@ extension KVWriteResult {
                     }
                 case 5:
                     var entries: [(key: [UInt8], value: KVStore.VersionedValue)] = []
-                    for _ in 0..<(try count()) {
+                    for _ in 0..<(try items()) {
                         let key = try reader.readLengthPrefixed()
                         let found = try revisions()
                         entries.append((key, KVStore.VersionedValue(value: try reader.readLengthPrefixed(), revisions: found)))
