@@ -175,4 +175,40 @@ struct IdempotencyTests {
             copy.close()
         }
     }
+
+    @Test("every kind of write result survives being remembered: encode then decode gives it back (seeded)")
+    func resultRoundTrip() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var random = SplitMix64(seed: seed)
+        func revisions() -> KeyRevisions {
+            KeyRevisions(create: random.next() >> UInt64(random.next(below: 64)), mod: random.next() >> UInt64(random.next(below: 64)),
+                         version: random.next() >> UInt64(random.next(below: 64)))
+        }
+        func bytes() -> [UInt8] { (0..<random.next(below: 40)).map { _ in UInt8(truncatingIfNeeded: random.next()) } }
+        func count() -> Int { [0, 1, 7, 1_000_000, Int(Int32.max)][random.next(below: 5)] }
+        for _ in 0..<500 {
+            let result: KVWriteResult
+            switch random.next(below: 5) {
+            case 0: result = .applied(revision: random.next(), key: random.next(below: 2) == 0 ? nil : revisions())
+            case 1: result = .conditionFailed(modRevision: random.next())
+            case 2: result = .deletedPrefix(count: count(), revision: random.next())
+            case 3: result = .alreadyApplied(revision: random.next())
+            default:
+                var operations: [KVTransactionOperationResult] = []
+                for _ in 0..<random.next(below: 6) {
+                    switch random.next(below: 5) {
+                    case 0: operations.append(.put(revisions()))
+                    case 1: operations.append(.delete(count: random.next(below: 2)))
+                    case 2: operations.append(.deletePrefix(count: count()))
+                    case 3: operations.append(.get(random.next(below: 2) == 0 ? nil : KVStore.VersionedValue(value: bytes(), revisions: revisions())))
+                    default:
+                        let entries = (0..<random.next(below: 4)).map { _ in (key: bytes(), value: KVStore.VersionedValue(value: bytes(), revisions: revisions())) }
+                        operations.append(.list(entries: entries, nextAfter: random.next(below: 2) == 0 ? nil : bytes()))
+                    }
+                }
+                result = .transaction(KVTransactionResult(succeeded: random.next(below: 2) == 0, revision: random.next(), results: operations))
+            }
+            #expect(try KVWriteResult(decoding: result.encoded()) == result, "seed \(seed): \(result)")
+        }
+    }
 }
