@@ -84,6 +84,8 @@ public protocol KeyValueNode: Sendable {
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health
+    /// Whether the node should get traffic now (`GET /readyz`): stricter than ``health()``.
+    func readiness() async -> Health
     /// What `GET /metrics` exports.
     var metrics: NodeMetrics { get }
     /// The applied index a stale read reflects (`X-Keyper-Applied-Index`), when there is one.
@@ -102,6 +104,8 @@ public protocol KeyValueNode: Sendable {
 
 extension KeyValueNode {
     public var appliedIndex: UInt64? { nil }
+
+    public func readiness() async -> Health { await health() }
 
     @discardableResult
     public func put(_ key: [UInt8], value: [UInt8], condition: KVCondition? = nil) async throws -> KVWriteResult {

@@ -64,6 +64,9 @@ struct Keyper: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Option(name: .customLong("log-format"), help: "text, or json (one object per line, for log shippers).")
+    var logFormat = "text"
+
     @Option(name: .customLong("max-value-bytes"), help: "Largest value accepted; larger PUTs get 413.")
     var valueBytesMax = 1024 * 1024
 
@@ -77,6 +80,7 @@ struct Keyper: AsyncParsableCommand {
     var watchProgressInterval = "5s"
 
     func validate() throws {
+        guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format must be text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -116,7 +120,13 @@ struct Keyper: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -163,6 +163,10 @@ struct ClusterTests {
             let status = try await leader.status()
             #expect(status.members?.map(\.role) == ["voter", "voter", "voter"])
             #expect(status.warnings == nil)
+            for node in cluster.nodes.values {
+                let ready = await node.readiness()
+                #expect(ready.healthy && ready.reason.contains("applied through"), "\(node.configuration.nodeID): \(ready.reason)")
+            }
             await cluster.stopAll()
         }
     }

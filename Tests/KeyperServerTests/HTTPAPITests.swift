@@ -529,12 +529,15 @@ struct HTTPAPITests {
         }
     }
 
-    @Test("health answers 200 and join is refused without Raft")
+    @Test("health, liveness and readiness answer 200; join is refused without Raft")
     func healthAndJoin() async throws {
         try await withAPI { client in
             try await client.execute(uri: "/v1/health", method: .get) {
                 #expect($0.status == .ok)
                 #expect($0.text.contains(#""status":"ok""#))
+            }
+            for uri in ["/livez", "/readyz"] {
+                try await client.execute(uri: uri, method: .get) { #expect($0.status == .ok && $0.text.contains(#""status":"ok""#), "\(uri)") }
             }
             try await client.execute(uri: "/v1/join", method: .post,
                                      body: ByteBuffer(string: #"{"node_id":"node2","raft_addr":"127.0.0.1:12001"}"#)) {

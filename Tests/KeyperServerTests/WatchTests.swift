@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import HTTPTypes
 import Hummingbird
@@ -225,6 +226,30 @@ struct WatchProcessTests {
             #expect(ending.contains("event: error"), "\(ending)")
             #expect(await process.exited() == 0)
             open.close()
+        }
+    }
+
+    @Test("--log-format json writes one JSON object per line; /livez and /readyz answer")
+    func jsonLogsAndProbes() async throws {
+        guard KeyperProcess.binaryIsBuilt() else { return }
+        try await withTemporaryDirectory { dir in
+            let process = try KeyperProcess(arguments: ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:0", "--log-format", "json"],
+                                            logPath: dir + "/node.log")
+            try await process.waitUntilListening()
+            try await withClient(process) { client in
+                for uri in ["/livez", "/readyz"] {
+                    let response = try await client.execute(.init(uri, method: .get))
+                    #expect(response.status == .ok, "\(uri)")
+                }
+            }
+            process.signal(SIGTERM)
+            #expect(await process.exited() == 0)
+            let lines = try String(contentsOfFile: dir + "/node.log", encoding: .utf8).split(separator: "\n")
+            #expect(lines.count >= 3)
+            for line in lines {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                #expect(object?["time"] is String && object?["level"] is String && object?["message"] is String, "\(line)")
+            }
         }
     }
 }

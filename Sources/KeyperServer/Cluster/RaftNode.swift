@@ -404,6 +404,25 @@ public final class RaftNode: KeyValueNode {
         guard let leader = state.status.leader else { return Health(healthy: false, reason: "no leader") }
         return Health(healthy: true, reason: "leader is \(leader)")
     }
+
+    /// Entries this node may have committed and not yet applied and still be ready.
+    static let readyLagEntries: UInt64 = 1_000
+
+    /// Healthy, a member of the cluster it serves (not still joining), and caught up: what it
+    /// committed, applied to within ``readyLagEntries``.
+    public func readiness() async -> Health {
+        let health = await health()
+        guard health.healthy else { return health }
+        let state = published.state.withLock { $0 }
+        guard state.status.configuration.members.contains(state.status.id) else {
+            return Health(healthy: false, reason: "not a member of the cluster yet (joining)")
+        }
+        let lag = state.status.commit.rawValue - min(state.status.commit.rawValue, state.appliedIndex.rawValue)
+        guard lag <= Self.readyLagEntries else {
+            return Health(healthy: false, reason: "applying: \(lag) committed entries not applied yet (ready within \(Self.readyLagEntries))")
+        }
+        return Health(healthy: true, reason: "\(health.reason); applied through \(state.appliedIndex.rawValue)")
+    }
 }
 
 /// Lets the transport's receiver, created before the engine, reach it.

@@ -67,7 +67,9 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     private func respond(to request: Request, route: Route, context: BasicRequestContext) async throws -> Response {
         switch (route, request.method) {
         case (.status, _): return try await status()
-        case (.health, _): return await health()
+        case (.health, _): return Self.healthResponse(await node.health())
+        case (.live, _): return Self.healthResponse(Health(healthy: true, reason: "serving"))
+        case (.ready, _): return Self.healthResponse(await node.readiness())
         case (.metrics, _):
             node.metrics.watchers.record(node.changes.watcherCount)
             var headers = HTTPFields()
@@ -525,8 +527,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         try Self.json(try await node.status())
     }
 
-    private func health() async -> Response {
-        let health = await node.health()
+    /// `{"status": "ok" | "unhealthy", "reason"}`, 200 or 503.
+    private static func healthResponse(_ health: Health) -> Response {
         let body = #"{"status":"# + JSONText.quoted(health.healthy ? "ok" : "unhealthy")
             + #","reason":"# + JSONText.quoted(health.reason) + "}\n"
         var headers = HTTPFields()

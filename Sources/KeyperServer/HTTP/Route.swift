@@ -7,6 +7,8 @@ enum Route: CaseIterable, Sendable {
     case key
     case status
     case health
+    case live
+    case ready
     case metrics
     case join
     case member
@@ -23,6 +25,8 @@ enum Route: CaseIterable, Sendable {
         case .key: "/v1/keys/{key}"
         case .status: "/v1/status"
         case .health: "/v1/health"
+        case .live: "/livez"
+        case .ready: "/readyz"
         case .metrics: "/metrics"
         case .join: "/v1/join"
         case .member: "/v1/members/{id}"
@@ -36,7 +40,7 @@ enum Route: CaseIterable, Sendable {
     /// The methods it answers (`HEAD` wherever `GET` is).
     var methods: [HTTPRequest.Method] {
         switch self {
-        case .status, .health, .metrics: [.get, .head]
+        case .status, .health, .metrics, .live, .ready: [.get, .head]
         case .watch: [.get, .head]
         case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
