@@ -14,6 +14,15 @@ func withAPI(
     configure: (inout NodeConfiguration) -> Void = { _ in },
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
+    try await withNodeAPI(setup, configure: configure) { client, _ in try await body(client) }
+}
+
+/// ``withAPI(_:configure:_:)`` with the node at hand.
+func withNodeAPI(
+    _ setup: TestingSetup = .router,
+    configure: (inout NodeConfiguration) -> Void = { _ in },
+    _ body: @escaping @Sendable (any TestClientProtocol, StandaloneNode) async throws -> Void
+) async throws {
     try await withTemporaryDirectory { dir in
         var configuration = NodeConfiguration()
         configuration.dataDirectory = dir + "/data"
@@ -24,7 +33,7 @@ func withAPI(
         let app = Application(
             router: KeyperAPI(node: node, configuration: configuration).makeRouter(),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await app.test(setup) { client in try await body(client) }
+        try await app.test(setup) { client in try await body(client, node) }
     }
 }
 

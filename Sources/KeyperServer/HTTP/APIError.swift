@@ -54,8 +54,8 @@ extension APIError {
 }
 
 /// Minimal JSON string escaping (RFC 8259 §7), for the few hand-built bodies on hot or error paths.
-enum JSONText {
-    static func quoted(_ text: String) -> String {
+package enum JSONText {
+    package static func quoted(_ text: String) -> String {
         // Most text needs no escape: then it is copied whole (a scalar-by-scalar copy was most
         // of a watch stream's CPU).
         if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {

@@ -303,11 +303,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             headers[.keyperRevision] = String(revision)
             if let key { headers[.eTag] = "\"\(key.mod)\"" }
             return Response(status: .noContent, headers: headers)
-        case .deletedPrefix(_, let revision):
-            var headers = HTTPFields()
-            headers[.keyperRevision] = String(revision)
-            return Response(status: .noContent, headers: headers)
-        case .transaction, .replayed, .idempotencyKeyReused, .alreadyApplied:
+        case .deletedPrefix, .transaction, .replayed, .idempotencyKeyReused, .alreadyApplied:
             throw APIError.internalError("a write of one key answered with \(result)")
         case .conditionFailed(let current):
             var error = APIError(.preconditionFailed, code: "revision_mismatch",
