@@ -19,22 +19,18 @@ package struct RequestID: Hashable, Sendable, CustomStringConvertible {
 ///
 /// Layout: version (`UInt8`), requester node id (string), sequence (varint), the change
 /// (``KVWrite/encodeChange(to:)``); in version 2 and 3 then the condition
-/// (``KVWrite/encodeCondition(to:)``); in version 3 then the idempotency key (length-prefixed) and the time it was proposed at
-/// (varint, milliseconds of the Unix epoch). A put or delete without a condition or an
-/// idempotency key is written as version 1, so a node of an earlier release still reads it;
-/// one with either as the oldest version that carries it (a node of an earlier release cannot
-/// apply those: upgrade every node before using them). Tags are persistent (they sit in every
-/// WAL): never renumber one.
+/// (``KVWrite/encodeCondition(to:)``); in version 3 then the idempotency key
+/// (length-prefixed) and the time it was proposed at (varint, milliseconds of the Unix
+/// epoch). A put or delete without a condition, an idempotency key or a lease is written as
+/// version 1, so a node of an earlier release still reads it; anything else as the oldest
+/// version that carries it (a node of an earlier release cannot apply those: upgrade every
+/// node before using them). Tags are persistent (they sit in every WAL): never renumber one.
 package struct Command: Equatable, Sendable {
     package var request: RequestID
     package var write: KVWrite
 
     package func encoded() -> [UInt8] {
-        let version: UInt8 = switch (write.change, write.condition, write.idempotency) {
-        case (_, _, _?): 3
-        case (.one, nil, nil): 1
-        default: 2
-        }
+        let version: UInt8 = write.idempotency != nil ? 3 : write.fitsFirstCommandFormat ? 1 : 2
         var writer = ByteWriter(capacity: 48 + write.byteCount)
         writer.writeUInt8(version)
         request.node.encode(to: &writer)

@@ -81,6 +81,15 @@ public protocol KeyValueNode: Sendable {
     var changes: ChangeFeed { get }
     /// Runs a transaction that only reads (``KVTransaction/isReadOnly``): no log entry.
     func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult
+    /// Renews a lease: the leader moves its deadline to a full TTL from now (a follower
+    /// forwards to it). Throws `lease_not_found` for a lease that does not exist or is expiring.
+    func keepAlive(lease id: UInt64) async throws -> LeaseStatus
+    /// A lease with its keys and the time it has left (the leader's; a follower asks it).
+    func lease(_ id: UInt64) async throws -> LeaseStatus
+    /// Every lease, with its key count.
+    func leases(consistency: ReadConsistency) async throws -> [LeaseInfo]
+    /// The smallest TTL a lease may be granted with, in seconds.
+    var leaseTTLSecondsMin: UInt64 { get }
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health

@@ -24,6 +24,11 @@ public final class NodeMetrics: Sendable {
     let idempotencyKeysReused: Metrics.Counter
     /// Watch streams open.
     let watchers: Metrics.Gauge
+    /// Leases in the state machine; those this node revoked as leader because their TTL
+    /// passed; keepalives it answered as leader.
+    let leases: Metrics.Gauge
+    let leasesExpired: Metrics.Counter
+    let leaseKeepAlives: Metrics.Counter
     /// The Raft replica's own metrics (Raft mode).
     let replica: ReplicaMetrics
 
@@ -51,6 +56,9 @@ public final class NodeMetrics: Sendable {
         idempotentReplays = Metrics.Counter(label: "keyper_idempotent_replays_total", factory: factory)
         idempotencyKeysReused = Metrics.Counter(label: "keyper_idempotency_key_reused_total", factory: factory)
         watchers = Metrics.Gauge(label: "keyper_watchers", factory: factory)
+        leases = Metrics.Gauge(label: "keyper_leases", factory: factory)
+        leasesExpired = Metrics.Counter(label: "keyper_leases_expired_total", factory: factory)
+        leaseKeepAlives = Metrics.Counter(label: "keyper_lease_keepalives_total", factory: factory)
         replica = ReplicaMetrics(factory: factory)
     }
 

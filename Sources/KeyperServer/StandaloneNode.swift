@@ -1,4 +1,5 @@
 import KeyperStorage
+import Logging
 
 /// A single node without Raft: the store, fsynced on every batch, is the only copy, so a write
 /// is acknowledged once its group commit is fsynced. Always its own leader.
@@ -9,6 +10,7 @@ public final class StandaloneNode: KeyValueNode {
     private let committer: GroupCommitter
     private let started = ContinuousClock.now
     public let metrics = NodeMetrics()
+    private let leaseService: LeaseService
 
     /// Opens (or creates) the data directory and its store.
     public init(configuration: NodeConfiguration) throws {
@@ -18,10 +20,17 @@ public final class StandaloneNode: KeyValueNode {
         store = try KVStore(path: directory.statePath, durability: .full, legacyDatabase: directory.legacyDatabasePath,
                             backgroundCompaction: true, changeLimits: configuration.changeLimits)
         committer = GroupCommitter(store: store, metrics: metrics, pendingWritesMax: configuration.pendingWritesMax)
+        leaseService = LeaseService(store: store, metrics: metrics, ttlSecondsMin: 1)
+        leaseService.start(leadership: { Self.term }, write: { [committer] in try await committer.commit($0) },
+                           logger: Logger(label: "keyper.leases"))
     }
+
+    /// A standalone node leads alone, always in this term.
+    private static let term: UInt64 = 1
 
     /// Closes the store. Call after the HTTP server stopped taking requests.
     public func close() {
+        leaseService.stop()
         store.close()
         directory.release()
     }
@@ -47,6 +56,20 @@ public final class StandaloneNode: KeyValueNode {
 
     public func read(_ transaction: KVTransaction, consistency: ReadConsistency) async throws -> KVTransactionResult {
         do { return try await DiskReads.pool.runIfActive { try self.store.read(transaction) } } catch { throw StorageFailure.map(error) }
+    }
+
+    public var leaseTTLSecondsMin: UInt64 { leaseService.ttlSecondsMin }
+
+    public func keepAlive(lease id: UInt64) async throws -> LeaseStatus {
+        try leaseService.keepAlive(id, term: Self.term)
+    }
+
+    public func lease(_ id: UInt64) async throws -> LeaseStatus {
+        try leaseService.status(id)
+    }
+
+    public func leases(consistency: ReadConsistency) async throws -> [LeaseInfo] {
+        try leaseService.all()
     }
 
     public func status() async throws -> NodeStatus {

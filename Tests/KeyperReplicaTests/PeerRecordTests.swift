@@ -86,6 +86,34 @@ struct PeerRecordTests {
         #expect(throws: WireError.self) { try Command(decoding: unknownCondition) }
     }
 
+    @Test("lease commands (grant, revoke, a put with a lease, with a condition and a key) are version 2 or 3 and round-trip; truncations are refused")
+    func leaseCommands() throws {
+        let request = RequestID(node: NodeID("n"), sequence: 5)
+        let token = IdempotencyToken(key: Array("k".utf8), time: 1)
+        let writes = [
+            KVWrite(.grantLease(id: (1 << 53) - 1, ttlSeconds: 10)),
+            KVWrite(.revokeLease(id: 1)),
+            KVWrite(.put(key: [1], value: [2, 3]), lease: 42),
+            KVWrite(.put(key: [1], value: []), condition: .modRevision(0), lease: 1 << 60),
+            KVWrite(.put(key: [1], value: [2]), idempotency: token, lease: 7),
+        ]
+        for write in writes {
+            let bytes = Command(request: request, write: write).encoded()
+            #expect(bytes.first == (write.idempotency == nil ? 2 : 3))
+            #expect(try Command(decoding: bytes).write == write)
+            for length in 0..<bytes.count {
+                #expect(throws: WireError.self) { try Command(decoding: Array(bytes[..<length])) }
+            }
+        }
+        // A lease changes the fingerprint: a retry must name the same lease.
+        #expect(KVWrite(.put(key: [1], value: [2]), lease: 7).fingerprint != KVWrite(.put(key: [1], value: [2]), lease: 8).fingerprint)
+        #expect(KVWrite(.put(key: [1], value: [2]), lease: 7).fingerprint != KVWrite(.put(key: [1], value: [2])).fingerprint)
+        // Version 1 knows no lease operation.
+        var grant = Command(request: request, write: KVWrite(.grantLease(id: 1, ttlSeconds: 5))).encoded()
+        grant[0] = 1
+        #expect(throws: WireError.self) { try Command(decoding: grant) }
+    }
+
     @Test("a transaction command round-trips every comparison and operation; a malformed one is refused, never trusted")
     func transactionCommands() throws {
         let request = RequestID(node: NodeID("n"), sequence: 3)

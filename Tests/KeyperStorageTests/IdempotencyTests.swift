@@ -188,11 +188,14 @@ struct IdempotencyTests {
         func count() -> Int { [0, 1, 7, 1_000_000, Int(Int32.max)][random.next(below: 5)] }
         for _ in 0..<500 {
             let result: KVWriteResult
-            switch random.next(below: 5) {
+            switch random.next(below: 8) {
             case 0: result = .applied(revision: random.next(), key: random.next(below: 2) == 0 ? nil : revisions())
             case 1: result = .conditionFailed(modRevision: random.next())
             case 2: result = .deletedPrefix(count: count(), revision: random.next())
             case 3: result = .alreadyApplied(revision: random.next())
+            case 4: result = .leaseNotFound(random.next())
+            case 5: result = .leaseExists(random.next())
+            case 6: result = .revoked(count: count(), revision: random.next())
             default:
                 var operations: [KVTransactionOperationResult] = []
                 for _ in 0..<random.next(below: 6) {

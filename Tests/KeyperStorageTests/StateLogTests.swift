@@ -6,10 +6,11 @@ import Testing
 
 @Suite("State machine segments: rolling, garbage collection, recovery")
 struct StateLogTests {
-    /// Random puts, deletes and member changes over a small key space, in small segments, with
-    /// garbage collection between them; the store must agree with a model throughout and
-    /// after a reopen (deletes carried through collected segments never let a key come back).
-    @Test("garbage collection keeps every live key and every delete, across reopen", arguments: [3, 17, 90])
+    /// Random puts (some with leases), deletes, member changes and lease grants and revokes
+    /// over a small key space, in small segments, with garbage collection between them; the
+    /// store must agree with a model throughout and after a reopen (deletes carried through
+    /// collected segments never let a key come back; a moved put never changes a key's lease).
+    @Test("garbage collection keeps every live key, every delete and every lease, across reopen", arguments: [3, 17, 90])
     func collectionAgreesWithModel(seed: UInt64) throws {
         try withTemporaryDirectory { dir in
             let path = dir + "/state"
@@ -18,34 +19,62 @@ struct StateLogTests {
             var revisions: [[UInt8]: KeyRevisions] = [:]
             var revision: UInt64 = 0
             var members: [String: MemberRecord] = [:]
+            var leases: [UInt64: UInt64] = [:]
+            var owners: [[UInt8]: UInt64] = [:]
             var random = SplitMix64(seed: seed)
             var collected = 0
             for step in 1...4_000 {
                 let key: [UInt8] = Array("k\(random.next(below: 60))".utf8)
+                let lease = UInt64(random.next(below: 8) + 1)
                 switch random.next(below: 100) {
-                case 0..<55:
+                case 0..<50:
                     let value = (0..<random.next(below: 120)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-                    try store.apply([.put(key: key, value: value)], appliedIndex: UInt64(step))
+                    let leased = random.next(below: 3) == 0
+                    let result = try store.apply([KVWrite(.put(key: key, value: value), lease: leased ? lease : nil)], appliedIndex: UInt64(step))
+                    if leased && leases[lease] == nil {
+                        #expect(result == [.leaseNotFound(lease)], "seed \(seed) step \(step)")
+                        continue
+                    }
+                    owners[key] = leased ? lease : nil
                     model[key] = value
                     revision += 1
                     revisions[key] = KeyRevisions(create: revisions[key]?.create ?? revision, mod: revision,
                                                   version: (revisions[key]?.version ?? 0) + 1)
-                case 55..<85:
+                case 50..<75:
                     try store.apply([.delete(key: key)], appliedIndex: UInt64(step))
                     if model.removeValue(forKey: key) != nil { revision += 1 }
                     revisions[key] = nil
-                case 85..<88:
+                    owners[key] = nil
+                case 75..<80:
+                    let result = try store.apply([KVWrite(.grantLease(id: lease, ttlSeconds: lease * 10))], appliedIndex: UInt64(step))
+                    #expect(result == [leases[lease] == nil ? .applied(revision: revision, key: nil) : .leaseExists(lease)], "seed \(seed) step \(step)")
+                    if leases[lease] == nil { leases[lease] = lease * 10 }
+                case 80..<82:
+                    let result = try store.apply([KVWrite(.revokeLease(id: lease))], appliedIndex: UInt64(step))
+                    guard leases.removeValue(forKey: lease) != nil else {
+                        #expect(result == [.leaseNotFound(lease)], "seed \(seed) step \(step)")
+                        continue
+                    }
+                    let attached = owners.filter { $0.value == lease }.keys
+                    for key in attached {
+                        model[key] = nil
+                        revisions[key] = nil
+                        owners[key] = nil
+                    }
+                    if !attached.isEmpty { revision += 1 }
+                    #expect(result == [.revoked(count: attached.count, revision: revision)], "seed \(seed) step \(step)")
+                case 82..<85:
                     let member = MemberRecord(id: "n\(random.next(below: 4))", raftAddress: "r\(step)", httpAddress: "h\(step)")
                     try store.apply([.setMember(id: member.id, raftAddress: member.raftAddress, httpAddress: member.httpAddress,
                                                 promote: member.promote)], appliedIndex: UInt64(step))
                     members[member.id] = member
-                case 88..<90:
+                case 85..<87:
                     let id = "n\(random.next(below: 4))"
                     try store.apply([.removeMember(id: id)], appliedIndex: UInt64(step))
                     members[id] = nil
-                case 90..<96:
+                case 87..<94:
                     while try store.collectGarbage() { collected += 1 }
-                case 96..<97:
+                case 94..<95:
                     try store.makeDurable()
                     store.close()
                     store = try KVStore(path: path, durability: .normal, cacheBytes: 1_024, segmentBytes: 4_096)
@@ -53,6 +82,7 @@ struct StateLogTests {
                     #expect(try store.get(key) == model[key], "seed \(seed) step \(step)")
                     let versioned = try store.getVersioned(key)
                     #expect(versioned.value?.revisions == revisions[key] && versioned.revision == revision, "seed \(seed) step \(step)")
+                    #expect(try store.lease(ofKey: key) == owners[key], "seed \(seed) step \(step)")
                 }
             }
             while try store.collectGarbage() { collected += 1 }
@@ -69,6 +99,12 @@ struct StateLogTests {
             }
             #expect(try reopened.revision() == revision)
             #expect(try reopened.members() == members.values.sorted { $0.id < $1.id })
+            for id in UInt64(1)...8 {
+                let keys = owners.filter { $0.value == id }.keys.sorted { $0.lexicographicallyPrecedes($1) }
+                #expect(try reopened.lease(id) == leases[id].map { LeaseInfo(id: id, ttlSeconds: $0, keys: keys, keyCount: keys.count) },
+                        "seed \(seed) lease \(id)")
+            }
+            #expect(leases.count > 0 && owners.count > 0, "seed \(seed): the run ended with no leased key")
             #expect(try reopened.appliedIndex() == 4_000)
             // Space stays bounded by about twice what is live.
             let usage = try reopened.diskUsage()
@@ -377,7 +413,7 @@ struct StateLogTests {
         "00000000030000000000000002000000000000000100000078",
     ]
 
-    @Test("a format-1 segment is read as it was written; new records go to a format-2 segment after it; both survive a reopen")
+    @Test("a format-1 segment is read as it was written; new records go to a segment of this build's format after it; both survive a reopen")
     func formatOneIsRead() throws {
         try withTemporaryDirectory { dir in
             let path = dir + "/state"
@@ -403,7 +439,7 @@ struct StateLogTests {
             #expect(first == [.applied(revision: 4, key: KeyRevisions(create: 4, mod: 4, version: 1))])
             store.close()
             #expect(try KVStore.segmentIDs(in: path) == [1, 2])
-            #expect(try SegmentScanner.formatVersion(of: SegmentFile(id: 2, path: path + "/" + StateLog.fileName(2), create: false)) == 2)
+            #expect(try SegmentScanner.formatVersion(of: SegmentFile(id: 2, path: path + "/" + StateLog.fileName(2), create: false)) == StateLog.formatVersion)
             let reopened = try KVStore(path: path, durability: .normal)
             try check(reopened)
             #expect(try reopened.apply([write]) == [.replayed(first[0])])
@@ -422,7 +458,7 @@ struct StateLogTests {
                 _ = try KVStore(path: path, durability: .full)
             } throws: { error in
                 let text = "\(error)"
-                return text.contains("segment format 7") && text.contains("newer") && text.contains("reads formats 1 to 2")
+                return text.contains("segment format 7") && text.contains("newer") && text.contains("reads formats 1 to 3")
             }
         }
     }

@@ -32,6 +32,7 @@ public final class RaftNode: KeyValueNode {
     /// The port peer traffic is accepted on (the real one when `--raft-addr` asked for port 0).
     public let raftPort: Int
     private let joinTask = Mutex<Task<Void, Never>?>(nil)
+    let leaseService: LeaseService
 
     private init(configuration: NodeConfiguration, cluster: ClusterConfiguration, engine: RaftEngine, store: KVStore,
                  transport: PeerTransport, directory: DataDirectory, published: PublishedBox, metrics: NodeMetrics,
@@ -46,6 +47,9 @@ public final class RaftNode: KeyValueNode {
         self.metrics = metrics
         self.logger = logger
         self.raftPort = raftPort
+        // etcd's floor: one and a half election timeouts, in whole seconds.
+        let floorMs = 3 * cluster.electionTicks * cluster.tickMs / 2
+        leaseService = LeaseService(store: store, metrics: metrics, ttlSecondsMin: UInt64(max(1, (floorMs + 999) / 1000)))
     }
 
     /// Opens the data directory and the log, bootstraps a single-node cluster on an empty one
@@ -92,6 +96,9 @@ public final class RaftNode: KeyValueNode {
         do {
             let node = try assemble(configuration: configuration, cluster: cluster, disk: disk, transport: transport,
                                     engineBox: engineBox, logger: logger)
+            node.leaseService.start(leadership: { [published = node.published] in
+                published.state.withLock { $0.status.role == .leader ? $0.status.term.rawValue : nil }
+            }, write: { try await node.write($0) }, logger: logger)
             logger.notice("raft node started", metadata: [
                 "raft": "\(cluster.advertisedRaftAddress)", "cluster": "\(node.published.state.withLock { $0.clusterID })",
             ])
@@ -204,7 +211,7 @@ public final class RaftNode: KeyValueNode {
         return Array((body + "}").utf8)
     }
 
-    /// Sends a membership request to the leader's HTTP API when this node is a follower that
+    /// Sends a membership or lease request to the leader's HTTP API when this node is a follower that
     /// knows where the leader is; nil when this node should handle it itself.
     private func forwardToLeader(_ method: HTTPMethodName, _ path: String, body: [UInt8]? = nil) async throws -> HTTPResult? {
         let (leaderHTTP, isLeader) = published.state.withLock { state in
@@ -234,6 +241,7 @@ public final class RaftNode: KeyValueNode {
     /// Stops peer traffic and the loop, then closes the log and the store.
     public func close() async {
         joinTask.withLock { $0?.cancel() }
+        leaseService.stop()
         await transport.stop()
         await engine.shutdown()
         store.close()
@@ -365,6 +373,35 @@ public final class RaftNode: KeyValueNode {
         ])
     }
 
+    // MARK: Leases
+
+    /// This node's term while it leads, else nil.
+    private var leadership: UInt64? {
+        published.state.withLock { $0.status.role == .leader ? $0.status.term.rawValue : nil }
+    }
+
+    public var leaseTTLSecondsMin: UInt64 { leaseService.ttlSecondsMin }
+
+    public func keepAlive(lease id: UInt64) async throws -> LeaseStatus {
+        if let answer = try await forwardToLeader(.post, "/v1/leases/\(id)/keepalive") { return try LeaseJSON.decode(answer.body) }
+        try await readBarrier()
+        guard let term = leadership else {
+            throw APIError(.serviceUnavailable, code: "not_leader", "this node stopped leading during the keepalive; retry")
+        }
+        return try leaseService.keepAlive(id, term: term)
+    }
+
+    public func lease(_ id: UInt64) async throws -> LeaseStatus {
+        if let answer = try await forwardToLeader(.get, "/v1/leases/\(id)") { return try LeaseJSON.decode(answer.body) }
+        try await readBarrier()
+        return try leaseService.status(id)
+    }
+
+    public func leases(consistency: ReadConsistency) async throws -> [LeaseInfo] {
+        if consistency == .linearizable { try await readBarrier() }
+        return try leaseService.all()
+    }
+
     public func status() async throws -> NodeStatus {
         let state = published.state.withLock { $0 }
         let keys: Int
@@ -440,12 +477,13 @@ final class EngineBox: Sendable {
     }
 }
 
-/// The methods membership calls are forwarded with.
+/// The methods membership and lease calls are forwarded with.
 enum HTTPMethodName {
-    case post, delete
+    case get, post, delete
 
     var nio: HTTPMethod {
         switch self {
+        case .get: .GET
         case .post: .POST
         case .delete: .DELETE
         }

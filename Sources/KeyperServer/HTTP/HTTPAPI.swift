@@ -22,6 +22,8 @@ extension HTTPField.Name {
     /// On the answer to a retry the store remembered: nothing was applied again; this is the
     /// first attempt's answer.
     static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
+    /// The lease a `PUT …?ttl=` granted for its key.
+    static let keyperLease = HTTPField.Name("X-Keyper-Lease")!
 }
 
 /// The `/v1` HTTP API, in front of any ``KeyValueNode``.
@@ -72,6 +74,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.ready, _): return Self.healthResponse(await node.readiness())
         case (.metrics, _):
             node.metrics.watchers.record(node.changes.watcherCount)
+            if let leases = try? await node.leases(consistency: .stale) { node.metrics.leases.record(leases.count) }
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.exposition())))
@@ -82,6 +85,11 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.leaderTransfer, _): return try await transfer(request)
         case (.transaction, _): return try await transaction(request)
         case (.watch, _): return try WatchAPI.stream(request, feed: node.changes, keyBytesMax: configuration.keyBytesMax)
+        case (.leases, .post): return try await LeaseAPI.grant(request, node: node)
+        case (.leases, _): return try await LeaseAPI.list(consistency: try Self.consistency(request), node: node)
+        case (.lease, .delete): return try await LeaseAPI.revoke(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
+        case (.lease, _): return try await LeaseAPI.show(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
+        case (.leaseKeepAlive, _): return try await LeaseAPI.keepAlive(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.debugFaults, .post): return try await faults(request)
         case (.debugFaults, _):
             try node.setFaults(dropTo: [], dropFrom: [])
@@ -207,11 +215,39 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         "{" + EntryJSON.fields(key: key, found) + #","revision":\#(revision)}"# + "\n"
     }
 
+    /// `?lease=ID` attaches the key to a lease; `?ttl=30s` grants a lease for it first (its
+    /// id in `X-Keyper-Lease`; revoked again if the put changes nothing).
     private func put(_ key: [UInt8], _ request: Request) async throws -> Response {
         let body = try await Self.body(of: request, limit: configuration.valueBytesMax, tooLarge: Self.valueTooLarge)
         let condition = try Self.condition(request)
-        let write = KVWrite(.put(key: key, value: Array(buffer: body)), condition: condition, idempotency: try Self.idempotency(request))
-        return try written(await node.write(write))
+        var write = KVWrite(.put(key: key, value: Array(buffer: body)), condition: condition, idempotency: try Self.idempotency(request))
+        var granted: UInt64?
+        if request.uri.query != nil {
+            let query = request.uri.queryParameters
+            if query["lease"] != nil && query["ttl"] != nil {
+                throw APIError.badRequest("conflicting_lease", "give lease (an existing lease) or ttl (a new one for this key), not both")
+            }
+            if let text = query["lease"] { write.lease = try LeaseAPI.id(text) }
+            if let text = query["ttl"] {
+                let ttl = try LeaseAPI.ttlSeconds(String(text), minimum: node.leaseTTLSecondsMin)
+                guard write.idempotency == nil else {
+                    throw APIError.badRequest("invalid_idempotency_key", "a put with ttl= grants a new lease each time: use an Idempotency-Key with lease= instead")
+                }
+                granted = try await LeaseAPI.grant(ttlSeconds: ttl, id: nil, node: node)
+                write.lease = granted
+            }
+        }
+        let result = try await node.write(write)
+        guard let granted else { return try written(result) }
+        do {
+            var response = try written(result)
+            response.headers[.keyperLease] = String(granted)
+            return response
+        } catch {
+            // The put changed nothing: its lease has no reason to live.
+            _ = try? await node.write(KVWrite(.revokeLease(id: granted)))
+            throw error
+        }
     }
 
     /// `DELETE /v1/keys?prefix=P`: every key under the prefix, in one change. An empty (or
@@ -303,7 +339,9 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
             headers[.keyperRevision] = String(revision)
             if let key { headers[.eTag] = "\"\(key.mod)\"" }
             return Response(status: .noContent, headers: headers)
-        case .deletedPrefix, .transaction, .replayed, .idempotencyKeyReused, .alreadyApplied:
+        case .leaseNotFound(let id):
+            throw APIError.leaseNotFound(id)
+        case .deletedPrefix, .transaction, .replayed, .idempotencyKeyReused, .alreadyApplied, .leaseExists, .revoked:
             throw APIError.internalError("a write of one key answered with \(result)")
         case .conditionFailed(let current):
             var error = APIError(.preconditionFailed, code: "revision_mismatch",

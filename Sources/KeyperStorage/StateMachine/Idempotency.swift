@@ -182,10 +182,10 @@ extension KVWriteResult {
     /// The store revision the result names (0 for a failed condition, which names none).
     var revision: UInt64 {
         switch self {
-        case .applied(let revision, _), .deletedPrefix(_, let revision), .alreadyApplied(let revision): revision
+        case .applied(let revision, _), .deletedPrefix(_, let revision), .alreadyApplied(let revision), .revoked(_, let revision): revision
         case .transaction(let result): result.revision
         case .replayed(let result): result.revision
-        case .conditionFailed, .idempotencyKeyReused: 0
+        case .conditionFailed, .idempotencyKeyReused, .leaseNotFound, .leaseExists: 0
         }
     }
 
@@ -194,7 +194,8 @@ extension KVWriteResult {
     /// succeeded, revision, the results (a count, then each a tag: 1 put revisions, 2 delete
     /// count, 3 prefix delete count, 4 get: found, then value and revisions, 5 list: a count of
     /// entries, each key, revisions, value, then whether a cursor follows, and it); 5 applied
-    /// earlier: revision. Persistent (idempotency records in the files): never renumber.
+    /// earlier: revision; 6 lease not found: the id; 7 lease exists: the id; 8 revoked: count,
+    /// revision. Persistent (idempotency records in the files): never renumber.
     func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 48)
         func revisions(_ revisions: KeyRevisions) {
@@ -252,6 +253,16 @@ extension KVWriteResult {
             }
         case let .alreadyApplied(revision):
             writer.writeUInt8(5)
+            writer.writeVarint(revision)
+        case let .leaseNotFound(id):
+            writer.writeUInt8(6)
+            writer.writeVarint(id)
+        case let .leaseExists(id):
+            writer.writeUInt8(7)
+            writer.writeVarint(id)
+        case let .revoked(count, revision):
+            writer.writeUInt8(8)
+            writer.writeVarint(UInt64(count))
             writer.writeVarint(revision)
         case .replayed(let result):
             return result.encoded()
@@ -313,6 +324,13 @@ extension KVWriteResult {
             self = .transaction(KVTransactionResult(succeeded: succeeded, revision: revision, results: results))
         case 5:
             self = .alreadyApplied(revision: try reader.readVarint())
+        case 6:
+            self = .leaseNotFound(try reader.readVarint())
+        case 7:
+            self = .leaseExists(try reader.readVarint())
+        case 8:
+            let count = try count()
+            self = .revoked(count: count, revision: try reader.readVarint())
         default:
             throw .invalidValue(field: "write result", offset: tagOffset)
         }

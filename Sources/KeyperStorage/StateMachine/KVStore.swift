@@ -16,6 +16,12 @@ public enum KVOperation: Hashable, Sendable {
     /// learner).
     case setMember(id: String, raftAddress: String, httpAddress: String, promote: Bool)
     case removeMember(id: String)
+    /// A new lease (refused at apply if the id is taken: ``KVWriteResult/leaseExists(_:)``).
+    case grantLease(id: UInt64, ttlSeconds: UInt64)
+    /// Deletes the lease's keys (one revision) and the lease.
+    case revokeLease(id: UInt64)
+    /// Attaches a key to a lease (0: to none). Not a client's write: applying a put records it.
+    case attachLease(key: [UInt8], lease: UInt64)
 }
 
 /// A cluster member's addresses as the state machine holds them.
@@ -57,10 +63,15 @@ public struct KVWrite: Hashable, Sendable {
     /// The client's idempotency key: a write with the key of one the store still remembers
     /// is not applied again, and answers that one's result (``KVWriteResult/replayed(_:)``).
     public var idempotency: IdempotencyToken?
+    /// For a put: the lease its key is attached to (the put fails with
+    /// ``KVWriteResult/leaseNotFound(_:)`` if there is no such lease). A put without one
+    /// detaches the key from any lease, as in etcd.
+    public var lease: UInt64?
 
-    public init(_ operation: KVOperation, condition: KVCondition? = nil, idempotency: IdempotencyToken? = nil) {
+    public init(_ operation: KVOperation, condition: KVCondition? = nil, idempotency: IdempotencyToken? = nil, lease: UInt64? = nil) {
         self.init(change: .one(operation), condition: condition)
         self.idempotency = idempotency
+        self.lease = lease
     }
 
     private init(change: Change, condition: KVCondition?) {
@@ -97,6 +108,13 @@ public enum KVWriteResult: Equatable, Sendable {
     /// What a retry learns of a first attempt whose result was too large to remember (a
     /// transaction that read much): it was applied, at this store revision.
     case alreadyApplied(revision: UInt64)
+    /// A put named, or a revoke asked for, a lease that does not exist: nothing changed.
+    case leaseNotFound(UInt64)
+    /// A grant of an id already taken: nothing changed.
+    case leaseExists(UInt64)
+    /// A revoke: how many keys it deleted, and the store revision after (one more than
+    /// before when it deleted any).
+    case revoked(count: Int, revision: UInt64)
 
     /// The transaction's result (only for a transaction's write).
     public var transactionResult: KVTransactionResult {
@@ -221,6 +239,7 @@ public final class KVStore: Sendable {
         var members: [String: MemberRecord] = [:]
         /// Writes with idempotency keys, remembered for their retries.
         var idempotency = IdempotencyTable()
+        var leases = LeaseTable()
         var applied: UInt64 = 0
         var durable: UInt64 = 0
         /// The store revision: one more for every put, and for every delete that removed a key.
@@ -237,6 +256,20 @@ public final class KVStore: Sendable {
 
         mutating func delete(_ key: [UInt8]) {
             if let old = index.remove(key)?.location { segments[old.segment]?.liveBytes -= Self.cost(key, old.length) }
+            leases.detach(key)
+        }
+
+        /// Applies a lease operation, or a membership change (a put or a delete is the caller's).
+        mutating func applyMetadata(_ operation: KVOperation) {
+            switch operation {
+            case let .setMember(id, raftAddress, httpAddress, promote):
+                members[id] = MemberRecord(id: id, raftAddress: raftAddress, httpAddress: httpAddress, promote: promote)
+            case let .removeMember(id): members[id] = nil
+            case let .grantLease(id, ttl): leases.grant(id, ttlSeconds: ttl)
+            case let .revokeLease(id): leases.revoke(id)
+            case let .attachLease(key, lease): leases.attach(key, to: lease)
+            case .put, .delete: preconditionFailure("not metadata: \(operation)")
+            }
         }
 
         /// What a batch does: the operations that go ahead, the revisions each of their puts
@@ -303,21 +336,42 @@ public final class KVStore: Sendable {
                 for (key, state) in changed where state != nil && key.starts(with: prefix) { keys.insert(key) }
                 return keys.sorted { $0.lexicographicallyPrecedes($1) }
             }
-            func put(_ key: [UInt8], _ value: [UInt8], at revision: UInt64) -> KeyRevisions {
+            // Leases granted and revoked earlier in the batch, and keys whose lease it changed (0: none).
+            var granted: Set<UInt64> = []
+            var revoked: Set<UInt64> = []
+            var owners: [[UInt8]: UInt64] = [:]
+            func leaseExists(_ id: UInt64) -> Bool {
+                !revoked.contains(id) && (granted.contains(id) || leases.ttl(of: id) != nil)
+            }
+            func owner(_ key: [UInt8]) -> UInt64 { owners[key] ?? leases.owner(of: key) ?? 0 }
+            /// The keys attached to `id` at this point of the batch, in order.
+            func keys(of id: UInt64) -> [[UInt8]] {
+                var keys = leases.keys(of: id).filter { owners[$0] == nil }
+                for (key, lease) in owners where lease == id { keys.insert(key) }
+                return keys.sorted { $0.lexicographicallyPrecedes($1) }
+            }
+            /// Puts the key, attached to `lease` (0: to none, detaching it from any it had).
+            func put(_ key: [UInt8], _ value: [UInt8], at revision: UInt64, lease: UInt64 = 0) -> KeyRevisions {
                 let previous = current(key)
                 let revisions = KeyRevisions(create: previous?.create ?? revision, mod: revision, version: (previous?.version ?? 0) + 1)
                 plan.operations.append(.put(key: key, value: value))
                 plan.puts.append(revisions)
                 plan.events.append(KVEvent(kind: .put, key: key, value: value, revisions: revisions))
                 changed[key] = .some(VersionedValue(value: value, revisions: revisions))
+                if owner(key) != lease {
+                    plan.operations.append(.attachLease(key: key, lease: lease))
+                    owners[key] = lease
+                }
                 return revisions
             }
             /// Deletes the key (a change at `revision` if it was there); whether it was there.
+            /// A deleted key belongs to no lease (applying the delete detaches it).
             func delete(_ key: [UInt8], at revision: UInt64) -> Bool {
                 let present = current(key) != nil
                 plan.operations.append(.delete(key: key))
                 if present { plan.events.append(KVEvent(kind: .delete, key: key, value: [], revisions: KeyRevisions(create: 0, mod: revision, version: 0))) }
                 changed[key] = .some(nil)
+                if owner(key) != 0 { owners[key] = 0 }
                 return present
             }
             /// A transaction's listing: the index's entries with the batch's changes over them.
@@ -382,6 +436,7 @@ public final class KVStore: Sendable {
                 }
                 switch operation {
                 case let .put(key, _), let .delete(key):
+                    if case .put = operation, let lease = write.lease, !leaseExists(lease) { return .done(.leaseNotFound(lease)) }
                     let previous = current(key)
                     let holds = switch write.condition {
                     case nil: true
@@ -391,7 +446,7 @@ public final class KVStore: Sendable {
                     guard holds else { return .done(.conditionFailed(modRevision: previous?.mod ?? 0)) }
                     if case let .put(_, value) = operation {
                         plan.revision += 1
-                        let revisions = put(key, value, at: plan.revision)
+                        let revisions = put(key, value, at: plan.revision, lease: write.lease ?? 0)
                         return .done(.applied(revision: plan.revision, key: revisions))
                     }
                     if delete(key, at: plan.revision + 1) { plan.revision += 1 }
@@ -399,6 +454,23 @@ public final class KVStore: Sendable {
                 case .setMember, .removeMember:
                     plan.operations.append(operation)
                     return .done(.applied(revision: plan.revision, key: nil))
+                case let .grantLease(id, _):
+                    guard id != 0, !leaseExists(id) else { return .done(.leaseExists(id)) }
+                    plan.operations.append(operation)
+                    granted.insert(id)
+                    revoked.remove(id)
+                    return .done(.applied(revision: plan.revision, key: nil))
+                case let .revokeLease(id):
+                    guard leaseExists(id) else { return .done(.leaseNotFound(id)) }
+                    let keys = keys(of: id)
+                    for key in keys { _ = delete(key, at: plan.revision + 1) }
+                    if !keys.isEmpty { plan.revision += 1 }
+                    plan.operations.append(operation)
+                    revoked.insert(id)
+                    granted.remove(id)
+                    return .done(.revoked(count: keys.count, revision: plan.revision))
+                case .attachLease:
+                    preconditionFailure("an attach is not a client's write: \(write)")
                 }
             }
 
@@ -447,17 +519,19 @@ public final class KVStore: Sendable {
                     case let .setMember(member): members[member.id] = member
                     case let .removeMember(id): members[id] = nil
                     case let .remember(record): idempotency.insert(record)
+                    case let .lease(operation): applyMetadata(operation)
                     }
                 }
                 if applied != 0 { self.applied = applied }
                 if revision != 0 { self.revision = revision }
                 idempotency.prune()
-            case let .checkpoint(_, applied, durable, revision, members, idempotency):
+            case let .checkpoint(_, applied, durable, revision, members, idempotency, leases):
                 self.applied = applied
                 self.durable = durable
                 self.revision = revision
                 self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
                 self.idempotency = idempotency
+                self.leases.replace(with: leases)
             case let .durable(index):
                 durable = index
             }
@@ -737,6 +811,32 @@ public final class KVStore: Sendable {
         try readTables { $0.members.values.sorted { $0.id < $1.id } }
     }
 
+    /// Every lease, by id, with its key count (not its keys).
+    public func leases() throws -> [LeaseInfo] {
+        try readTables { tables in tables.leases.all.map { LeaseInfo(id: $0.id, ttlSeconds: $0.ttlSeconds, keys: [], keyCount: tables.leases.keys(of: $0.id).count) } }
+    }
+
+    /// The lease with its keys, or nil when there is no such lease.
+    public func lease(_ id: UInt64) throws -> LeaseInfo? {
+        try readTables { $0.leases.info(id, withKeys: true) }
+    }
+
+    /// The lease a key is attached to, if any.
+    public func lease(ofKey key: [UInt8]) throws -> UInt64? {
+        try readTables { $0.leases.owner(of: key) }
+    }
+
+    /// A number that changes whenever a lease is granted or revoked, or the leases are
+    /// replaced (a snapshot installed): a reader of ``leaseTTLs()`` rereads only then.
+    public func leaseGeneration() throws -> UInt64 {
+        try readTables { $0.leases.generation }
+    }
+
+    /// Every lease's id and TTL, by id, and the ``leaseGeneration()`` they are of.
+    public func leaseTTLs() throws -> (leases: [(id: UInt64, ttlSeconds: UInt64)], generation: UInt64) {
+        try readTables { ($0.leases.all, $0.leases.generation) }
+    }
+
     /// The Raft index of the last entry applied.
     public func appliedIndex() throws -> UInt64 {
         try readTables { $0.applied }
@@ -805,9 +905,7 @@ public final class KVStore: Sendable {
                             tables.put(key, Entry(location: location, revisions: revisions[nextValue]))
                             nextValue += 1
                         case let .delete(key): tables.delete(key)
-                        case let .setMember(id, raftAddress, httpAddress, promote):
-                            tables.members[id] = MemberRecord(id: id, raftAddress: raftAddress, httpAddress: httpAddress, promote: promote)
-                        case let .removeMember(id): tables.members[id] = nil
+                        default: tables.applyMetadata(operation)
                         }
                     }
                     if let appliedIndex { tables.applied = appliedIndex }
@@ -826,7 +924,7 @@ public final class KVStore: Sendable {
                         defer { nextPut += 1 }
                         return (key, .value(value, revisions[nextPut]))
                     case let .delete(key): return (key, .absent)
-                    case .setMember, .removeMember: return nil
+                    default: return nil
                     }
                 }
                 cache.withLock { $0.applied(changes, revision: revision) }
@@ -861,7 +959,7 @@ public final class KVStore: Sendable {
         switch operation {
         case let .put(key, value): StateLog.operationOverhead + key.count + value.count
         case let .delete(key): StateLog.operationOverhead + key.count
-        case .setMember, .removeMember: 256
+        default: 256
         }
     }
 
@@ -900,12 +998,12 @@ public final class KVStore: Sendable {
         // Writeback of all but the last step's bytes is under way or done: a short wait.
         try writer.active.sync()
         writer.syncedLength = writer.length
-        let (applied, durable, revision, members, idempotency) = tables.withLock {
-            ($0.applied, $0.durable, $0.revision, Array($0.members.values), $0.idempotency)
+        let (applied, durable, revision, members, idempotency, leases) = tables.withLock {
+            ($0.applied, $0.durable, $0.revision, Array($0.members.values), $0.idempotency, $0.leases)
         }
         let id = writer.active.id + 1
         let header = StateLog.segmentHeader(base: false, applied: applied, durable: durable, revision: revision, members: members,
-                                            idempotency: idempotency)
+                                            idempotency: idempotency, leases: leases)
         let file = try createSegment(id: id, bytes: header)
         tables.withLock { tables in
             tables.segments[id] = SegmentInfo(file: file, bytes: header.count)
@@ -995,6 +1093,7 @@ public final class KVStore: Sendable {
                     tables.segments = [id: SegmentInfo(file: file, bytes: header.count)]
                     tables.members = [:]
                     tables.idempotency = IdempotencyTable()
+                    tables.leases.replace(with: LeaseTable())
                     (tables.applied, tables.durable, tables.revision, tables.activeID) = (0, 0, 0, id)
                 }
                 return tables.segments.values.map(\.file)
@@ -1020,18 +1119,18 @@ public final class KVStore: Sendable {
     /// active one; the bytes are copied after (sealed segments never change, and the active
     /// one only grows). The copy is not yet fsynced.
     public func copy(to destination: String) throws -> UInt64 {
-        let (files, activeLength, applied, revision, members, idempotency) = try writer.withLock { (writer: inout Writer?) throws in
+        let (files, activeLength, applied, revision, members, idempotency, leases) = try writer.withLock { (writer: inout Writer?) throws in
             guard let active = writer else { throw KVStoreClosedError(path: path) }
             return tables.withLock { tables in
                 (tables.segments.values.sorted { $0.file.id < $1.file.id }.map { ($0.file, $0.bytes) },
-                 active.length, tables.applied, tables.revision, Array(tables.members.values), tables.idempotency)
+                 active.length, tables.applied, tables.revision, Array(tables.members.values), tables.idempotency, tables.leases)
             }
         }
         let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard output >= 0 else { throw FileIOError(operation: "open", path: destination, errorNumber: errno) }
         defer { Glibc.close(output) }
         try FileIO.writeAll(output, StateLog.segmentHeader(base: true, applied: applied, durable: 0, revision: revision, members: members,
-                                                           idempotency: idempotency), path: destination)
+                                                           idempotency: idempotency, leases: leases), path: destination)
         for (file, bytes) in files {
             let end = file === files.last?.0 ? activeLength : bytes
             var offset = off_t(StateLog.magic.count)
@@ -1133,12 +1232,18 @@ public final class KVStore: Sendable {
             let nextID = id + 1
             let header = StateLog.segmentHeader(base: false, applied: installed.applied, durable: installed.durable,
                                                 revision: installed.revision, members: Array(installed.members.values),
-                                                idempotency: installed.idempotency)
+                                                idempotency: installed.idempotency, leases: installed.leases)
             let next = try createSegment(id: nextID, bytes: header)
             installed.segments[nextID] = SegmentInfo(file: next, bytes: header.count)
             installed.activeID = nextID
             let old = tables.withLock { tables in
-                defer { tables = installed }
+                defer {
+                    // The lease generation only moves forward, so the expiry clock sees the change.
+                    var leases = tables.leases
+                    leases.replace(with: installed.leases)
+                    installed.leases = leases
+                    tables = installed
+                }
                 return tables.segments.values.map(\.file)
             }
             writer = Writer(active: next, length: header.count)
@@ -1194,8 +1299,8 @@ public final class KVStore: Sendable {
                         case let .delete(key):
                             deletes.append(key)
                             pendingBytes += key.count
-                        case .setMember, .removeMember, .remember:
-                            break  // every later segment's checkpoint holds the members and the idempotency table
+                        case .setMember, .removeMember, .remember, .lease:
+                            break  // every later segment's checkpoint holds the members, the idempotency table and the leases
                         }
                     }
                     if pendingBytes >= 1 << 20 {
@@ -1346,7 +1451,7 @@ public final class KVStore: Sendable {
             case let .record(payload, payloadOffset):
                 let record = try decode(payload, payloadOffset: payloadOffset, path: file.path)
                 if first, requireBase {
-                    guard case .checkpoint(base: true, _, _, _, _, _) = record else {
+                    guard case .checkpoint(base: true, _, _, _, _, _, _) = record else {
                         throw StateLogError(path: file.path, offset: StateLog.magic.count, reason: "a snapshot must begin with a base checkpoint")
                     }
                 }
@@ -1374,7 +1479,7 @@ extension SegmentScanner {
     static func startsWithBase(_ file: SegmentFile) throws -> Bool {
         guard var scanner = try? SegmentScanner(file: file, length: file.size()),
               case let .record(payload, offset) = try scanner.next(),
-              case .checkpoint(base: true, _, _, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
+              case .checkpoint(base: true, _, _, _, _, _, _) = try? StateLog.decode(payload, payloadOffset: offset) else { return false }
         return true
     }
 

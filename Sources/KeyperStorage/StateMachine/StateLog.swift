@@ -9,24 +9,27 @@ import Glibc
 /// The on-disk format of the state machine's log (docs/storage-at-scale.md): segment files of
 /// CRC32C-framed records, appended and never changed.
 ///
-/// A segment file is the 8-byte magic `KEYPSEG2` (or `KEYPSEG1`: format 1 is format 2 without
-/// idempotency records, and is still read), then records. A record is its payload's
-/// length (u32, little-endian), the payload's CRC32C (u32), and the payload, whose first byte
-/// is its kind:
+/// A segment file is the 8-byte magic `KEYPSEG3` (or an older format, still read: format 2 is
+/// format 3 without leases, format 1 is format 2 without idempotency records), then records.
+/// A record is its payload's length (u32, little-endian), the payload's CRC32C (u32), and the
+/// payload, whose first byte is its kind:
 /// - a **batch** (kind 1): the applied index and the store revision it sets (0: unchanged),
 ///   then its operations; a put carries the key's revisions (``KeyRevisions``) with its value;
-///   a remember operation (format 2) an idempotency record (``IdempotencyRecord``);
+///   a remember operation (format 2) an idempotency record (``IdempotencyRecord``); lease
+///   operations (format 3) grant (id, TTL), revoke (id) or attach (key, lease; 0 detaches),
+///   and a delete detaches its key;
 /// - a **checkpoint** (kind 2): whether it is a base (nothing in older files counts), the
-///   applied and durable indexes, the store revision, every member, and (format 2) the
-///   idempotency table: the first record of every segment, so a segment's members and table
-///   never depend on older segments;
+///   applied and durable indexes, the store revision, every member, (format 2) the
+///   idempotency table and (format 3) the leases with their keys: the first record of every
+///   segment, so a segment's members and tables never depend on older segments (a put
+///   that garbage collection moves never changes a key's lease);
 /// - a **durable mark** (kind 3): the applied index an fsync made durable.
 ///
 /// Later records win. A snapshot file has the same format: a base checkpoint, then the
 /// records of every segment it copies.
 enum StateLog {
     /// The segment format this build writes and reads: the magic's last character.
-    static let formatVersion = 2
+    static let formatVersion = 3
     /// The oldest format this build still reads.
     static let oldestFormatVersion = 1
     static let magicPrefix: [UInt8] = Array("KEYPSEG".utf8)
@@ -45,6 +48,9 @@ enum StateLog {
         case setMember = 3
         case removeMember = 4
         case remember = 5
+        case grantLease = 6
+        case revokeLease = 7
+        case attachLease = 8
     }
 
     /// Bytes one put takes in a batch beyond its key and value (the tag, two lengths and the
@@ -118,6 +124,18 @@ enum StateLog {
             case let .removeMember(id):
                 writer.writeUInt8(Tag.removeMember.rawValue)
                 writer.writeString(id)
+            case let .grantLease(id, ttl):
+                writer.writeUInt8(Tag.grantLease.rawValue)
+                writer.writeUInt64(id)
+                writer.writeUInt64(ttl)
+            case let .revokeLease(id):
+                writer.writeUInt8(Tag.revokeLease.rawValue)
+                writer.writeUInt64(id)
+            case let .attachLease(key, lease):
+                writer.writeUInt8(Tag.attachLease.rawValue)
+                writer.writeUInt32(UInt32(key.count))
+                writer.writeRaw(key)
+                writer.writeUInt64(lease)
             }
         }
         for record in remembered {
@@ -127,7 +145,7 @@ enum StateLog {
     }
 
     static func encodeCheckpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
-                                 idempotency: IdempotencyTable, into writer: inout ByteWriter) {
+                                 idempotency: IdempotencyTable, leases: LeaseTable, into writer: inout ByteWriter) {
         writer.writeUInt8(Kind.checkpoint.rawValue)
         writer.writeBool(base)
         writer.writeUInt64(applied)
@@ -141,16 +159,17 @@ enum StateLog {
             writer.writeBool(member.promote)
         }
         idempotency.encode(to: &writer)
+        leases.encode(to: &writer)
     }
 
     /// A new segment's bytes: the magic and its checkpoint.
     static func segmentHeader(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
-                              idempotency: IdempotencyTable = IdempotencyTable()) -> [UInt8] {
+                              idempotency: IdempotencyTable = IdempotencyTable(), leases: LeaseTable = LeaseTable()) -> [UInt8] {
         var writer = ByteWriter(capacity: 256)
         writer.writeRaw(magic)
         appendRecord(to: &writer) {
             encodeCheckpoint(base: base, applied: applied, durable: durable, revision: revision, members: members,
-                             idempotency: idempotency, into: &$0)
+                             idempotency: idempotency, leases: leases, into: &$0)
         }
         return writer.bytes
     }
@@ -162,7 +181,7 @@ enum StateLog {
     enum Record {
         case batch(applied: UInt64, revision: UInt64, operations: [Operation])
         case checkpoint(base: Bool, applied: UInt64, durable: UInt64, revision: UInt64, members: [MemberRecord],
-                        idempotency: IdempotencyTable)
+                        idempotency: IdempotencyTable, leases: LeaseTable)
         case durable(UInt64)
     }
 
@@ -173,6 +192,8 @@ enum StateLog {
         case setMember(MemberRecord)
         case removeMember(id: String)
         case remember(IdempotencyRecord)
+        /// A grant, a revoke or an attach (format 3).
+        case lease(KVOperation)
     }
 
     /// Decodes a payload that passed its CRC; `payloadOffset` is where it lies in its file.
@@ -213,6 +234,13 @@ enum StateLog {
                     operations.append(.removeMember(id: try reader.readString()))
                 case .remember:
                     operations.append(.remember(try IdempotencyRecord(from: &reader)))
+                case .grantLease:
+                    operations.append(.lease(.grantLease(id: try reader.readUInt64(), ttlSeconds: try reader.readUInt64())))
+                case .revokeLease:
+                    operations.append(.lease(.revokeLease(id: try reader.readUInt64())))
+                case .attachLease:
+                    let key = try reader.readRaw(count: Int(try reader.readUInt32()))
+                    operations.append(.lease(.attachLease(key: key, lease: try reader.readUInt64())))
                 }
             }
             try reader.expectEnd()
@@ -229,11 +257,12 @@ enum StateLog {
                 members.append(MemberRecord(id: try reader.readString(), raftAddress: try reader.readString(),
                                             httpAddress: try reader.readString(), promote: try reader.readBool()))
             }
-            // Format 1 ends here.
+            // Format 1 ends here, format 2 after the idempotency table.
             let idempotency = reader.remaining == 0 ? IdempotencyTable() : try IdempotencyTable(from: &reader)
+            let leases = reader.remaining == 0 ? LeaseTable() : try LeaseTable(from: &reader)
             try reader.expectEnd()
             return .checkpoint(base: base, applied: applied, durable: durable, revision: revision, members: members,
-                               idempotency: idempotency)
+                               idempotency: idempotency, leases: leases)
         case .durable:
             let durable = try reader.readUInt64()
             try reader.expectEnd()

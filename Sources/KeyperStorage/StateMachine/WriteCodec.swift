@@ -5,14 +5,17 @@ import KeyperWire
 /// every WAL): never renumber one.
 extension KVWrite {
     /// The change: an operation tag (`UInt8`: 1 put, 2 delete, 3 delete every key with a
-    /// prefix, 4 transaction), then the key or prefix (length-prefixed), the value
-    /// (length-prefixed, put only), or the transaction (``KVTransaction/encode(to:)``).
+    /// prefix, 4 transaction, 5 grant a lease, 6 revoke a lease, 7 put with a lease), then the
+    /// key or prefix (length-prefixed), the value (length-prefixed, puts only), the
+    /// transaction (``KVTransaction/encode(to:)``), a lease id (varint: a revoke, a grant then
+    /// its TTL in seconds, a put with a lease after its value).
     package func encodeChange(to writer: inout ByteWriter) {
         switch change {
         case let .one(.put(key, value)):
-            writer.writeUInt8(1)
+            writer.writeUInt8(lease == nil ? 1 : 7)
             writer.writeLengthPrefixed(key)
             writer.writeLengthPrefixed(value)
+            if let lease { writer.writeVarint(lease) }
         case let .one(.delete(key)):
             writer.writeUInt8(2)
             writer.writeLengthPrefixed(key)
@@ -22,9 +25,17 @@ extension KVWrite {
         case let .transaction(transaction):
             writer.writeUInt8(4)
             transaction.encode(to: &writer)
-        case .one(.setMember), .one(.removeMember):
-            // Membership travels in configuration-change entries, never in client writes.
-            preconditionFailure("membership is not a client write: \(self)")
+        case let .one(.grantLease(id, ttl)):
+            writer.writeUInt8(5)
+            writer.writeVarint(id)
+            writer.writeVarint(ttl)
+        case let .one(.revokeLease(id)):
+            writer.writeUInt8(6)
+            writer.writeVarint(id)
+        case .one(.setMember), .one(.removeMember), .one(.attachLease):
+            // Membership travels in configuration-change entries, and attaches are what
+            // applying a put records: never client writes.
+            preconditionFailure("not a client write: \(self)")
         }
     }
 
@@ -56,6 +67,15 @@ extension KVWrite {
             self = .deletePrefix(try reader.readLengthPrefixed())
         case 4 where !onlyOneKey:
             self = .transaction(try KVTransaction(from: &reader))
+        case 5 where !onlyOneKey:
+            let id = try reader.readVarint()
+            self.init(.grantLease(id: id, ttlSeconds: try reader.readVarint()))
+        case 6 where !onlyOneKey:
+            self.init(.revokeLease(id: try reader.readVarint()))
+        case 7 where !onlyOneKey:
+            let key = try reader.readLengthPrefixed()
+            let value = try reader.readLengthPrefixed()
+            self.init(.put(key: key, value: value), lease: try reader.readVarint())
         default:
             throw .invalidValue(field: "command operation", offset: tagOffset)
         }
@@ -77,6 +97,15 @@ extension KVWrite {
 }
 
 extension KVWrite {
+    /// Whether the oldest command format (a put or a delete of one key, nothing more) holds it.
+    package var fitsFirstCommandFormat: Bool {
+        guard condition == nil, idempotency == nil, lease == nil else { return false }
+        switch change {
+        case .one(.put), .one(.delete): return true
+        default: return false
+        }
+    }
+
     package var byteCount: Int {
         switch change {
         case .one(let operation): operation.byteCount
@@ -215,8 +244,8 @@ extension KVOperation {
     package var byteCount: Int {
         switch self {
         case let .put(key, value): key.count + value.count
-        case let .delete(key): key.count
-        case .setMember, .removeMember: 0
+        case let .delete(key), let .attachLease(key, _): key.count
+        case .setMember, .removeMember, .grantLease, .revokeLease: 0
         }
     }
 }
