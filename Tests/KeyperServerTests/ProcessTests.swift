@@ -258,7 +258,7 @@ func status(of process: KeyperProcess) async throws -> [String: Any] {
 }
 
 extension ProcessTests {
-    @Test("three processes: --join through a follower, kill -9 the leader, a new leader, nothing lost, rejoin")
+    @Test("three processes: --join through a follower, kill -9 the leader, a new leader, nothing lost, a lease kept through followers outlives the failover, then expires everywhere; rejoin")
     func threeProcessFailover() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
@@ -288,6 +288,23 @@ extension ProcessTests {
                 let put = try await client.execute(.init("/v1/keys/k", method: .put, body: ByteBuffer(string: "v1")))
                 #expect(put.status == .noContent)
             }
+            // A lease granted through a follower, a key attached through the other, kept alive
+            // through a follower (which forwards to the leader).
+            let lease = try await withClient(processes[2]!) { client in
+                let grant = try await client.execute(.init("/v1/leases", method: .post, body: ByteBuffer(string: #"{"ttl":"5s"}"#)))
+                #expect(grant.status == .created)
+                return try #require(jsonNumber(String(buffer: grant.body ?? ByteBuffer()), "id").map { UInt64($0) })
+            }
+            try await withClient(processes[3]!) { client in
+                let put = try await client.execute(.init("/v1/keys/leased?lease=\(lease)", method: .put, body: ByteBuffer(string: "l")))
+                #expect(put.status == .noContent)
+                let show = try await client.execute(.init("/v1/leases/\(lease)", method: .get))
+                #expect(show.status == .ok && String(buffer: show.body ?? ByteBuffer()).contains(#""keys":["leased"]"#))
+            }
+            try await withClient(processes[2]!) { client in
+                let keepAlive = try await client.execute(.init("/v1/leases/\(lease)/keepalive", method: .post))
+                #expect(keepAlive.status == .ok, "\(String(buffer: keepAlive.body ?? ByteBuffer()))")
+            }
             processes[1]!.signal(SIGKILL)
             _ = await processes[1]!.exited()
             let killed = ContinuousClock.now
@@ -310,12 +327,29 @@ extension ProcessTests {
                     #expect(put.status == .noContent)
                 }
             }
+            // The new leader gave the lease a full TTL: it is alive, and keepalives through
+            // the follower reach the new leader. Then left alone, it expires on every node.
+            let follower = newLeader == 2 ? 3 : 2
+            try await withClient(processes[follower]!) { client in
+                let keepAlive = try await client.execute(.init("/v1/leases/\(lease)/keepalive", method: .post))
+                #expect(keepAlive.status == .ok, "the lease did not survive the failover: \(String(buffer: keepAlive.body ?? ByteBuffer()))")
+            }
+            let keptAlive = ContinuousClock.now
+            for index in [2, 3] {
+                try await waitFor("the lease to expire on node\(index)") {
+                    try await withClient(processes[index]!) { client in
+                        try await client.execute(.init("/v1/keys/leased", method: .get)).status == .notFound
+                    }
+                }
+            }
+            #expect(ContinuousClock.now - keptAlive >= .seconds(5), "the lease expired before its TTL")
             processes[1] = try KeyperProcess(arguments: arguments(1), logPath: dir + "/node1-again.log")
             try await processes[1]!.waitUntilListening()
             try await waitFor("the old leader to catch up") {
                 try await withClient(processes[1]!) { client in
                     let get = try await client.execute(.init("/v1/keys/k3?consistency=stale", method: .get))
-                    return get.status == .ok
+                    let leased = try await client.execute(.init("/v1/keys/leased?consistency=stale", method: .get))
+                    return get.status == .ok && leased.status == .notFound
                 }
             }
         }
