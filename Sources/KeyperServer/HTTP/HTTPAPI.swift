@@ -90,6 +90,15 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.lease, .delete): return try await LeaseAPI.revoke(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.lease, _): return try await LeaseAPI.show(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.leaseKeepAlive, _): return try await LeaseAPI.keepAlive(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
+        case (.lock, _), (.election, _):
+            let kind: LockAPI.Kind = route == .lock ? .lock : .election
+            let name = try LockAPI.name(try context.parameters.require("name"), kind: kind)
+            switch request.method {
+            case .post: return try await LockAPI.campaign(request, kind: kind, name: name, valueBytesMax: configuration.valueBytesMax, node: node)
+            case .delete: return try await LockAPI.release(request, kind: kind, name: name, node: node)
+            case .put: return try await LockAPI.proclaim(request, name: name, valueBytesMax: configuration.valueBytesMax, node: node)
+            default: return try await LockAPI.show(request, kind: kind, name: name, node: node)
+            }
         case (.debugFaults, .post): return try await faults(request)
         case (.debugFaults, _):
             try node.setFaults(dropTo: [], dropFrom: [])
@@ -586,14 +595,15 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
 enum EntryJSON {
 /// `"key", "value" | "value_base64", "create_revision", "mod_revision", "version"`.
 static func fields(key: [UInt8], _ found: KVStore.VersionedValue) -> String {
-    let value = if let text = String(validating: found.value, as: UTF8.self) {
-        #""value":"# + JSONText.quoted(text)
-    } else {
-        #""value_base64":""# + Data(found.value).base64EncodedString() + "\""
-    }
     let revisions = found.revisions
-    return #""key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value
+    return #""key":"# + JSONText.quoted(String(decoding: key, as: UTF8.self)) + "," + value(found.value)
         + #","create_revision":\#(revisions.create),"mod_revision":\#(revisions.mod),"version":\#(revisions.version)"#
+}
+
+/// `"value": "…"` when the bytes are UTF-8, else `"value_base64": "…"`.
+static func value(_ bytes: [UInt8]) -> String {
+    if let text = String(validating: bytes, as: UTF8.self) { return #""value":"# + JSONText.quoted(text) }
+    return #""value_base64":""# + Data(bytes).base64EncodedString() + "\""
 }
 }
 

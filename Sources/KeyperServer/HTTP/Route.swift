@@ -18,6 +18,8 @@ enum Route: CaseIterable, Sendable {
     case leases
     case lease
     case leaseKeepAlive
+    case lock
+    case election
     case debugFaults
 
     /// The path, with `{name}` for a parameter (also the metric label: a fixed set, so keys
@@ -39,6 +41,8 @@ enum Route: CaseIterable, Sendable {
         case .leases: "/v1/leases"
         case .lease: "/v1/leases/{id}"
         case .leaseKeepAlive: "/v1/leases/{id}/keepalive"
+        case .lock: "/v1/locks/{name}"
+        case .election: "/v1/elections/{name}"
         case .debugFaults: "/v1/debug/faults"
         }
     }
@@ -55,6 +59,8 @@ enum Route: CaseIterable, Sendable {
         case .leases: [.get, .head, .post]
         case .lease: [.get, .head, .delete]
         case .leaseKeepAlive: [.post]
+        case .lock: [.get, .head, .post, .delete]
+        case .election: [.get, .head, .post, .put, .delete]
         case .debugFaults: [.post, .delete]
         }
     }
@@ -72,6 +78,9 @@ enum Route: CaseIterable, Sendable {
             self = route
         } else if bytes.starts(with: "/v1/members/".utf8), !bytes.dropFirst("/v1/members/".utf8.count).contains(UInt8(ascii: "/")) {
             self = .member
+        } else if let (route, rest) = Self.named.first(where: { bytes.starts(with: $0.prefix.utf8) }).map({ ($0.route, bytes.dropFirst($0.prefix.utf8.count)) }),
+                  !rest.isEmpty, !rest.contains(UInt8(ascii: "/")) {
+            self = route
         } else if bytes.starts(with: "/v1/leases/".utf8) {
             let rest = bytes.dropFirst("/v1/leases/".utf8.count)
             let segments = rest.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
@@ -84,6 +93,9 @@ enum Route: CaseIterable, Sendable {
             return nil
         }
     }
+
+    /// Routes whose last segment is a name.
+    private static let named: [(prefix: String, route: Route)] = [("/v1/locks/", .lock), ("/v1/elections/", .election)]
 
     /// The routes without a parameter, by path.
     private static let fixed: [String: Route] = Dictionary(
