@@ -16,7 +16,7 @@ struct Keyper: AsyncParsableCommand {
               curl localhost:8080/v1/keys/foo
             """,
         version: KeyperVersion.current,
-        subcommands: [Verify.self, Bench.self])
+        subcommands: [Lock.self, Elect.self, Verify.self, Bench.self])
 
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data; created when absent.")
     var dataDirectory = "./keyper-data"
