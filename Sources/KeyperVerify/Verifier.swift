@@ -40,8 +40,11 @@ public struct VerifyOptions: Sendable {
     /// Registers written only by compare-and-set (conditional PUTs and transactions, each
     /// with an idempotency key and retried with it when unanswered); 0: none.
     public var registers = 2
-    /// Follow the prefix with a watch stream per node, and check what they saw.
+    /// Follow the prefix with a watch stream per node, and check what they saw (every key,
+    /// with a local cluster or lock holders: their lock keys are outside the prefix).
     public var watches = true
+    /// Holders of the lock check (``LockWorkload``); 0: none.
+    public var lockers = 0
     /// Every key the workload touches starts with this; nothing else is read or written.
     public var prefix = "keyper-verify/"
     public var faults: Set<Fault> = Set(Fault.allCases)
@@ -76,13 +79,23 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
     public var watchReconnects = 0
     public var watchGaps = 0
     public var watchViolations: [String] = []
+    /// The lock check: acquisitions (and those abandoned holding), fenced increments
+    /// acknowledged, refused by the fence, unanswered; what it found broken.
+    public var lockAcquisitions = 0
+    public var lockAbandoned = 0
+    public var lockIncrements = 0
+    public var lockFenced = 0
+    public var lockUnanswered = 0
+    public var lockViolations: [String] = []
+    public var lockers = 0
     public var historyPath: String?
     public var seed: UInt64 = 0
     /// Why the nemesis gave up: the cluster did not recover from a fault within its timeout.
     public var nemesisFailure: String?
 
     public var passed: Bool {
-        linearizable && lostWrites.isEmpty && idempotencyErrors.isEmpty && watchViolations.isEmpty && nemesisFailure == nil
+        linearizable && lostWrites.isEmpty && idempotencyErrors.isEmpty && watchViolations.isEmpty && lockViolations.isEmpty
+            && nemesisFailure == nil
     }
 
     public var description: String {
@@ -101,6 +114,13 @@ public struct VerifySummary: Sendable, CustomStringConvertible {
             "lost acknowledged writes: " + lostLine,
             casLine,
             watchLine,
+        ]
+        if lockers > 0 {
+            lines.append("locks: \(lockAcquisitions) acquisitions by \(lockers) holders (\(lockAbandoned) abandoned holding), "
+                + "\(lockIncrements) fenced increments acknowledged, \(lockFenced) refused by the fence, \(lockUnanswered) unanswered; "
+                + (lockViolations.isEmpty ? "one holder at a time" : "BROKEN: " + lockViolations.prefix(3).joined(separator: "; ")))
+        }
+        lines += [
             "seed: \(seed)",
         ]
         if !idempotencyErrors.isEmpty {
@@ -160,14 +180,22 @@ public final class Verifier: Sendable {
         guard !endpoints.isEmpty else { throw VerifyError("no endpoints: give --endpoints or --local-cluster") }
         defer { cluster?.stopAll() }
 
+        let watched = cluster != nil || options.lockers > 0 ? "" : options.prefix
         let recorders = options.watches
-            ? endpoints.indices.map { WatchRecorder(name: "watch@node\($0 + 1)", endpoints: endpoints, home: $0, prefix: options.prefix) } : []
+            ? endpoints.indices.map { WatchRecorder(name: "watch@node\($0 + 1)", endpoints: endpoints, home: $0, prefix: watched) } : []
+        let locks = options.lockers > 0 ? LockWorkload(endpoints: endpoints, prefix: options.prefix, seed: options.seed) : nil
         for recorder in recorders { recorder.start() }
         let deadline = ContinuousClock.now + options.duration
         let endpointsFixed = endpoints
         await withTaskGroup(of: [Fault: Int].self) { group in
             for client in 0..<options.clients {
                 group.addTask { await self.client(client, endpoints: endpointsFixed, until: deadline); return [:] }
+            }
+            if let locks {
+                group.addTask {
+                    await locks.run(holders: self.options.lockers, until: deadline) { self.nemesisFailure.withLock { $0 != nil } }
+                    return [:]
+                }
             }
             if let cluster, !options.faults.isEmpty {
                 group.addTask {
@@ -187,7 +215,19 @@ public final class Verifier: Sendable {
         }
         summary.nemesisFailure = nemesisFailure.withLock { $0 }
         if let cluster { try await heal(cluster) }
-        let finalRevision = try await finalReads(endpoints: endpoints)
+        var finalRevision = try await finalReads(endpoints: endpoints)
+        if let locks {
+            let (counter, revision) = try await finalRead(locks.counterKey, endpoints: endpoints)
+            finalRevision = max(finalRevision, revision)
+            let result = locks.result
+            summary.lockers = options.lockers
+            summary.lockAcquisitions = result.acquisitions
+            summary.lockAbandoned = result.abandoned
+            summary.lockIncrements = result.increments.count
+            summary.lockFenced = result.fenced
+            summary.lockUnanswered = result.unanswered
+            summary.lockViolations = locks.violations(finalCounter: counter.flatMap { UInt64($0) })
+        }
         for recorder in recorders { await recorder.stop(after: finalRevision, timeout: .seconds(30)) }
         let streams = recorders.map { recorder in
             let summary = recorder.summary
@@ -369,6 +409,19 @@ public final class Verifier: Sendable {
             guard done else { throw VerifyError("no node answered a final read of \(key)") }
         }
         return revision
+    }
+
+    /// A linearizable read of `key` through any node, and the store revision it saw; not
+    /// part of the checked history.
+    private func finalRead(_ key: String, endpoints: [String]) async throws -> (value: String?, revision: UInt64) {
+        for attempt in 0..<40 {
+            if let result = try? await HTTPRequester.send(.GET, url(endpoints[attempt % endpoints.count], key), timeout: .seconds(4)),
+               result.status == 200 || result.status == 404 {
+                return (result.status == 200 ? result.text : nil, result.header("X-Keyper-Revision").flatMap { UInt64($0) } ?? 0)
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw VerifyError("no node answered a final read of \(key)")
     }
 
     // MARK: Nemesis

@@ -39,7 +39,10 @@ struct Verify: AsyncParsableCommand {
     @Option(help: "Registers written only by compare-and-set with idempotency keys (0: none).")
     var registers = 2
 
-    @Option(help: "Key prefix; nothing outside it is read or written.")
+    @Option(help: "Lock holders of the lock check (default: 2 with --local-cluster, 0 with --endpoints); they use the lock <prefix>-lock, whose keys are under _keyper/locks/.")
+    var lockers: Int?
+
+    @Option(help: "Key prefix; nothing outside it is written (but the lock check's lock).")
     var prefix = "keyper-verify/"
 
     @Option(help: "Where to write the history (JSON lines).")
@@ -63,6 +66,7 @@ struct Verify: AsyncParsableCommand {
         }
         guard clients >= 1, keys >= 1 else { throw ValidationError("--clients and --keys must be positive") }
         guard registers >= 0 else { throw ValidationError("--registers must be 0 or more") }
+        if let lockers, lockers < 0 { throw ValidationError("--lockers must be 0 or more") }
     }
 
     func run() async throws {
@@ -73,6 +77,7 @@ struct Verify: AsyncParsableCommand {
         options.clients = clients
         options.keys = keys
         options.registers = registers
+        options.lockers = lockers ?? (localCluster != nil ? 2 : 0)
         options.prefix = prefix
         options.historyPath = history
         options.faults = Set(nemesis.split(separator: ",").compactMap { Fault(rawValue: String($0)) })

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("keyper verify", .serialized)
 struct VerifyTests {
-    @Test("a local 3-node cluster under kill, pause, partition, transfer and membership faults stays linearizable and loses no acknowledged write")
+    @Test("a local 3-node cluster under kill, pause, partition, transfer and membership faults stays linearizable, loses no acknowledged write, and its lock has one holder at a time")
     func shortRun() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         var options = VerifyOptions()
@@ -12,12 +12,32 @@ struct VerifyTests {
         options.binary = KeyperProcess.executablePath
         options.duration = .seconds(25)
         options.clients = 4
+        options.lockers = 2
         let summary = try await Verifier(options: options, log: { _ in }).run()
         print(summary)
         #expect(summary.passed, "\(summary)")
         #expect(summary.ok > 100, "the workload should make progress: \(summary)")
         #expect(summary.casSet > 10, "compare-and-set should succeed often: \(summary)")
         #expect(summary.faults.values.reduce(0, +) >= 3, "the nemesis should have struck: \(summary)")
+        #expect(summary.lockAcquisitions > 3 && summary.lockIncrements > 3, "the lock should change hands: \(summary)")
+    }
+
+    @Test("the lock check flags two holders writing the same value, a fencing token going back, and a counter that lost or invented increments")
+    func lockCheck() {
+        typealias Increment = LockWorkload.Increment
+        var good = LockWorkload.Summary()
+        good.increments = [Increment(value: 1, revision: 10, token: 5, holder: 0), Increment(value: 2, revision: 12, token: 5, holder: 0),
+                           Increment(value: 4, revision: 20, token: 9, holder: 1)]
+        good.unanswered = 1
+        #expect(LockWorkload.violations(of: good, finalCounter: 3).isEmpty && LockWorkload.violations(of: good, finalCounter: 4).isEmpty)
+        #expect(LockWorkload.violations(of: good, finalCounter: 2).contains { $0.contains("the counter is 2") })
+        #expect(LockWorkload.violations(of: good, finalCounter: 5).contains { $0.contains("the counter is 5") })
+        var overlap = good
+        overlap.increments.append(Increment(value: 2, revision: 13, token: 9, holder: 1))
+        #expect(LockWorkload.violations(of: overlap, finalCounter: 4).contains { $0.contains("two holders at once") })
+        var backwards = good
+        backwards.increments.append(Increment(value: 5, revision: 21, token: 7, holder: 2))
+        #expect(LockWorkload.violations(of: backwards, finalCounter: 5).contains { $0.contains("fencing token went back") })
     }
 
     @Test("the lost-write check flags an acknowledged write that nothing could have overwritten")
