@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "keyper", targets: ["keyper"]),
         .executable(name: "raft-sim", targets: ["raft-sim"]),
         .executable(name: "wal-bench", targets: ["wal-bench"]),
+        .library(name: "KeyperClient", targets: ["KeyperClient"]),
     ],
     dependencies: [
         // `traits: []` drops full Foundation/ICU and swift-configuration: only FoundationEssentials is linked.
@@ -25,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // SHA-256 of backups (and, later, token hashes): no hand-written crypto.
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         .executableTarget(
@@ -32,6 +35,7 @@ let package = Package(
             dependencies: [
                 "KeyperBase",
                 "KeyperServer",
+                "KeyperReplica",
                 "KeyperVerify",
                 "KeyperBench",
                 "KeyperClient",
@@ -55,6 +59,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -111,6 +116,7 @@ let package = Package(
             name: "KeyperClient",
             dependencies: [
                 "KeyperBase",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,5 +1,9 @@
 import KeyperStorage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How fresh a read must be.
 public enum ReadConsistency: String, Sendable {
     /// Reflects every write acknowledged before the read began (the default).
@@ -90,6 +94,9 @@ public protocol KeyValueNode: Sendable {
     func leases(consistency: ReadConsistency) async throws -> [LeaseInfo]
     /// The smallest TTL a lease may be granted with, in seconds.
     var leaseTTLSecondsMin: UInt64 { get }
+    /// A consistent copy of the state (`GET /v1/snapshot`), reflecting every write
+    /// acknowledged before the call, in a temporary file the caller removes.
+    func backup() async throws -> NodeBackup
     func status() async throws -> NodeStatus
     /// Whether the node can serve requests now (`GET /v1/health`).
     func health() async -> Health
@@ -163,6 +170,26 @@ extension APIError {
 
     static func raftDisabled() -> APIError {
         APIError(.conflict, code: "raft_disabled", "this node runs without Raft (start it with --enable-raft to form a cluster)")
+    }
+}
+
+/// A backup in a temporary file: what ``KeyValueNode/backup()`` made.
+public struct NodeBackup: Sendable {
+    public var path: String
+    public var appliedIndex: UInt64
+    public var revision: UInt64
+
+    /// A copy of `store` next to its files (a `.tmp` name: a crash leaves nothing behind, as
+    /// the store removes such files when it opens).
+    static func make(of store: KVStore) async throws -> NodeBackup {
+        let path = store.path + "/backup-\(UInt64.random(in: 0...UInt64.max)).tmp"
+        do {
+            let (applied, revision) = try await DiskReads.pool.runIfActive { try store.backup(to: path) }
+            return NodeBackup(path: path, appliedIndex: applied, revision: revision)
+        } catch {
+            unlink(path)
+            throw StorageFailure.map(error)
+        }
     }
 }
 

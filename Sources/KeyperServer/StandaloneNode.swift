@@ -58,6 +58,10 @@ public final class StandaloneNode: KeyValueNode {
         do { return try await DiskReads.pool.runIfActive { try self.store.read(transaction) } } catch { throw StorageFailure.map(error) }
     }
 
+    public func backup() async throws -> NodeBackup {
+        try await NodeBackup.make(of: store)
+    }
+
     public var leaseTTLSecondsMin: UInt64 { leaseService.ttlSecondsMin }
 
     public func keepAlive(lease id: UInt64) async throws -> LeaseStatus {

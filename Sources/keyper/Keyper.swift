@@ -3,20 +3,40 @@ import ArgumentParser
 import KeyperServer
 import Logging
 
-/// `keyper`: runs a Keyper node. The flags `--data-dir`, `--http-addr`, `--node-id`,
-/// `--enable-raft` and `--raft-addr` keep the original prototype's spelling and meaning.
+/// `keyper`: runs a Keyper node (`serve`, the default subcommand, so `keyper --data-dir …`
+/// works as it always did), or one of the client and tool subcommands.
 @main
 struct Keyper: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyper",
         abstract: "A replicated key-value store: an HTTP API in front of a Raft log.",
         discussion: """
-            With no flags, runs one node with its data in ./keyper-data and HTTP on port 8080:
+            With no subcommand, runs one node (keyper serve; see keyper serve --help for its flags) \
+            with its data in ./keyper-data and HTTP on port 8080:
               curl -X PUT localhost:8080/v1/keys/foo -d hello
               curl localhost:8080/v1/keys/foo
             """,
         version: KeyperVersion.current,
-        subcommands: [Lock.self, Elect.self, Verify.self, Bench.self])
+        subcommands: [Serve.self, Lock.self, Elect.self, SnapshotCommand.self, Verify.self, Bench.self],
+        defaultSubcommand: Serve.self)
+
+    /// "100ms", "1s", "2m" or a bare number of milliseconds.
+    static func milliseconds(_ text: String) -> Int? {
+        let units: [(suffix: String, factor: Int)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
+        for unit in units where text.hasSuffix(unit.suffix) {
+            guard let value = Int(text.dropLast(unit.suffix.count)), value > 0 else { return nil }
+            return value * unit.factor
+        }
+        return Int(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+}
+
+/// `keyper serve`: runs a node. The flags `--data-dir`, `--http-addr`, `--node-id`,
+/// `--enable-raft` and `--raft-addr` keep the original prototype's spelling and meaning. Its
+/// own subcommand (the default), so the client subcommands may take flags of the same names.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Keyper node (the default: `keyper --data-dir …` is `keyper serve --data-dir …`).")
 
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data; created when absent.")
     var dataDirectory = "./keyper-data"
@@ -108,15 +128,7 @@ struct Keyper: AsyncParsableCommand {
         }
     }
 
-    /// "100ms", "1s", "2m" or a bare number of milliseconds.
-    static func milliseconds(_ text: String) -> Int? {
-        let units: [(suffix: String, factor: Int)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
-        for unit in units where text.hasSuffix(unit.suffix) {
-            guard let value = Int(text.dropLast(unit.suffix.count)), value > 0 else { return nil }
-            return value * unit.factor
-        }
-        return Int(text).flatMap { $0 > 0 ? $0 : nil }
-    }
+    static func milliseconds(_ text: String) -> Int? { Keyper.milliseconds(text) }
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info

@@ -373,6 +373,11 @@ public final class RaftNode: KeyValueNode {
         ])
     }
 
+    public func backup() async throws -> NodeBackup {
+        try await readBarrier()
+        return try await NodeBackup.make(of: store)
+    }
+
     // MARK: Leases
 
     /// This node's term while it leads, else nil.

@@ -90,6 +90,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.lease, .delete): return try await LeaseAPI.revoke(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.lease, _): return try await LeaseAPI.show(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.leaseKeepAlive, _): return try await LeaseAPI.keepAlive(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
+        case (.snapshot, _): return try await SnapshotAPI.stream(node: node)
         case (.lock, _), (.election, _):
             let kind: LockAPI.Kind = route == .lock ? .lock : .election
             let name = try LockAPI.name(try context.parameters.require("name"), kind: kind)

@@ -20,6 +20,7 @@ enum Route: CaseIterable, Sendable {
     case leaseKeepAlive
     case lock
     case election
+    case snapshot
     case debugFaults
 
     /// The path, with `{name}` for a parameter (also the metric label: a fixed set, so keys
@@ -43,6 +44,7 @@ enum Route: CaseIterable, Sendable {
         case .leaseKeepAlive: "/v1/leases/{id}/keepalive"
         case .lock: "/v1/locks/{name}"
         case .election: "/v1/elections/{name}"
+        case .snapshot: "/v1/snapshot"
         case .debugFaults: "/v1/debug/faults"
         }
     }
@@ -51,7 +53,7 @@ enum Route: CaseIterable, Sendable {
     var methods: [HTTPRequest.Method] {
         switch self {
         case .status, .health, .metrics, .live, .ready: [.get, .head]
-        case .watch: [.get, .head]
+        case .watch, .snapshot: [.get, .head]
         case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
         case .join, .leaderTransfer, .transaction: [.post]

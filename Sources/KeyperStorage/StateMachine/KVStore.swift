@@ -1119,6 +1119,15 @@ public final class KVStore: Sendable {
     /// active one; the bytes are copied after (sealed segments never change, and the active
     /// one only grows). The copy is not yet fsynced.
     public func copy(to destination: String) throws -> UInt64 {
+        try copyState(to: destination).appliedIndex
+    }
+
+    /// ``copy(to:)`` for a backup: the copy, and the applied index and store revision it holds.
+    public func backup(to destination: String) throws -> (appliedIndex: UInt64, revision: UInt64) {
+        try copyState(to: destination)
+    }
+
+    private func copyState(to destination: String) throws -> (appliedIndex: UInt64, revision: UInt64) {
         let (files, activeLength, applied, revision, members, idempotency, leases) = try writer.withLock { (writer: inout Writer?) throws in
             guard let active = writer else { throw KVStoreClosedError(path: path) }
             return tables.withLock { tables in
@@ -1140,7 +1149,7 @@ public final class KVStore: Sendable {
                 guard count > 0 else { throw FileIOError(operation: "sendfile", path: file.path, errorNumber: count < 0 ? errno : EIO) }
             }
         }
-        return applied
+        return (applied, revision)
     }
 
     /// Replaces the whole state with the snapshot file at `snapshotPath` (from ``copy(to:)``,

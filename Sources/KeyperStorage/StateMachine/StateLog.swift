@@ -291,6 +291,12 @@ public struct StateLogError: Error, CustomStringConvertible, Sendable {
     public let offset: Int
     public let reason: String
     public var description: String { "state machine file \(path) at offset \(offset): \(reason)" }
+
+    public init(path: String, offset: Int, reason: String) {
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+    }
 }
 
 /// An open segment file. Reads go through `pread` and may run on any thread; the descriptor
