@@ -5,17 +5,17 @@ import Synchronization
 public final class LeaseSession: Sendable {
     public let id: UInt64
     public let ttlSeconds: UInt64
-    private let endpoints: ClusterEndpoints
+    private let endpoints: KeyperClient
     private let keeper = Mutex<Task<Void, Never>?>(nil)
 
-    private init(id: UInt64, ttlSeconds: UInt64, endpoints: ClusterEndpoints) {
+    private init(id: UInt64, ttlSeconds: UInt64, endpoints: KeyperClient) {
         self.id = id
         self.ttlSeconds = ttlSeconds
         self.endpoints = endpoints
     }
 
     /// Grants a lease of `ttl` ("10s", "1m", or seconds).
-    public static func grant(ttl: String, endpoints: ClusterEndpoints) async throws -> LeaseSession {
+    public static func grant(ttl: String, endpoints: KeyperClient) async throws -> LeaseSession {
         let body = #"{"ttl":"# + (UInt64(ttl) != nil ? ttl : "\"\(ttl)\"") + "}"
         let answer = try await endpoints.send(.POST, "/v1/leases", body: Array(body.utf8))
         guard answer.status == 201, let id = answer.jsonNumber("id"), let seconds = answer.jsonNumber("ttl_seconds") else {

@@ -12,9 +12,12 @@ struct EndpointOptions: ParsableArguments {
     @Option(help: "Comma-separated HTTP URLs of the cluster's nodes (default: $KEYPER_ENDPOINTS, else http://127.0.0.1:8080).")
     var endpoints: String?
 
-    func cluster() throws -> ClusterEndpoints {
-        let text = endpoints ?? getenv("KEYPER_ENDPOINTS").map { String(cString: $0) } ?? ClusterEndpoints.defaultText
-        do { return try ClusterEndpoints(parsing: text) } catch { throw ValidationError("\(error)") }
+    /// `KEYPER_ENDPOINTS` when set, else a node on this machine's default port.
+    static let defaultEndpoints = "http://127.0.0.1:8080"
+
+    func cluster() throws -> KeyperClient {
+        let text = endpoints ?? getenv("KEYPER_ENDPOINTS").map { String(cString: $0) } ?? Self.defaultEndpoints
+        do { return try KeyperClient(endpoints: text) } catch { throw ValidationError("\(error)") }
     }
 }
 
@@ -28,13 +31,13 @@ enum CoordinationExit {
 
 /// Waits for a lock or an election's leadership, retrying through `endpoints` until it is
 /// held or `wait` runs out (nil: forever). Returns the holder's answer.
-func campaign(_ path: String, value: [UInt8], lease: LeaseSession, wait: Duration?, endpoints: ClusterEndpoints,
-              onWaiting: @Sendable (HTTPResult) -> Void = { _ in }) async throws -> HTTPResult? {
+func campaign(_ path: String, value: [UInt8], lease: LeaseSession, wait: Duration?, endpoints: KeyperClient,
+              onWaiting: @Sendable (KeyperClient.Answer) -> Void = { _ in }) async throws -> KeyperClient.Answer? {
     let deadline = wait.map { ContinuousClock.now + $0 }
     while true {
         let remaining = deadline.map { max(.zero, $0 - .now) } ?? .seconds(30)
         let milliseconds = min(remaining, .seconds(30)).components.seconds * 1000 + min(remaining, .seconds(30)).components.attoseconds / 1_000_000_000_000_000
-        let answer: HTTPResult
+        let answer: KeyperClient.Answer
         do {
             answer = try await endpoints.send(.POST, "\(path)?lease=\(lease.id)&wait=\(milliseconds)ms", body: value, timeout: remaining + .seconds(15))
         } catch {

@@ -17,7 +17,8 @@ struct Keyper: AsyncParsableCommand {
               curl localhost:8080/v1/keys/foo
             """,
         version: KeyperVersion.current,
-        subcommands: [Serve.self, Lock.self, Elect.self, SnapshotCommand.self, Verify.self, Bench.self],
+        subcommands: [Serve.self, Get.self, Put.self, Del.self, Ls.self, Txn.self, Watch.self, LeaseCommand.self, Lock.self, Elect.self,
+                      Status.self, Member.self, Leader.self, SnapshotCommand.self, Verify.self, Bench.self],
         defaultSubcommand: Serve.self)
 
     /// "100ms", "1s", "2m" or a bare number of milliseconds.

@@ -34,7 +34,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             let endpoints = try cluster.cluster()
             let partial = file + ".part"
             var failures: [String] = []
-            for url in endpoints.urls {
+            for url in endpoints.endpoints {
                 let download: Download
                 do {
                     download = try await HTTPRequester.download(url + "/v1/snapshot", to: partial)

@@ -44,7 +44,7 @@ struct CoordinationCLITests {
     @Test("keyper lock: a lost lock stops the command and exits 3; a lock held elsewhere past --wait exits 4")
     func lockLostAndBusy() async throws {
         try await withNode { url, dir in
-            let endpoints = try ClusterEndpoints(parsing: url)
+            let endpoints = try KeyperClient(endpoints: url)
             let holder = try KeyperProcess(arguments: ["lock", "--endpoints", url, "--ttl", "2s", "job", "--", "sleep", "60"], logPath: dir + "/holder.log")
             var lease: UInt64?
             try await waitFor("the lock to be held") {

@@ -353,6 +353,15 @@ public final class RaftNode: KeyValueNode {
     }
 
     public func transferLeadership(to target: String?) async throws -> String {
+        // A follower asks the leader, as it does for membership changes.
+        let body = target.map { Array(#"{"target":"# .utf8) + Array(JSONText.quoted($0).utf8) + Array("}".utf8) }
+        if let answer = try await forwardToLeader(.post, "/v1/leader/transfer", body: body) {
+            struct Moved: Decodable { var leader: String }
+            guard let moved = try? JSONDecoder().decode(Moved.self, from: Data(answer.body)) else {
+                throw APIError(.badGateway, code: "leader_error", "the leader's answer to the transfer is not {\"leader\": …}: \(answer.text)")
+            }
+            return moved.leader
+        }
         if case .failure(let error) = await admin({ .transfer(target: target.map { NodeID($0) }, waiter: $0) }) {
             throw APIError(error)
         }
