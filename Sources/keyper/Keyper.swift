@@ -3,6 +3,10 @@ import ArgumentParser
 import KeyperServer
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `keyper`: runs a Keyper node (`serve`, the default subcommand, so `keyper --data-dir …`
 /// works as it always did), or one of the client and tool subcommands.
 @main
@@ -21,6 +25,40 @@ struct Keyper: AsyncParsableCommand {
                       Status.self, Member.self, Leader.self, SnapshotCommand.self, Verify.self, Bench.self],
         defaultSubcommand: Serve.self)
 
+    /// Parses the command line with the node's settings from `--config` and `KEYPER_*`
+    /// inserted before it (``ConfigurationSources``), then runs the command.
+    static func main() async {
+        let arguments: [String]
+        do {
+            arguments = try ConfigurationSources.expand(Array(CommandLine.arguments.dropFirst()), environment: processEnvironment())
+        } catch {
+            printError("keyper: \(error)")
+            Glibc.exit(ExitCode.validationFailure.rawValue)
+        }
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// The process's environment variables.
+    static func processEnvironment() -> [String: String] {
+        var variables: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let equals = text.firstIndex(of: "=") { variables[String(text[..<equals])] = String(text[text.index(after: equals)...]) }
+            entry += 1
+        }
+        return variables
+    }
+
     /// "100ms", "1s", "2m" or a bare number of milliseconds.
     static func milliseconds(_ text: String) -> Int? {
         let units: [(suffix: String, factor: Int)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
@@ -38,6 +76,9 @@ struct Keyper: AsyncParsableCommand {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a Keyper node (the default: `keyper --data-dir …` is `keyper serve --data-dir …`).")
+
+    @Option(help: ArgumentHelp("A JSON file of settings by flag name, such as {\"data-dir\": \"/var/lib/keyper\", \"enable-raft\": true} (also $KEYPER_CONFIG). Flags win over KEYPER_* environment variables (KEYPER_DATA_DIR, KEYPER_ENABLE_RAFT=true, …), which win over the file.", valueName: "file"))
+    var config: String?
 
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data; created when absent.")
     var dataDirectory = "./keyper-data"

@@ -330,11 +330,12 @@ extension ProcessTests {
             // The new leader gave the lease a full TTL: it is alive, and keepalives through
             // the follower reach the new leader. Then left alone, it expires on every node.
             let follower = newLeader == 2 ? 3 : 2
+            // The deadline is a TTL after the leader took the keepalive, which is after it was sent.
+            let keptAlive = ContinuousClock.now
             try await withClient(processes[follower]!) { client in
                 let keepAlive = try await client.execute(.init("/v1/leases/\(lease)/keepalive", method: .post))
                 #expect(keepAlive.status == .ok, "the lease did not survive the failover: \(String(buffer: keepAlive.body ?? ByteBuffer()))")
             }
-            let keptAlive = ContinuousClock.now
             for index in [2, 3] {
                 try await waitFor("the lease to expire on node\(index)") {
                     try await withClient(processes[index]!) { client in

@@ -3,7 +3,7 @@
 /// Objects keep their members in order; strings are their UTF-8 bytes (checked valid), so a
 /// key or value is not copied into a `String` and out again; numbers keep their text, for the
 /// caller to read as the kind of number it expects.
-enum JSONValue: Equatable {
+package enum JSONValue: Equatable {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string([UInt8])
@@ -11,7 +11,7 @@ enum JSONValue: Equatable {
     case bool(Bool)
     case null
 
-    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+    package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
         case let (.object(a), .object(b)): a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
         case let (.array(a), .array(b)): a == b
@@ -24,7 +24,7 @@ enum JSONValue: Equatable {
     }
 
     /// What kind of value it is, for error messages.
-    var kind: String {
+    package var kind: String {
         switch self {
         case .object: "an object"
         case .array: "an array"
@@ -36,7 +36,7 @@ enum JSONValue: Equatable {
     }
 
     /// Parses a whole document; throws with the byte offset of the first problem.
-    static func parse(_ bytes: [UInt8], depthMax: Int = 32) throws(JSONParseError) -> JSONValue {
+    package static func parse(_ bytes: [UInt8], depthMax: Int = 32) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes: bytes, depthMax: depthMax)
         parser.skipSpace()
         let value = try parser.value(depth: 0)
@@ -46,10 +46,10 @@ enum JSONValue: Equatable {
     }
 }
 
-struct JSONParseError: Error, CustomStringConvertible {
+package struct JSONParseError: Error, CustomStringConvertible {
     var offset: Int
     var message: String
-    var description: String { "invalid JSON at byte \(offset): \(message)" }
+    package var description: String { "invalid JSON at byte \(offset): \(message)" }
 }
 
 private struct JSONParser {
