@@ -35,6 +35,8 @@ extension KeyperClient {
         AsyncThrowingStream { continuation in
             let task = Task {
                 var lastID: String?
+                // Where a stream without an event yet started: a reconnect resumes from there.
+                var from = startRevision
                 var attempt = 0
                 while !Task.isCancelled {
                     let endpoint = endpoints[((endpoints.firstIndex(of: preferredEndpoint) ?? 0) + attempt) % endpoints.count]
@@ -43,7 +45,7 @@ extension KeyperClient {
                     case .key(let key): query = "key=" + Self.query(key)
                     case .prefix(let prefix): query = "prefix=" + Self.query(prefix)
                     }
-                    if lastID == nil, let startRevision { query += "&start_revision=\(startRevision)" }
+                    if lastID == nil, let from { query += "&start_revision=\(from)" }
                     var request = HTTPClientRequest(url: endpoint + "/v1/watch?" + query)
                     if let lastID { request.headers.add(name: "Last-Event-ID", value: lastID) }
                     do {
@@ -63,6 +65,8 @@ extension KeyperClient {
                                     lastID = event.id
                                     attempt = 0
                                     continuation.yield(event)
+                                case .start(let revision):
+                                    if lastID == nil { from = revision }
                                 case .end(let code, let message):
                                     if code == "revision_compacted" {
                                         continuation.finish(throwing: KeyperError(status: 410, code: .init(rawValue: code), message: message, endpoint: endpoint))
@@ -88,6 +92,8 @@ extension KeyperClient {
 
     private enum Parsed {
         case event(WatchEvent)
+        /// `: watching from revision N`
+        case start(UInt64)
         case end(code: String, message: String)
     }
 
@@ -112,6 +118,9 @@ extension KeyperClient {
         var kind: String?
         var data: String?
         for line in block {
+            if line.hasPrefix(": watching from revision "), let revision = UInt64(line.dropFirst(": watching from revision ".count)) {
+                return .start(revision)
+            }
             if line.hasPrefix("id: ") { id = String(line.dropFirst(4)) }
             else if line.hasPrefix("event: ") { kind = String(line.dropFirst(7)) }
             else if line.hasPrefix("data: ") { data = String(line.dropFirst(6)) }

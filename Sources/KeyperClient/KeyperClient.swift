@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import FoundationEssentials
 import KeyperBase
 import NIOCore
+import NIOPosix
 import NIOHTTP1
 import Synchronization
 
@@ -83,6 +84,11 @@ public final class KeyperClient: Sendable {
 
     /// Sends a request to the cluster, failing over as described above; the answer whatever
     /// its status (`503` only when every node answered so). `endpoint`: only this node.
+    ///
+    /// A request that changes something and has no `Idempotency-Key` is sent to a second node
+    /// only when the first surely did not act on it: the connection never opened, or a `503`
+    /// said `"outcome": "not_applied"`. Otherwise its answer (or an `outcome_unknown` error)
+    /// comes back, so a write is never applied twice behind the caller's back.
     public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
                      timeout: Duration? = nil, endpoint: String? = nil) async throws(KeyperError) -> Answer {
         let order: [String]
@@ -94,6 +100,7 @@ public final class KeyperClient: Sendable {
         }
         var unavailable: Answer?
         var failures: [String] = []
+        let repeatable = method == .GET || method == .HEAD || headers.contains { $0.0.lowercased() == "idempotency-key" }
         for url in order {
             var request = HTTPClientRequest(url: url + path)
             request.method = method
@@ -108,18 +115,30 @@ public final class KeyperClient: Sendable {
                 let response = try await http.execute(request, timeout: .nanoseconds(Int64((timeout ?? requestTimeout).nanoseconds)))
                 let bytes = try await response.body.collect(upTo: 1 << 30)
                 let answer = Answer(status: Int(response.status.code), headers: response.headers, body: Array(buffer: bytes), endpoint: url)
-                if answer.status == 503 && endpoint == nil {
+                if answer.status == 503 && endpoint == nil && (repeatable || answer.error?.outcome == "not_applied") {
                     unavailable = answer
                     continue
                 }
                 if endpoint == nil, let index = endpoints.firstIndex(of: url) { current.withLock { $0 = index } }
                 return answer
             } catch {
+                guard repeatable || Self.neverConnected(error) else {
+                    throw KeyperError(status: 0, code: .outcomeUnknown, message: "\(url) did not answer (\(error)); the request may have been applied",
+                                      outcome: "unknown", endpoint: url)
+                }
                 failures.append("\(url): \(error)")
             }
         }
         if let unavailable { return unavailable }
         throw KeyperError(status: 0, code: .unreachable, message: "no node answered: " + failures.joined(separator: "; "))
+    }
+
+    /// Whether the request surely never reached the node: the connection was not made.
+    private static func neverConnected(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let client = error as? HTTPClientError, client == .connectTimeout { return true }
+        let text = "\(error)"
+        return text.contains("Connection refused") || text.contains("connectTimeout") || text.contains("connect timeout")
     }
 
     /// ``send(_:_:body:headers:timeout:endpoint:)``, throwing the answer's error if it is one.

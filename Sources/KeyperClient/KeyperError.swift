@@ -14,7 +14,9 @@ public struct KeyperError: Error, CustomStringConvertible, Sendable, Equatable {
         public static let noLeader = Code(rawValue: "no_leader")
         public static let timeout = Code(rawValue: "timeout")
         public static let idempotencyKeyReused = Code(rawValue: "idempotency_key_reused")
-        /// No node could be reached (or none answered in time).
+        /// A request that changes something got no answer: it may or may not have been applied.
+        public static let outcomeUnknown = Code(rawValue: "outcome_unknown")
+                /// No node could be reached (or none answered in time).
         public static let unreachable = Code(rawValue: "unreachable")
         /// An endpoint that is not an `http://host:port` URL.
         public static let invalidEndpoint = Code(rawValue: "invalid_endpoint")

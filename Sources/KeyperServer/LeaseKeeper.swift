@@ -23,6 +23,9 @@ final class LeaseKeeper: Sendable {
         var generation: UInt64?
         var deadlines: [UInt64: ContinuousClock.Instant] = [:]
         var ttls: [UInt64: UInt64] = [:]
+        /// The grant each deadline belongs to: a lease revoked and granted again under the same
+        /// id between two ticks starts a full TTL, not the old lease's remainder.
+        var grants: [UInt64: UInt64] = [:]
         /// Leases whose revoke was proposed and has not finished: keepalives of these fail.
         var revoking: Set<UInt64> = []
     }
@@ -54,11 +57,15 @@ final class LeaseKeeper: Sendable {
             if let leases, state.generation != leases.generation {
                 var ttls: [UInt64: UInt64] = [:]
                 ttls.reserveCapacity(leases.leases.count)
-                for (id, ttl) in leases.leases {
+                for (id, ttl, grant) in leases.leases {
                     ttls[id] = ttl
-                    if state.deadlines[id] == nil { state.deadlines[id] = now + .seconds(ttl) }
+                    if state.deadlines[id] == nil || state.grants[id].map({ $0 != grant }) == true {
+                        state.deadlines[id] = now + .seconds(ttl)
+                    }
+                    state.grants[id] = grant
                 }
                 state.deadlines = state.deadlines.filter { ttls[$0.key] != nil }
+                state.grants = state.grants.filter { ttls[$0.key] != nil }
                 state.revoking = state.revoking.filter { ttls[$0] != nil }
                 state.ttls = ttls
                 state.generation = leases.generation

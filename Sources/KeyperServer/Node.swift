@@ -35,13 +35,15 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// Conditions an operator should know about (e.g. a cluster that tolerates no failure).
     public var warnings: [String]?
     public var dataDirectory: String
+    /// Key requests this node answered (for rates: two readings a second apart).
+    public var requests: RequestTotals?
 
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", status, mode, version, uptimeSeconds = "uptime_seconds", keys
         case isLeader = "is_leader", leaderID = "leader_id", leaderAddress = "leader_addr"
         case leaderHTTPAddress = "leader_http_addr", term, commitIndex = "commit_index"
         case appliedIndex = "applied_index", snapshotIndex = "snapshot_index", lastIndex = "last_index"
-        case role, clusterID = "cluster_id", members, warnings, dataDirectory = "data_dir"
+        case role, clusterID = "cluster_id", members, warnings, dataDirectory = "data_dir", requests
     }
 }
 

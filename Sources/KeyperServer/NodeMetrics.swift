@@ -38,6 +38,9 @@ public final class NodeMetrics: Sendable {
         var status: Int
     }
     private let requestMetrics = Mutex<[RequestKey: (Metrics.Counter, Metrics.Timer)]>([:])
+    /// Key reads and writes answered, and the time they took in all: what the status page
+    /// turns into rates and mean latencies (``RequestTotals``).
+    private let totals = Mutex(RequestTotals())
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -77,10 +80,38 @@ public final class NodeMetrics: Sendable {
         }
         counter.increment()
         timer.recordNanoseconds(duration.nanoseconds)
+        let isKeys = route == Route.key.pattern || route == Route.keys.pattern || route == Route.transaction.pattern
+        guard isKeys, status < 500 else { return }
+        let nanoseconds = UInt64(max(0, duration.nanoseconds))
+        totals.withLock { totals in
+            if method == "GET" || method == "HEAD" {
+                totals.reads += 1
+                totals.readNanoseconds += nanoseconds
+            } else {
+                totals.writes += 1
+                totals.writeNanoseconds += nanoseconds
+            }
+        }
     }
+
+    /// The key reads and writes answered so far (not 5xx), and their total time.
+    public var requestTotals: RequestTotals { totals.withLock { $0 } }
 
     /// The Prometheus text exposition of every metric.
     public func exposition() -> [UInt8] {
         registry.emitToBuffer()
+    }
+}
+
+/// Key requests answered since the node started: reads (`GET`/`HEAD` of keys) and writes
+/// (`PUT`, `DELETE`, transactions), and the time each kind took in all.
+public struct RequestTotals: Codable, Sendable, Equatable {
+    public var reads: UInt64 = 0
+    public var writes: UInt64 = 0
+    public var readNanoseconds: UInt64 = 0
+    public var writeNanoseconds: UInt64 = 0
+
+    enum CodingKeys: String, CodingKey {
+        case reads, writes, readNanoseconds = "read_ns", writeNanoseconds = "write_ns"
     }
 }

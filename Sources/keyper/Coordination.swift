@@ -39,8 +39,11 @@ func campaign(_ path: String, value: [UInt8], lease: LeaseSession, wait: Duratio
         let milliseconds = min(remaining, .seconds(30)).components.seconds * 1000 + min(remaining, .seconds(30)).components.attoseconds / 1_000_000_000_000_000
         let answer: KeyperClient.Answer
         do {
-            answer = try await endpoints.send(.POST, "\(path)?lease=\(lease.id)&wait=\(milliseconds)ms", body: value, timeout: remaining + .seconds(15))
+            // keep_place: a wait that ends keeps this lease's place in line for the next request.
+            answer = try await endpoints.send(.POST, "\(path)?lease=\(lease.id)&wait=\(milliseconds)ms&keep_place=true", body: value,
+                                              timeout: remaining + .seconds(15))
         } catch {
+            if let deadline, ContinuousClock.now >= deadline { return nil }
             try await Task.sleep(for: .milliseconds(300))
             continue
         }
@@ -50,6 +53,7 @@ func campaign(_ path: String, value: [UInt8], lease: LeaseSession, wait: Duratio
             onWaiting(answer)
             if let deadline, ContinuousClock.now >= deadline { return nil }
         case (503, _), (502, _), (504, _):
+            if let deadline, ContinuousClock.now >= deadline { return nil }
             try await Task.sleep(for: .milliseconds(300))
         default:
             throw HTTPRequestError("\(answer.status) \(answer.text)")
@@ -102,6 +106,7 @@ struct Lock: AsyncParsableCommand {
         let path = "/v1/locks/\(name)"
         guard let held = try await campaign(path, value: [], lease: lease, wait: wait.map { .milliseconds(waitMilliseconds($0)!) },
                                             endpoints: endpoints) else {
+            // Leaving the line: the revoke deletes the candidate key the waits kept.
             await lease.revoke()
             printError("keyper lock: \(name) not acquired within \(wait ?? "")")
             throw ExitCode(CoordinationExit.notAcquired)
@@ -124,6 +129,9 @@ struct Lock: AsyncParsableCommand {
             child.signal(SIGTERM)
             DispatchQueue.global().asyncAfter(deadline: .now() + 5) { child.signal(SIGKILL) }
         })
+        // SIGINT from a terminal reaches the command by itself: this process only ignores it,
+        // so it keeps the lock alive until the command has exited.
+        signal(SIGINT, SIG_IGN)
         let forwarding = SignalForwarding(to: child, signals: [SIGTERM, SIGHUP])
         let status = await child.wait()
         forwarding.stop()
@@ -202,9 +210,14 @@ struct Elect: AsyncParsableCommand {
         // Campaign until elected (or stopped, or the lease lost while in line).
         let campaignTask = Task { try await campaign(path, value: Array(value.utf8), lease: lease, wait: nil, endpoints: endpoints) }
         let elected = Task {
-            if let held = try? await campaignTask.value {
-                leading.withLock { $0 = true }
-                printLine("elected revision \(held.jsonNumber("revision") ?? 0)")
+            do {
+                if let held = try await campaignTask.value {
+                    leading.withLock { $0 = true }
+                    printLine("elected revision \(held.jsonNumber("revision") ?? 0)")
+                }
+            } catch is CancellationError {
+            } catch {
+                lost.fire("the campaign failed: \(error)")
             }
         }
         let reason = await lost.wait()

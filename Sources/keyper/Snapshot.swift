@@ -39,6 +39,7 @@ struct SnapshotCommand: AsyncParsableCommand {
                 do {
                     download = try await HTTPRequester.download(url + "/v1/snapshot", to: partial)
                 } catch {
+                    unlink(partial)
                     failures.append("\(url): \(error)")
                     continue
                 }

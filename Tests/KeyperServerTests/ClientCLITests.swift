@@ -1,5 +1,6 @@
 import Foundation
 import KeyperBase
+import KeyperClient
 import KeyperTestSupport
 import Testing
 
@@ -112,6 +113,18 @@ struct ClientCLITests {
             }
             let json = try await keyper(["status", "-o", "json"] + endpoints)
             #expect(json.out.contains(#""id":"node1","role":"follower""#) && json.out.contains(#""lag":0"#), "\(json.out)")
+
+            // The status page and the view it reads, from a follower: every member, one leader,
+            // the leader's match index for each, request counters.
+            let page = try await HTTPRequester.send(.GET, "http://127.0.0.1:\(ports[0])/")
+            #expect(page.status == 200 && page.text.contains("<title>Keyper</title>") && page.header("Content-Type")?.hasPrefix("text/html") == true)
+            #expect(!page.text.contains("http://") && !page.text.contains("https://"), "the page must load nothing from elsewhere")
+            let view = try await HTTPRequester.send(.GET, "http://127.0.0.1:\(ports[0])/v1/cluster")
+            let cluster = try #require(try JSONSerialization.jsonObject(with: Data(view.body)) as? [String: Any])
+            let members = try #require(cluster["members"] as? [[String: Any]])
+            #expect(cluster["leader"] as? String == "node3", "\(view.text)")
+            #expect(members.count == 3 && members.filter { $0["role"] as? String == "leader" }.count == 1, "\(view.text)")
+            #expect(members.allSatisfy { $0["reachable"] as? Bool == true && $0["match_index"] is Int && $0["requests"] is [String: Any] }, "\(view.text)")
         }
     }
 }

@@ -48,6 +48,23 @@ extension TestResponse {
 
 @Suite("HTTP API")
 struct HTTPAPITests {
+    @Test("the status page is one self-contained HTML page; /v1/cluster of a standalone node is that node, with its request counts")
+    func statusPage() async throws {
+        try await withAPI { client in
+            try await client.execute(uri: "/v1/keys/a", method: .put, body: ByteBuffer(string: "1")) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/keys/a", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/", method: .get) { response in
+                #expect(response.status == .ok && response.headers[.contentType] == "text/html; charset=utf-8")
+                #expect(response.text.contains("setInterval(refresh, 1000)") && !response.text.contains("src=\"http"))
+            }
+            try await client.execute(uri: "/v1/cluster", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.text.contains(#""leader":"node1","members":[{"id":"node1""#), "\(response.text)")
+                #expect(response.text.contains(#""requests":{"reads":1,"writes":1,"#), "\(response.text)")
+            }
+        }
+    }
+
     @Test("PUT then GET returns the exact bytes; DELETE makes it 404")
     func putGetDelete() async throws {
         try await withAPI { client in
@@ -460,7 +477,10 @@ struct HTTPAPITests {
         #expect(Route(path: "/v1/members/node2") == .member)
         #expect(Route(path: "/v1/members/node2/extra") == nil)
         #expect(Route(path: "/v1/keysx") == nil)
-        #expect(Route(path: "/") == nil)
+        #expect(Route(path: "/") == .statusPage)
+        #expect(Route(path: "/index.html") == nil)
+        #expect(Route(path: "/v1/locks/a") == .lock && Route(path: "/v1/locks/a/b") == nil && Route(path: "/v1/locks/") == nil)
+        #expect(Route(path: "/v1/leases/7/keepalive") == .leaseKeepAlive && Route(path: "/v1/leases/7/other") == nil)
         #expect(Set(Route.allCases.map(\.pattern)).count == Route.allCases.count)
         for route in Route.allCases where route.methods.contains(.get) { #expect(route.methods.contains(.head)) }
     }

@@ -58,6 +58,22 @@ struct LeaseKeeperTests {
         }
     }
 
+    @Test("a lease revoked and granted again under the same id between two ticks gets a full TTL, not the old one's remainder")
+    func regrantedIDStartsOver() throws {
+        try withTemporaryDirectory { dir in
+            let store = try KVStore(path: dir + "/state", durability: .normal)
+            defer { store.close() }
+            let keeper = LeaseKeeper(store: store)
+            let start = ContinuousClock.now
+            try store.apply([KVWrite(.grantLease(id: 7, ttlSeconds: 10))])
+            #expect(try keeper.tick(leadership: 1, now: start) == [])
+            try store.apply([KVWrite(.revokeLease(id: 7)), KVWrite(.grantLease(id: 7, ttlSeconds: 10))])
+            #expect(try keeper.tick(leadership: 1, now: start + .seconds(9)) == [])
+            #expect(try keeper.tick(leadership: 1, now: start + .seconds(11)) == [], "the new lease 7 was revoked on the old one's deadline")
+            #expect(try keeper.tick(leadership: 1, now: start + .seconds(19)) == [7])
+        }
+    }
+
     @Test("at most a bounded number of revokes are in flight; the rest wait for room")
     func revokesAreBounded() throws {
         try withTemporaryDirectory { dir in

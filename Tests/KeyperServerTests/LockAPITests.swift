@@ -52,6 +52,12 @@ struct LockAPITests {
             #expect(took.status == 200 && (jsonNumber(took.text, "revision") ?? 0) > first, "\(took.text)")
             try await client.execute(uri: "/v1/locks/jobs", method: .get) { #expect(jsonNumber($0.text, "lease") == Double(b)) }
             try await client.execute(uri: "/v1/locks/jobs?lease=\(a)", method: .delete) { #expect($0.status == .notFound && $0.errorCode == "not_a_candidate") }
+            // keep_place: a wait that ends keeps the waiter in line (its lease is its place).
+            let c = try await grant(client)
+            try await client.execute(uri: "/v1/locks/jobs?lease=\(c)&wait=0&keep_place=true", method: .post) { #expect($0.errorCode == "lock_held") }
+            try await client.execute(uri: "/v1/locks/jobs", method: .get) { #expect(jsonNumber($0.text, "waiters") == 1) }
+            try await client.execute(uri: "/v1/locks/jobs?lease=\(b)", method: .delete) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/v1/locks/jobs?lease=\(c)&wait=0", method: .post) { #expect($0.status == .ok && jsonNumber($0.text, "lease") == Double(c)) }
         }
     }
 

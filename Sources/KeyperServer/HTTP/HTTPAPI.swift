@@ -91,6 +91,8 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.lease, _): return try await LeaseAPI.show(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.leaseKeepAlive, _): return try await LeaseAPI.keepAlive(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.snapshot, _): return try await SnapshotAPI.stream(node: node)
+        case (.statusPage, _): return StatusPage.response()
+        case (.cluster, _): return try await StatusPage.cluster(node: node)
         case (.lock, _), (.election, _):
             let kind: LockAPI.Kind = route == .lock ? .lock : .election
             let name = try LockAPI.name(try context.parameters.require("name"), kind: kind)
@@ -568,7 +570,9 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     // MARK: Status
 
     private func status() async throws -> Response {
-        try Self.json(try await node.status())
+        var status = try await node.status()
+        status.requests = node.metrics.requestTotals
+        return try Self.json(status)
     }
 
     /// `{"status": "ok" | "unhealthy", "reason"}`, 200 or 503.

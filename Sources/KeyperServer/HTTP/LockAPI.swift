@@ -81,7 +81,7 @@ enum LockAPI {
     /// Joins the line under `lease` (or finds this lease already in it) and waits, up to
     /// `wait`, for its turn. Throws `409 lock_held` (naming the holder) when the wait ends
     /// first, after leaving the line; `409 lock_lost` if the lease ended while waiting.
-    static func acquire(kind: Kind, name: String, lease: UInt64, value: [UInt8], wait: Duration,
+    static func acquire(kind: Kind, name: String, lease: UInt64, value: [UInt8], wait: Duration, keepPlace: Bool = false,
                         node: some KeyValueNode) async throws -> Holder {
         let key = candidateKey(kind: kind, name: name, lease: lease)
         var joined = false
@@ -101,7 +101,7 @@ enum LockAPI {
             if position == 0 { return line[0] }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else {
-                if joined { _ = try? await node.write(KVWrite(.delete(key: key))) }
+                if joined && !keepPlace { _ = try? await node.write(KVWrite(.delete(key: key))) }
                 var error = APIError(.conflict, code: kind == .lock ? "lock_held" : "election_has_leader",
                                      "the \(kind.noun) \(name) is held under lease \(line[0].lease) (revision \(line[0].revision))")
                 error.numbers = [("holder_lease", line[0].lease), ("holder_revision", line[0].revision)]
@@ -156,10 +156,17 @@ enum LockAPI {
     /// waits for the turn.
     static func campaign(_ request: Request, kind: Kind, name: String, valueBytesMax: Int, node: some KeyValueNode) async throws -> Response {
         let wait = try wait(request)
+        let keepPlace: Bool
+        switch request.uri.queryParameters["keep_place"] {
+        case nil, "false": keepPlace = false
+        case "true": keepPlace = true
+        case let other?: throw APIError.badRequest("invalid_keep_place", "keep_place must be true or false (got \"\(other)\")")
+        }
         let body = try await request.body.collect(upTo: valueBytesMax)
         let (lease, granted) = try await lease(of: request, node: node)
         do {
-            let holder = try await acquire(kind: kind, name: name, lease: lease, value: Array(buffer: body), wait: wait, node: node)
+            let holder = try await acquire(kind: kind, name: name, lease: lease, value: Array(buffer: body), wait: wait,
+                                           keepPlace: keepPlace && !granted, node: node)
             return respond(json(holder, kind: kind, name: name), revision: holder.revision)
         } catch {
             if granted { _ = try? await node.write(KVWrite(.revokeLease(id: lease))) }

@@ -21,6 +21,8 @@ enum Route: CaseIterable, Sendable {
     case lock
     case election
     case snapshot
+    case statusPage
+    case cluster
     case debugFaults
 
     /// The path, with `{name}` for a parameter (also the metric label: a fixed set, so keys
@@ -45,6 +47,8 @@ enum Route: CaseIterable, Sendable {
         case .lock: "/v1/locks/{name}"
         case .election: "/v1/elections/{name}"
         case .snapshot: "/v1/snapshot"
+        case .statusPage: "/"
+        case .cluster: "/v1/cluster"
         case .debugFaults: "/v1/debug/faults"
         }
     }
@@ -53,7 +57,7 @@ enum Route: CaseIterable, Sendable {
     var methods: [HTTPRequest.Method] {
         switch self {
         case .status, .health, .metrics, .live, .ready: [.get, .head]
-        case .watch, .snapshot: [.get, .head]
+        case .watch, .snapshot, .statusPage, .cluster: [.get, .head]
         case .keys: [.get, .head, .delete]
         case .key: [.get, .head, .put, .delete]
         case .join, .leaderTransfer, .transaction: [.post]

@@ -832,9 +832,10 @@ public final class KVStore: Sendable {
         try readTables { $0.leases.generation }
     }
 
-    /// Every lease's id and TTL, by id, and the ``leaseGeneration()`` they are of.
-    public func leaseTTLs() throws -> (leases: [(id: UInt64, ttlSeconds: UInt64)], generation: UInt64) {
-        try readTables { ($0.leases.all, $0.leases.generation) }
+    /// Every lease's id, TTL and grant (a number that differs between two leases granted
+    /// under the same id), by id, and the ``leaseGeneration()`` they are of.
+    public func leaseTTLs() throws -> (leases: [(id: UInt64, ttlSeconds: UInt64, grant: UInt64)], generation: UInt64) {
+        try readTables { ($0.leases.grants, $0.leases.generation) }
     }
 
     /// The Raft index of the last entry applied.

@@ -26,6 +26,9 @@ public struct LeaseInfo: Equatable, Sendable {
 struct LeaseTable: Equatable, Sendable {
     struct Lease: Equatable, Sendable {
         var ttlSeconds: UInt64
+        /// The table's generation when it was granted: tells a lease from an earlier one that
+        /// had the same id (revoked, then granted again).
+        var grant: UInt64 = 0
         var keys: Set<[UInt8]> = []
     }
 
@@ -48,8 +51,8 @@ struct LeaseTable: Equatable, Sendable {
 
     /// Grants `id` (replacing nothing: the plan refuses a taken id).
     mutating func grant(_ id: UInt64, ttlSeconds: UInt64) {
-        leases[id] = Lease(ttlSeconds: ttlSeconds)
         generation &+= 1
+        leases[id] = Lease(ttlSeconds: ttlSeconds, grant: generation)
     }
 
     /// Removes the lease; its keys were deleted before it (their deletes detached them).
@@ -75,6 +78,9 @@ struct LeaseTable: Equatable, Sendable {
     mutating func replace(with other: LeaseTable) {
         let generation = self.generation &+ 1
         self = other
+        // Every lease counts as granted now: none may keep an expiry clock's deadline of a
+        // lease it only shares an id with.
+        for id in leases.keys { leases[id]?.grant = generation }
         self.generation = generation
     }
 
@@ -92,6 +98,11 @@ struct LeaseTable: Equatable, Sendable {
     /// Every lease's id and TTL, by id.
     var all: [(id: UInt64, ttlSeconds: UInt64)] {
         leases.map { ($0.key, $0.value.ttlSeconds) }.sorted { $0.id < $1.id }
+    }
+
+    /// Every lease's id, TTL and grant (``Lease/grant``), by id.
+    var grants: [(id: UInt64, ttlSeconds: UInt64, grant: UInt64)] {
+        leases.map { ($0.key, $0.value.ttlSeconds, $0.value.grant) }.sorted { $0.id < $1.id }
     }
 
     /// The checkpoint's section (format 3): the count, then each lease by id: id, TTL, its
