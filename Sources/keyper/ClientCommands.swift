@@ -209,15 +209,7 @@ struct Txn: AsyncParsableCommand {
         try await runClient("txn") {
             let body: [UInt8]
             if let file {
-                guard let handle = fopen(file, "rb") else { throw ValidationError("cannot read \(file)") }
-                defer { fclose(handle) }
-                var bytes: [UInt8] = []
-                var buffer = [UInt8](repeating: 0, count: 65_536)
-                while true {
-                    let count = fread(&buffer, 1, buffer.count, handle)
-                    if count == 0 { break }
-                    bytes += buffer[..<count]
-                }
+                guard let bytes = readFile(file) else { throw ValidationError("cannot read \(file)") }
                 body = bytes
             } else {
                 body = readStandardInput()

@@ -34,7 +34,7 @@ struct BackupTests {
     func saveRestoreCompare() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
-            let ports = freePorts(6)
+            let ports = freePorts(6, in: TestPorts.backups)
             let source = try KeyperProcess(arguments: ["--data-dir", dir + "/source", "--http-addr", "127.0.0.1:\(ports[0])", "--enable-raft",
                                                        "--raft-addr", "127.0.0.1:\(ports[1])"], logPath: dir + "/source.log")
             var processes = [source]
@@ -97,7 +97,7 @@ struct BackupTests {
     func restoreRefusals() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
-            let port = freePorts(1)[0]
+            let port = freePorts(1, in: TestPorts.backups)[0]
             let source = try KeyperProcess(arguments: ["--data-dir", dir + "/source", "--http-addr", "127.0.0.1:\(port)"], logPath: dir + "/source.log")
             defer { source.signal(SIGKILL); _ = source.waitForExit() }
             try await source.waitUntilListening()
@@ -124,7 +124,7 @@ struct BackupTests {
 
             let standalone = try await run(["snapshot", "restore", backup, "--data-dir", dir + "/standalone", "--standalone"], in: dir, log: "standalone.log")
             #expect(standalone.status == 0 && standalone.output.contains("restored 200 keys"), "\(standalone.output)")
-            let port2 = freePorts(1)[0]
+            let port2 = freePorts(1, in: TestPorts.backups)[0]
             let node = try KeyperProcess(arguments: ["--data-dir", dir + "/standalone", "--http-addr", "127.0.0.1:\(port2)"], logPath: dir + "/node.log")
             defer { node.signal(SIGKILL); _ = node.waitForExit() }
             try await node.waitUntilListening()

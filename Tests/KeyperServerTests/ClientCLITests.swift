@@ -31,7 +31,7 @@ struct ClientCLITests {
     func keyCommands() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
-            let port = freePorts(1)[0]
+            let port = freePorts(1, in: TestPorts.clientCommands)[0]
             let node = try KeyperProcess(arguments: ["--data-dir", dir + "/data", "--http-addr", "127.0.0.1:\(port)"], logPath: dir + "/node.log")
             defer { node.signal(SIGKILL); _ = node.waitForExit() }
             try await node.waitUntilListening()
@@ -85,7 +85,7 @@ struct ClientCLITests {
     func statusTable() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
-            let ports = freePorts(6)
+            let ports = freePorts(6, in: TestPorts.clientCommands)
             var processes: [KeyperProcess] = []
             defer { for process in processes { process.signal(SIGKILL); _ = process.waitForExit() } }
             for index in 0..<3 {

@@ -105,7 +105,7 @@ struct ConfigurationSourceTests {
     func precedence() async throws {
         guard KeyperProcess.binaryIsBuilt() else { return }
         try await withTemporaryDirectory { dir in
-            let ports = freePorts(3)
+            let ports = freePorts(3, in: TestPorts.configuration)
             let file = dir + "/keyper.json"
             try Data(#"{"data-dir": "\#(dir)/from-file", "http-addr": "127.0.0.1:\#(ports[0])", "node-id": "filed", "log-level": "info"}"#.utf8)
                 .write(to: URL(fileURLWithPath: file))

@@ -10,4 +10,10 @@ public enum TestPorts {
     public static let inProcessNodes = 10_000..<15_000
     /// Transport tests.
     public static let transport = 15_000..<20_000
+    /// Suites of the command-line tools (backups, client commands, configuration): each its
+    /// own, apart from the processes' range, so a port one checked free is not taken by
+    /// another suite running at the same time. Below the kernel's ephemeral range (32768 on).
+    public static let backups = 31_000..<31_500
+    public static let clientCommands = 31_500..<32_000
+    public static let configuration = 32_000..<32_500
 }

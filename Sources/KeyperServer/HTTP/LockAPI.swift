@@ -30,9 +30,8 @@ enum LockAPI {
     /// How long a request waits for its turn by default, and at most.
     static let waitDefault = Duration.seconds(30)
     static let waitMax = Duration.seconds(300)
-    /// Candidates looked at per listing: more waiters than this still queue correctly, each
-    /// watching the one ahead of it among the first this many.
-    static let candidatesMax = 10_000
+    /// Candidates read per page of a listing.
+    static let candidatesPerPage = 10_000
 
     /// A lock's holder or an election's leader.
     struct Holder: Sendable {
@@ -65,17 +64,29 @@ enum LockAPI {
         UInt64(String(decoding: key.suffix(16), as: UTF8.self), radix: 16) ?? 0
     }
 
-    /// The candidates in line, by create revision, and the store revision of the listing.
+    /// The candidates in line, by create revision, and the store revision of the listing (every
+    /// page of it: the holder may be anywhere in key order, which is lease order).
     static func candidates(kind: Kind, name: String, node: some KeyValueNode,
                            consistency: ReadConsistency = .linearizable) async throws -> (candidates: [Holder], revision: UInt64) {
-        let page = try await node.list(prefix: Array((kind.prefix + name + "/").utf8), after: nil, limit: candidatesMax, values: true,
-                                       consistency: consistency)
-        let sorted = page.entries.sorted { $0.value.revisions.create < $1.value.revisions.create }
+        let prefix = Array((kind.prefix + name + "/").utf8)
+        var entries: [(key: [UInt8], value: KVStore.VersionedValue)] = []
+        var after: [UInt8]?
+        var revision: UInt64 = 0
+        repeat {
+            // Later pages are read at least as fresh as the first (they may see later
+            // candidates, which queue behind the ones already seen).
+            let page = try await node.list(prefix: prefix, after: after, limit: candidatesPerPage, values: true,
+                                           consistency: after == nil ? consistency : .stale)
+            if after == nil { revision = page.revision }
+            entries += page.entries
+            after = page.nextAfter
+        } while after != nil
+        let sorted = entries.sorted { $0.value.revisions.create < $1.value.revisions.create }
         let holders = sorted.map { entry in
             Holder(key: entry.key, revision: entry.value.revisions.create, lease: lease(ofCandidate: entry.key), value: entry.value.value,
                    waiters: max(0, sorted.count - 1))
         }
-        return (holders, page.revision)
+        return (holders, revision)
     }
 
     /// Joins the line under `lease` (or finds this lease already in it) and waits, up to
