@@ -26,9 +26,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
-        // SHA-256 of backups (and, later, token hashes): no hand-written crypto.
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
-        // KeyperClient's HTTP: pooled connections, timeouts, TLS when the cluster has it.
+        // SHA-256 of backups (and, later, token hashes): no hand-written crypto. Version 4
+        // imports only FoundationEssentials; 3.x linked full Foundation and ICU into keyper.
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        // KeyperClient's HTTP: pooled connections, timeouts, TLS when the cluster has it
+        // (on Linux it imports FoundationEssentials, not Foundation).
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [

@@ -24,38 +24,9 @@ extension HTTPRequester {
     /// the size. `timeout` bounds the whole transfer.
     public static func download(_ url: String, to path: String, timeout: Duration = .seconds(3600),
                                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> Download {
-        guard let (target, requestPath) = HostPort.parseURL(url) else { throw HTTPRequestError("not an http://host:port URL: \(url)") }
-        let promise = group.next().makePromise(of: Download.self)
-        let channel: any Channel
-        do {
-            channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.seconds(10))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(FileCollector(path: path, promise: promise))
-                    }
-                }
-                .connect(host: target.host, port: target.port)
-                .get()
-        } catch {
-            promise.fail(error)
-            throw error
+        try await exchange(.GET, url, body: nil, headers: [], connectTimeout: .seconds(10), timeout: timeout, group: group) {
+            FileCollector(path: path, promise: $0)
         }
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-            promise.fail(HTTPRequestError("the download from \(url) did not finish within \(timeout)"))
-            channel.close(promise: nil)
-        }
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: requestPath)
-        head.headers.add(name: "Host", value: target.description)
-        head.headers.add(name: "Connection", value: "close")
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        defer {
-            deadline.cancel()
-            channel.close(promise: nil)
-        }
-        return try await promise.futureResult.get()
     }
 }
 
@@ -114,8 +85,7 @@ final class FileCollector: ChannelInboundHandler {
                     return
                 }
             }
-            let digest = hasher.finalize().map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
-            promise.succeed(Download(result: result, bytes: bytes, sha256: digest))
+            promise.succeed(Download(result: result, bytes: bytes, sha256: hasher.finalize().hex))
         }
     }
 
@@ -135,5 +105,12 @@ final class FileCollector: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if !done { fail(error, context: context) }
+    }
+}
+
+extension SHA256.Digest {
+    /// Lowercase hex, as `X-Keyper-Snapshot-SHA256` carries it.
+    public var hex: String {
+        map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
     }
 }

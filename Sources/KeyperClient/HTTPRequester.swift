@@ -30,17 +30,28 @@ public enum HTTPRequester {
     public static func send(_ method: HTTPMethod, _ url: String, body: [UInt8]? = nil,
                             headers: [(String, String)] = [], timeout: Duration = .seconds(5),
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> HTTPResult {
+        try await exchange(method, url, body: body, headers: headers, connectTimeout: timeout, timeout: timeout, group: group) {
+            ResponseCollector(promise: $0)
+        }
+    }
+
+    /// One request on a connection of its own: `handler` (made on the connection's loop)
+    /// completes the promise with the answer; `timeout` bounds the whole exchange.
+    static func exchange<Answer: Sendable, Handler: ChannelInboundHandler>(
+        _ method: HTTPMethod, _ url: String, body: [UInt8]?, headers: [(String, String)], connectTimeout: Duration,
+        timeout: Duration, group: any EventLoopGroup, handler: @escaping @Sendable (EventLoopPromise<Answer>) -> Handler
+    ) async throws -> Answer where Handler.InboundIn == HTTPClientResponsePart {
         guard let (target, path) = HostPort.parseURL(url) else { throw HTTPRequestError("not an http://host:port URL: \(url)") }
-        let promise = group.next().makePromise(of: HTTPResult.self)
+        let promise = group.next().makePromise(of: Answer.self)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
-            .connectTimeout(.nanoseconds(timeout.nanoseconds))
+            .connectTimeout(.nanoseconds(connectTimeout.nanoseconds))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                    try channel.pipeline.syncOperations.addHandler(handler(promise))
                 }
             }
             .connect(host: target.host, port: target.port)

@@ -153,7 +153,7 @@ struct Serve: AsyncParsableCommand {
         for (flag, value) in [("--tick-interval", tickInterval), ("--election-timeout", electionTimeout),
                               ("--heartbeat-interval", heartbeatInterval), ("--request-timeout", requestTimeout),
                               ("--watch-progress-interval", watchProgressInterval)] {
-            guard Self.milliseconds(value) != nil else {
+            guard Keyper.milliseconds(value) != nil else {
                 throw ValidationError("\(flag) must be a duration like 100ms, 1s or 2m (got '\(value)')")
             }
         }
@@ -169,8 +169,6 @@ struct Serve: AsyncParsableCommand {
             }
         }
     }
-
-    static func milliseconds(_ text: String) -> Int? { Keyper.milliseconds(text) }
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -194,18 +192,18 @@ struct Serve: AsyncParsableCommand {
         configuration.valueBytesMax = valueBytesMax
         configuration.logLevel = level
         configuration.changeLimits.historyRevisions = historyRevisions
-        configuration.watchProgressInterval = .milliseconds(Self.milliseconds(watchProgressInterval)!)
+        configuration.watchProgressInterval = .milliseconds(Keyper.milliseconds(watchProgressInterval)!)
         if enableRaft {
             let listen = HostPort(parsing: raftAddress, listening: true)!
             let http = configuration.httpAddress
             var cluster = ClusterConfiguration(
                 raftAddress: listen,
                 advertisedHTTPAddress: http.advertised().description)
-            let tickMs = Self.milliseconds(tickInterval)!
+            let tickMs = Keyper.milliseconds(tickInterval)!
             cluster.tickMs = tickMs
-            cluster.electionTicks = max(2, Self.milliseconds(electionTimeout)! / tickMs)
-            cluster.heartbeatTicks = max(1, Self.milliseconds(heartbeatInterval)! / tickMs)
-            cluster.requestTimeoutMs = Self.milliseconds(requestTimeout)!
+            cluster.electionTicks = max(2, Keyper.milliseconds(electionTimeout)! / tickMs)
+            cluster.heartbeatTicks = max(1, Keyper.milliseconds(heartbeatInterval)! / tickMs)
+            cluster.requestTimeoutMs = Keyper.milliseconds(requestTimeout)!
             cluster.snapshotEntries = snapshotEntries
             cluster.catchUpEntries = snapshotCatchUpEntries
             cluster.joinURL = joinURL

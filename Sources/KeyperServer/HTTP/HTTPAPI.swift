@@ -86,7 +86,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case (.transaction, _): return try await transaction(request)
         case (.watch, _): return try WatchAPI.stream(request, feed: node.changes, keyBytesMax: configuration.keyBytesMax)
         case (.leases, .post): return try await LeaseAPI.grant(request, node: node)
-        case (.leases, _): return try await LeaseAPI.list(consistency: try Self.consistency(request), node: node)
+        case (.leases, _): return try await LeaseAPI.list(consistency: try RequestParameters.consistency(request), node: node)
         case (.lease, .delete): return try await LeaseAPI.revoke(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.lease, _): return try await LeaseAPI.show(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
         case (.leaseKeepAlive, _): return try await LeaseAPI.keepAlive(try LeaseAPI.id(context.parameters.require("id")[...]), node: node)
@@ -151,7 +151,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     /// The raw value, its revisions in headers (`ETag` is the mod revision); with
     /// `Accept: application/json` or `?format=json`, a JSON object with the same.
     private func get(_ key: [UInt8], _ request: Request) async throws -> Response {
-        let consistency = try Self.consistency(request)
+        let consistency = try RequestParameters.consistency(request)
         let json = try Self.wantsJSON(request)
         if let (revision, timeout) = try Self.longPoll(request) {
             try await WatchAPI.waitForChange(of: key, since: revision, timeout: timeout, feed: node.changes) {
@@ -192,20 +192,12 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         }
         var timeout = Duration.seconds(30)
         if let given = request.uri.queryParameters["timeout"] {
-            guard let milliseconds = Self.milliseconds(String(given)), milliseconds <= 300_000 else {
+            guard let milliseconds = RequestParameters.milliseconds(String(given)), milliseconds <= 300_000 else {
                 throw APIError.badRequest("invalid_timeout", "timeout must be a duration such as 500ms, 30s or 5m, at most 5m (got \"\(given)\")")
             }
             timeout = .milliseconds(milliseconds)
         }
         return (revision, timeout)
-    }
-
-    /// "500ms", "30s", "5m" or a bare number of seconds, in milliseconds.
-    static func milliseconds(_ text: String) -> Int? {
-        for (suffix, factor) in [("ms", 1), ("s", 1_000), ("m", 60_000)] where text.hasSuffix(suffix) {
-            return Int(text.dropLast(suffix.count)).flatMap { $0 >= 0 ? $0 * factor : nil }
-        }
-        return Int(text).flatMap { $0 >= 0 ? $0 * 1_000 : nil }
     }
 
     /// Whether a read asks for JSON: `?format=json` (or `raw`), else an `Accept` naming
@@ -431,7 +423,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         case "true": values = true
         case let other?: throw APIError.badRequest("invalid_values", "values must be true or false (got \"\(other)\")")
         }
-        let page = try await node.list(prefix: prefix, after: after, limit: limit, values: values, consistency: try Self.consistency(request))
+        let page = try await node.list(prefix: prefix, after: after, limit: limit, values: values, consistency: try RequestParameters.consistency(request))
         let cursor = page.nextAfter.map { String(decoding: $0, as: UTF8.self) }
         guard values else {
             return try Self.json(KeyListing(keys: page.entries.map { String(decoding: $0.key, as: UTF8.self) }, more: cursor != nil,
@@ -446,15 +438,6 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
-    static func consistency(_ request: Request) throws(APIError) -> ReadConsistency {
-        // Most requests carry no query string: skip parsing one.
-        guard request.uri.query != nil, let text = request.uri.queryParameters["consistency"] else { return .linearizable }
-        guard let consistency = ReadConsistency(rawValue: String(text)) else {
-            throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
-        }
-        return consistency
-    }
-
     /// `POST /v1/txn` (``TransactionAPI``): one that writes is one log entry; one that only
     /// reads is a read, linearizable unless `?consistency=stale`.
     private func transaction(_ request: Request) async throws -> Response {
@@ -462,7 +445,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
         let limits = TransactionAPI.Limits(keyBytesMax: configuration.keyBytesMax, valueBytesMax: configuration.valueBytesMax,
                                            listLimitMax: configuration.listLimitMax)
         let transaction = try TransactionAPI.parse(body, limits: limits)
-        let consistency = try Self.consistency(request)
+        let consistency = try RequestParameters.consistency(request)
         if consistency == .stale && !transaction.isReadOnly {
             throw APIError.badRequest("invalid_consistency", "a transaction that writes goes through the log: consistency=stale is for reads")
         }
@@ -570,9 +553,7 @@ public struct KeyperAPI<Node: KeyValueNode>: Sendable {
     // MARK: Status
 
     private func status() async throws -> Response {
-        var status = try await node.status()
-        status.requests = node.metrics.requestTotals
-        return try Self.json(status)
+        try Self.json(try await node.statusWithRequests())
     }
 
     /// `{"status": "ok" | "unhealthy", "reason"}`, 200 or 503.
@@ -710,5 +691,26 @@ extension String {
         guard let start = firstIndex(where: { !isSpace($0) }) else { return "" }
         let end = lastIndex(where: { !isSpace($0) })!
         return self[start...end]
+    }
+}
+
+/// Query parameters several routes share (not tied to a node type).
+enum RequestParameters {
+    /// "500ms", "30s", "5m" or a bare number of seconds, in milliseconds.
+    static func milliseconds(_ text: String) -> Int? {
+        for (suffix, factor) in [("ms", 1), ("s", 1_000), ("m", 60_000)] where text.hasSuffix(suffix) {
+            return Int(text.dropLast(suffix.count)).flatMap { $0 >= 0 ? $0 * factor : nil }
+        }
+        return Int(text).flatMap { $0 >= 0 ? $0 * 1_000 : nil }
+    }
+
+    /// `?consistency=linearizable|stale` (default linearizable).
+    static func consistency(_ request: Request) throws(APIError) -> ReadConsistency {
+        // Most requests carry no query string: skip parsing one.
+        guard request.uri.query != nil, let text = request.uri.queryParameters["consistency"] else { return .linearizable }
+        guard let consistency = ReadConsistency(rawValue: String(text)) else {
+            throw APIError.badRequest("invalid_consistency", "consistency must be linearizable or stale (got \"\(text)\")")
+        }
+        return consistency
     }
 }

@@ -157,7 +157,7 @@ enum LockAPI {
     /// `?wait=`: how long to wait for the turn (0: try once).
     private static func wait(_ request: Request) throws(APIError) -> Duration {
         guard let text = request.uri.queryParameters["wait"] else { return waitDefault }
-        guard let milliseconds = KeyperAPI<StandaloneNode>.milliseconds(String(text)), milliseconds <= 300_000 else {
+        guard let milliseconds = RequestParameters.milliseconds(String(text)), milliseconds <= 300_000 else {
             throw APIError.badRequest("invalid_wait", "wait must be a duration such as 0, 500ms, 30s or 5m, at most 5m (got \"\(text)\")")
         }
         return .milliseconds(milliseconds)
@@ -188,7 +188,7 @@ enum LockAPI {
     /// `GET`: the holder (leader), or 404.
     static func show(_ request: Request, kind: Kind, name: String, node: some KeyValueNode) async throws -> Response {
         let (line, revision) = try await candidates(kind: kind, name: name, node: node,
-                                                    consistency: KeyperAPI<StandaloneNode>.consistency(request))
+                                                    consistency: RequestParameters.consistency(request))
         guard let holder = line.first else {
             throw APIError(.notFound, code: kind == .lock ? "lock_not_held" : "no_election_leader", "no one holds the \(kind.noun) \(name)")
         }

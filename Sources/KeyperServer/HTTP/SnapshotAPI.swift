@@ -1,6 +1,7 @@
 import Crypto
 import HTTPTypes
 import Hummingbird
+import KeyperClient
 import KeyperStorage
 import NIOCore
 import Synchronization
@@ -100,12 +101,6 @@ final class FileDescriptor: Sendable {
             hasher.update(data: chunk)
             offset += chunk.count
         }
-        return (hasher.finalize().map { String($0, radix: 16).leftPadded(to: 2) }.joined(), offset)
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
+        return (hasher.finalize().hex, offset)
     }
 }

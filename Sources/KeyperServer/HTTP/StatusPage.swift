@@ -20,8 +20,7 @@ enum StatusPage {
     /// "raft_addr", "voter", "reachable", "role", "term", "commit_index", "applied_index",
     /// "match_index", "keys", "requests", "error"}]}`.
     static func cluster<Node: KeyValueNode>(node: Node) async throws -> Response {
-        var own = try await node.status()
-        own.requests = node.metrics.requestTotals
+        let own = try await node.statusWithRequests()
         guard let members = own.members, own.mode == "raft" else {
             return json(#"{"cluster_id":null,"leader":"# + JSONText.quoted(own.nodeID) + #","members":["# + member(own, id: own.nodeID,
                 http: own.leaderHTTPAddress ?? "", raft: "", voter: true, match: nil, error: nil) + "]}")
@@ -171,4 +170,13 @@ enum StatusPage {
         </body>
         </html>
         """
+}
+
+extension KeyValueNode {
+    /// ``status()`` with the key requests this node answered (`GET /v1/status` and the status page).
+    func statusWithRequests() async throws -> NodeStatus {
+        var status = try await status()
+        status.requests = metrics.requestTotals
+        return status
+    }
 }

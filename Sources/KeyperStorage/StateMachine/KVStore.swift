@@ -343,7 +343,7 @@ public final class KVStore: Sendable {
             func leaseExists(_ id: UInt64) -> Bool {
                 !revoked.contains(id) && (granted.contains(id) || leases.ttl(of: id) != nil)
             }
-            func owner(_ key: [UInt8]) -> UInt64 { owners[key] ?? leases.owner(of: key) ?? 0 }
+            func owner(_ key: [UInt8]) -> UInt64 { (owners.isEmpty ? nil : owners[key]) ?? leases.owner(of: key) ?? 0 }
             /// The keys attached to `id` at this point of the batch, in order.
             func keys(of id: UInt64) -> [[UInt8]] {
                 var keys = leases.keys(of: id).filter { owners[$0] == nil }

@@ -45,7 +45,8 @@ struct LeaseTable: Equatable, Sendable {
 
     func ttl(of id: UInt64) -> UInt64? { leases[id]?.ttlSeconds }
 
-    func owner(of key: [UInt8]) -> UInt64? { owners[key] }
+    /// The key's lease. Every put and delete asks: without leased keys it costs no hashing.
+    func owner(of key: [UInt8]) -> UInt64? { owners.isEmpty ? nil : owners[key] }
 
     func keys(of id: UInt64) -> Set<[UInt8]> { leases[id]?.keys ?? [] }
 
@@ -86,6 +87,7 @@ struct LeaseTable: Equatable, Sendable {
 
     /// A deleted key belongs to no lease.
     mutating func detach(_ key: [UInt8]) {
+        guard !owners.isEmpty else { return }
         attach(key, to: 0)
     }
 
